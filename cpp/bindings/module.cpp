@@ -1,0 +1,247 @@
+// pybind11 only: type conversion, GIL release, exception translation. No logic lives here.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "mr/chat.hpp"
+#include "mr/embedder.hpp"
+#include "mr/engine.hpp"
+#include "mr/errors.hpp"
+#include "mr/log.hpp"
+#include "mr/model.hpp"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+using release_gil = py::call_guard<py::gil_scoped_release>;
+
+namespace {
+
+// Raise mr.errors.<name>(message) with extra attributes set on the instance.
+void raise_mr(const char* name, const std::string& message, py::dict attrs = {}) {
+    py::object cls = py::module_::import("mr.errors").attr(name);
+    py::object exc = cls(message);
+    for (auto item : attrs) py::setattr(exc, item.first, item.second);
+    PyErr_SetObject(cls.ptr(), exc.ptr());
+}
+
+void translate(std::exception_ptr p) {
+    try {
+        if (p) std::rethrow_exception(p);
+    } catch (const mr::ContextOverflow& e) {
+        raise_mr("ContextLengthError", e.what(), py::dict("n_requested"_a = e.n_requested, "n_ctx"_a = e.n_ctx));
+    } catch (const mr::InvalidArgument& e) {
+        raise_mr("InvalidArgumentError", e.what());
+    } catch (const mr::ModelLoadError& e) {
+        raise_mr("ModelLoadError", e.what());
+    } catch (const mr::Overloaded& e) {
+        raise_mr("OverloadedError", e.what());
+    } catch (const mr::TemplateError& e) {
+        raise_mr("TemplateError", e.what());
+    } catch (const mr::Error& e) {
+        raise_mr("EngineError", e.what());
+    }
+}
+
+py::array_t<int32_t> to_array(const std::vector<llama_token>& tokens) {
+    return py::array_t<int32_t>(static_cast<py::ssize_t>(tokens.size()), tokens.data());
+}
+
+std::vector<llama_token> to_tokens(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& a) {
+    if (a.ndim() != 1) throw mr::InvalidArgument("token ids must be a 1-D sequence");
+    return std::vector<llama_token>(a.data(), a.data() + a.size());
+}
+
+// Hands the vector's buffer to numpy without copying; the capsule frees it with the array.
+py::array_t<float> to_matrix(mr::Embeddings&& e) {
+    auto* owned = new std::vector<float>(std::move(e.data));
+    py::capsule free_when_done(owned, [](void* v) { delete static_cast<std::vector<float>*>(v); });
+    return py::array_t<float>({e.n_rows, e.n_embd}, owned->data(), free_when_done);
+}
+
+py::list to_py(std::vector<mr::Event>&& events) {
+    py::list out(events.size());
+    for (size_t i = 0; i < events.size(); ++i) {
+        auto& ev = events[i];
+        out[i] = py::make_tuple(ev.id, ev.token, py::bytes(ev.piece), static_cast<int>(ev.finish), ev.n_prompt,
+                                ev.n_generated, ev.error);
+    }
+    return out;
+}
+
+void set_log_handler(py::function handler, int min_level) {
+    auto shared = std::make_shared<py::function>(std::move(handler));
+    mr::log::set_sink(
+        [shared](int level, const std::string& message) {
+            if (!Py_IsInitialized()) return;
+            py::gil_scoped_acquire gil;
+            try {
+                (*shared)(level, message);
+            } catch (py::error_already_set& e) {
+                e.discard_as_unraisable("mr log handler");
+            }
+        },
+        min_level);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+    m.doc() = "mr's native core: llama.cpp behind a small C++ API";
+    py::register_exception_translator(translate);
+
+    m.def("llama_commit", [] { return std::string(MR_LLAMA_COMMIT); });
+    m.def("system_info", &mr::system_info);
+    m.def("set_log_handler", &set_log_handler, "handler"_a, "min_level"_a);
+    m.def("set_log_level", &mr::log::set_level, "min_level"_a);
+    m.def("clear_log_handler", &mr::log::clear_sink, release_gil());
+
+    py::class_<mr::Model, std::shared_ptr<mr::Model>>(m, "Model")
+        .def(py::init([](const std::string& path, int n_gpu_layers, bool use_mmap) {
+                 return mr::Model::load({path, n_gpu_layers, use_mmap});
+             }),
+             "path"_a, "n_gpu_layers"_a = -1, "use_mmap"_a = true, release_gil())
+        .def_property_readonly("path", &mr::Model::path)
+        .def_property_readonly("metadata", &mr::Model::metadata)
+        .def_property_readonly("description", &mr::Model::description)
+        .def_property_readonly("architecture", &mr::Model::architecture)
+        .def_property_readonly("chat_template", &mr::Model::chat_template)
+        .def_property_readonly("n_ctx_train", &mr::Model::n_ctx_train)
+        .def_property_readonly("n_embd", &mr::Model::n_embd)
+        .def_property_readonly("n_layer", &mr::Model::n_layer)
+        .def_property_readonly("n_params", &mr::Model::n_params)
+        .def_property_readonly("size_bytes", &mr::Model::size_bytes)
+        .def_property_readonly("n_vocab", &mr::Model::n_vocab)
+        .def_property_readonly("bos", &mr::Model::bos)
+        .def_property_readonly("eos", &mr::Model::eos)
+        .def_property_readonly("eot", &mr::Model::eot)
+        .def_property_readonly("eog_tokens", [](const mr::Model& self) { return to_array(self.eog_tokens()); })
+        .def("is_eog", &mr::Model::is_eog, "token"_a)
+        .def("tokenize",
+             [](const mr::Model& self, const std::string& text, bool add_special, bool parse_special) {
+                 std::vector<llama_token> tokens;
+                 {
+                     py::gil_scoped_release nogil;
+                     tokens = self.tokenize(text, add_special, parse_special);
+                 }
+                 return to_array(tokens);
+             },
+             "text"_a, "add_special"_a = true, "parse_special"_a = false)
+        .def("detokenize",
+             [](const mr::Model& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids,
+                bool remove_special, bool unparse_special) {
+                 auto tokens = to_tokens(ids);
+                 std::string text;
+                 {
+                     py::gil_scoped_release nogil;
+                     text = self.detokenize(tokens, remove_special, unparse_special);
+                 }
+                 return py::bytes(text);
+             },
+             "tokens"_a, "remove_special"_a = false, "unparse_special"_a = false)
+        .def("token_to_piece",
+             [](const mr::Model& self, int32_t token, bool special) { return py::bytes(self.token_to_piece(token, special)); },
+             "token"_a, "special"_a = false);
+
+    py::class_<mr::SamplingParams>(m, "SamplingParams")
+        .def(py::init<>())
+        .def_readwrite("temperature", &mr::SamplingParams::temperature)
+        .def_readwrite("top_k", &mr::SamplingParams::top_k)
+        .def_readwrite("top_p", &mr::SamplingParams::top_p)
+        .def_readwrite("min_p", &mr::SamplingParams::min_p)
+        .def_readwrite("seed", &mr::SamplingParams::seed)
+        .def_readwrite("repeat_penalty", &mr::SamplingParams::repeat_penalty)
+        .def_readwrite("presence_penalty", &mr::SamplingParams::presence_penalty)
+        .def_readwrite("frequency_penalty", &mr::SamplingParams::frequency_penalty)
+        .def_readwrite("penalty_last_n", &mr::SamplingParams::penalty_last_n)
+        .def_readwrite("logit_bias", &mr::SamplingParams::logit_bias)
+        .def_readwrite("grammar", &mr::SamplingParams::grammar);
+
+    py::class_<mr::Engine>(m, "Engine")
+        .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_slots, int n_batch, int n_ubatch,
+                         int n_threads, int max_queue, int prefill_chunk) {
+                 mr::EngineParams p;
+                 p.n_ctx = n_ctx;
+                 p.n_slots = n_slots;
+                 p.n_batch = n_batch;
+                 p.n_ubatch = n_ubatch;
+                 p.n_threads = n_threads;
+                 p.n_threads_batch = n_threads;
+                 p.max_queue = max_queue;
+                 p.prefill_chunk = prefill_chunk;
+                 return std::make_unique<mr::Engine>(std::move(model), p);
+             }),
+             "model"_a, "n_ctx"_a = 4096, "n_slots"_a = 4, "n_batch"_a = 512, "n_ubatch"_a = 512,
+             "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, release_gil())
+        .def("submit",
+             [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,
+                const mr::SamplingParams& sampling, int max_tokens, bool ignore_eos,
+                const std::vector<int32_t>& stop_tokens) {
+                 mr::Request r;
+                 r.prompt = to_tokens(prompt);
+                 r.sampling = sampling;
+                 r.max_tokens = max_tokens;
+                 r.ignore_eos = ignore_eos;
+                 r.stop_tokens = stop_tokens;
+                 py::gil_scoped_release nogil;
+                 return self.submit(std::move(r));
+             },
+             "prompt"_a, "sampling"_a, "max_tokens"_a = -1, "ignore_eos"_a = false,
+             "stop_tokens"_a = std::vector<int32_t>{})
+        .def("cancel", &mr::Engine::cancel, "id"_a, release_gil())
+        .def("poll",
+             [](mr::Engine& self, int timeout_ms) {
+                 std::vector<mr::Event> events;
+                 {
+                     py::gil_scoped_release nogil;
+                     events = self.poll(timeout_ms);
+                 }
+                 return to_py(std::move(events));
+             },
+             "timeout_ms"_a = 0)
+        .def_property_readonly("event_fd", &mr::Engine::event_fd)
+        .def_property_readonly("n_ctx", &mr::Engine::n_ctx_seq)
+        .def_property_readonly("n_slots", [](const mr::Engine& self) { return self.params().n_slots; })
+        .def("stats",
+             [](const mr::Engine& self) {
+                 mr::EngineStats s = self.stats();
+                 return py::dict("n_slots"_a = s.n_slots, "busy_slots"_a = s.busy_slots, "queued"_a = s.queued,
+                                 "steps"_a = s.steps, "tokens_prompt"_a = s.tokens_prompt,
+                                 "tokens_generated"_a = s.tokens_generated,
+                                 "requests_finished"_a = s.requests_finished);
+             })
+        .def("shutdown", &mr::Engine::shutdown, release_gil());
+
+    py::class_<mr::Embedder>(m, "Embedder")
+        .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_seq_max, int n_threads) {
+                 return std::make_unique<mr::Embedder>(std::move(model), mr::EmbedderParams{n_ctx, n_seq_max, n_threads});
+             }),
+             "model"_a, "n_ctx"_a = 2048, "n_seq_max"_a = 32, "n_threads"_a = 0, release_gil())
+        .def("embed",
+             [](mr::Embedder& self, const std::vector<std::string>& texts, bool normalize, bool truncate) {
+                 mr::Embeddings e;
+                 {
+                     py::gil_scoped_release nogil;
+                     e = self.embed(texts, normalize, truncate);
+                 }
+                 const int n_tokens = e.n_tokens;
+                 return py::make_tuple(to_matrix(std::move(e)), n_tokens);
+             },
+             "texts"_a, "normalize"_a = true, "truncate"_a = false)
+        .def_property_readonly("pooling_type", &mr::Embedder::pooling_type)
+        .def_property_readonly("n_ctx", &mr::Embedder::n_ctx);
+
+    py::class_<mr::ChatTemplates>(m, "ChatTemplates")
+        .def(py::init<const mr::Model&, const std::string&>(), "model"_a, "override_template"_a = "", release_gil())
+        .def_property_readonly("source", &mr::ChatTemplates::source)
+        .def("apply",
+             [](const mr::ChatTemplates& self, const std::string& messages_json, bool add_generation_prompt) {
+                 mr::ChatPrompt out;
+                 {
+                     py::gil_scoped_release nogil;
+                     out = self.apply({messages_json, add_generation_prompt});
+                 }
+                 return py::make_tuple(out.prompt, out.additional_stops);
+             },
+             "messages_json"_a, "add_generation_prompt"_a = true);
+}

@@ -1,0 +1,44 @@
+// RAII owners for llama contexts and batches, shared by the engine and the embedder.
+#pragma once
+
+#include <memory>
+
+#include "llama.h"
+
+namespace mr {
+
+class Model;
+
+struct ContextDeleter {
+    void operator()(llama_context* c) const { llama_free(c); }
+};
+using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
+
+// Throws ModelLoadError when llama.cpp cannot create the context (e.g. out of memory).
+ContextPtr make_context(const Model& model, const llama_context_params& params);
+
+// Threads for decoding when the caller says 0: llama.cpp's count of math cores.
+int default_threads();
+
+class Batch {
+public:
+    Batch(int n_tokens_max, int n_seq_max);
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+
+    void clear() { batch_.n_tokens = 0; }
+    // Returns the index of the token in the batch (the logits index when `logits` is set).
+    int add(llama_token token, llama_pos pos, llama_seq_id seq, bool logits);
+    int size() const { return batch_.n_tokens; }
+    int capacity() const { return capacity_; }
+    const llama_batch& get() const { return batch_; }
+    // A view of tokens [offset, offset + n) for decoding a large batch in pieces.
+    llama_batch view(int offset, int n) const;
+
+private:
+    llama_batch batch_;
+    int capacity_;
+};
+
+}  // namespace mr

@@ -1,0 +1,49 @@
+// Sentence embeddings: a second context in embeddings mode, many inputs packed per batch.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "mr/context.hpp"
+
+namespace mr {
+
+class Model;
+
+struct EmbedderParams {
+    int n_ctx = 2048;     // also the longest input, in tokens
+    int n_seq_max = 32;   // inputs per batch
+    int n_threads = 0;    // 0: llama.cpp's count of math cores
+};
+
+struct Embeddings {
+    std::vector<float> data;  // row-major, n_rows x n_embd
+    int n_rows = 0;
+    int n_embd = 0;
+    int n_tokens = 0;         // tokens processed (for usage)
+};
+
+class Embedder {
+public:
+    Embedder(std::shared_ptr<Model> model, const EmbedderParams& params);
+
+    // One row per text. Inputs longer than n_ctx throw InvalidArgument unless `truncate`.
+    Embeddings embed(const std::vector<std::string>& texts, bool normalize, bool truncate);
+    // The pooling actually used: the model's, or mean pooling for a generative model.
+    int pooling_type() const { return pooling_; }
+    int n_ctx() const { return n_ctx_; }
+
+private:
+    void run_batch(Batch& batch, int n_seqs, float* out, bool normalize);
+
+    std::shared_ptr<Model> model_;
+    EmbedderParams params_;
+    ContextPtr ctx_;
+    int pooling_ = 0;
+    int n_ctx_ = 0;
+    std::mutex mutex_;  // one embed() at a time on this context
+};
+
+}  // namespace mr

@@ -1,0 +1,152 @@
+// The generation engine: one thread owns the llama_context and runs continuous batching.
+//
+// Requests are submitted from any thread and queued. Each step the engine thread admits queued
+// requests into free slots (one llama sequence each, unified KV cache), builds ONE batch holding
+// a token for every decoding slot plus bounded prompt chunks for slots in prefill, calls
+// llama_decode once, samples, and publishes the results as events. Consumers drain events with
+// poll(); a file descriptor becomes readable whenever events are pending.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "mr/context.hpp"
+#include "mr/notifier.hpp"
+#include "mr/sampler.hpp"
+
+namespace mr {
+
+class Model;
+
+struct EngineParams {
+    int n_ctx = 4096;      // KV cells, shared by all slots; also the limit of one sequence
+    int n_slots = 4;       // sequences decoded together
+    int n_batch = 512;     // tokens per step: decode tokens + prompt chunks
+    int n_ubatch = 512;
+    int n_threads = 0;     // 0: llama.cpp's count of math cores
+    int n_threads_batch = 0;
+    int max_queue = 64;    // requests waiting for a slot; one more is refused (Overloaded)
+    int prefill_chunk = 0; // most prompt tokens one slot adds to a step; 0: n_batch
+};
+
+struct Request {
+    std::vector<llama_token> prompt;
+    SamplingParams sampling;
+    int max_tokens = -1;  // -1: until end-of-generation or the context is full
+    bool ignore_eos = false;
+    std::vector<llama_token> stop_tokens;
+};
+
+enum class Finish : int { None = 0, Stop = 1, Length = 2, Cancelled = 3, Error = 4 };
+
+struct Event {
+    uint64_t id = 0;
+    llama_token token = -1;  // -1: this event carries no token (a finish on its own)
+    std::string piece;       // the token's bytes; may end inside a UTF-8 character
+    Finish finish = Finish::None;
+    int n_prompt = 0;
+    int n_generated = 0;
+    std::string error;
+};
+
+struct EngineStats {
+    int n_slots = 0;
+    int busy_slots = 0;
+    int queued = 0;
+    uint64_t steps = 0;
+    uint64_t tokens_prompt = 0;
+    uint64_t tokens_generated = 0;
+    uint64_t requests_finished = 0;
+};
+
+class Engine {
+public:
+    Engine(std::shared_ptr<Model> model, const EngineParams& params);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    // Validates, then queues. Throws InvalidArgument, ContextOverflow or Overloaded.
+    uint64_t submit(Request request);
+    // Frees the request's slot before the next step; a queued request never starts.
+    void cancel(uint64_t id);
+    // Every pending event; waits up to timeout_ms (0: no wait, < 0: forever) when none are.
+    std::vector<Event> poll(int timeout_ms);
+    int event_fd() const { return notifier_.fd(); }
+    EngineStats stats() const;
+    const EngineParams& params() const { return params_; }
+    int n_ctx_seq() const { return n_ctx_seq_; }
+    // Stops the thread; queued and running requests end with Finish::Cancelled. Idempotent.
+    void shutdown();
+
+private:
+    struct Pending {
+        uint64_t id = 0;
+        Request request;
+        std::unique_ptr<Sampler> sampler;
+    };
+    // One sequence of the unified KV cache; seq id = index in slots_.
+    struct Slot {
+        bool active = false;
+        uint64_t id = 0;
+        uint64_t admitted = 0;           // admission order, for evicting the newest first
+        Request request;
+        std::unique_ptr<Sampler> sampler;
+        size_t n_prompt_done = 0;        // prompt tokens already in the KV cache
+        int n_past = 0;                  // next position
+        int n_generated = 0;
+        llama_token pending = -1;        // sampled, not yet decoded
+        int logits_idx = -1;             // batch output to sample from after this step
+        int n_in_batch = 0;              // tokens this slot put into the current batch
+    };
+
+    void run();
+    bool wait_for_work();  // blocks until there is work; admits and cancels under mutex_
+    void admit();          // mutex_ held
+    void apply_cancels();  // mutex_ held
+    void drain_all();
+    void step();
+    int build_batch();
+    bool decode_batch();
+    void sample_outputs();
+    void finish(Slot& slot, Finish reason, std::string error = {});
+    void release(Slot& slot);
+    void emit_token(Slot& slot, llama_token token);
+    void evict_newest(const std::string& why);
+    void publish();
+
+    std::shared_ptr<Model> model_;
+    EngineParams params_;
+    ContextPtr ctx_;
+    int n_ctx_seq_ = 0;
+    Batch batch_;
+    std::vector<Slot> slots_;
+    std::vector<Event> out_;  // events of the current step (engine thread only)
+    uint64_t admissions_ = 0;
+
+    mutable std::mutex mutex_;  // guards everything below
+    std::condition_variable work_cv_;
+    std::condition_variable events_cv_;
+    std::deque<Pending> queue_;
+    std::unordered_set<uint64_t> cancels_;
+    std::vector<Event> events_;
+    uint64_t next_id_ = 1;
+    bool stopping_ = false;
+    bool thread_done_ = false;  // the engine thread has published its last events
+
+    std::atomic<int> busy_{0};
+    std::atomic<uint64_t> steps_{0}, tokens_prompt_{0}, tokens_generated_{0}, finished_{0};
+
+    Notifier notifier_;
+    std::thread thread_;
+};
+
+}  // namespace mr

@@ -1,0 +1,50 @@
+// Per-sequence sampling: a llama_sampler chain built from one request's parameters.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "llama.h"
+
+namespace mr {
+
+class Model;
+
+struct SamplingParams {
+    float temperature = 0.8f;  // <= 0: greedy
+    int top_k = 40;            // <= 0: off
+    float top_p = 0.95f;       // >= 1: off
+    float min_p = 0.05f;       // <= 0: off
+    uint32_t seed = LLAMA_DEFAULT_SEED;  // LLAMA_DEFAULT_SEED: a random seed
+    float repeat_penalty = 1.0f;         // 1: off
+    float presence_penalty = 0.0f;
+    float frequency_penalty = 0.0f;
+    int penalty_last_n = 64;
+    std::vector<std::pair<llama_token, float>> logit_bias;
+    std::string grammar;  // GBNF; "" = unconstrained
+};
+
+struct SamplerDeleter {
+    void operator()(llama_sampler* s) const { llama_sampler_free(s); }
+};
+
+class Sampler {
+public:
+    // Validates every value (throws InvalidArgument) before building the chain.
+    Sampler(const Model& model, const SamplingParams& params);
+
+    // Samples from the logits of batch output `idx` and accepts the token into the chain's state.
+    llama_token sample(llama_context* ctx, int32_t idx);
+    // Feed a token the chain did not pick (e.g. a prompt token for the repeat penalties).
+    void accept(llama_token token);
+
+private:
+    std::unique_ptr<llama_sampler, SamplerDeleter> chain_;
+};
+
+void validate(const Model& model, const SamplingParams& params);
+
+}  // namespace mr

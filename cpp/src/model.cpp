@@ -1,0 +1,170 @@
+#include "mr/model.hpp"
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+
+#include "mr/errors.hpp"
+#include "mr/log.hpp"
+
+namespace mr {
+namespace {
+
+// Error messages name the file, never its absolute path (they may reach HTTP clients).
+std::string display_name(const std::string& path) {
+    return std::filesystem::path(path).filename().string();
+}
+
+void check_gguf_file(const std::string& path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+        throw ModelLoadError("model file not found: " + display_name(path));
+    }
+    if (!fs::is_regular_file(path, ec)) {
+        throw ModelLoadError("not a regular file: " + display_name(path));
+    }
+    std::ifstream in(path, std::ios::binary);
+    std::array<char, 4> magic{};
+    if (!in.read(magic.data(), magic.size()) || std::string(magic.data(), 4) != "GGUF") {
+        throw ModelLoadError("not a GGUF file (bad magic): " + display_name(path));
+    }
+}
+
+}  // namespace
+
+void init_backend() {
+    static std::once_flag once;
+    std::call_once(once, [] { llama_backend_init(); });
+}
+
+std::string system_info() {
+    init_backend();
+    return llama_print_system_info();
+}
+
+Model::Model(std::unique_ptr<llama_model, ModelDeleter> model, std::string path)
+    : model_(std::move(model)), vocab_(llama_model_get_vocab(model_.get())), path_(std::move(path)) {}
+
+std::shared_ptr<Model> Model::load(const ModelParams& params) {
+    init_backend();
+    check_gguf_file(params.path);
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = params.n_gpu_layers < 0 ? 999 : params.n_gpu_layers;
+    mp.load_mode = params.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+    log::take_last_error();
+    llama_model* raw = llama_model_load_from_file(params.path.c_str(), mp);
+    if (raw == nullptr) {
+        std::string why = log::take_last_error();
+        throw ModelLoadError("llama.cpp could not load " + display_name(params.path) +
+                             (why.empty() ? "" : ": " + why));
+    }
+    std::unique_ptr<llama_model, ModelDeleter> owned(raw);
+    if (llama_model_get_vocab(raw) == nullptr || llama_vocab_n_tokens(llama_model_get_vocab(raw)) <= 0) {
+        throw ModelLoadError("model has no vocabulary: " + display_name(params.path));
+    }
+    return std::shared_ptr<Model>(new Model(std::move(owned), params.path));
+}
+
+std::string Model::meta_value(const char* key) const {
+    std::vector<char> buf(256);
+    int32_t n = llama_model_meta_val_str(model_.get(), key, buf.data(), buf.size());
+    if (n < 0) return "";
+    if (static_cast<size_t>(n) >= buf.size()) {
+        buf.resize(n + 1);
+        llama_model_meta_val_str(model_.get(), key, buf.data(), buf.size());
+    }
+    return std::string(buf.data(), n);
+}
+
+std::map<std::string, std::string> Model::metadata() const {
+    std::map<std::string, std::string> out;
+    const int32_t count = llama_model_meta_count(model_.get());
+    std::vector<char> key(512), val(1024);
+    for (int32_t i = 0; i < count; ++i) {
+        int32_t nk = llama_model_meta_key_by_index(model_.get(), i, key.data(), key.size());
+        if (nk < 0) continue;
+        if (static_cast<size_t>(nk) >= key.size()) {
+            key.resize(nk + 1);
+            llama_model_meta_key_by_index(model_.get(), i, key.data(), key.size());
+        }
+        int32_t nv = llama_model_meta_val_str_by_index(model_.get(), i, val.data(), val.size());
+        if (nv < 0) continue;
+        if (static_cast<size_t>(nv) >= val.size()) {
+            val.resize(nv + 1);
+            llama_model_meta_val_str_by_index(model_.get(), i, val.data(), val.size());
+        }
+        out.emplace(std::string(key.data(), nk), std::string(val.data(), nv));
+    }
+    return out;
+}
+
+std::string Model::description() const {
+    std::array<char, 256> buf{};
+    llama_model_desc(model_.get(), buf.data(), buf.size());
+    return buf.data();
+}
+
+std::string Model::architecture() const { return meta_value("general.architecture"); }
+
+std::string Model::chat_template() const {
+    const char* tmpl = llama_model_chat_template(model_.get(), nullptr);
+    return tmpl ? tmpl : "";
+}
+
+void Model::check_token(llama_token token) const {
+    if (token < 0 || token >= n_vocab()) {
+        throw InvalidArgument("token id " + std::to_string(token) + " is out of range [0, " +
+                              std::to_string(n_vocab()) + ")");
+    }
+}
+
+std::vector<llama_token> Model::tokenize(const std::string& text, bool add_special, bool parse_special) const {
+    const int32_t len = static_cast<int32_t>(text.size());
+    std::vector<llama_token> tokens(text.size() + 2 + (add_special ? 2 : 0));
+    int32_t n = llama_tokenize(vocab_, text.data(), len, tokens.data(), tokens.size(), add_special, parse_special);
+    if (n < 0) {  // buffer too small: -n is the exact size
+        tokens.resize(-n);
+        n = llama_tokenize(vocab_, text.data(), len, tokens.data(), tokens.size(), add_special, parse_special);
+    }
+    if (n < 0) {
+        throw InvalidArgument("text could not be tokenized");
+    }
+    tokens.resize(n);
+    return tokens;
+}
+
+std::string Model::detokenize(const std::vector<llama_token>& tokens, bool remove_special, bool unparse_special) const {
+    for (llama_token t : tokens) check_token(t);
+    std::string out(tokens.size() * 8 + 16, '\0');
+    int32_t n = llama_detokenize(vocab_, tokens.data(), tokens.size(), out.data(), out.size(), remove_special, unparse_special);
+    if (n < 0) {
+        out.resize(-n);
+        n = llama_detokenize(vocab_, tokens.data(), tokens.size(), out.data(), out.size(), remove_special, unparse_special);
+    }
+    out.resize(n < 0 ? 0 : n);
+    return out;
+}
+
+std::string Model::token_to_piece(llama_token token, bool special) const {
+    check_token(token);
+    std::array<char, 64> small{};
+    int32_t n = llama_token_to_piece(vocab_, token, small.data(), small.size(), 0, special);
+    if (n >= 0) return std::string(small.data(), n);
+    std::string big(-n, '\0');
+    n = llama_token_to_piece(vocab_, token, big.data(), big.size(), 0, special);
+    big.resize(n < 0 ? 0 : n);
+    return big;
+}
+
+std::vector<llama_token> Model::eog_tokens() const {
+    std::vector<llama_token> out;
+    for (llama_token t = 0; t < n_vocab(); ++t) {
+        if (llama_vocab_is_eog(vocab_, t)) out.push_back(t);
+    }
+    return out;
+}
+
+}  // namespace mr

@@ -1,0 +1,77 @@
+#include "mr/sampler.hpp"
+
+#include <cmath>
+
+#include "mr/errors.hpp"
+#include "mr/model.hpp"
+
+namespace mr {
+namespace {
+
+void require(bool ok, const std::string& what) {
+    if (!ok) throw InvalidArgument(what);
+}
+
+bool penalties_active(const SamplingParams& p) {
+    return p.penalty_last_n != 0 &&
+           (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f);
+}
+
+}  // namespace
+
+void validate(const Model& model, const SamplingParams& p) {
+    require(std::isfinite(p.temperature) && p.temperature <= 100.0f, "temperature must be a finite number <= 100");
+    require(std::isfinite(p.top_p) && p.top_p >= 0.0f && p.top_p <= 1.0f, "top_p must be in [0, 1]");
+    require(std::isfinite(p.min_p) && p.min_p >= 0.0f && p.min_p <= 1.0f, "min_p must be in [0, 1]");
+    require(p.top_k <= model.n_vocab(), "top_k must not exceed the vocabulary size");
+    require(std::isfinite(p.repeat_penalty) && p.repeat_penalty > 0.0f, "repeat_penalty must be > 0");
+    require(std::isfinite(p.presence_penalty) && std::fabs(p.presence_penalty) <= 2.0f,
+            "presence_penalty must be in [-2, 2]");
+    require(std::isfinite(p.frequency_penalty) && std::fabs(p.frequency_penalty) <= 2.0f,
+            "frequency_penalty must be in [-2, 2]");
+    require(p.penalty_last_n >= 0, "penalty_last_n must be >= 0");
+    for (const auto& [token, bias] : p.logit_bias) {
+        model.check_token(token);
+        require(!std::isnan(bias), "logit_bias values must be numbers");
+    }
+}
+
+Sampler::Sampler(const Model& model, const SamplingParams& p) {
+    validate(model, p);
+    llama_sampler_chain_params cp = llama_sampler_chain_default_params();
+    cp.no_perf = true;
+    chain_.reset(llama_sampler_chain_init(cp));
+    llama_sampler* c = chain_.get();
+    const int32_t n_vocab = model.n_vocab();
+
+    if (!p.grammar.empty()) {
+        llama_sampler* g = llama_sampler_init_grammar(model.vocab(), p.grammar.c_str(), "root");
+        if (g == nullptr) throw InvalidArgument("the grammar could not be parsed");
+        llama_sampler_chain_add(c, g);
+    }
+    if (!p.logit_bias.empty()) {
+        std::vector<llama_logit_bias> bias;
+        bias.reserve(p.logit_bias.size());
+        for (const auto& [token, value] : p.logit_bias) bias.push_back({token, value});
+        llama_sampler_chain_add(c, llama_sampler_init_logit_bias(n_vocab, bias.size(), bias.data()));
+    }
+    if (penalties_active(p)) {
+        llama_sampler_chain_add(c, llama_sampler_init_penalties(n_vocab, p.penalty_last_n, p.repeat_penalty,
+                                                                p.frequency_penalty, p.presence_penalty));
+    }
+    if (p.temperature <= 0.0f) {
+        llama_sampler_chain_add(c, llama_sampler_init_greedy());
+        return;
+    }
+    if (p.top_k > 0) llama_sampler_chain_add(c, llama_sampler_init_top_k(p.top_k));
+    if (p.top_p < 1.0f) llama_sampler_chain_add(c, llama_sampler_init_top_p(p.top_p, 1));
+    if (p.min_p > 0.0f) llama_sampler_chain_add(c, llama_sampler_init_min_p(p.min_p, 1));
+    llama_sampler_chain_add(c, llama_sampler_init_temp(p.temperature));
+    llama_sampler_chain_add(c, llama_sampler_init_dist(p.seed));
+}
+
+llama_token Sampler::sample(llama_context* ctx, int32_t idx) { return llama_sampler_sample(chain_.get(), ctx, idx); }
+
+void Sampler::accept(llama_token token) { llama_sampler_accept(chain_.get(), token); }
+
+}  // namespace mr

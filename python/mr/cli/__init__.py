@@ -1,0 +1,51 @@
+"""The `mr` command line: a click group whose verbs are imported only when invoked.
+
+`mr --help` must stay fast, so nothing here imports the engine, the store or the server.
+Each verb family lives in its own module, registered by name in COMMANDS.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mr.cli.lazy import LazyGroup
+
+# verb -> "module:attribute". Store verbs live in mr.cli.store_cmds.
+COMMANDS: dict[str, str] = {
+    "run": "mr.cli.run:run",
+    "version": "mr.cli.info:version",
+    "pull": "mr.cli.store_cmds:pull",
+    "push": "mr.cli.store_cmds:push",
+    "package": "mr.cli.store_cmds:package",
+    "tag": "mr.cli.store_cmds:tag",
+    "rm": "mr.cli.store_cmds:rm",
+    "list": "mr.cli.store_cmds:list_models",
+    "ls": "mr.cli.store_cmds:list_models",
+    "inspect": "mr.cli.store_cmds:inspect",
+    "df": "mr.cli.store_cmds:df",
+}
+
+
+def _version() -> str:
+    from mr import __version__
+
+    return __version__
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=_version(), prog_name="mr", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, envvar="MR_DEBUG", help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """mr: run language models locally (Docker Model Runner compatible)."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and a distinct exit code."""
+    from mr.cli.errors import run_cli
+
+    sys.exit(run_cli(cli, argv))

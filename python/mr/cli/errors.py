@@ -1,0 +1,35 @@
+"""Turn mr's errors into one line on stderr and the exit code of their class."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from mr.errors import MrError
+
+
+def run_cli(group: click.Group, argv: list[str] | None) -> int:
+    args = list(argv) if argv is not None else sys.argv[1:]
+    debug = "--debug" in args or os.environ.get("MR_DEBUG", "") not in ("", "0")
+    try:
+        with group.make_context("mr", args) as ctx:
+            group.invoke(ctx)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except MrError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: {exc}", err=True)
+        return exc.exit_code

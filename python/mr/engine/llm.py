@@ -1,0 +1,137 @@
+"""LLM: a loaded model with its generation engine, embedder and chat template."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+from mr import _native, config
+from mr.engine import logbridge
+from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
+from mr.engine.pump import EventPump
+from mr.engine.stream import Stream
+from mr.errors import InvalidArgumentError
+
+Prompt = str | Sequence[int] | np.ndarray
+
+
+class LLM:
+    """A GGUF model loaded for generation (continuous batching) and embeddings.
+
+    >>> llm = LLM("model.gguf")
+    >>> "".join(llm.generate("The capital of France is", SamplingOptions(temperature=0), max_tokens=8))
+    """
+
+    def __init__(self, path: str | PathLike[str], options: EngineOptions | None = None,
+                 chat_template: str | None = None) -> None:
+        logbridge.install()
+        self.options = options or EngineOptions()
+        self.options.validate()
+        self.model = _native.Model(str(path), self.options.n_gpu_layers, self.options.use_mmap)
+        self.n_ctx = self.options.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP)
+        o = self.options
+        self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, o.n_batch, o.n_ubatch,
+                                      o.n_threads, o.max_queue, o.prefill_chunk)
+        self._pump = EventPump(self._engine)
+        self._chat_override = chat_template or ""
+        self._templates: _native.ChatTemplates | None = None
+        self._embedder: _native.Embedder | None = None
+
+    # ---- vocabulary ----
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> np.ndarray:
+        return self.model.tokenize(_checked_text(text), add_special, parse_special)
+
+    def detokenize(self, tokens: Sequence[int] | np.ndarray) -> str:
+        return self.model.detokenize(np.asarray(tokens, dtype=np.int32)).decode("utf-8", "replace")
+
+    # ---- generation ----
+
+    def generate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
+                 max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
+                 ignore_eos: bool = False, parse_special: bool = False) -> Stream:
+        """Queue a completion of `prompt` (text or token ids); iterate the result for text."""
+        sampling = sampling or SamplingOptions()
+        sampling.validate(self.model.n_vocab)
+        tokens = self._prompt_tokens(prompt, parse_special)
+        request_id, route = self._pump.submit(tokens, _native_sampling(sampling), max_tokens,
+                                              ignore_eos, list(stop_tokens))
+        return Stream(request_id, route, list(stop), self._pump.cancel)
+
+    def chat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
+             max_tokens: int = -1, stop: Sequence[str] = ()) -> Stream:
+        prompt, extra_stops = self.render_chat(messages)
+        return self.generate(prompt, sampling, max_tokens=max_tokens,
+                             stop=[*stop, *extra_stops], parse_special=True)
+
+    def render_chat(self, messages: list[dict[str, Any]],
+                    add_generation_prompt: bool = True) -> tuple[str, list[str]]:
+        if self._templates is None:
+            self._templates = _native.ChatTemplates(self.model, self._chat_override)
+        return self._templates.apply(json.dumps(messages, ensure_ascii=False), add_generation_prompt)
+
+    # ---- embeddings ----
+
+    def embed(self, texts: Sequence[str], normalize: bool = True, truncate: bool = False) -> np.ndarray:
+        """One float32 row per text, shape (len(texts), n_embd)."""
+        if isinstance(texts, str):
+            raise InvalidArgumentError("embed() takes a list of texts")
+        if not texts:
+            raise InvalidArgumentError("input must not be empty")
+        if self._embedder is None:
+            self._embedder = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads)
+        matrix, _n_tokens = self._embedder.embed([_checked_text(t) for t in texts], normalize, truncate)
+        return matrix
+
+    # ---- lifecycle ----
+
+    def stats(self) -> dict[str, int]:
+        return self._engine.stats()
+
+    def close(self) -> None:
+        self._engine.shutdown()
+        self._pump.close()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _prompt_tokens(self, prompt: Prompt, parse_special: bool) -> np.ndarray:
+        if isinstance(prompt, str):
+            return self.tokenize(prompt, add_special=True, parse_special=parse_special)
+        tokens = np.asarray(prompt)
+        if tokens.ndim != 1 or (tokens.size and not np.issubdtype(tokens.dtype, np.integer)):
+            raise InvalidArgumentError("prompt token ids must be a flat list of integers")
+        return tokens.astype(np.int32, copy=False)
+
+
+def _checked_text(text: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"expected text, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(f"text is not valid Unicode (position {exc.start})") from None
+    return text
+
+
+def _native_sampling(s: SamplingOptions) -> _native.SamplingParams:
+    p = _native.SamplingParams()
+    p.temperature = s.temperature
+    p.top_k = s.top_k
+    p.top_p = s.top_p
+    p.min_p = s.min_p
+    p.seed = RANDOM_SEED if s.seed is None else s.seed
+    p.repeat_penalty = s.repeat_penalty
+    p.presence_penalty = s.presence_penalty
+    p.frequency_penalty = s.frequency_penalty
+    p.penalty_last_n = s.penalty_last_n
+    p.logit_bias = list(s.logit_bias.items())
+    p.grammar = s.grammar
+    return p

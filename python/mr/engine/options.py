@@ -1,0 +1,71 @@
+"""Engine and sampling options, validated in Python before anything reaches native code."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from mr.errors import InvalidArgumentError
+
+RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: draw a random seed
+
+
+class SamplingOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """Per-request sampling. Defaults are llama.cpp's; temperature 0 means greedy."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    seed: int | None = None
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    logit_bias: dict[int, float] = msgspec.field(default_factory=dict)
+    grammar: str = ""
+
+    def validate(self, n_vocab: int) -> None:
+        _check("temperature", math.isfinite(self.temperature) and 0 <= self.temperature <= 100, "in [0, 100]")
+        _check("top_k", 0 <= self.top_k <= n_vocab, f"in [0, {n_vocab}]")
+        _check("top_p", math.isfinite(self.top_p) and 0 <= self.top_p <= 1, "in [0, 1]")
+        _check("min_p", math.isfinite(self.min_p) and 0 <= self.min_p <= 1, "in [0, 1]")
+        _check("seed", self.seed is None or 0 <= self.seed < RANDOM_SEED, "in [0, 2**32 - 1)")
+        _check("repeat_penalty", math.isfinite(self.repeat_penalty) and self.repeat_penalty > 0, "> 0")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            _check(name, math.isfinite(value) and -2 <= value <= 2, "in [-2, 2]")
+        _check("penalty_last_n", 0 <= self.penalty_last_n <= 1 << 20, ">= 0")
+        for token, bias in self.logit_bias.items():
+            _check("logit_bias", 0 <= token < n_vocab, f"token ids in [0, {n_vocab})")
+            _check("logit_bias", not math.isnan(bias), "numbers")
+
+
+class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """How a model is run: context, parallel slots, batch sizes, threads."""
+
+    n_ctx: int | None = None  # None: the model's training context, capped by config.DEFAULT_CTX_CAP
+    n_slots: int = 4
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_threads: int = 0  # 0: llama.cpp's count of math cores
+    max_queue: int = 64
+    prefill_chunk: int = 0  # 0: n_batch
+    n_gpu_layers: int = -1
+    use_mmap: bool = True
+
+    def validate(self) -> None:
+        _check("n_ctx", self.n_ctx is None or 0 < self.n_ctx <= 1 << 20, "in [1, 1048576]")
+        _check("n_slots", 1 <= self.n_slots <= 256, "in [1, 256]")
+        _check("n_batch", 1 <= self.n_batch <= 1 << 16, "in [1, 65536]")
+        _check("n_ubatch", 1 <= self.n_ubatch <= 1 << 16, "in [1, 65536]")
+        _check("n_threads", 0 <= self.n_threads <= 1024, "in [0, 1024]")
+        _check("max_queue", 0 <= self.max_queue <= 1 << 16, "in [0, 65536]")
+        _check("prefill_chunk", 0 <= self.prefill_chunk <= 1 << 16, "in [0, 65536]")
+        _check("n_gpu_layers", self.n_gpu_layers >= -1, ">= -1")
+
+
+def _check(param: str, ok: bool, expected: str) -> None:
+    if not ok:
+        raise InvalidArgumentError(f"{param} must be {expected}")
