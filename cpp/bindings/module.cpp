@@ -92,6 +92,7 @@ PYBIND11_MODULE(_native, m) {
 
     m.def("llama_commit", [] { return std::string(MR_LLAMA_COMMIT); });
     m.def("system_info", &mr::system_info);
+    m.def("default_threads", &mr::default_threads);
     m.def("set_log_handler", &set_log_handler, "handler"_a, "min_level"_a);
     m.def("set_log_level", &mr::log::set_level, "min_level"_a);
     m.def("clear_log_handler", &mr::log::clear_sink, release_gil());

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from collections.abc import Callable, Iterator
 
@@ -50,10 +51,8 @@ class Stream(Iterator[str]):
                 self.finish_reason = "cancelled"
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the engine is going away too
             self.close()
-        except Exception:
-            pass  # interpreter shutdown: the engine is going away too
 
     def _step(self, event: Event) -> str:
         self.n_prompt = event.n_prompt

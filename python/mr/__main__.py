@@ -1,0 +1,5 @@
+"""`python -m mr` is the `mr` command."""
+
+from mr.cli import main
+
+main()

@@ -1,0 +1,73 @@
+"""`mr run MODEL [PROMPT]`: stream an answer from a model to stdout."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+def _read_piped_stdin() -> str:
+    if sys.stdin is None or sys.stdin.isatty():
+        return ""
+    return sys.stdin.read()
+
+
+def resolve_model_path(model: str) -> Path:
+    """A path to a GGUF file, or a reference to a model in the store (pulled when missing)."""
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf" or path.exists():
+        return path
+    from mr.cli.store_cmds import ensure_local  # the store is only imported for store names
+
+    return ensure_local(model)
+
+
+@click.command()
+@click.argument("model")
+@click.argument("prompt", nargs=-1)
+@click.option("--temperature", type=float, default=None, help="Sampling temperature (0 = greedy).")
+@click.option("--seed", type=int, default=None, help="Random seed for reproducible sampling.")
+@click.option("--max-tokens", type=int, default=-1, show_default=True, help="-1: until the model stops.")
+@click.option("--ctx-size", type=int, default=None, help="Context size in tokens.")
+@click.option("--system", default=None, help="A system message.")
+@click.option("--verbose", is_flag=True, help="Print prompt and generation speed after the answer.")
+def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: int | None,
+        max_tokens: int, ctx_size: int | None, system: str | None, verbose: bool) -> None:
+    """Run MODEL (a store name or a .gguf path) on PROMPT and stream the answer."""
+    text = " ".join(prompt)
+    piped = _read_piped_stdin()
+    if piped:
+        text = f"{text}\n\n{piped}" if text else piped
+    if not text.strip():
+        raise click.UsageError("give a prompt (interactive mode is not available yet)")
+
+    from mr.engine import LLM, EngineOptions, SamplingOptions
+
+    defaults = SamplingOptions()
+    sampling = SamplingOptions(
+        temperature=defaults.temperature if temperature is None else temperature, seed=seed
+    )
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": text}
+    ]
+    with LLM(resolve_model_path(model), EngineOptions(n_ctx=ctx_size, n_slots=1)) as llm:
+        start = time.perf_counter()
+        stream = llm.chat(messages, sampling, max_tokens=max_tokens)
+        first = None
+        for piece in stream:
+            first = first or time.perf_counter()
+            click.echo(piece, nl=False)
+        click.echo()
+        if verbose:
+            _print_timings(stream.n_prompt, stream.n_generated, start, first, time.perf_counter())
+
+
+def _print_timings(n_prompt: int, n_gen: int, start: float, first: float | None, end: float) -> None:
+    first = first or end
+    prefill = max(first - start, 1e-9)
+    decode = max(end - first, 1e-9)
+    click.echo(f"prompt: {n_prompt} tokens, {n_prompt / prefill:.1f} tokens/s", err=True)
+    click.echo(f"generation: {n_gen} tokens, {max(n_gen - 1, 0) / decode:.1f} tokens/s", err=True)

@@ -1,0 +1,60 @@
+"""The first CLI: `mr --version`, `mr run PATH PROMPT`, fast help, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mr
+
+
+def mr_cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mr", *args], input=stdin, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "MR_DEBUG": ""})
+
+
+def test_version() -> None:
+    result = mr_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mr {mr.__version__}"
+
+
+def test_version_command_names_llama_commit() -> None:
+    result = mr_cli("version")
+    assert result.returncode == 0
+    assert "llama.cpp 0c1e57098bba" in result.stdout
+
+
+def test_run_streams_an_answer(smollm2_path: Path) -> None:
+    result = mr_cli("run", str(smollm2_path), "How fast does a cheetah run?", "--temperature", "0",
+                    "--max-tokens", "40")
+    assert result.returncode == 0, result.stderr
+    assert "cheetah" in result.stdout.lower()
+
+
+def test_run_appends_piped_stdin(smollm2_path: Path) -> None:
+    result = mr_cli("run", str(smollm2_path), "Repeat the word in capitals:", "--temperature", "0",
+                    "--max-tokens", "20", stdin="banana\n")
+    assert result.returncode == 0, result.stderr
+    assert "banana" in result.stdout.lower()
+
+
+def test_missing_model_is_one_line_error(tmp_path: Path) -> None:
+    result = mr_cli("run", str(tmp_path / "absent.gguf"), "hi")
+    assert result.returncode == 3
+    assert result.stderr.strip() == "Error: model file not found: absent.gguf"
+    assert "Traceback" not in result.stderr
+
+
+def test_help_imports_neither_engine_nor_native() -> None:
+    code = (
+        "import sys\n"
+        "from mr.cli import cli\n"
+        "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        "bad = [m for m in sys.modules if m.startswith(('mr._native', 'mr.engine', 'mr.server', 'numpy'))]\n"
+        "print(bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == "[]"

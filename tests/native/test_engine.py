@@ -1,0 +1,133 @@
+"""Generation through the batched engine with the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mr.engine import LLM, EngineOptions, SamplingOptions
+from mr.errors import OverloadedError
+
+GREEDY = SamplingOptions(temperature=0)
+
+
+def test_greedy_capital_of_france(smollm2) -> None:
+    text = smollm2.generate("The capital of France is", GREEDY, max_tokens=12).text()
+    assert "Paris" in text
+
+
+def test_chat_template_answer(smollm2) -> None:
+    prompt, _ = smollm2.render_chat([{"role": "user", "content": "How fast does a cheetah run?"}])
+    assert prompt.endswith("<|im_start|>assistant\n")  # SmolLM2's own ChatML template
+    question = [{"role": "user", "content": "How fast does a cheetah run?"}]
+    stream = smollm2.chat(question, GREEDY, max_tokens=60)
+    text = stream.text()
+    assert "cheetah" in text.lower() and "km" in text
+    assert "<|im_end|>" not in text
+
+
+def test_two_sequences_in_one_batch_match_each_alone(smollm2) -> None:
+    prompts = ["The capital of France is", "Once upon a time, in a small village,"]
+    alone = []
+    steps_alone = 0
+    for p in prompts:
+        before = smollm2.stats()["steps"]
+        stream = smollm2.generate(p, GREEDY, max_tokens=24)
+        stream.text()
+        alone.append(stream.tokens)
+        steps_alone += smollm2.stats()["steps"] - before
+    before = smollm2.stats()["steps"]
+    streams = [smollm2.generate(p, GREEDY, max_tokens=24) for p in prompts]
+    together = []
+    for s in streams:
+        s.text()
+        together.append(s.tokens)
+    steps_together = smollm2.stats()["steps"] - before
+    assert together == alone
+    assert steps_together < steps_alone  # decoded in shared steps, not one after the other
+
+
+def test_same_seed_same_output_different_seed_different(smollm2) -> None:
+    def sample(seed: int) -> list[int]:
+        s = smollm2.generate("Write a story about a dragon.", SamplingOptions(temperature=1.0, seed=seed),
+                             max_tokens=32, ignore_eos=True)
+        s.text()
+        return s.tokens
+
+    first = sample(1234)
+    assert sample(1234) == first
+    assert sample(4321) != first
+
+
+def test_max_tokens_and_finish_reasons(smollm2) -> None:
+    s = smollm2.generate("Count: 1, 2, 3,", GREEDY, max_tokens=5)
+    s.text()
+    assert (s.n_generated, s.finish_reason) == (5, "length")
+    assert s.n_prompt == len(smollm2.tokenize("Count: 1, 2, 3,"))
+    chat = smollm2.chat([{"role": "user", "content": "Say hi."}], GREEDY, max_tokens=200)
+    chat.text()
+    assert chat.finish_reason == "stop" and chat.n_generated < 200
+
+
+def test_stop_string_cuts_output(smollm2) -> None:
+    full = smollm2.generate("The capital of France is", GREEDY, max_tokens=12).text()
+    word = full.split()[1]  # a word well inside the text
+    cut = smollm2.generate("The capital of France is", GREEDY, max_tokens=12, stop=[word]).text()
+    assert cut == full[: full.index(word)]
+
+
+def test_gil_is_released_while_generating(smollm2) -> None:
+    done = threading.Event()
+    ticks = 0
+
+    def generate() -> None:
+        smollm2.generate("Tell me about the ocean.", GREEDY, max_tokens=48, ignore_eos=True).text()
+        done.set()
+
+    worker = threading.Thread(target=generate)
+    start = time.perf_counter()
+    worker.start()
+    while not done.is_set():
+        ticks += 1
+    elapsed = time.perf_counter() - start
+    worker.join()
+    # A held GIL would freeze this loop for the whole generation; free, it spins millions of times.
+    assert ticks > 10_000 * elapsed
+
+
+def test_cancel_frees_the_slot(smollm2) -> None:
+    stream = smollm2.generate("Tell me a long story.", GREEDY, max_tokens=400, ignore_eos=True)
+    next(stream)
+    stream.close()
+    assert stream.finish_reason == "cancelled"
+    deadline = time.time() + 5
+    while smollm2.stats()["busy_slots"] and time.time() < deadline:
+        time.sleep(0.01)
+    assert smollm2.stats()["busy_slots"] == 0
+
+
+def test_queue_cap_overload(tiny_gguf) -> None:
+    with LLM(tiny_gguf, EngineOptions(n_ctx=512, n_slots=1, max_queue=1)) as llm:
+        running = llm.generate("a", GREEDY, max_tokens=300, ignore_eos=True)
+        next(running)  # admitted: the slot is busy
+        queued = llm.generate("b", GREEDY, max_tokens=4, ignore_eos=True)
+        with pytest.raises(OverloadedError):
+            llm.generate("c", GREEDY, max_tokens=4)
+        running.close()
+        queued.text()
+        assert queued.finish_reason == "length"  # the accepted request still finishes
+
+
+def test_small_kv_cache_ends_newest_request(tiny_gguf) -> None:
+    # 4 slots share 256 cells; four requests that each want 200 cannot all fit.
+    with LLM(tiny_gguf, EngineOptions(n_ctx=256, n_slots=4)) as llm:
+        streams = [llm.generate("hello there", GREEDY, max_tokens=200, ignore_eos=True) for _ in range(4)]
+        for s in streams:
+            s.text()
+        assert all(s.finish_reason == "length" for s in streams)
+        assert max(s.n_generated for s in streams) == 200  # the oldest ran to completion
+        after = llm.generate("hello there", GREEDY, max_tokens=8, ignore_eos=True)
+        after.text()
+        assert after.n_generated == 8
