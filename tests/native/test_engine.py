@@ -23,7 +23,7 @@ def test_chat_template_answer(smollm2) -> None:
     assert prompt.endswith("<|im_start|>assistant\n")  # SmolLM2's own ChatML template
     question = [{"role": "user", "content": "How fast does a cheetah run?"}]
     stream = smollm2.chat(question, GREEDY, max_tokens=60)
-    text = stream.text()
+    text = stream.collect().content
     assert "cheetah" in text.lower() and "km" in text
     assert "<|im_end|>" not in text
 
@@ -67,8 +67,8 @@ def test_max_tokens_and_finish_reasons(smollm2) -> None:
     assert (s.n_generated, s.finish_reason) == (5, "length")
     assert s.n_prompt == len(smollm2.tokenize("Count: 1, 2, 3,"))
     chat = smollm2.chat([{"role": "user", "content": "Say hi."}], GREEDY, max_tokens=200)
-    chat.text()
-    assert chat.finish_reason == "stop" and chat.n_generated < 200
+    chat.collect()
+    assert chat.finish_reason == "stop" and chat.usage.completion_tokens < 200
 
 
 def test_stop_string_cuts_output(smollm2) -> None:

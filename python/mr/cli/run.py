@@ -57,12 +57,13 @@ def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: in
         start = time.perf_counter()
         stream = llm.chat(messages, sampling, max_tokens=max_tokens)
         first = None
-        for piece in stream:
+        for delta in stream:
             first = first or time.perf_counter()
-            click.echo(piece, nl=False)
+            click.echo(delta.content, nl=False)
         click.echo()
         if verbose:
-            _print_timings(stream.n_prompt, stream.n_generated, start, first, time.perf_counter())
+            usage = stream.usage
+            _print_timings(usage.prompt_tokens, usage.completion_tokens, start, first, time.perf_counter())
 
 
 def _print_timings(n_prompt: int, n_gen: int, start: float, first: float | None, end: float) -> None:

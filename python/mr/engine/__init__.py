@@ -1,7 +1,34 @@
-"""The Python face of the native engine: load a model, generate text, embed texts."""
+"""The Python face of the native engine: load a model, generate text, chat, embed texts."""
 
+from mr.engine.chat import AsyncChatStream, ChatStream
 from mr.engine.llm import LLM
 from mr.engine.options import EngineOptions, SamplingOptions
-from mr.engine.stream import Stream
+from mr.engine.stream import AsyncStream, Stream
+from mr.engine.types import (
+    ChatDelta,
+    ChatMessage,
+    ChatOptions,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    TopLogprob,
+    Usage,
+)
 
-__all__ = ["LLM", "EngineOptions", "SamplingOptions", "Stream"]
+__all__ = [
+    "LLM",
+    "AsyncChatStream",
+    "AsyncStream",
+    "ChatDelta",
+    "ChatMessage",
+    "ChatOptions",
+    "ChatStream",
+    "EngineOptions",
+    "SamplingOptions",
+    "Stream",
+    "TokenLogprob",
+    "ToolCall",
+    "ToolCallDelta",
+    "TopLogprob",
+    "Usage",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from os import PathLike
@@ -11,9 +12,12 @@ import numpy as np
 
 from mr import _native, config
 from mr.engine import logbridge
+from mr.engine.chat import AsyncChatStream, ChatStream
+from mr.engine.chatformat import ChatFormat
 from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
-from mr.engine.pump import EventPump
-from mr.engine.stream import Stream
+from mr.engine.pump import Event, EventPump
+from mr.engine.stream import AsyncStream, Stream
+from mr.engine.types import ChatOptions
 from mr.errors import InvalidArgumentError
 
 Prompt = str | Sequence[int] | np.ndarray
@@ -55,18 +59,42 @@ class LLM:
                  max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
                  ignore_eos: bool = False, parse_special: bool = False) -> Stream:
         """Queue a completion of `prompt` (text or token ids); iterate the result for text."""
-        sampling = sampling or SamplingOptions()
-        sampling.validate(self.model.n_vocab)
-        tokens = self._prompt_tokens(prompt, parse_special)
-        request_id, route = self._pump.submit(tokens, _native_sampling(sampling), max_tokens,
-                                              ignore_eos, list(stop_tokens))
+        args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special)
+        request_id, route = self._pump.submit_sync(*args)
         return Stream(request_id, route, list(stop), self._pump.cancel)
 
+    def agenerate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
+                  max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
+                  ignore_eos: bool = False, parse_special: bool = False) -> AsyncStream:
+        """Like generate(), for asyncio: call it on the running loop, then `async for` the result."""
+        loop = asyncio.get_running_loop()
+        self._pump.attach(loop)
+        args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special)
+        route: asyncio.Queue[Event] = asyncio.Queue()
+        request_id = self._pump.submit(route.put_nowait, *args)
+        return AsyncStream(request_id, route, list(stop), self._pump.cancel)
+
     def chat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
-             max_tokens: int = -1, stop: Sequence[str] = ()) -> Stream:
-        prompt, extra_stops = self.render_chat(messages)
-        return self.generate(prompt, sampling, max_tokens=max_tokens,
-                             stop=[*stop, *extra_stops], parse_special=True)
+             max_tokens: int = -1, stop: Sequence[str] = (),
+             options: ChatOptions | None = None) -> ChatStream:
+        """Answer `messages` (OpenAI shape); iterate the result for ChatDelta objects."""
+        prompt, extra_stops, fmt = self._render(messages, options)
+        stream = self.generate(prompt, sampling, max_tokens=max_tokens,
+                               stop=[*stop, *extra_stops], parse_special=True)
+        return ChatStream(stream, fmt)
+
+    def achat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
+              max_tokens: int = -1, stop: Sequence[str] = (),
+              options: ChatOptions | None = None) -> AsyncChatStream:
+        prompt, extra_stops, fmt = self._render(messages, options)
+        stream = self.agenerate(prompt, sampling, max_tokens=max_tokens,
+                                stop=[*stop, *extra_stops], parse_special=True)
+        return AsyncChatStream(stream, fmt)
+
+    def _render(self, messages: list[dict[str, Any]],
+                options: ChatOptions | None) -> tuple[str, list[str], ChatFormat]:
+        prompt, stops = self.render_chat(messages)
+        return prompt, stops, ChatFormat()
 
     def render_chat(self, messages: list[dict[str, Any]],
                     add_generation_prompt: bool = True) -> tuple[str, list[str]]:
@@ -101,6 +129,15 @@ class LLM:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _request(self, prompt: Prompt, sampling: SamplingOptions | None, max_tokens: int,
+                 stop_tokens: Sequence[int], ignore_eos: bool, parse_special: bool) -> tuple[Any, ...]:
+        sampling = sampling or SamplingOptions()
+        sampling.validate(self.model.n_vocab)
+        if max_tokens == 0 or max_tokens < -1:
+            raise InvalidArgumentError("max_tokens must be >= 1 (or -1 for no limit)")
+        tokens = self._prompt_tokens(prompt, parse_special)
+        return tokens, _native_sampling(sampling), max_tokens, ignore_eos, list(stop_tokens)
 
     def _prompt_tokens(self, prompt: Prompt, parse_special: bool) -> np.ndarray:
         if isinstance(prompt, str):

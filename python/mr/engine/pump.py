@@ -1,14 +1,20 @@
 """The bridge between the engine thread and Python consumers.
 
-The native engine publishes events (request id, token, bytes, finish, counts) in batches. One
-daemon thread drains them with the GIL released while it waits, and routes each to the queue of
-its request, so GIL crossings are per engine step, not per token.
+The native engine publishes events (request id, token, bytes, finish, counts) in batches. They
+are drained in one call per engine step and routed to the queue of their request, so GIL
+crossings are per step, not per token. Two ways to drain:
+
+- a daemon thread that waits in `poll` with the GIL released (CLI, scripts, tests);
+- once `attach(loop)` is called, the asyncio loop itself, woken by the engine's file descriptor
+  (`loop.add_reader`), with no extra thread and no cross-thread hand-off (the server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
 from mr import _native
@@ -25,43 +31,76 @@ class Event(NamedTuple):
 
 
 FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled", 4: "error"}
+Sink = Callable[[Event], None]
 
 
 class EventPump:
     def __init__(self, engine: _native.Engine) -> None:
         self._engine = engine
-        self._routes: dict[int, queue.SimpleQueue[Event]] = {}
+        self._sinks: dict[int, Sink] = {}
         self._lock = threading.Lock()  # submit + register is atomic w.r.t. routing
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mr-event-pump", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="mr-event-pump", daemon=True
+        )
         self._thread.start()
 
-    def submit(self, prompt: object, sampling: _native.SamplingParams, max_tokens: int,
-               ignore_eos: bool, stop_tokens: list[int]) -> tuple[int, queue.SimpleQueue[Event]]:
+    def submit(self, sink: Sink, prompt: object, sampling: _native.SamplingParams, max_tokens: int,
+               ignore_eos: bool, stop_tokens: list[int]) -> int:
         with self._lock:
             request_id = self._engine.submit(prompt, sampling, max_tokens, ignore_eos, stop_tokens)
-            route: queue.SimpleQueue[Event] = queue.SimpleQueue()
-            self._routes[request_id] = route
-        return request_id, route
+            self._sinks[request_id] = sink
+        return request_id
+
+    def submit_sync(self, *args: object) -> tuple[int, queue.SimpleQueue[Event]]:
+        route: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        return self.submit(route.put, *args), route  # type: ignore[arg-type]
 
     def cancel(self, request_id: int) -> None:
         self._engine.cancel(request_id)
 
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drain from `loop` (fd readiness) instead of the thread. Call from the loop's thread."""
+        if self._loop is loop:
+            return
+        if self._loop is not None:
+            raise RuntimeError("this engine is already attached to another event loop")
+        self._stop_thread()
+        self._loop = loop
+        loop.add_reader(self._engine.event_fd, self._drain_now)
+        self._drain_now()  # anything published while switching
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
     def close(self) -> None:
+        self._stop_thread()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._engine.event_fd)
         self._closed.set()
-        self._thread.join(timeout=5)
+
+    def _stop_thread(self) -> None:
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._closed.clear()
 
     def _run(self) -> None:
         while not self._closed.is_set():
-            events = self._engine.poll(100)
-            if not events:
-                continue
-            with self._lock:
-                for raw in events:
-                    event = Event(*raw)
-                    route = self._routes.get(event.id)
-                    if route is None:
-                        continue
-                    if event.finish:
-                        del self._routes[event.id]
-                    route.put(event)
+            self._route(self._engine.poll(100))
+
+    def _drain_now(self) -> None:
+        self._route(self._engine.poll(0))
+
+    def _route(self, events: list[tuple[int, int, bytes, int, int, int, str]]) -> None:
+        if not events:
+            return
+        with self._lock:
+            for raw in events:
+                event = Event(*raw)
+                sink = self._sinks.pop(event.id) if event.finish else self._sinks.get(event.id)
+                if sink is not None:
+                    sink(event)

@@ -1,60 +1,46 @@
-"""One request's output as an iterator of UTF-8-safe text pieces."""
+"""One request's output as an iterator (or async iterator) of UTF-8-safe text pieces."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from mr.engine.pump import FINISH_NAMES, Event
 from mr.engine.text import StopMatcher, Utf8Stream
+from mr.engine.types import Usage
 from mr.errors import EngineError
 
 
-class Stream(Iterator[str]):
-    """Text pieces as they are generated. After the last one, `finish_reason` is "stop" or
-    "length" (or "cancelled"), and the token counts are set. Closing it early (or dropping it)
-    cancels the request, which frees its slot within one engine step."""
+class _Output:
+    """Turns a request's events into text: UTF-8 assembly, stop strings, counts, finish reason."""
 
-    def __init__(self, request_id: int, route: queue.SimpleQueue[Event], stops: list[str],
-                 cancel: Callable[[int], None]) -> None:
+    def __init__(self, request_id: int, stops: list[str], cancel: Callable[[int], None]) -> None:
         self.id = request_id
-        self._route = route
         self._cancel = cancel
         self._utf8 = Utf8Stream()
         self._stops = StopMatcher(stops)
-        self._done = False
+        self.done = False
         self.finish_reason: str | None = None
         self.n_prompt = 0
         self.n_generated = 0
+        self.n_cached = 0
         self.tokens: list[int] = []
 
-    def __iter__(self) -> Stream:
-        return self
-
-    def __next__(self) -> str:
-        while not self._done:
-            text = self._step(self._route.get())
-            if text:
-                return text
-        raise StopIteration
-
-    def text(self) -> str:
-        """Everything not yet consumed, joined."""
-        return "".join(self)
+    @property
+    def usage(self) -> Usage:
+        return Usage(prompt_tokens=self.n_prompt, completion_tokens=self.n_generated,
+                     cached_tokens=self.n_cached)
 
     def close(self) -> None:
-        if not self._done:
-            self._done = True
+        if not self.done:
+            self.done = True
             self._cancel(self.id)
             if self.finish_reason is None:
                 self.finish_reason = "cancelled"
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown: the engine is going away too
-            self.close()
-
-    def _step(self, event: Event) -> str:
+    def step(self, event: Event) -> str:
         self.n_prompt = event.n_prompt
         self.n_generated = max(self.n_generated, event.n_generated)
         text = ""
@@ -66,10 +52,74 @@ class Stream(Iterator[str]):
                 self.finish_reason = "stop"
                 return text
         if event.finish:
-            self._done = True
+            self.done = True
             if event.finish == 4:
                 raise EngineError(event.error or "generation failed")
             self.finish_reason = FINISH_NAMES.get(event.finish, "stop")
             text += self._stops.feed(self._utf8.flush())
             text += self._stops.flush()
         return text
+
+
+class Stream(_Output, Iterator[str]):
+    """Text pieces as they are generated (blocking). After the last one, `finish_reason` is
+    "stop", "length" or "cancelled" and the token counts are set. Closing it early (or dropping
+    it) cancels the request, which frees its slot within one engine step."""
+
+    def __init__(self, request_id: int, route: queue.SimpleQueue[Event], stops: list[str],
+                 cancel: Callable[[int], None]) -> None:
+        super().__init__(request_id, stops, cancel)
+        self._route = route
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> str:
+        while not self.done:
+            text = self.step(self._route.get())
+            if text:
+                return text
+        raise StopIteration
+
+    def text(self) -> str:
+        """Everything not yet consumed, joined."""
+        return "".join(self)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the engine is going away too
+            self.close()
+
+
+class AsyncStream(_Output, AsyncIterator[str]):
+    """The asyncio twin of Stream, fed on the event loop's thread (see EventPump.attach).
+    Cancelling the task that iterates it (e.g. a client disconnect) cancels the request."""
+
+    def __init__(self, request_id: int, route: asyncio.Queue[Event], stops: list[str],
+                 cancel: Callable[[int], None]) -> None:
+        super().__init__(request_id, stops, cancel)
+        self._route = route
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            while not self.done:
+                event = self._route.get_nowait() if not self._route.empty() else await self._route.get()
+                text = self.step(event)
+                if text:
+                    return text
+        except asyncio.CancelledError:
+            self.close()
+            raise
+        raise StopAsyncIteration
+
+    async def text(self) -> str:
+        return "".join([piece async for piece in self])
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

@@ -1,0 +1,123 @@
+"""Chat streams: text pieces from the engine turned into assistant-message deltas.
+
+The model's output is parsed (content, reasoning content, tool calls) by the chat format that
+rendered its prompt; see mr.engine.chatformat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from mr.engine.chatformat import ChatFormat
+from mr.engine.stream import AsyncStream, Stream
+from mr.engine.types import ChatDelta, ChatMessage, Usage
+
+
+class _ChatOutput:
+    def __init__(self, fmt: ChatFormat) -> None:
+        self._fmt = fmt
+        self._text = ""
+        self.message = ChatMessage()
+
+    def _feed(self, piece: str, final: bool) -> ChatDelta | None:
+        self._text += piece
+        message = self._fmt.parse(self._text, partial=not final)
+        delta = self._fmt.diff(self.message, message)
+        self.message = message
+        return delta
+
+    def _finish_reason(self, raw: str | None) -> str | None:
+        if raw == "stop" and self.message.tool_calls:
+            return "tool_calls"
+        return raw
+
+
+class ChatStream(_ChatOutput, Iterator[ChatDelta]):
+    """Blocking iterator of ChatDelta; `message`, `finish_reason` and `usage` when done."""
+
+    def __init__(self, stream: Stream, fmt: ChatFormat) -> None:
+        super().__init__(fmt)
+        self._stream = stream
+        self._finished = False
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> ChatDelta:
+        while not self._finished:
+            piece = next(self._stream, None)
+            if piece is None:
+                self._finished = True
+                delta = self._feed("", final=True)
+            else:
+                delta = self._feed(piece, final=False)
+            if delta is not None:
+                return delta
+        raise StopIteration
+
+    def collect(self) -> ChatMessage:
+        for _ in self:
+            pass
+        return self.message
+
+    def close(self) -> None:
+        self._stream.close()
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._finish_reason(self._stream.finish_reason)
+
+    @property
+    def usage(self) -> Usage:
+        return self._stream.usage
+
+    @property
+    def stream(self) -> Stream:
+        return self._stream
+
+
+class AsyncChatStream(_ChatOutput, AsyncIterator[ChatDelta]):
+    """The asyncio twin of ChatStream."""
+
+    def __init__(self, stream: AsyncStream, fmt: ChatFormat) -> None:
+        super().__init__(fmt)
+        self._stream = stream
+        self._finished = False
+
+    def __aiter__(self) -> AsyncChatStream:
+        return self
+
+    async def __anext__(self) -> ChatDelta:
+        while not self._finished:
+            try:
+                piece = await self._stream.__anext__()
+                delta = self._feed(piece, final=False)
+            except StopAsyncIteration:
+                self._finished = True
+                delta = self._feed("", final=True)
+            if delta is not None:
+                return delta
+        raise StopAsyncIteration
+
+    async def collect(self) -> ChatMessage:
+        async for _ in self:
+            pass
+        return self.message
+
+    def close(self) -> None:
+        self._stream.close()
+
+    async def aclose(self) -> None:
+        self._stream.close()
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._finish_reason(self._stream.finish_reason)
+
+    @property
+    def usage(self) -> Usage:
+        return self._stream.usage
+
+    @property
+    def stream(self) -> AsyncStream:
+        return self._stream

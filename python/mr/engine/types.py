@@ -1,0 +1,67 @@
+"""Result types of the engine's Python face (msgspec Structs: cheap to build, encode directly)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV cells were reused from an earlier request
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class TopLogprob(msgspec.Struct, kw_only=True, array_like=True):
+    token: int
+    text: bytes
+    logprob: float
+
+
+class TokenLogprob(msgspec.Struct, kw_only=True):
+    token: int
+    text: bytes
+    logprob: float
+    top: list[TopLogprob] = msgspec.field(default_factory=list)
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCallDelta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class ChatDelta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What one streamed chunk adds to the assistant message."""
+
+    content: str = ""
+    reasoning_content: str = ""
+    tool_calls: list[ToolCallDelta] = msgspec.field(default_factory=list)
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    """The whole assistant message, parsed from the model's output."""
+
+    content: str = ""
+    reasoning_content: str = ""
+    tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
+
+
+class ChatOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """OpenAI chat features beyond plain messages."""
+
+    tools: list[dict] | None = None  # OpenAI tool objects: {"type": "function", "function": {...}}
+    tool_choice: str | dict | None = None  # "none" | "auto" | "required" | {"type": "function", ...}
+    parallel_tool_calls: bool = False
+    response_format: dict | None = None  # {"type": "json_object"} | {"type": "json_schema", ...}
+    chat_template_kwargs: dict | None = None
