@@ -63,8 +63,10 @@ py::list to_py(std::vector<mr::Event>&& events) {
     py::list out(events.size());
     for (size_t i = 0; i < events.size(); ++i) {
         auto& ev = events[i];
+        py::object top = py::none();
+        if (!ev.top.empty()) top = py::cast(ev.top);
         out[i] = py::make_tuple(ev.id, ev.token, py::bytes(ev.piece), static_cast<int>(ev.finish), ev.n_prompt,
-                                ev.n_generated, ev.error);
+                                ev.n_generated, ev.error, ev.n_cached, ev.logprob, top);
     }
     return out;
 }
@@ -177,8 +179,9 @@ PYBIND11_MODULE(_native, m) {
         .def("submit",
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,
                 const mr::SamplingParams& sampling, int max_tokens, bool ignore_eos,
-                const std::vector<int32_t>& stop_tokens) {
+                const std::vector<int32_t>& stop_tokens, int n_logprobs) {
                  mr::Request r;
+                 r.n_logprobs = n_logprobs;
                  r.prompt = to_tokens(prompt);
                  r.sampling = sampling;
                  r.max_tokens = max_tokens;
@@ -188,7 +191,7 @@ PYBIND11_MODULE(_native, m) {
                  return self.submit(std::move(r));
              },
              "prompt"_a, "sampling"_a, "max_tokens"_a = -1, "ignore_eos"_a = false,
-             "stop_tokens"_a = std::vector<int32_t>{})
+             "stop_tokens"_a = std::vector<int32_t>{}, "n_logprobs"_a = -1)
         .def("cancel", &mr::Engine::cancel, "id"_a, release_gil())
         .def("poll",
              [](mr::Engine& self, int timeout_ms) {
@@ -209,7 +212,8 @@ PYBIND11_MODULE(_native, m) {
                  return py::dict("n_slots"_a = s.n_slots, "busy_slots"_a = s.busy_slots, "queued"_a = s.queued,
                                  "steps"_a = s.steps, "tokens_prompt"_a = s.tokens_prompt,
                                  "tokens_generated"_a = s.tokens_generated,
-                                 "requests_finished"_a = s.requests_finished);
+                                 "requests_finished"_a = s.requests_finished, "prefix_hits"_a = s.prefix_hits,
+                                 "tokens_reused"_a = s.tokens_reused);
              })
         .def("shutdown", &mr::Engine::shutdown, release_gil());
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "mr/errors.hpp"
 #include "mr/model.hpp"
@@ -64,6 +65,7 @@ uint64_t Engine::submit(Request request) {
     if (request.prompt.empty()) throw InvalidArgument("the prompt is empty");
     for (llama_token t : request.prompt) model_->check_token(t);
     for (llama_token t : request.stop_tokens) model_->check_token(t);
+    if (request.n_logprobs < -1 || request.n_logprobs > 20) throw InvalidArgument("top logprobs must be in [0, 20]");
     if (request.max_tokens == 0 || request.max_tokens < -1) {
         throw InvalidArgument("max_tokens must be >= 1 (or -1 for no limit)");
     }
@@ -127,6 +129,8 @@ EngineStats Engine::stats() const {
     s.tokens_prompt = tokens_prompt_.load();
     s.tokens_generated = tokens_generated_.load();
     s.requests_finished = finished_.load();
+    s.prefix_hits = prefix_hits_.load();
+    s.tokens_reused = tokens_reused_.load();
     return s;
 }
 
@@ -166,20 +170,130 @@ void Engine::apply_cancels() {
 }
 
 void Engine::admit() {
-    for (size_t seq = 0; seq < slots_.size() && !queue_.empty(); ++seq) {
-        Slot& slot = slots_[seq];
-        if (slot.active) continue;
-        Pending p = std::move(queue_.front());
-        queue_.pop_front();
-        llama_memory_seq_rm(llama_get_memory(ctx_.get()), static_cast<llama_seq_id>(seq), -1, -1);
-        slot = Slot{};
-        slot.active = true;
-        slot.id = p.id;
-        slot.admitted = ++admissions_;
-        slot.request = std::move(p.request);
-        slot.sampler = std::move(p.sampler);
-        busy_++;
+    for (auto it = queue_.begin(); it != queue_.end() && busy_.load() < params_.n_slots;) {
+        if (shares_running_prefill(it->request.prompt)) {
+            ++it;  // admitted once that prefill is done: the prefix is then computed only once
+            continue;
+        }
+        Pending p = std::move(*it);
+        it = queue_.erase(it);
+        start(std::move(p));
     }
+}
+
+void Engine::start(Pending p) {
+    const size_t seq = pick_slot(p.request.prompt);
+    Slot& slot = slots_[seq];
+    const int reused = reuse_prefix(seq, p.request.prompt);
+    slot.active = true;
+    slot.id = p.id;
+    slot.admitted = ++admissions_;
+    slot.request = std::move(p.request);
+    slot.sampler = std::move(p.sampler);
+    slot.n_prompt_done = reused;
+    slot.n_past = reused;
+    slot.n_cached = reused;
+    slot.n_generated = 0;
+    slot.pending = -1;
+    slot.logits_idx = -1;
+    slot.n_in_batch = 0;
+    busy_++;
+    if (reused > 0) {
+        prefix_hits_++;
+        tokens_reused_ += reused;
+    }
+}
+
+namespace {
+
+size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b) {
+    const size_t n = std::min(a.size(), b.size());
+    size_t i = 0;
+    while (i < n && a[i] == b[i]) ++i;
+    return i;
+}
+
+}  // namespace
+
+// True when a slot still in prefill is computing a long prefix of `prompt` (n > 1 choices, or
+// many requests with one system prompt): waiting for it beats computing the prefix twice.
+bool Engine::shares_running_prefill(const std::vector<llama_token>& prompt) const {
+    constexpr size_t kMinShared = 16;
+    for (const Slot& s : slots_) {
+        if (!s.active || s.n_prompt_done >= s.request.prompt.size()) continue;
+        const size_t shared = std::min(common_prefix(s.request.prompt, prompt), prompt.size() - 1);
+        if (shared >= kMinShared && shared > s.n_prompt_done) return true;
+    }
+    return false;
+}
+
+// A free slot for `prompt`: the one whose own cache shares the longest prefix with it (no copy
+// needed), else the least recently used one, whose cache is the least likely to be wanted again.
+size_t Engine::pick_slot(const std::vector<llama_token>& prompt) const {
+    size_t best = slots_.size();
+    size_t best_len = 0;
+    for (size_t seq = 0; seq < slots_.size(); ++seq) {
+        const Slot& s = slots_[seq];
+        if (s.active) continue;
+        const size_t len = common_prefix(s.cache, prompt);
+        if (best == slots_.size() || len > best_len ||
+            (len == best_len && s.last_used < slots_[best].last_used)) {
+            best = seq;
+            best_len = len;
+        }
+    }
+    return best;
+}
+
+// Reuses the longest cached prefix of `prompt` for sequence `seq`, from its own cells or shared
+// from another sequence's (llama_memory_seq_cp, no copy of data); returns the tokens reused. At
+// least one prompt token is always left to decode: its logits start the generation.
+int Engine::reuse_prefix(size_t seq, const std::vector<llama_token>& prompt) {
+    llama_memory_t mem = llama_get_memory(ctx_.get());
+    const size_t limit = prompt.size() - 1;
+    Slot& dst = slots_[seq];
+    size_t own = std::min(common_prefix(dst.cache, prompt), limit);
+    size_t src = seq, shared = 0;
+    for (size_t other = 0; other < slots_.size(); ++other) {
+        if (other == seq) continue;
+        const size_t len = std::min(common_prefix(slots_[other].cache, prompt), limit);
+        if (len > shared) {
+            shared = len;
+            src = other;
+        }
+    }
+    // A sliding-window cache may have dropped the first cells: such a prefix is not whole.
+    auto whole = [&](size_t s) { return llama_memory_seq_pos_min(mem, static_cast<llama_seq_id>(s)) <= 0; };
+    if (shared > own && whole(src)) {
+        clear_seq(seq);
+        llama_memory_seq_cp(mem, static_cast<llama_seq_id>(src), static_cast<llama_seq_id>(seq), 0,
+                            static_cast<llama_pos>(shared));
+        dst.cache.assign(prompt.begin(), prompt.begin() + shared);
+        return static_cast<int>(shared);
+    }
+    if (own > 0 && whole(seq) &&
+        llama_memory_seq_rm(mem, static_cast<llama_seq_id>(seq), static_cast<llama_pos>(own), -1)) {
+        dst.cache.resize(own);
+        return static_cast<int>(own);
+    }
+    clear_seq(seq);  // partial removal refused (or nothing to reuse): recompute from scratch
+    return 0;
+}
+
+void Engine::clear_seq(size_t seq) {
+    llama_memory_seq_rm(llama_get_memory(ctx_.get()), static_cast<llama_seq_id>(seq), -1, -1);
+    slots_[seq].cache.clear();
+}
+
+// Frees the cells of the least recently used idle cache; false when there is none.
+bool Engine::drop_idle_cache() {
+    Slot* lru = nullptr;
+    for (Slot& s : slots_) {
+        if (!s.active && !s.cache.empty() && (lru == nullptr || s.last_used < lru->last_used)) lru = &s;
+    }
+    if (lru == nullptr) return false;
+    clear_seq(static_cast<size_t>(lru - slots_.data()));
+    return true;
 }
 
 void Engine::drain_all() {
@@ -241,12 +355,17 @@ void Engine::step() {
     for (Slot& slot : slots_) {
         if (!slot.active || slot.n_in_batch == 0) continue;
         if (slot.pending >= 0) {
+            slot.cache.push_back(slot.pending);
             slot.pending = -1;
         } else {
+            const auto& prompt = slot.request.prompt;
+            slot.cache.insert(slot.cache.end(), prompt.begin() + slot.n_prompt_done,
+                              prompt.begin() + slot.n_prompt_done + slot.n_in_batch);
             slot.n_prompt_done += slot.n_in_batch;
             tokens_prompt_ += slot.n_in_batch;
         }
         slot.n_past += slot.n_in_batch;
+        slot.last_used = steps_.load();
     }
     sample_outputs();
 }
@@ -255,13 +374,13 @@ bool Engine::decode_batch() {
     while (build_batch() > 0) {
         const int ret = llama_decode(ctx_.get(), batch_.get());
         if (ret == 0) return true;
-        if (ret == 1) {  // no room in the KV cache: nothing was written, so drop one request and retry
-            evict_newest("the KV cache is full");
+        if (ret == 1) {  // no room in the KV cache; nothing was written, so make room and retry
+            if (!drop_idle_cache()) evict_newest("the KV cache is full");
             continue;
         }
         for (Slot& slot : slots_) {
             if (slot.active && slot.n_in_batch > 0) {
-                finish(slot, Finish::Error, "llama_decode failed with code " + std::to_string(ret));
+                finish(slot, Finish::Error, "llama_decode failed with code " + std::to_string(ret), false);
             }
         }
         return false;
@@ -274,13 +393,14 @@ void Engine::evict_newest(const std::string& why) {
     for (Slot& slot : slots_) {
         if (slot.active && (newest == nullptr || slot.admitted > newest->admitted)) newest = &slot;
     }
-    if (newest != nullptr) finish(*newest, Finish::Length, why);
+    if (newest != nullptr) finish(*newest, Finish::Length, why, /*keep_cache=*/false);
 }
 
 void Engine::sample_outputs() {
     for (Slot& slot : slots_) {
         if (!slot.active || slot.logits_idx < 0) continue;
-        const llama_token token = slot.sampler->sample(ctx_.get(), slot.logits_idx);
+        const int idx = slot.logits_idx;
+        const llama_token token = slot.sampler->sample(ctx_.get(), idx);
         slot.logits_idx = -1;
         slot.n_generated++;
         tokens_generated_++;
@@ -290,17 +410,19 @@ void Engine::sample_outputs() {
             finish(slot, Finish::Stop);
             continue;
         }
-        emit_token(slot, token);
+        emit_token(slot, token, idx);
     }
 }
 
-void Engine::emit_token(Slot& slot, llama_token token) {
+void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
     Event ev;
     ev.id = slot.id;
     ev.token = token;
     ev.piece = model_->token_to_piece(token, false);
     ev.n_prompt = static_cast<int>(slot.request.prompt.size());
     ev.n_generated = slot.n_generated;
+    ev.n_cached = slot.n_cached;
+    if (slot.request.n_logprobs >= 0) add_logprobs(ev, logits_idx, slot.request.n_logprobs);
     if (slot.request.max_tokens > 0 && slot.n_generated >= slot.request.max_tokens) {
         ev.finish = Finish::Length;
     } else if (slot.n_past >= n_ctx_seq_) {  // no cell left to decode this token into
@@ -308,26 +430,47 @@ void Engine::emit_token(Slot& slot, llama_token token) {
     }
     out_.push_back(std::move(ev));
     if (out_.back().finish != Finish::None) {
-        release(slot);
+        release(slot, true);
     } else {
         slot.pending = token;
     }
 }
 
-void Engine::finish(Slot& slot, Finish reason, std::string error) {
+// log-softmax of the raw logits: the model's own distribution, before any sampler touched it.
+void Engine::add_logprobs(Event& ev, int logits_idx, int n_top) const {
+    const float* logits = llama_get_logits_ith(ctx_.get(), logits_idx);
+    const int n_vocab = model_->n_vocab();
+    const float max = *std::max_element(logits, logits + n_vocab);
+    double sum = 0.0;
+    for (int i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max));
+    const float log_z = max + static_cast<float>(std::log(sum));
+    ev.logprob = logits[ev.token] - log_z;
+    if (n_top <= 0) return;
+    std::vector<llama_token> ids(n_vocab);
+    for (int i = 0; i < n_vocab; ++i) ids[i] = i;
+    const int k = std::min(n_top, n_vocab);
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                      [logits](llama_token a, llama_token b) { return logits[a] > logits[b]; });
+    ev.top.reserve(k);
+    for (int i = 0; i < k; ++i) ev.top.emplace_back(ids[i], logits[ids[i]] - log_z);
+}
+
+void Engine::finish(Slot& slot, Finish reason, std::string error, bool keep_cache) {
     Event ev;
     ev.id = slot.id;
     ev.finish = reason;
     ev.n_prompt = static_cast<int>(slot.request.prompt.size());
     ev.n_generated = slot.n_generated;
+    ev.n_cached = slot.n_cached;
     ev.error = std::move(error);
     out_.push_back(std::move(ev));
-    release(slot);
+    release(slot, keep_cache);
 }
 
-void Engine::release(Slot& slot) {
-    const auto seq = static_cast<llama_seq_id>(&slot - slots_.data());
-    llama_memory_seq_rm(llama_get_memory(ctx_.get()), seq, -1, -1);
+// The request leaves its slot. Its cells stay as a cache that a later prompt with the same
+// prefix reuses; they are dropped when the KV cache needs the room.
+void Engine::release(Slot& slot, bool keep_cache) {
+    if (!keep_cache) clear_seq(static_cast<size_t>(&slot - slots_.data()));
     slot.active = false;
     slot.sampler.reset();
     slot.pending = -1;

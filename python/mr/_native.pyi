@@ -67,9 +67,10 @@ class SamplingParams:
     grammar: str
     def __init__(self) -> None: ...
 
-# (id, token, piece, finish, n_prompt, n_generated, error); finish: 0 none, 1 stop, 2 length,
-# 3 cancelled, 4 error; token -1 when the event only finishes the request.
-RawEvent = tuple[int, int, bytes, int, int, int, str]
+# (id, token, piece, finish, n_prompt, n_generated, error, n_cached, logprob, top); finish:
+# 0 none, 1 stop, 2 length, 3 cancelled, 4 error; token -1 when the event only finishes the
+# request; top: [(token, logprob), ...] best first, or None unless top logprobs were asked.
+RawEvent = tuple[int, int, bytes, int, int, int, str, int, float, list[tuple[int, float]] | None]
 
 class Engine:
     def __init__(
@@ -90,6 +91,7 @@ class Engine:
         max_tokens: int = -1,
         ignore_eos: bool = False,
         stop_tokens: list[int] = ...,
+        n_logprobs: int = -1,
     ) -> int: ...
     def cancel(self, id: int) -> None: ...
     def poll(self, timeout_ms: int = 0) -> list[RawEvent]: ...

@@ -28,25 +28,29 @@ def test_chat_template_answer(smollm2) -> None:
     assert "<|im_end|>" not in text
 
 
-def test_two_sequences_in_one_batch_match_each_alone(smollm2) -> None:
-    prompts = ["The capital of France is", "Once upon a time, in a small village,"]
-    alone = []
-    steps_alone = 0
-    for p in prompts:
-        before = smollm2.stats()["steps"]
-        stream = smollm2.generate(p, GREEDY, max_tokens=24)
-        stream.text()
-        alone.append(stream.tokens)
-        steps_alone += smollm2.stats()["steps"] - before
-    before = smollm2.stats()["steps"]
-    streams = [smollm2.generate(p, GREEDY, max_tokens=24) for p in prompts]
-    together = []
-    for s in streams:
-        s.text()
-        together.append(s.tokens)
-    steps_together = smollm2.stats()["steps"] - before
+def test_sequences_in_one_batch_match_each_alone(smollm2_path) -> None:
+    # Fresh engines on both sides: a reused prefix changes the KV cell layout, and with it the
+    # float summation order, which may flip a near-tie; here only batching is under test.
+    prompts = ["The capital of France is", "Once upon a time, in a small village,",
+               "def fibonacci(n):", "Les fleurs du jardin", "1, 2, 3, 4,", "The weather today",
+               "import numpy as np", "Dear Sir or Madam,"]
+    alone, steps_alone = [], 0
+    with LLM(smollm2_path, EngineOptions(n_ctx=2048, n_slots=8)) as llm:
+        for p in prompts:
+            before = llm.stats()["steps"]
+            stream = llm.generate(p, GREEDY, max_tokens=16)
+            stream.text()
+            alone.append(stream.tokens)
+            steps_alone += llm.stats()["steps"] - before
+    with LLM(smollm2_path, EngineOptions(n_ctx=2048, n_slots=8)) as llm:
+        streams = [llm.generate(p, GREEDY, max_tokens=16) for p in prompts]
+        together = []
+        for s in streams:
+            s.text()
+            together.append(s.tokens)
+        steps_together = llm.stats()["steps"]
     assert together == alone
-    assert steps_together < steps_alone  # decoded in shared steps, not one after the other
+    assert steps_together < steps_alone / 4  # decoded in shared steps, not one after the other
 
 
 def test_same_seed_same_output_different_seed_different(smollm2) -> None:

@@ -43,6 +43,7 @@ struct Request {
     int max_tokens = -1;  // -1: until end-of-generation or the context is full
     bool ignore_eos = false;
     std::vector<llama_token> stop_tokens;
+    int n_logprobs = -1;  // -1: none; 0: the chosen token's; N: also the N most likely tokens
 };
 
 enum class Finish : int { None = 0, Stop = 1, Length = 2, Cancelled = 3, Error = 4 };
@@ -54,7 +55,10 @@ struct Event {
     Finish finish = Finish::None;
     int n_prompt = 0;
     int n_generated = 0;
+    int n_cached = 0;  // prompt tokens whose KV cells were reused, not recomputed
     std::string error;
+    float logprob = 0.0f;                              // of `token`, when logprobs were asked
+    std::vector<std::pair<llama_token, float>> top;    // most likely tokens, best first
 };
 
 struct EngineStats {
@@ -65,6 +69,8 @@ struct EngineStats {
     uint64_t tokens_prompt = 0;
     uint64_t tokens_generated = 0;
     uint64_t requests_finished = 0;
+    uint64_t prefix_hits = 0;         // requests that reused cached KV cells
+    uint64_t tokens_reused = 0;       // prompt tokens not recomputed thanks to them
 };
 
 class Engine {
@@ -102,7 +108,10 @@ private:
         std::unique_ptr<Sampler> sampler;
         size_t n_prompt_done = 0;        // prompt tokens already in the KV cache
         int n_past = 0;                  // next position
+        int n_cached = 0;                // prompt tokens reused from the cache on admission
         int n_generated = 0;
+        std::vector<llama_token> cache;  // the tokens whose KV cells this sequence holds, in order
+        uint64_t last_used = 0;          // step of the last use, for dropping idle caches (LRU)
         llama_token pending = -1;        // sampled, not yet decoded
         int logits_idx = -1;             // batch output to sample from after this step
         int n_in_batch = 0;              // tokens this slot put into the current batch
@@ -117,9 +126,16 @@ private:
     int build_batch();
     bool decode_batch();
     void sample_outputs();
-    void finish(Slot& slot, Finish reason, std::string error = {});
-    void release(Slot& slot);
-    void emit_token(Slot& slot, llama_token token);
+    void finish(Slot& slot, Finish reason, std::string error = {}, bool keep_cache = true);
+    void release(Slot& slot, bool keep_cache);
+    void emit_token(Slot& slot, llama_token token, int logits_idx);
+    void add_logprobs(Event& ev, int logits_idx, int n_top) const;
+    void start(Pending p);
+    bool shares_running_prefill(const std::vector<llama_token>& prompt) const;
+    size_t pick_slot(const std::vector<llama_token>& prompt) const;
+    int reuse_prefix(size_t seq, const std::vector<llama_token>& prompt);
+    bool drop_idle_cache();
+    void clear_seq(size_t seq);
     void evict_newest(const std::string& why);
     void publish();
 
@@ -144,6 +160,7 @@ private:
 
     std::atomic<int> busy_{0};
     std::atomic<uint64_t> steps_{0}, tokens_prompt_{0}, tokens_generated_{0}, finished_{0};
+    std::atomic<uint64_t> prefix_hits_{0}, tokens_reused_{0};
 
     Notifier notifier_;
     std::thread thread_;

@@ -15,14 +15,24 @@ def _read_piped_stdin() -> str:
     return sys.stdin.read()
 
 
-def resolve_model_path(model: str) -> Path:
-    """A path to a GGUF file, or a reference to a model in the store (pulled when missing)."""
+def resolve_model(model: str) -> tuple[Path, str | None]:
+    """(GGUF path, chat template override) for a .gguf path or a store reference.
+
+    A store reference that is not present yet is pulled first, with progress on a terminal."""
     path = Path(model).expanduser()
     if path.suffix == ".gguf" or path.exists():
-        return path
-    from mr.cli.store_cmds import ensure_local  # the store is only imported for store names
+        return path, None
+    from mr.errors import ModelNotFoundError
+    from mr.store import Store
 
-    return ensure_local(model)
+    store = Store()
+    try:
+        local = store.resolve(model)
+    except ModelNotFoundError:
+        click.echo(f"Unable to find model '{model}' locally. Pulling from the server.", err=True)
+        local = store.pull(model, progress=sys.stderr.isatty()).model
+    template = local.chat_template_path
+    return local.gguf_path, template.read_text(encoding="utf-8") if template else None
 
 
 @click.command()
@@ -53,7 +63,8 @@ def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: in
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": text}
     ]
-    with LLM(resolve_model_path(model), EngineOptions(n_ctx=ctx_size, n_slots=1)) as llm:
+    path, template = resolve_model(model)
+    with LLM(path, EngineOptions(n_ctx=ctx_size, n_slots=1), chat_template=template) as llm:
         start = time.perf_counter()
         stream = llm.chat(messages, sampling, max_tokens=max_tokens)
         first = None

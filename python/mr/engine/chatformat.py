@@ -6,11 +6,16 @@ the native module; this module turns its results into mr's message types and com
 
 from __future__ import annotations
 
+from mr.engine.options import SamplingOptions
 from mr.engine.types import ChatDelta, ChatMessage, ToolCallDelta
 
 
 class ChatFormat:
     """Content-only format: the whole output is the assistant's content."""
+
+    def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
+        """The request's sampling, plus the grammar this format constrains it with (if any)."""
+        return sampling
 
     def parse(self, text: str, partial: bool) -> ChatMessage:
         return ChatMessage(content=text)

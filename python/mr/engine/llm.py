@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any
 
@@ -57,38 +57,44 @@ class LLM:
 
     def generate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
                  max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
-                 ignore_eos: bool = False, parse_special: bool = False) -> Stream:
-        """Queue a completion of `prompt` (text or token ids); iterate the result for text."""
-        args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special)
+                 ignore_eos: bool = False, parse_special: bool = False,
+                 logprobs: int | None = None) -> Stream:
+        """Queue a completion of `prompt` (text or token ids); iterate the result for text.
+
+        logprobs: None for none, 0 for the chosen tokens' log-probabilities, N (<= 20) to add
+        the N most likely tokens at each step (`Stream.logprobs`)."""
+        args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special, logprobs)
         request_id, route = self._pump.submit_sync(*args)
-        return Stream(request_id, route, list(stop), self._pump.cancel)
+        return Stream(request_id, route, list(stop), self._pump.cancel, self._piece_of(logprobs))
 
     def agenerate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
                   max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
-                  ignore_eos: bool = False, parse_special: bool = False) -> AsyncStream:
+                  ignore_eos: bool = False, parse_special: bool = False,
+                  logprobs: int | None = None) -> AsyncStream:
         """Like generate(), for asyncio: call it on the running loop, then `async for` the result."""
         loop = asyncio.get_running_loop()
         self._pump.attach(loop)
-        args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special)
+        args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special, logprobs)
         route: asyncio.Queue[Event] = asyncio.Queue()
         request_id = self._pump.submit(route.put_nowait, *args)
-        return AsyncStream(request_id, route, list(stop), self._pump.cancel)
+        return AsyncStream(request_id, route, list(stop), self._pump.cancel, self._piece_of(logprobs))
 
     def chat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
              max_tokens: int = -1, stop: Sequence[str] = (),
-             options: ChatOptions | None = None) -> ChatStream:
+             options: ChatOptions | None = None, logprobs: int | None = None) -> ChatStream:
         """Answer `messages` (OpenAI shape); iterate the result for ChatDelta objects."""
         prompt, extra_stops, fmt = self._render(messages, options)
-        stream = self.generate(prompt, sampling, max_tokens=max_tokens,
-                               stop=[*stop, *extra_stops], parse_special=True)
+        stream = self.generate(prompt, fmt.sampling(sampling), max_tokens=max_tokens,
+                               stop=[*stop, *extra_stops], parse_special=True, logprobs=logprobs)
         return ChatStream(stream, fmt)
 
     def achat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
               max_tokens: int = -1, stop: Sequence[str] = (),
-              options: ChatOptions | None = None) -> AsyncChatStream:
+              options: ChatOptions | None = None, logprobs: int | None = None) -> AsyncChatStream:
+        """Like chat(), for asyncio (see agenerate)."""
         prompt, extra_stops, fmt = self._render(messages, options)
-        stream = self.agenerate(prompt, sampling, max_tokens=max_tokens,
-                                stop=[*stop, *extra_stops], parse_special=True)
+        stream = self.agenerate(prompt, fmt.sampling(sampling), max_tokens=max_tokens,
+                                stop=[*stop, *extra_stops], parse_special=True, logprobs=logprobs)
         return AsyncChatStream(stream, fmt)
 
     def _render(self, messages: list[dict[str, Any]],
@@ -131,13 +137,20 @@ class LLM:
         self.close()
 
     def _request(self, prompt: Prompt, sampling: SamplingOptions | None, max_tokens: int,
-                 stop_tokens: Sequence[int], ignore_eos: bool, parse_special: bool) -> tuple[Any, ...]:
+                 stop_tokens: Sequence[int], ignore_eos: bool, parse_special: bool,
+                 logprobs: int | None) -> tuple[Any, ...]:
         sampling = sampling or SamplingOptions()
         sampling.validate(self.model.n_vocab)
         if max_tokens == 0 or max_tokens < -1:
             raise InvalidArgumentError("max_tokens must be >= 1 (or -1 for no limit)")
+        if logprobs is not None and not 0 <= logprobs <= 20:
+            raise InvalidArgumentError("top_logprobs must be in [0, 20]")
         tokens = self._prompt_tokens(prompt, parse_special)
-        return tokens, _native_sampling(sampling), max_tokens, ignore_eos, list(stop_tokens)
+        n_logprobs = -1 if logprobs is None else logprobs
+        return tokens, _native_sampling(sampling), max_tokens, ignore_eos, list(stop_tokens), n_logprobs
+
+    def _piece_of(self, logprobs: int | None) -> Callable[[int], bytes] | None:
+        return None if logprobs is None else self.model.token_to_piece
 
     def _prompt_tokens(self, prompt: Prompt, parse_special: bool) -> np.ndarray:
         if isinstance(prompt, str):

@@ -28,6 +28,9 @@ class Event(NamedTuple):
     n_prompt: int
     n_generated: int
     error: str
+    n_cached: int
+    logprob: float
+    top: list[tuple[int, float]] | None
 
 
 FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled", 4: "error"}
@@ -47,9 +50,10 @@ class EventPump:
         self._thread.start()
 
     def submit(self, sink: Sink, prompt: object, sampling: _native.SamplingParams, max_tokens: int,
-               ignore_eos: bool, stop_tokens: list[int]) -> int:
+               ignore_eos: bool, stop_tokens: list[int], n_logprobs: int) -> int:
         with self._lock:
-            request_id = self._engine.submit(prompt, sampling, max_tokens, ignore_eos, stop_tokens)
+            request_id = self._engine.submit(prompt, sampling, max_tokens, ignore_eos, stop_tokens,
+                                             n_logprobs)
             self._sinks[request_id] = sink
         return request_id
 
@@ -95,7 +99,7 @@ class EventPump:
     def _drain_now(self) -> None:
         self._route(self._engine.poll(0))
 
-    def _route(self, events: list[tuple[int, int, bytes, int, int, int, str]]) -> None:
+    def _route(self, events: list[_native.RawEvent]) -> None:
         if not events:
             return
         with self._lock:

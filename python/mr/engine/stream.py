@@ -9,16 +9,18 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 from mr.engine.pump import FINISH_NAMES, Event
 from mr.engine.text import StopMatcher, Utf8Stream
-from mr.engine.types import Usage
+from mr.engine.types import TokenLogprob, TopLogprob, Usage
 from mr.errors import EngineError
 
 
 class _Output:
     """Turns a request's events into text: UTF-8 assembly, stop strings, counts, finish reason."""
 
-    def __init__(self, request_id: int, stops: list[str], cancel: Callable[[int], None]) -> None:
+    def __init__(self, request_id: int, stops: list[str], cancel: Callable[[int], None],
+                 piece_of: Callable[[int], bytes] | None = None) -> None:
         self.id = request_id
         self._cancel = cancel
+        self._piece_of = piece_of  # set when logprobs were asked for
         self._utf8 = Utf8Stream()
         self._stops = StopMatcher(stops)
         self.done = False
@@ -27,6 +29,7 @@ class _Output:
         self.n_generated = 0
         self.n_cached = 0
         self.tokens: list[int] = []
+        self.logprobs: list[TokenLogprob] = []
 
     @property
     def usage(self) -> Usage:
@@ -40,12 +43,20 @@ class _Output:
             if self.finish_reason is None:
                 self.finish_reason = "cancelled"
 
+    def _logprob(self, event: Event) -> TokenLogprob:
+        assert self._piece_of is not None
+        top = [TopLogprob(token=t, text=self._piece_of(t), logprob=lp) for t, lp in event.top or ()]
+        return TokenLogprob(token=event.token, text=event.piece, logprob=event.logprob, top=top)
+
     def step(self, event: Event) -> str:
         self.n_prompt = event.n_prompt
         self.n_generated = max(self.n_generated, event.n_generated)
+        self.n_cached = event.n_cached
         text = ""
         if event.token >= 0:
             self.tokens.append(event.token)
+            if self._piece_of is not None:
+                self.logprobs.append(self._logprob(event))
             text = self._stops.feed(self._utf8.feed(event.piece))
             if self._stops.stopped:
                 self.close()
@@ -67,8 +78,8 @@ class Stream(_Output, Iterator[str]):
     it) cancels the request, which frees its slot within one engine step."""
 
     def __init__(self, request_id: int, route: queue.SimpleQueue[Event], stops: list[str],
-                 cancel: Callable[[int], None]) -> None:
-        super().__init__(request_id, stops, cancel)
+                 cancel: Callable[[int], None], piece_of: Callable[[int], bytes] | None = None) -> None:
+        super().__init__(request_id, stops, cancel, piece_of)
         self._route = route
 
     def __iter__(self) -> Stream:
@@ -95,8 +106,8 @@ class AsyncStream(_Output, AsyncIterator[str]):
     Cancelling the task that iterates it (e.g. a client disconnect) cancels the request."""
 
     def __init__(self, request_id: int, route: asyncio.Queue[Event], stops: list[str],
-                 cancel: Callable[[int], None]) -> None:
-        super().__init__(request_id, stops, cancel)
+                 cancel: Callable[[int], None], piece_of: Callable[[int], bytes] | None = None) -> None:
+        super().__init__(request_id, stops, cancel, piece_of)
         self._route = route
 
     def __aiter__(self) -> AsyncStream:

@@ -1,0 +1,84 @@
+"""Registry credentials from the Docker config file (`$DOCKER_CONFIG/config.json` or
+`~/.docker/config.json`): inline `auths`, `credHelpers` and `credsStore` (through oras' helper
+runner). Returns base64 `user:password` for Basic auth or a token request, never logs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from oras.auth.token import TokenAuth
+from oras.auth.utils import get_basic_auth
+
+from mr.store.reference import DOCKER_HUB
+
+HUB_KEYS = ["https://index.docker.io/v1/", "index.docker.io", "docker.io",
+            "registry-1.docker.io", "https://registry-1.docker.io"]
+
+
+def config_path() -> Path:
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+def _load() -> dict[str, Any]:
+    try:
+        data = json.loads(config_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _candidates(registry: str, wire_host: str) -> list[str]:
+    if registry == DOCKER_HUB:
+        return HUB_KEYS
+    keys = []
+    for host in dict.fromkeys([registry, wire_host]):
+        keys += [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"]
+        if host.startswith("localhost"):
+            keys.append(host.replace("localhost", "127.0.0.1", 1))
+        elif host.startswith("127.0.0.1"):
+            keys.append(host.replace("127.0.0.1", "localhost", 1))
+    return keys
+
+
+def _valid_basic(value: str) -> bool:
+    try:
+        return ":" in base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+
+
+def lookup(registry: str, wire_host: str) -> str | None:
+    """Base64 `user:password` for the registry, or None when the config has nothing."""
+    cfg = _load()
+    keys = _candidates(registry, wire_host)
+    auths = cfg.get("auths") if isinstance(cfg.get("auths"), dict) else {}
+    for key in keys:
+        entry = auths.get(key)
+        if not isinstance(entry, dict):
+            continue
+        inline = entry.get("auth")
+        if isinstance(inline, str) and _valid_basic(inline):
+            return inline
+        user, password = entry.get("username"), entry.get("password")
+        if isinstance(user, str) and isinstance(password, str) and user:
+            return str(get_basic_auth(user, password))
+    helpers = cfg.get("credHelpers") if isinstance(cfg.get("credHelpers"), dict) else {}
+    helper_keys = [(helpers[k], k) for k in keys if isinstance(helpers.get(k), str)]
+    store = cfg.get("credsStore")
+    if isinstance(store, str) and store:
+        helper_keys += [(store, k) for k in keys[:1]]
+    runner = TokenAuth()
+    for helper, key in helper_keys:
+        if not all(c.isalnum() or c in "-_." for c in helper):
+            continue  # a helper name becomes a program name: keep it plain
+        found = runner._get_auth_from_creds_store(helper, key)
+        if found:
+            return str(found)
+    return None

@@ -1,0 +1,167 @@
+"""Pull: manifest, then each missing blob (resumed, verified, committed), then the index.
+
+Per blob: a cross-process lock (each blob downloaded once), `<hex>.incomplete` resumed with a
+Range request (a registry that ignores Range restarts it from zero, never appends), retries with
+capped backoff on network errors, size then digest verified before the atomic rename. The
+manifest and the index entry are written only when every blob is present.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mr.store import artifact
+from mr.store import progress as progress_mod
+from mr.store import reference as refs
+from mr.store.blobs import PartialBlob
+from mr.store.errors import DigestMismatchError, DiskFullError, RegistryError
+from mr.store.layout import free_bytes, human_bytes
+from mr.store.model import LocalModel
+from mr.store.progress import EventSink, Progress
+from mr.store.registry import NETWORK_ERRORS, RegistryClient
+from mr.store.store import Store
+
+# Small enough that a cut connection loses little (urllib3 drops a short read's bytes).
+NET_CHUNK = 128 * 1024
+
+
+@dataclass
+class PullResult:
+    model: LocalModel
+    downloaded: bool  # False: the model was already present
+    bytes_downloaded: int = 0
+
+
+def _content_range_start(value: str | None) -> int | None:
+    # "bytes 100-199/200"
+    if not value or not value.startswith("bytes "):
+        return None
+    start = value[6:].split("-", 1)[0]
+    return int(start) if start.isdigit() else None
+
+
+class BlobDownloader:
+    def __init__(self, store: Store, client: RegistryClient, repository: str,
+                 report: Progress, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store = store
+        self.client = client
+        self.repository = repository
+        self.report = report
+        self.sleep = sleep
+
+    def fetch(self, desc: artifact.Descriptor) -> int:
+        """Make sure the blob is committed; returns the bytes downloaded."""
+        blobs = self.store.blobs
+        with blobs.lock(desc.digest):
+            if blobs.has(desc.digest, desc.size):
+                self.report.start(desc.digest, desc.size, desc.size)
+                self.report.done(desc.digest)
+                return 0
+            if blobs.has(desc.digest):  # wrong size: never trusted, fetched again
+                blobs.remove(desc.digest)
+            partial = blobs.partial(desc.digest, desc.size)
+            resumed = partial.open() > 0
+            self.report.start(desc.digest, desc.size, partial.offset)
+            received = 0
+            try:
+                received += self._stream(partial)
+                try:
+                    partial.commit()
+                except DigestMismatchError:
+                    if not resumed:
+                        raise
+                    # the kept partial was bad (tampered, or a different upload): start over once
+                    partial.open()
+                    self.report.reset(desc.digest, 0)
+                    received += self._stream(partial)
+                    partial.commit()
+            except BaseException:
+                partial.close()  # a partial that passed no check is kept only for a resume
+                raise
+            self.report.done(desc.digest)
+            return received
+
+    def _stream(self, partial: PartialBlob) -> int:
+        """Fill the partial from the registry, resuming after network errors."""
+        received = 0
+        failures = 0
+        restarts = 0
+        policy = self.client.retry
+        while partial.offset < partial.size and not partial.overflow:
+            resp = self.client.open_blob(self.repository, partial.digest, partial.offset)
+            with resp:
+                status = resp.status_code
+                start = _content_range_start(resp.headers.get("Content-Range"))
+                if status == 416 or (status == 206 and start != partial.offset) or (
+                    status == 200 and partial.offset > 0
+                ):
+                    # Range refused or ignored: start over from zero, never append
+                    restarts += 1
+                    if restarts > policy.attempts:
+                        raise RegistryError(f"registry {self.client.host}: cannot resume download")
+                    partial.restart()
+                    self.report.reset(partial.digest, 0)
+                    if status != 200:
+                        continue
+                before = partial.offset
+                try:
+                    for chunk in resp.iter_content(NET_CHUNK):
+                        partial.write(chunk)
+                        received += len(chunk)
+                        self.report.advance(partial.digest, len(chunk))
+                        if partial.overflow:
+                            break
+                except NETWORK_ERRORS as exc:
+                    failures = 0 if partial.offset > before else failures + 1
+                    if failures >= policy.attempts:
+                        raise RegistryError(
+                            f"download of {partial.digest} from {self.client.host} keeps failing"
+                        ) from exc
+                    partial.flush()
+                    self.sleep(policy.delay(failures))
+                    continue
+            break  # the body ended cleanly: commit decides whether it was all there
+        return received
+
+
+def _check_space(store: Store, missing: list[artifact.Descriptor], name: str) -> None:
+    needed = sum(d.size - store.blobs.partial_size(d.digest) for d in missing)
+    free = free_bytes(store.root)
+    if needed > free:
+        raise DiskFullError(
+            f"not enough disk space to pull {name}: need {human_bytes(needed)}, "
+            f"free {human_bytes(free)}"
+        )
+
+
+def pull(store: Store, reference: str, *, progress: bool = False,
+         on_progress: EventSink | None = None, client: RegistryClient | None = None) -> PullResult:
+    ref = refs.parse(reference)
+    store.layout.ensure()
+    client = client or RegistryClient(ref.registry)
+    data, content_type, model_id = client.get_manifest(ref)
+    manifest = artifact.parse_manifest(data, content_type)
+    tag = ref.stored
+    needed = manifest.blobs
+    present = store.layout.read_index().get(model_id) is not None and all(
+        store.blobs.has(d.digest, d.size) for d in needed
+    )
+    if present:
+        store.commit(model_id, data, manifest, tag)
+        return PullResult(store.resolve(model_id), downloaded=False)
+    total = sum(d.size for d in needed)
+    report = progress_mod.make(progress, on_progress, total=total)
+    downloaded = 0
+    with store.lease(d.digest for d in needed):
+        missing = [d for d in needed if not store.blobs.has(d.digest, d.size)]
+        _check_space(store, missing, ref.display)
+        fetcher = BlobDownloader(store, client, ref.repository, report, sleep=client._sleep)
+        try:
+            for desc in needed:
+                downloaded += fetcher.fetch(desc)
+        finally:
+            report.close()
+        store.commit(model_id, data, manifest, tag)
+    return PullResult(store.resolve(model_id), downloaded=True, bytes_downloaded=downloaded)

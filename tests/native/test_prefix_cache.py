@@ -1,0 +1,66 @@
+"""Prefix KV-cache reuse, n > 1 forks, and logprobs."""
+
+from __future__ import annotations
+
+import math
+
+from mr.engine import LLM, EngineOptions, SamplingOptions
+
+GREEDY = SamplingOptions(temperature=0)
+PREFIX = " ".join(f"Fact {i}: the number {i} squared is {i * i}." for i in range(60))
+
+
+def test_shared_prefix_is_reused_and_output_matches_cold(smollm2_path) -> None:
+    question = PREFIX + " Question: what is 7 squared? Answer:"
+    with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=2)) as cold_llm:
+        cold = cold_llm.generate(question, GREEDY, max_tokens=12)
+        cold_text = cold.text()
+        assert cold.n_cached == 0
+    with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=2)) as llm:
+        llm.generate(PREFIX + " Question: what is 3 squared? Answer:", GREEDY, max_tokens=4).text()
+        before = llm.stats()
+        warm = llm.generate(question, GREEDY, max_tokens=12)
+        assert warm.text() == cold_text
+        assert warm.n_cached >= 500 and warm.usage.cached_tokens == warm.n_cached
+        after = llm.stats()
+        assert after["prefix_hits"] == before["prefix_hits"] + 1
+        assert after["tokens_prompt"] - before["tokens_prompt"] == warm.n_prompt - warm.n_cached
+
+
+def test_n_choices_prefill_the_prompt_once(smollm2_path) -> None:
+    with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=4)) as llm:
+        prompt = PREFIX + " Now a short poem about anything:"
+        streams = [llm.generate(prompt, SamplingOptions(temperature=1.5, seed=i), max_tokens=16,
+                                ignore_eos=True) for i in range(3)]
+        texts = [s.text() for s in streams]
+        n_prompt = streams[0].n_prompt
+        assert n_prompt > 500
+        assert llm.stats()["tokens_prompt"] <= n_prompt + 2  # once, plus one logits token per fork
+        assert sorted(s.n_cached for s in streams) == [0, n_prompt - 1, n_prompt - 1]
+        assert len(set(texts)) > 1  # forks sample independently
+
+
+def test_kv_full_drops_idle_caches_before_running_requests(tiny_gguf) -> None:
+    with LLM(tiny_gguf, EngineOptions(n_ctx=256, n_slots=4)) as llm:
+        for word in ("alpha", "beta", "gamma"):  # three idle caches of ~100 cells each
+            llm.generate(word, GREEDY, max_tokens=100, ignore_eos=True).text()
+        stream = llm.generate("delta", GREEDY, max_tokens=200, ignore_eos=True)
+        stream.text()
+        assert (stream.n_generated, stream.finish_reason) == (200, "length")
+
+
+def test_logprobs(smollm2) -> None:
+    stream = smollm2.generate("The capital of France is", GREEDY, max_tokens=6, logprobs=3)
+    stream.text()
+    assert len(stream.logprobs) == stream.n_generated == 6
+    for entry in stream.logprobs:
+        assert entry.logprob <= 0
+        assert entry.top[0].token == entry.token  # greedy picks the most likely
+        values = [t.logprob for t in entry.top]
+        assert values == sorted(values, reverse=True) and len(values) == 3
+        assert sum(math.exp(v) for v in values) <= 1.0001
+        assert entry.top[0].text == smollm2.model.token_to_piece(entry.token)
+    plain = smollm2.generate("The capital of France is", GREEDY, max_tokens=6, logprobs=0)
+    plain.text()
+    assert all(not e.top for e in plain.logprobs) and len(plain.logprobs) == 6
+    assert smollm2.generate("x", GREEDY, max_tokens=2).logprobs == []

@@ -1,0 +1,171 @@
+"""Fixtures of the store tests: an isolated store, tiny GGUF files, a real registry, a stub."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from _registry_stub import StubRegistry
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own store root, MR_HOME and an empty Docker config."""
+    monkeypatch.setenv("MR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MR_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.delenv("MR_DEFAULT_REGISTRY", raising=False)
+    monkeypatch.delenv("MR_INSECURE_REGISTRIES", raising=False)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    from mr.store import Store
+
+    return Store(tmp_path / "models")
+
+
+def write_gguf(path: Path, *, arch: str = "llama", rows: int = 16, seed: int = 0,
+               kv: dict[str, str] | None = None, split: tuple[int, int] | None = None,
+               ctx: int = 4096) -> Path:
+    """A small valid GGUF: a few header keys, a 100-token vocab, one F32 tensor of rows x 64."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_context_length(ctx)
+    w.add_block_count(1)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_name(f"tiny-{seed}")
+    w.add_array("general.tags", ["a", "b"])
+    w.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(100)])
+    w.add_chat_template("{% for m in messages %}{{ m.content }}{% endfor %}")
+    for key, value in (kv or {}).items():
+        w.add_string(key, value)
+    if split is not None:
+        w.add_uint16("split.no", split[0])
+        w.add_uint16("split.count", split[1])
+    rng = np.random.default_rng(seed)
+    w.add_tensor(f"blk.{seed}.weight", rng.random((rows, 64), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.fixture
+def make_gguf(tmp_path: Path) -> Callable[..., Path]:
+    counter = iter(range(10_000))
+
+    def make(name: str | None = None, **kwargs) -> Path:
+        n = next(counter)
+        kwargs.setdefault("seed", n)
+        directory = tmp_path / "src"
+        directory.mkdir(exist_ok=True)
+        return write_gguf(directory / (name or f"tiny-{n}.gguf"), **kwargs)
+
+    return make
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RealRegistry:
+    def __init__(self, host: str, storage: Path) -> None:
+        self.host = host
+        self.storage = storage
+
+    def manifest(self, repo: str, tag: str) -> requests.Response:
+        return requests.get(f"http://{self.host}/v2/{repo}/manifests/{tag}", timeout=10,
+                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+
+    def blob(self, repo: str, digest: str) -> bytes:
+        r = requests.get(f"http://{self.host}/v2/{repo}/blobs/{digest}", timeout=30)
+        r.raise_for_status()
+        return r.content
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRegistry]:
+    """Debian's docker-registry on a free loopback port; a skip locally, a failure in CI."""
+    binary = shutil.which("docker-registry")
+    if binary is None and os.path.exists(REGISTRY_BIN):
+        binary = REGISTRY_BIN
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
+        pytest.skip("docker-registry is not installed")
+    base = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    config = base / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    log = (base / "registry.log").open("wb")
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    host = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(f"http://{host}/v2/", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"docker-registry did not start: {(base / 'registry.log').read_text()}")
+            time.sleep(0.1)
+        yield RealRegistry(host, base / "data")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def stub() -> Iterator[StubRegistry]:
+    server = StubRegistry()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def fast_client():
+    """A registry client factory with instant, recorded backoff."""
+    from mr.store.registry import RegistryClient, RetryPolicy
+
+    def make(host: str, sleeps: list[float] | None = None, attempts: int = 4,
+             read_timeout: float = 5) -> RegistryClient:
+        record = sleeps if sleeps is not None else []
+        return RegistryClient(host, retry=RetryPolicy(attempts=attempts, base_s=0.001, cap_s=0.01),
+                              sleep=record.append, timeout=(5, read_timeout))
+
+    return make
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(PYTHON_DIR), env.get("PYTHONPATH")] if p)
+    return env
