@@ -91,6 +91,7 @@ void set_log_handler(py::function handler, int min_level) {
 PYBIND11_MODULE(_native, m) {
     m.doc() = "mr's native core: llama.cpp behind a small C++ API";
     py::register_exception_translator(translate);
+    mr::log::install();
 
     m.def("llama_commit", [] { return std::string(MR_LLAMA_COMMIT); });
     m.def("system_info", &mr::system_info);
@@ -158,7 +159,11 @@ PYBIND11_MODULE(_native, m) {
         .def_readwrite("frequency_penalty", &mr::SamplingParams::frequency_penalty)
         .def_readwrite("penalty_last_n", &mr::SamplingParams::penalty_last_n)
         .def_readwrite("logit_bias", &mr::SamplingParams::logit_bias)
-        .def_readwrite("grammar", &mr::SamplingParams::grammar);
+        .def_readwrite("grammar", &mr::SamplingParams::grammar)
+        .def_readwrite("grammar_lazy", &mr::SamplingParams::grammar_lazy)
+        .def_readwrite("trigger_patterns", &mr::SamplingParams::trigger_patterns)
+        .def_readwrite("trigger_tokens", &mr::SamplingParams::trigger_tokens)
+        .def_readwrite("grammar_prefill", &mr::SamplingParams::grammar_prefill);
 
     py::class_<mr::Engine>(m, "Engine")
         .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_slots, int n_batch, int n_ubatch,
@@ -236,17 +241,35 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("pooling_type", &mr::Embedder::pooling_type)
         .def_property_readonly("n_ctx", &mr::Embedder::n_ctx);
 
+    py::class_<mr::ChatParser, std::shared_ptr<mr::ChatParser>>(m, "ChatParser")
+        .def("parse", &mr::ChatParser::parse, "text"_a, "partial"_a, release_gil());
+
+    py::class_<mr::ChatPrompt>(m, "ChatPrompt")
+        .def_readonly("prompt", &mr::ChatPrompt::prompt)
+        .def_readonly("additional_stops", &mr::ChatPrompt::additional_stops)
+        .def_readonly("grammar", &mr::ChatPrompt::grammar)
+        .def_readonly("grammar_lazy", &mr::ChatPrompt::grammar_lazy)
+        .def_readonly("trigger_patterns", &mr::ChatPrompt::trigger_patterns)
+        .def_readonly("trigger_tokens", &mr::ChatPrompt::trigger_tokens)
+        .def_readonly("generation_prompt", &mr::ChatPrompt::generation_prompt)
+        .def_readonly("format", &mr::ChatPrompt::format)
+        .def_readonly("parser", &mr::ChatPrompt::parser);
+
     py::class_<mr::ChatTemplates>(m, "ChatTemplates")
         .def(py::init<const mr::Model&, const std::string&>(), "model"_a, "override_template"_a = "", release_gil())
         .def_property_readonly("source", &mr::ChatTemplates::source)
+        .def_property_readonly("caps", &mr::ChatTemplates::caps)
         .def("apply",
-             [](const mr::ChatTemplates& self, const std::string& messages_json, bool add_generation_prompt) {
-                 mr::ChatPrompt out;
-                 {
-                     py::gil_scoped_release nogil;
-                     out = self.apply({messages_json, add_generation_prompt});
-                 }
-                 return py::make_tuple(out.prompt, out.additional_stops);
+             [](const mr::ChatTemplates& self, const std::string& messages_json, const std::string& tools_json,
+                const std::string& tool_choice, bool parallel_tool_calls, const std::string& json_schema,
+                bool add_generation_prompt, bool enable_thinking) {
+                 mr::ChatInput in{messages_json, tools_json,        tool_choice,    parallel_tool_calls,
+                                  json_schema,   add_generation_prompt, enable_thinking};
+                 py::gil_scoped_release nogil;
+                 return self.apply(in);
              },
-             "messages_json"_a, "add_generation_prompt"_a = true);
+             "messages_json"_a, "tools_json"_a = "", "tool_choice"_a = "auto", "parallel_tool_calls"_a = false,
+             "json_schema"_a = "", "add_generation_prompt"_a = true, "enable_thinking"_a = true);
+
+    m.def("json_schema_to_grammar", &mr::json_schema_to_grammar, "schema_json"_a, release_gil());
 }

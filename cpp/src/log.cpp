@@ -53,6 +53,8 @@ void set_sink(Sink sink, int min_level) {
     llama_log_set(callback, nullptr);
 }
 
+void install() { llama_log_set(callback, nullptr); }
+
 void set_level(int min_level) { g_min_level = min_level; }
 
 std::string take_last_error() {

@@ -1,5 +1,6 @@
 #include "mr/sampler.hpp"
 
+#include <cctype>
 #include <cmath>
 
 #include "mr/errors.hpp"
@@ -17,6 +18,39 @@ bool penalties_active(const SamplingParams& p) {
            (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f);
 }
 
+llama_sampler* grammar_sampler(const Model& model, const SamplingParams& p) {
+    llama_sampler* g = nullptr;
+    if (p.grammar_lazy) {
+        std::vector<const char*> patterns;
+        for (const auto& pattern : p.trigger_patterns) patterns.push_back(pattern.c_str());
+        g = llama_sampler_init_grammar_lazy_patterns(model.vocab(), p.grammar.c_str(), "root", patterns.data(),
+                                                     patterns.size(), p.trigger_tokens.data(),
+                                                     p.trigger_tokens.size());
+    } else {
+        g = llama_sampler_init_grammar(model.vocab(), p.grammar.c_str(), "root");
+    }
+    if (g == nullptr) throw InvalidArgument("the grammar could not be parsed");
+    if (!p.grammar_lazy && !p.grammar_prefill.empty()) {
+        std::unique_ptr<llama_sampler, SamplerDeleter> owned(g);
+        const auto tokens = model.tokenize(p.grammar_prefill, false, true);
+        try {
+            for (size_t i = 0; i < tokens.size(); ++i) {
+                const std::string piece = model.token_to_piece(tokens[i], true);
+                // some tokenizers put a space before the first special token: not part of the text
+                if (i == 0 && !piece.empty() && std::isspace(static_cast<unsigned char>(piece[0])) &&
+                    !std::isspace(static_cast<unsigned char>(p.grammar_prefill[0]))) {
+                    continue;
+                }
+                llama_sampler_accept(g, tokens[i]);
+            }
+        } catch (const std::exception& e) {
+            throw InvalidArgument(std::string("the grammar does not accept the prompt's end: ") + e.what());
+        }
+        g = owned.release();
+    }
+    return g;
+}
+
 }  // namespace
 
 void validate(const Model& model, const SamplingParams& p) {
@@ -30,6 +64,8 @@ void validate(const Model& model, const SamplingParams& p) {
     require(std::isfinite(p.frequency_penalty) && std::fabs(p.frequency_penalty) <= 2.0f,
             "frequency_penalty must be in [-2, 2]");
     require(p.penalty_last_n >= 0, "penalty_last_n must be >= 0");
+    for (llama_token t : p.trigger_tokens) model.check_token(t);
+    require(p.grammar.size() <= (1u << 20), "the grammar is too large");
     for (const auto& [token, bias] : p.logit_bias) {
         model.check_token(token);
         require(!std::isnan(bias), "logit_bias values must be numbers");
@@ -44,11 +80,7 @@ Sampler::Sampler(const Model& model, const SamplingParams& p) {
     llama_sampler* c = chain_.get();
     const int32_t n_vocab = model.n_vocab();
 
-    if (!p.grammar.empty()) {
-        llama_sampler* g = llama_sampler_init_grammar(model.vocab(), p.grammar.c_str(), "root");
-        if (g == nullptr) throw InvalidArgument("the grammar could not be parsed");
-        llama_sampler_chain_add(c, g);
-    }
+    if (!p.grammar.empty()) llama_sampler_chain_add(c, grammar_sampler(model, p));
     if (!p.logit_bias.empty()) {
         std::vector<llama_logit_bias> bias;
         bias.reserve(p.logit_bias.size());

@@ -25,6 +25,12 @@ struct SamplingParams {
     int penalty_last_n = 64;
     std::vector<std::pair<llama_token, float>> logit_bias;
     std::string grammar;  // GBNF; "" = unconstrained
+    bool grammar_lazy = false;  // the grammar applies only once a trigger appears
+    std::vector<std::string> trigger_patterns;  // regular expressions over the output
+    std::vector<llama_token> trigger_tokens;
+    // Text the prompt already ends with that a (non-lazy) chat grammar starts with: fed to the
+    // grammar before sampling so it begins where the model does.
+    std::string grammar_prefill;
 };
 
 struct SamplerDeleter {

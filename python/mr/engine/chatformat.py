@@ -1,21 +1,34 @@
 """How one chat request's prompt was rendered, and how the model's answer is parsed back.
 
-Rendering and parsing use llama.cpp's common chat library (the code llama-server runs) through
-the native module; this module turns its results into mr's message types and computes deltas.
+NativeFormat wraps llama.cpp's common chat library (the code llama-server runs): the template's
+own tool-call syntax, grammar and parser. GenericToolFormat (mr.engine.tools) takes over for
+templates that cannot express tools. ChatFormat itself is plain content.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
+
+import msgspec
+
+from mr import _native
 from mr.engine.options import SamplingOptions
-from mr.engine.types import ChatDelta, ChatMessage, ToolCallDelta
+from mr.engine.types import ChatDelta, ChatMessage, ToolCall, ToolCallDelta
 
 
 class ChatFormat:
-    """Content-only format: the whole output is the assistant's content."""
+    """Plain content, optionally constrained by a grammar (response_format)."""
+
+    def __init__(self, grammar: str = "") -> None:
+        self.grammar = grammar
+        self._call_ids: list[str] = []
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
         """The request's sampling, plus the grammar this format constrains it with (if any)."""
-        return sampling
+        if not self.grammar:
+            return sampling
+        return msgspec.structs.replace(sampling or SamplingOptions(), grammar=self.grammar)
 
     def parse(self, text: str, partial: bool) -> ChatMessage:
         return ChatMessage(content=text)
@@ -30,6 +43,53 @@ class ChatFormat:
         if not (delta.content or delta.reasoning_content or delta.tool_calls):
             return None
         return delta
+
+    def call_id(self, index: int) -> str:
+        """A stable id per tool call position (models rarely produce ids of their own)."""
+        while len(self._call_ids) <= index:
+            self._call_ids.append("call_" + secrets.token_hex(12))
+        return self._call_ids[index]
+
+
+class NativeFormat(ChatFormat):
+    """The template's own format, rendered and parsed by llama.cpp's common chat library."""
+
+    def __init__(self, prompt: _native.ChatPrompt, grammar: str, from_template: bool) -> None:
+        super().__init__(grammar)
+        self._prompt = prompt
+        self._from_template = from_template  # the chat library built it: it covers the prompt's tail
+        self._last = ChatMessage()
+
+    def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
+        if not self.grammar:
+            return sampling
+        p = self._prompt
+        lazy = self._from_template and p.grammar_lazy
+        return msgspec.structs.replace(
+            sampling or SamplingOptions(), grammar=self.grammar, grammar_lazy=lazy,
+            trigger_patterns=list(p.trigger_patterns) if lazy else [],
+            trigger_tokens=list(p.trigger_tokens) if lazy else [],
+            grammar_prefill=p.generation_prompt if self._from_template and not lazy else "",
+        )
+
+    def parse(self, text: str, partial: bool) -> ChatMessage:
+        try:
+            raw = json.loads(self._prompt.parser.parse(text, partial))
+        except Exception:
+            if partial:
+                return self._last  # mid-way through a construct the parser cannot read yet
+            return ChatMessage(content=text)
+        self._last = self._message(raw)
+        return self._last
+
+    def _message(self, raw: dict) -> ChatMessage:
+        calls = []
+        for i, call in enumerate(raw.get("tool_calls") or []):
+            fn = call.get("function") or {}
+            calls.append(ToolCall(id=call.get("id") or self.call_id(i), name=fn.get("name", ""),
+                                  arguments=fn.get("arguments", "")))
+        return ChatMessage(content=raw.get("content") or "",
+                           reasoning_content=raw.get("reasoning_content") or "", tool_calls=calls)
 
 
 def _suffix(old: str, new: str) -> str:

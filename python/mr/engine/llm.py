@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import atexit
+import weakref
 from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any
@@ -16,6 +17,7 @@ from mr.engine.chat import AsyncChatStream, ChatStream
 from mr.engine.chatformat import ChatFormat
 from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
 from mr.engine.pump import Event, EventPump
+from mr.engine.render import render
 from mr.engine.stream import AsyncStream, Stream
 from mr.engine.types import ChatOptions
 from mr.errors import InvalidArgumentError
@@ -41,6 +43,7 @@ class LLM:
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, o.n_batch, o.n_ubatch,
                                       o.n_threads, o.max_queue, o.prefill_chunk)
         self._pump = EventPump(self._engine)
+        _LIVE.add(self)
         self._chat_override = chat_template or ""
         self._templates: _native.ChatTemplates | None = None
         self._embedder: _native.Embedder | None = None
@@ -99,14 +102,18 @@ class LLM:
 
     def _render(self, messages: list[dict[str, Any]],
                 options: ChatOptions | None) -> tuple[str, list[str], ChatFormat]:
-        prompt, stops = self.render_chat(messages)
-        return prompt, stops, ChatFormat()
+        return render(self._chat_templates(), messages, options)
 
     def render_chat(self, messages: list[dict[str, Any]],
-                    add_generation_prompt: bool = True) -> tuple[str, list[str]]:
+                    options: ChatOptions | None = None) -> tuple[str, list[str]]:
+        """The prompt (and extra stop strings) that chat() would send for `messages`."""
+        prompt, stops, _fmt = self._render(messages, options)
+        return prompt, stops
+
+    def _chat_templates(self) -> _native.ChatTemplates:
         if self._templates is None:
             self._templates = _native.ChatTemplates(self.model, self._chat_override)
-        return self._templates.apply(json.dumps(messages, ensure_ascii=False), add_generation_prompt)
+        return self._templates
 
     # ---- embeddings ----
 
@@ -127,8 +134,10 @@ class LLM:
         return self._engine.stats()
 
     def close(self) -> None:
+        """Stop the engine (running requests end as cancelled) and its event pump. Idempotent."""
         self._engine.shutdown()
         self._pump.close()
+        _LIVE.discard(self)
 
     def __enter__(self) -> LLM:
         return self
@@ -161,6 +170,17 @@ class LLM:
         return tokens.astype(np.int32, copy=False)
 
 
+# Engines still open at interpreter exit are closed by atexit, before Python finalises: a pump
+# thread waking up in a finalising interpreter would be killed inside native code (abort).
+_LIVE: weakref.WeakSet[LLM] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for llm in list(_LIVE):
+        llm.close()
+
+
 def _checked_text(text: str) -> str:
     if not isinstance(text, str):
         raise InvalidArgumentError(f"expected text, got {type(text).__name__}")
@@ -184,4 +204,8 @@ def _native_sampling(s: SamplingOptions) -> _native.SamplingParams:
     p.penalty_last_n = s.penalty_last_n
     p.logit_bias = list(s.logit_bias.items())
     p.grammar = s.grammar
+    p.grammar_lazy = s.grammar_lazy
+    p.trigger_patterns = list(s.trigger_patterns)
+    p.trigger_tokens = list(s.trigger_tokens)
+    p.grammar_prefill = s.grammar_prefill
     return p

@@ -24,7 +24,11 @@ class SamplingOptions(msgspec.Struct, kw_only=True, frozen=True):
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     logit_bias: dict[int, float] = msgspec.field(default_factory=dict)
-    grammar: str = ""
+    grammar: str = ""  # GBNF
+    grammar_lazy: bool = False  # the grammar applies once a trigger appears (tool calls)
+    trigger_patterns: list[str] = msgspec.field(default_factory=list)
+    trigger_tokens: list[int] = msgspec.field(default_factory=list)
+    grammar_prefill: str = ""  # the prompt's tail a chat grammar starts with (set by chat formats)
 
     def validate(self, n_vocab: int) -> None:
         _check("temperature", math.isfinite(self.temperature) and 0 <= self.temperature <= 100, "in [0, 100]")
@@ -37,6 +41,9 @@ class SamplingOptions(msgspec.Struct, kw_only=True, frozen=True):
             value = getattr(self, name)
             _check(name, math.isfinite(value) and -2 <= value <= 2, "in [-2, 2]")
         _check("penalty_last_n", 0 <= self.penalty_last_n <= 1 << 20, ">= 0")
+        _check("grammar", len(self.grammar) <= 1 << 20, "at most 1 MiB")
+        for token in self.trigger_tokens:
+            _check("trigger_tokens", 0 <= token < n_vocab, f"token ids in [0, {n_vocab})")
         for token, bias in self.logit_bias.items():
             _check("logit_bias", 0 <= token < n_vocab, f"token ids in [0, {n_vocab})")
             _check("logit_bias", not math.isnan(bias), "numbers")

@@ -1,0 +1,129 @@
+"""Tool calls for chat templates that cannot express tools (SmolLM2's among them).
+
+llama.cpp's common library renders no tools for such a template and builds no grammar, so
+`tool_choice: "required"` would be silently ignored. mr instead describes the tools in the
+system message, asks for a JSON object `{"tool_calls": [{"name", "arguments"}]}`, constrains
+sampling with a grammar built from the tool schemas when a call is required, and parses the
+output back into tool calls.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mr import _native
+from mr.engine.chatformat import ChatFormat
+from mr.engine.types import ChatMessage, ToolCall
+from mr.errors import InvalidArgumentError
+
+
+def tool_schema(tools: list[dict[str, Any]], parallel: bool) -> dict[str, Any]:
+    """The JSON schema of a reply that calls one (or, if parallel, several) of `tools`."""
+    calls = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": _function(t)["name"]},
+                "arguments": _function(t).get("parameters") or {"type": "object"},
+            },
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for t in tools
+    ]
+    array: dict[str, Any] = {"type": "array", "items": {"anyOf": calls}, "minItems": 1}
+    if not parallel:
+        array["maxItems"] = 1
+    return {"type": "object", "properties": {"tool_calls": array}, "required": ["tool_calls"],
+            "additionalProperties": False}
+
+
+def system_text(tools: list[dict[str, Any]], required: bool) -> str:
+    lines = ["You can call the following tools. Each is described as JSON:"]
+    for tool in tools:
+        fn = _function(tool)
+        lines.append(json.dumps({"name": fn["name"], "description": fn.get("description", ""),
+                                 "parameters": fn.get("parameters") or {}}, ensure_ascii=False))
+    lines.append('To call tools, reply with only a JSON object: {"tool_calls": [{"name": "<tool name>", '
+                 '"arguments": {<arguments>}}]}.')
+    lines.append("You must call a tool now." if required else "If no tool is needed, answer normally.")
+    return "\n".join(lines)
+
+
+def rewrite_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+                     required: bool) -> list[dict[str, Any]]:
+    """The conversation as plain text messages the template can render."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.get("role") == "assistant" and m.get("tool_calls"):
+            calls = [{"name": c["function"]["name"], "arguments": _arguments(c["function"].get("arguments"))}
+                     for c in m["tool_calls"]]
+            out.append({"role": "assistant", "content": json.dumps({"tool_calls": calls})})
+        elif m.get("role") == "tool":
+            out.append({"role": "user", "content": f"Tool result: {_text(m.get('content'))}"})
+        else:
+            out.append(m)
+    intro = system_text(tools, required)
+    if out and out[0].get("role") == "system":
+        out[0] = {"role": "system", "content": f"{_text(out[0].get('content'))}\n\n{intro}"}
+    else:
+        out.insert(0, {"role": "system", "content": intro})
+    return out
+
+
+class GenericToolFormat(ChatFormat):
+    """Parses `{"tool_calls": [...]}` replies; other replies are content."""
+
+    def __init__(self, tools: list[dict[str, Any]], required: bool, parallel: bool) -> None:
+        grammar = _native.json_schema_to_grammar(json.dumps(tool_schema(tools, parallel))) if required else ""
+        super().__init__(grammar)
+        self._names = {_function(t)["name"] for t in tools}
+
+    def parse(self, text: str, partial: bool) -> ChatMessage:
+        stripped = text.lstrip()
+        if not stripped.startswith("{"):
+            return ChatMessage(content=text)
+        if partial:
+            return ChatMessage()  # maybe a tool call: hold it back until the reply is complete
+        calls = self._calls(stripped)
+        return ChatMessage(tool_calls=calls) if calls else ChatMessage(content=text)
+
+    def _calls(self, text: str) -> list[ToolCall]:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return []
+        raw = data.get("tool_calls") if isinstance(data, dict) else None
+        if not isinstance(raw, list):
+            return []
+        calls = []
+        for i, call in enumerate(raw):
+            if not isinstance(call, dict) or call.get("name") not in self._names:
+                return []
+            args = call.get("arguments", {})
+            calls.append(ToolCall(id=self.call_id(i), name=call["name"],
+                                  arguments=json.dumps(args, ensure_ascii=False)))
+        return calls
+
+
+def _function(tool: dict[str, Any]) -> dict[str, Any]:
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise InvalidArgumentError("each tool needs a function with a name")
+    return fn
+
+
+def _arguments(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
