@@ -66,7 +66,8 @@ py::list to_py(std::vector<mr::Event>&& events) {
         py::object top = py::none();
         if (!ev.top.empty()) top = py::cast(ev.top);
         out[i] = py::make_tuple(ev.id, ev.token, py::bytes(ev.piece), static_cast<int>(ev.finish), ev.n_prompt,
-                                ev.n_generated, ev.error, ev.n_cached, ev.logprob, top);
+                                ev.n_generated, ev.error, ev.n_cached, ev.logprob, top,
+                                py::make_tuple(ev.queue_ms, ev.prefill_ms, ev.decode_ms));
     }
     return out;
 }

@@ -80,7 +80,7 @@ uint64_t Engine::submit(Request request) {
         throw Overloaded("the request queue is full (" + std::to_string(params_.max_queue) + " waiting)");
     }
     const uint64_t id = next_id_++;
-    queue_.push_back(Pending{id, std::move(request), std::move(sampler)});
+    queue_.push_back(Pending{id, std::move(request), std::move(sampler), Clock::now()});
     work_cv_.notify_one();
     return id;
 }
@@ -197,6 +197,9 @@ void Engine::start(Pending p) {
     slot.pending = -1;
     slot.logits_idx = -1;
     slot.n_in_batch = 0;
+    slot.submitted = p.submitted;
+    slot.admitted_at = Clock::now();
+    slot.first_token = {};
     busy_++;
     if (reused > 0) {
         prefix_hits_++;
@@ -402,7 +405,7 @@ void Engine::sample_outputs() {
         const int idx = slot.logits_idx;
         const llama_token token = slot.sampler->sample(ctx_.get(), idx);
         slot.logits_idx = -1;
-        slot.n_generated++;
+        if (slot.n_generated++ == 0) slot.first_token = Clock::now();
         tokens_generated_++;
         const auto& stops = slot.request.stop_tokens;
         if ((!slot.request.ignore_eos && model_->is_eog(token)) ||
@@ -428,6 +431,7 @@ void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
     } else if (slot.n_past >= n_ctx_seq_) {  // no cell left to decode this token into
         ev.finish = Finish::Length;
     }
+    if (ev.finish != Finish::None) add_timings(ev, slot);
     out_.push_back(std::move(ev));
     if (out_.back().finish != Finish::None) {
         release(slot, true);
@@ -463,8 +467,18 @@ void Engine::finish(Slot& slot, Finish reason, std::string error, bool keep_cach
     ev.n_generated = slot.n_generated;
     ev.n_cached = slot.n_cached;
     ev.error = std::move(error);
+    add_timings(ev, slot);
     out_.push_back(std::move(ev));
     release(slot, keep_cache);
+}
+
+void Engine::add_timings(Event& ev, const Slot& slot) {
+    using ms = std::chrono::duration<float, std::milli>;
+    const auto now = Clock::now();
+    const auto first = slot.first_token == Clock::time_point{} ? now : slot.first_token;
+    ev.queue_ms = ms(slot.admitted_at - slot.submitted).count();
+    ev.prefill_ms = ms(first - slot.admitted_at).count();
+    ev.decode_ms = ms(now - first).count();
 }
 
 // The request leaves its slot. Its cells stay as a cache that a later prompt with the same

@@ -135,3 +135,36 @@ def test_small_kv_cache_ends_newest_request(tiny_gguf) -> None:
         after = llm.generate("hello there", GREEDY, max_tokens=8, ignore_eos=True)
         after.text()
         assert after.n_generated == 8
+
+
+def test_request_joins_while_others_decode(smollm2) -> None:
+    long = smollm2.generate("Tell me a long story.", GREEDY, max_tokens=200, ignore_eos=True)
+    for _ in range(5):
+        next(long)  # decoding
+    late = smollm2.generate("The capital of France is", GREEDY, max_tokens=4)
+    late.text()
+    assert late.finish_reason == "length"
+    assert not long.done  # the late request finished while the long one still ran
+    long.close()
+
+
+def test_cancelled_queued_request_never_starts_and_queue_moves_on(tiny_gguf) -> None:
+    with LLM(tiny_gguf, EngineOptions(n_ctx=512, n_slots=1, max_queue=4)) as llm:
+        running = llm.generate("a", GREEDY, max_tokens=400, ignore_eos=True)
+        next(running)
+        queued = llm.generate("b", GREEDY, max_tokens=4, ignore_eos=True)
+        waiting = llm.generate("c", GREEDY, max_tokens=4, ignore_eos=True)
+        queued.close()
+        assert queued.finish_reason == "cancelled" and queued.n_generated == 0
+        running.close()  # frees the only slot: the next queued request starts at the next step
+        waiting.text()
+        assert waiting.n_generated == 4
+        assert waiting.timings.queue_ms > 0 and waiting.timings.decode_ms >= 0
+
+
+def test_timings(smollm2) -> None:
+    stream = smollm2.generate("Count to ten:", GREEDY, max_tokens=16, ignore_eos=True)
+    stream.text()
+    t = stream.timings
+    assert t.prefill_ms > 0 and t.decode_ms > 0 and t.queue_ms >= 0
+    assert t.tokens_per_second(stream.n_generated) > 1

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -57,6 +58,9 @@ struct Event {
     int n_generated = 0;
     int n_cached = 0;  // prompt tokens whose KV cells were reused, not recomputed
     std::string error;
+    // Set on the event that finishes a request: milliseconds waiting for a slot, from admission
+    // to the first token (prefill), and from the first token to the end (decode).
+    float queue_ms = 0.0f, prefill_ms = 0.0f, decode_ms = 0.0f;
     float logprob = 0.0f;                              // of `token`, when logprobs were asked
     std::vector<std::pair<llama_token, float>> top;    // most likely tokens, best first
 };
@@ -94,10 +98,12 @@ public:
     void shutdown();
 
 private:
+    using Clock = std::chrono::steady_clock;
     struct Pending {
         uint64_t id = 0;
         Request request;
         std::unique_ptr<Sampler> sampler;
+        Clock::time_point submitted;
     };
     // One sequence of the unified KV cache; seq id = index in slots_.
     struct Slot {
@@ -112,6 +118,7 @@ private:
         int n_generated = 0;
         std::vector<llama_token> cache;  // the tokens whose KV cells this sequence holds, in order
         uint64_t last_used = 0;          // step of the last use, for dropping idle caches (LRU)
+        Clock::time_point submitted, admitted_at, first_token;
         llama_token pending = -1;        // sampled, not yet decoded
         int logits_idx = -1;             // batch output to sample from after this step
         int n_in_batch = 0;              // tokens this slot put into the current batch
@@ -130,6 +137,7 @@ private:
     void release(Slot& slot, bool keep_cache);
     void emit_token(Slot& slot, llama_token token, int logits_idx);
     void add_logprobs(Event& ev, int logits_idx, int n_top) const;
+    static void add_timings(Event& ev, const Slot& slot);
     void start(Pending p);
     bool shares_running_prefill(const std::vector<llama_token>& prompt) const;
     size_t pick_slot(const std::vector<llama_token>& prompt) const;

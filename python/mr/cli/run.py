@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from mr.engine import Timings, Usage
 
 
 def _read_piped_stdin() -> str:
@@ -65,21 +68,18 @@ def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: in
     ]
     path, template = resolve_model(model)
     with LLM(path, EngineOptions(n_ctx=ctx_size, n_slots=1), chat_template=template) as llm:
-        start = time.perf_counter()
         stream = llm.chat(messages, sampling, max_tokens=max_tokens)
-        first = None
         for delta in stream:
-            first = first or time.perf_counter()
             click.echo(delta.content, nl=False)
         click.echo()
         if verbose:
-            usage = stream.usage
-            _print_timings(usage.prompt_tokens, usage.completion_tokens, start, first, time.perf_counter())
+            _print_timings(stream.usage, stream.timings)
 
 
-def _print_timings(n_prompt: int, n_gen: int, start: float, first: float | None, end: float) -> None:
-    first = first or end
-    prefill = max(first - start, 1e-9)
-    decode = max(end - first, 1e-9)
-    click.echo(f"prompt: {n_prompt} tokens, {n_prompt / prefill:.1f} tokens/s", err=True)
-    click.echo(f"generation: {n_gen} tokens, {max(n_gen - 1, 0) / decode:.1f} tokens/s", err=True)
+def _print_timings(usage: Usage, timings: Timings) -> None:
+    computed = usage.prompt_tokens - usage.cached_tokens
+    prefill_tps = computed * 1000.0 / timings.prefill_ms if timings.prefill_ms > 0 else 0.0
+    click.echo(f"prompt: {usage.prompt_tokens} tokens ({usage.cached_tokens} cached), "
+               f"{prefill_tps:.1f} tokens/s", err=True)
+    click.echo(f"generation: {usage.completion_tokens} tokens, "
+               f"{timings.tokens_per_second(usage.completion_tokens):.1f} tokens/s", err=True)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from mr.engine.chatformat import ChatFormat
 from mr.engine.stream import AsyncStream, Stream
-from mr.engine.types import ChatDelta, ChatMessage, Usage
+from mr.engine.types import ChatDelta, ChatMessage, Timings, Usage
 
 
 class _ChatOutput:
@@ -72,6 +72,10 @@ class ChatStream(_ChatOutput, Iterator[ChatDelta]):
         return self._stream.usage
 
     @property
+    def timings(self) -> Timings:
+        return self._stream.timings
+
+    @property
     def stream(self) -> Stream:
         return self._stream
 
@@ -117,6 +121,10 @@ class AsyncChatStream(_ChatOutput, AsyncIterator[ChatDelta]):
     @property
     def usage(self) -> Usage:
         return self._stream.usage
+
+    @property
+    def timings(self) -> Timings:
+        return self._stream.timings
 
     @property
     def stream(self) -> AsyncStream:

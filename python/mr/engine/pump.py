@@ -31,6 +31,7 @@ class Event(NamedTuple):
     n_cached: int
     logprob: float
     top: list[tuple[int, float]] | None
+    timings: tuple[float, float, float]  # queue, prefill, decode ms (set when finished)
 
 
 FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled", 4: "error"}

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 from mr.engine.pump import FINISH_NAMES, Event
 from mr.engine.text import StopMatcher, Utf8Stream
-from mr.engine.types import TokenLogprob, TopLogprob, Usage
+from mr.engine.types import Timings, TokenLogprob, TopLogprob, Usage
 from mr.errors import EngineError
 
 
@@ -30,6 +30,7 @@ class _Output:
         self.n_cached = 0
         self.tokens: list[int] = []
         self.logprobs: list[TokenLogprob] = []
+        self.timings = Timings()
 
     @property
     def usage(self) -> Usage:
@@ -64,6 +65,8 @@ class _Output:
                 return text
         if event.finish:
             self.done = True
+            self.timings = Timings(queue_ms=event.timings[0], prefill_ms=event.timings[1],
+                                   decode_ms=event.timings[2])
             if event.finish == 4:
                 raise EngineError(event.error or "generation failed")
             self.finish_reason = FINISH_NAMES.get(event.finish, "stop")

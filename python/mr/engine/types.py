@@ -15,6 +15,17 @@ class Usage(msgspec.Struct, kw_only=True):
         return self.prompt_tokens + self.completion_tokens
 
 
+class Timings(msgspec.Struct, kw_only=True):
+    """Where a request's time went, in milliseconds."""
+
+    queue_ms: float = 0.0  # waiting for a free slot
+    prefill_ms: float = 0.0  # from admission to the first token
+    decode_ms: float = 0.0  # from the first token to the last
+
+    def tokens_per_second(self, completion_tokens: int) -> float:
+        return (completion_tokens - 1) * 1000.0 / self.decode_ms if self.decode_ms > 0 else 0.0
+
+
 class TopLogprob(msgspec.Struct, kw_only=True, array_like=True):
     token: int
     text: bytes
