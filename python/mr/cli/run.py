@@ -1,21 +1,13 @@
-"""`mr run MODEL [PROMPT]`: stream an answer from a model to stdout."""
+"""`mr run MODEL [PROMPT]`: one answer, or an interactive chat when no prompt is given."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-if TYPE_CHECKING:
-    from mr.engine import Timings, Usage
-
-
-def _read_piped_stdin() -> str:
-    if sys.stdin is None or sys.stdin.isatty():
-        return ""
-    return sys.stdin.read()
+from mr.cli.backends import Backend, RunOptions
 
 
 def resolve_model(model: str) -> tuple[Path, str | None]:
@@ -38,6 +30,22 @@ def resolve_model(model: str) -> tuple[Path, str | None]:
     return local.gguf_path, template.read_text(encoding="utf-8") if template else None
 
 
+def open_backend(model: str, local: bool) -> Backend:
+    """A running server when one answers at MR_HOST (the model stays warm), else in-process.
+    A .gguf path always runs in-process: the server only serves models from its store."""
+    from mr.cli.backends import LocalBackend, RemoteBackend, server_url
+
+    is_file = model.endswith(".gguf") or Path(model).expanduser().exists()
+    url = None if (local or is_file) else server_url()
+    return RemoteBackend(url, model) if url else LocalBackend(model)
+
+
+def _read_piped_stdin() -> str:
+    if sys.stdin is None or sys.stdin.isatty():
+        return ""
+    return sys.stdin.read()
+
+
 @click.command()
 @click.argument("model")
 @click.argument("prompt", nargs=-1)
@@ -46,40 +54,28 @@ def resolve_model(model: str) -> tuple[Path, str | None]:
 @click.option("--max-tokens", type=int, default=-1, show_default=True, help="-1: until the model stops.")
 @click.option("--ctx-size", type=int, default=None, help="Context size in tokens.")
 @click.option("--system", default=None, help="A system message.")
-@click.option("--verbose", is_flag=True, help="Print prompt and generation speed after the answer.")
+@click.option("--local", is_flag=True, help="Run in this process even when a server is running.")
+@click.option("--verbose", is_flag=True, help="Print prompt and generation speed after each answer.")
 def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: int | None,
-        max_tokens: int, ctx_size: int | None, system: str | None, verbose: bool) -> None:
-    """Run MODEL (a store name or a .gguf path) on PROMPT and stream the answer."""
+        max_tokens: int, ctx_size: int | None, system: str | None, local: bool, verbose: bool) -> None:
+    """Run MODEL (a store name or a .gguf path): answer PROMPT, or chat when there is none.
+
+    Piped input is appended to the prompt: cat notes.txt | mr run ai/smollm2 "Summarise:"
+    """
+    from mr.cli.session import Session, stream_reply
+
     text = " ".join(prompt)
     piped = _read_piped_stdin()
     if piped:
         text = f"{text}\n\n{piped}" if text else piped
-    if not text.strip():
-        raise click.UsageError("give a prompt (interactive mode is not available yet)")
-
-    from mr.engine import LLM, EngineOptions, SamplingOptions
-
-    defaults = SamplingOptions()
-    sampling = SamplingOptions(
-        temperature=defaults.temperature if temperature is None else temperature, seed=seed
-    )
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": text}
-    ]
-    path, template = resolve_model(model)
-    with LLM(path, EngineOptions(n_ctx=ctx_size, n_slots=1), chat_template=template) as llm:
-        stream = llm.chat(messages, sampling, max_tokens=max_tokens)
-        for delta in stream:
-            click.echo(delta.content, nl=False)
-        click.echo()
-        if verbose:
-            _print_timings(stream.usage, stream.timings)
-
-
-def _print_timings(usage: Usage, timings: Timings) -> None:
-    computed = usage.prompt_tokens - usage.cached_tokens
-    prefill_tps = computed * 1000.0 / timings.prefill_ms if timings.prefill_ms > 0 else 0.0
-    click.echo(f"prompt: {usage.prompt_tokens} tokens ({usage.cached_tokens} cached), "
-               f"{prefill_tps:.1f} tokens/s", err=True)
-    click.echo(f"generation: {usage.completion_tokens} tokens, "
-               f"{timings.tokens_per_second(usage.completion_tokens):.1f} tokens/s", err=True)
+    options = RunOptions(temperature=temperature, seed=seed, max_tokens=max_tokens, ctx_size=ctx_size)
+    backend = open_backend(model, local)
+    try:
+        if text.strip():
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": text}]
+            stream_reply(backend.chat(messages, options), verbose)
+        else:
+            Session(backend, options, system, verbose).run()
+    finally:
+        backend.close()

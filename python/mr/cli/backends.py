@@ -1,0 +1,196 @@
+"""Where `mr run` gets its answers: a running mr server (the model stays warm between calls) or
+the engine in this process. Both yield the same ChatDelta stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mr import config
+from mr.errors import MrError
+
+
+@dataclass
+class RunOptions:
+    temperature: float | None = None
+    seed: int | None = None
+    max_tokens: int = -1
+    ctx_size: int | None = None
+    extra: dict[str, float] = field(default_factory=dict)  # /set parameter NAME VALUE
+
+
+@dataclass
+class Reply:
+    """One answer: iterate for (content, reasoning) pieces; counts and speed when done."""
+
+    pieces: Iterator[tuple[str, str]]
+    close: Any
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+
+class Backend(Protocol):
+    def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply: ...
+    def close(self) -> None: ...
+
+
+def server_url() -> str | None:
+    """The base URL of a running mr server at MR_HOST, or None (a quick probe)."""
+    import httpx
+
+    base = config.host().rstrip("/")
+    if "://" not in base:
+        base = f"http://{base}"
+    try:
+        response = httpx.get(f"{base}/version", timeout=0.3)
+    except httpx.HTTPError:
+        return None
+    return base if response.status_code == 200 else None
+
+
+class LocalBackend:
+    """The engine in this process; reloads the model when the context size changes."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._llm: Any = None
+        self._ctx: int | None = None
+
+    def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply:
+        from mr.engine import SamplingOptions
+
+        llm = self._load(options.ctx_size)
+        defaults = SamplingOptions()
+        params = {k: v for k, v in options.extra.items() if k in SamplingOptions.__struct_fields__}
+        temperature = defaults.temperature if options.temperature is None else options.temperature
+        sampling = SamplingOptions(**{"temperature": temperature, "seed": options.seed, **params})
+        stream = llm.chat(messages, sampling, max_tokens=options.max_tokens)
+        reply = Reply(pieces=iter(()), close=stream.close)
+
+        def pieces() -> Iterator[tuple[str, str]]:
+            for delta in stream:
+                yield delta.content, delta.reasoning_content
+            usage, timings = stream.usage, stream.timings
+            reply.prompt_tokens, reply.cached_tokens = usage.prompt_tokens, usage.cached_tokens
+            reply.completion_tokens = usage.completion_tokens
+            reply.prefill_s, reply.decode_s = timings.prefill_ms / 1000, timings.decode_ms / 1000
+
+        reply.pieces = pieces()
+        return reply
+
+    def _load(self, ctx_size: int | None) -> Any:
+        if self._llm is None or ctx_size != self._ctx:
+            from mr.cli.run import resolve_model
+            from mr.engine import LLM, EngineOptions
+
+            if self._llm is not None:
+                self._llm.close()
+            path, template = resolve_model(self._model)
+            self._llm = LLM(path, EngineOptions(n_ctx=ctx_size, n_slots=1), chat_template=template)
+            self._ctx = ctx_size
+        return self._llm
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+
+
+class RemoteBackend:
+    """A running mr server, through its OpenAI endpoint (streaming)."""
+
+    def __init__(self, base_url: str, model: str) -> None:
+        import httpx
+
+        self._model = model
+        self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(600, connect=5))
+
+    def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply:
+        body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True,
+                                "stream_options": {"include_usage": True}, **options.extra}
+        if options.temperature is not None:
+            body["temperature"] = options.temperature
+        if options.seed is not None:
+            body["seed"] = options.seed
+        if options.max_tokens > 0:
+            body["max_tokens"] = options.max_tokens
+        context = self._client.stream("POST", "/v1/chat/completions", json=body)
+        response = context.__enter__()
+        if response.status_code == 404 and not getattr(self, "_pulled", False):
+            context.__exit__(None, None, None)
+            self._pull()
+            return self.chat(messages, options)
+        if response.status_code != 200:
+            response.read()
+            context.__exit__(None, None, None)
+            raise _error(response)
+        reply = Reply(pieces=iter(()), close=lambda: context.__exit__(None, None, None))
+        reply.pieces = self._pieces(response, reply, context)
+        return reply
+
+    def _pieces(self, response: Any, reply: Reply, context: Any) -> Iterator[tuple[str, str]]:
+        start = first = time.perf_counter()
+        got_first = False
+        try:
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    _usage(reply, chunk["usage"])
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    content, reasoning = delta.get("content") or "", delta.get("reasoning_content") or ""
+                    if (content or reasoning) and not got_first:
+                        first, got_first = time.perf_counter(), True
+                    if content or reasoning:
+                        yield content, reasoning
+        finally:
+            end = time.perf_counter()
+            reply.prefill_s, reply.decode_s = first - start, end - first
+            context.__exit__(None, None, None)
+
+    def _pull(self) -> None:
+        """The API never pulls by itself; the CLI asks the server to (POST /models/create)."""
+        import click
+
+        self._pulled = True
+        click.echo(f"Unable to find model '{self._model}' locally. Pulling from the server.", err=True)
+        with self._client.stream("POST", "/models/create", json={"from": self._model}) as response:
+            if response.status_code != 200:
+                response.read()
+                raise _error(response)
+            for line in response.iter_lines():
+                event = json.loads(line) if line.strip() else {}
+                if event.get("type") == "error":
+                    raise MrError(event.get("message", "pull failed"))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _usage(reply: Reply, usage: dict[str, Any]) -> None:
+    reply.prompt_tokens = usage.get("prompt_tokens", 0)
+    reply.completion_tokens = usage.get("completion_tokens", 0)
+    reply.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+
+
+def _error(response: Any) -> MrError:
+    """The server's OpenAI error envelope as the mr error of the same class."""
+    from mr import errors
+
+    try:
+        error = response.json()["error"]
+        message, code = error.get("message", ""), error.get("code")
+    except Exception:
+        message, code = f"the server answered {response.status_code}", None
+    if code == "context_length_exceeded":
+        return errors.ContextLengthError(message)
+    by_status = {404: errors.ModelNotFoundError, 400: errors.InvalidArgumentError,
+                 503: errors.OverloadedError, 422: errors.ModelLoadError}
+    return by_status.get(response.status_code, MrError)(message)
