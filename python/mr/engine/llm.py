@@ -16,6 +16,7 @@ from mr.engine import logbridge
 from mr.engine.chat import AsyncChatStream, ChatStream
 from mr.engine.chatformat import ChatFormat
 from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
+from mr.engine.prompt import chat_prompt_tokens
 from mr.engine.pump import Event, EventPump
 from mr.engine.render import render
 from mr.engine.stream import AsyncStream, Stream
@@ -87,8 +88,9 @@ class LLM:
              options: ChatOptions | None = None, logprobs: int | None = None) -> ChatStream:
         """Answer `messages` (OpenAI shape); iterate the result for ChatDelta objects."""
         prompt, extra_stops, fmt = self._render(messages, options)
-        stream = self.generate(prompt, fmt.sampling(sampling), max_tokens=max_tokens,
-                               stop=[*stop, *extra_stops], parse_special=True, logprobs=logprobs)
+        tokens = chat_prompt_tokens(self.model, prompt, messages)
+        stream = self.generate(tokens, fmt.sampling(sampling), max_tokens=max_tokens,
+                               stop=[*stop, *extra_stops], logprobs=logprobs)
         return ChatStream(stream, fmt)
 
     def achat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
@@ -96,8 +98,9 @@ class LLM:
               options: ChatOptions | None = None, logprobs: int | None = None) -> AsyncChatStream:
         """Like chat(), for asyncio (see agenerate)."""
         prompt, extra_stops, fmt = self._render(messages, options)
-        stream = self.agenerate(prompt, fmt.sampling(sampling), max_tokens=max_tokens,
-                                stop=[*stop, *extra_stops], parse_special=True, logprobs=logprobs)
+        tokens = chat_prompt_tokens(self.model, prompt, messages)
+        stream = self.agenerate(tokens, fmt.sampling(sampling), max_tokens=max_tokens,
+                                stop=[*stop, *extra_stops], logprobs=logprobs)
         return AsyncChatStream(stream, fmt)
 
     def _render(self, messages: list[dict[str, Any]],

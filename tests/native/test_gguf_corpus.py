@@ -1,0 +1,92 @@
+"""A corpus of broken GGUF files: each is a clean ModelLoadError, never an abort or a huge
+allocation (RELIABILITY.md item 10). The loads run in a child process so that a crash would
+show up as a failed test naming the case, not as a dead test session."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+U64 = 1 << 62
+GGUF_STRING, GGUF_UINT32, GGUF_ARRAY = 8, 4, 9
+F32 = 0
+
+
+def header(version: int = 3, n_tensors: int = 0, n_kv: int = 0) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv)
+
+
+def gstr(text: str, length: int | None = None) -> bytes:
+    data = text.encode()
+    return struct.pack("<Q", len(data) if length is None else length) + data
+
+
+def kv_str(key: str, value: str, value_len: int | None = None) -> bytes:
+    return gstr(key) + struct.pack("<I", GGUF_STRING) + gstr(value, value_len)
+
+
+def tensor_info(name: str, dims: list[int], ggml_type: int = F32, offset: int = 0) -> bytes:
+    return gstr(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims) + struct.pack(
+        "<IQ", ggml_type, offset)
+
+
+ARCH = kv_str("general.architecture", "llama")
+CASES: dict[str, bytes] = {
+    "empty": b"",
+    "bad_magic": b"GGUX" + header()[4:],
+    "version_zero": header(version=0),
+    "version_future": header(version=999),
+    "absurd_tensor_count": header(n_tensors=U64),
+    "absurd_kv_count": header(n_kv=U64),
+    "absurd_key_length": header(n_kv=1) + gstr("k", length=U64),
+    "string_past_end": header(n_kv=1) + kv_str("general.name", "x", value_len=1 << 40),
+    "absurd_array": header(n_kv=1) + gstr("a") + struct.pack("<IIQ", GGUF_ARRAY, GGUF_UINT32, U64),
+    "bad_value_type": header(n_kv=1) + gstr("k") + struct.pack("<I", 77) + b"\0" * 8,
+    "overflowing_dims": header(n_tensors=1, n_kv=1) + ARCH + tensor_info("t", [1 << 40] * 4),
+    "bad_tensor_type": header(n_tensors=1, n_kv=1) + ARCH + tensor_info("t", [4], ggml_type=999),
+    "offset_past_end": header(n_tensors=1, n_kv=1) + ARCH + tensor_info("t", [4], offset=1 << 40),
+    "too_many_dims": header(n_tensors=1, n_kv=1) + ARCH + gstr("t") + struct.pack("<I", 1000),
+    "no_tensors_no_vocab": header(n_kv=1) + ARCH,
+}
+
+CHILD = """
+import json, sys
+from mr import _native
+from mr.errors import ModelLoadError
+results = {}
+for name, path in json.loads(sys.argv[1]).items():
+    try:
+        _native.Model(path)
+        results[name] = "loaded"
+    except ModelLoadError as exc:
+        results[name] = "ModelLoadError"
+    except Exception as exc:
+        results[name] = type(exc).__name__
+    print(name, results[name], flush=True)
+print(json.dumps(results))
+"""
+
+
+def test_each_broken_gguf_is_a_clean_error(tmp_path: Path, tiny_gguf: Path) -> None:
+    paths = {}
+    for name, data in CASES.items():
+        paths[name] = str(tmp_path / f"{name}.gguf")
+        Path(paths[name]).write_bytes(data)
+    real = tiny_gguf.read_bytes()
+    flipped = bytearray(real)
+    flipped[len(real) // 3 : len(real) // 3 + 64] = b"\xff" * 64  # garbage inside the tokenizer data
+    paths["garbled_vocab"] = str(tmp_path / "garbled_vocab.gguf")
+    Path(paths["garbled_vocab"]).write_bytes(bytes(flipped))
+    # an address-space cap: an absurd size must be refused, not allocated
+    code = "import resource; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))\n" + CHILD
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(paths)], capture_output=True,
+                            text=True, timeout=120)
+    last = result.stdout.splitlines()[-1:]
+    assert result.returncode == 0, f"crashed after: {last}\n{result.stderr[-2000:]}"
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    broken = {k: v for k, v in outcome.items() if k != "garbled_vocab"}
+    assert broken == dict.fromkeys(broken, "ModelLoadError")
+    assert outcome["garbled_vocab"] in ("ModelLoadError", "loaded")  # either way: no abort
