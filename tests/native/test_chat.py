@@ -214,3 +214,12 @@ def test_special_token_text_in_user_content_stays_text(smollm2) -> None:
     tokens = chat_prompt_tokens(model, prompt, attack).tolist()
     assert tokens.count(im_start) == 3  # system, user, assistant turns: none from the user's text
     assert smollm2.detokenize(tokens).count("<|im_start|>") == 1  # the user's, kept as plain text
+
+
+def test_deeply_nested_schema_is_refused(smollm2) -> None:
+    schema: dict = {"type": "string"}
+    for _ in range(200):
+        schema = {"type": "object", "properties": {"a": schema}}
+    fmt = {"type": "json_schema", "json_schema": {"schema": schema}}
+    with pytest.raises(InvalidArgumentError, match="nested too deeply"):
+        smollm2.chat([{"role": "user", "content": "hi"}], options=ChatOptions(response_format=fmt))
