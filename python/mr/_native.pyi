@@ -75,9 +75,8 @@ class SamplingParams:
 # finish: 0 none, 1 stop, 2 length, 3 cancelled, 4 error; token -1 when the event only finishes
 # the request; top: [(token, logprob), ...] best first, or None unless top logprobs were asked;
 # timings: (queue_ms, prefill_ms, decode_ms), set on the finishing event.
-RawEvent = tuple[
-    int, int, bytes, int, int, int, str, int, float, list[tuple[int, float]] | None, tuple[float, float, float]
-]
+Top = list[tuple[int, float]] | None
+RawEvent = tuple[int, int, bytes, int, int, int, str, int, float, Top, tuple[float, float, float]]
 
 class Engine:
     def __init__(

@@ -25,6 +25,12 @@ COMMANDS: dict[str, str] = {
     "ls": "mr.cli.store_cmds:list_models",
     "inspect": "mr.cli.store_cmds:inspect",
     "df": "mr.cli.store_cmds:df",
+    "serve": "mr.cli.serve:serve",
+    "ps": "mr.cli.runtime_cmds:ps",
+    "unload": "mr.cli.runtime_cmds:unload",
+    "configure": "mr.cli.runtime_cmds:configure",
+    "status": "mr.cli.runtime_cmds:status",
+    "bench": "mr.cli.bench_cmd:bench",
 }
 
 

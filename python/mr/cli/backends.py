@@ -4,6 +4,7 @@ the engine in this process. Both yield the same ChatDelta stream."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,7 +109,9 @@ class RemoteBackend:
         import httpx
 
         self._model = model
-        self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(600, connect=5))
+        key = os.environ.get("MR_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(600, connect=5))
 
     def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply:
         body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True,

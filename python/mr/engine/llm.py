@@ -84,23 +84,23 @@ class LLM:
         return AsyncStream(request_id, route, list(stop), self._pump.cancel, self._piece_of(logprobs))
 
     def chat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
-             max_tokens: int = -1, stop: Sequence[str] = (),
-             options: ChatOptions | None = None, logprobs: int | None = None) -> ChatStream:
+             max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
+             logprobs: int | None = None, ignore_eos: bool = False) -> ChatStream:
         """Answer `messages` (OpenAI shape); iterate the result for ChatDelta objects."""
         prompt, extra_stops, fmt = self._render(messages, options)
         tokens = chat_prompt_tokens(self.model, prompt, messages)
         stream = self.generate(tokens, fmt.sampling(sampling), max_tokens=max_tokens,
-                               stop=[*stop, *extra_stops], logprobs=logprobs)
+                               stop=[*stop, *extra_stops], logprobs=logprobs, ignore_eos=ignore_eos)
         return ChatStream(stream, fmt)
 
     def achat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
-              max_tokens: int = -1, stop: Sequence[str] = (),
-              options: ChatOptions | None = None, logprobs: int | None = None) -> AsyncChatStream:
+              max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
+              logprobs: int | None = None, ignore_eos: bool = False) -> AsyncChatStream:
         """Like chat(), for asyncio (see agenerate)."""
         prompt, extra_stops, fmt = self._render(messages, options)
         tokens = chat_prompt_tokens(self.model, prompt, messages)
         stream = self.agenerate(tokens, fmt.sampling(sampling), max_tokens=max_tokens,
-                                stop=[*stop, *extra_stops], logprobs=logprobs)
+                                stop=[*stop, *extra_stops], logprobs=logprobs, ignore_eos=ignore_eos)
         return AsyncChatStream(stream, fmt)
 
     def _render(self, messages: list[dict[str, Any]],

@@ -12,6 +12,7 @@ crossings are per step, not per token. Two ways to drain:
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -34,6 +35,7 @@ class Event(NamedTuple):
     timings: tuple[float, float, float]  # queue, prefill, decode ms (set when finished)
 
 
+LOG = logging.getLogger("mr.engine")
 FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled", 4: "error"}
 Sink = Callable[[Event], None]
 
@@ -95,7 +97,10 @@ class EventPump:
 
     def _run(self) -> None:
         while not self._closed.is_set():
-            self._route(self._engine.poll(100))
+            try:
+                self._route(self._engine.poll(100))
+            except Exception:  # the pump must outlive any bad event, or every request would hang
+                LOG.exception("event routing failed")
 
     def _drain_now(self) -> None:
         self._route(self._engine.poll(0))
@@ -107,5 +112,9 @@ class EventPump:
             for raw in events:
                 event = Event(*raw)
                 sink = self._sinks.pop(event.id) if event.finish else self._sinks.get(event.id)
-                if sink is not None:
+                if sink is None:
+                    continue
+                try:
                     sink(event)
+                except Exception:  # one consumer's failure must not starve the others
+                    LOG.exception("delivering an event of request %d failed", event.id)

@@ -17,6 +17,8 @@ from mr.engine.chatformat import ChatFormat
 from mr.engine.types import ChatMessage, ToolCall
 from mr.errors import InvalidArgumentError
 
+MAX_PARALLEL_CALLS = 4
+
 
 def tool_schema(tools: list[dict[str, Any]], parallel: bool) -> dict[str, Any]:
     """The JSON schema of a reply that calls one (or, if parallel, several) of `tools`."""
@@ -32,9 +34,10 @@ def tool_schema(tools: list[dict[str, Any]], parallel: bool) -> dict[str, Any]:
         }
         for t in tools
     ]
-    array: dict[str, Any] = {"type": "array", "items": {"anyOf": calls}, "minItems": 1}
-    if not parallel:
-        array["maxItems"] = 1
+    # Parallel calls are bounded too: a small model may otherwise repeat a call until max_tokens
+    # and never close the JSON.
+    array: dict[str, Any] = {"type": "array", "items": {"anyOf": calls}, "minItems": 1,
+                             "maxItems": MAX_PARALLEL_CALLS if parallel else 1}
     return {"type": "object", "properties": {"tool_calls": array}, "required": ["tool_calls"],
             "additionalProperties": False}
 

@@ -1,0 +1,148 @@
+"""`mr ps`, `mr unload`, `mr configure`, `mr status`: talk to the running server at MR_HOST.
+
+`configure` also works with no server running: the settings file is written directly and the
+server reads it on the next load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+from mr import config
+
+
+class ServerUnavailable(click.ClickException):
+    exit_code = 1
+
+
+def base_url() -> str:
+    """MR_HOST as a URL: "http://127.0.0.1:12434", or a bare host (the server's bind address)."""
+    raw = config.host().strip().rstrip("/")
+    if "://" in raw:
+        return raw
+    host, _, port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
+    host = host or raw
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{port or config.DEFAULT_PORT}"
+
+
+def _request(method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
+    url = base_url() + path
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    key = os.environ.get("MR_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(_error_text(exc)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ServerUnavailable(f"no mr server answers at {base_url()} ({_reason(exc)}); "
+                                "start one with `mr serve`") from None
+
+
+def _reason(exc: Exception) -> str:
+    return str(getattr(exc, "reason", exc))
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read())
+        error = body.get("error", body)
+        return str(error.get("message", error)) if isinstance(error, dict) else str(error)
+    except (ValueError, AttributeError):
+        return f"HTTP {exc.code}"
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the server's JSON.")
+def ps(as_json: bool) -> None:
+    """List the models the server has loaded."""
+    models = _request("GET", "/engines/ps")
+    if as_json:
+        click.echo(json.dumps(models, indent=2))
+        return
+    rows = [[m["model_name"], m["backend_name"], m["mode"], m["until"], str(m["context_size"]),
+             str(m["parallel"]), _mib(m["memory"])] for m in models]
+    click.echo(_table(rows, ["MODEL NAME", "BACKEND", "MODE", "UNTIL", "CONTEXT", "SLOTS", "MEMORY"]))
+
+
+@click.command()
+@click.option("--all", "unload_all", is_flag=True, help="Unload every model.")
+@click.argument("models", nargs=-1)
+def unload(unload_all: bool, models: tuple[str, ...]) -> None:
+    """Unload MODELS (or --all) from the server's memory."""
+    if not unload_all and not models:
+        raise click.UsageError("name models to unload, or --all")
+    result = _request("POST", "/engines/unload", {"all": unload_all, "models": list(models)})
+    count = result.get("unloaded_runners", 0)
+    click.echo(f"Unloaded {count} model{'s' if count != 1 else ''}")
+
+
+@click.command()
+@click.option("--context-size", type=click.IntRange(1, 1 << 20), default=None, help="Context size (tokens).")
+@click.option("--parallel", type=click.IntRange(1, 256), default=None, help="Slots (parallel requests).")
+@click.option("--keep-alive", default=None, help="Idle time before unloading: 5m, 1h, 0, -1 = never.")
+@click.argument("model")
+def configure(context_size: int | None, parallel: int | None, keep_alive: str | None, model: str) -> None:
+    """Persist runtime settings for MODEL (applied at its next load; keep-alive at once)."""
+    from mr.runner import ModelSettings, parse_duration
+
+    if context_size is None and parallel is None and keep_alive is None:
+        raise click.UsageError("give --context-size, --parallel or --keep-alive")
+    body = {"model": model, "context_size": context_size, "parallel": parallel, "keep_alive": keep_alive}
+    try:
+        result = _request("POST", "/engines/configure", body)
+    except ServerUnavailable:
+        settings = ModelSettings(context_size=context_size, parallel=parallel,
+                                 keep_alive=parse_duration(keep_alive))
+        result = _configure_offline(model, settings)
+    click.echo(f"Configured {model}: " + ", ".join(f"{k}={v}" for k, v in result.items()
+                                                    if k != "model" and v is not None))
+
+
+def _configure_offline(model: str, settings: Any) -> dict[str, Any]:
+    from mr.runner import SettingsFile, StoreSource
+    from mr.runner.duration import format_duration
+    from mr.store import Store
+
+    resolved = StoreSource(Store()).resolve(model)
+    key = resolved.keys[0] if resolved.keys else resolved.id
+    merged = SettingsFile(config.home() / "model-settings.json").set(key, settings)
+    return {"context_size": merged.context_size, "parallel": merged.parallel,
+            "keep_alive": format_duration(merged.keep_alive) or None}
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the server's JSON.")
+def status(as_json: bool) -> None:
+    """Say whether the server runs, with its memory budget and loaded models."""
+    info = _request("GET", "/engines/status")
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    memory = info.get("memory", {})
+    click.echo(f"mr {info.get('version')} is running at {base_url()} "
+               f"(backend {info.get('backend')}, {info.get('loaded_models')} model(s) loaded, "
+               f"memory {_mib(memory.get('used', 0))} of {_mib(memory.get('budget', 0))})")

@@ -1,0 +1,163 @@
+"""`mr serve`: the OpenAI / Docker Model Runner / Ollama compatible server, in the foreground.
+
+Every flag has an MR_* environment twin (the flag wins). SIGINT or SIGTERM shut it down cleanly:
+in-flight streams are ended (their clients get a finish and [DONE]), models are unloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+import click
+import uvicorn
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    from mr.runner import parse_duration
+
+    try:
+        return parse_duration(value, "--keep-alive")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from mr.runner import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to bind [MR_HOST; default 127.0.0.1].")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port [MR_PORT; default 12434].")
+@click.option("--api-key", default=None, help="Require this key (Bearer or x-api-key) [MR_API_KEY].")
+@click.option("--parallel", type=click.IntRange(1, 256), default=None,
+              help="Slots per model: requests decoded together [MR_PARALLEL; default 4].")
+@click.option("--ctx-size", type=click.IntRange(1, 1 << 20), default=None,
+              help="Context size per model, shared by its slots [MR_CTX_SIZE].")
+@click.option("--keep-alive", callback=_duration, default=None,
+              help="Idle time before a model unloads: 5m, 1h, 0, -1 = never [MR_KEEP_ALIVE; default 5m].")
+@click.option("--models-dir", default=None, help="Model store root [MR_MODELS_DIR].")
+@click.option("--max-queue", type=click.IntRange(0, 65536), default=None,
+              help="Requests waiting per model beyond its slots; more get 503 [MR_MAX_QUEUE; default 64].")
+@click.option("--memory-budget", callback=_size, default=None,
+              help="Memory for loaded models, e.g. 8GiB [MR_MEMORY_BUDGET; default 80% of RAM].")
+@click.option("--allowed-host", "allowed_hosts", multiple=True,
+              help="Extra Host header value to accept (repeatable; * for any) [MR_ALLOWED_HOSTS].")
+@click.option("--cors-origin", "cors_origins", multiple=True,
+              help="Extra browser origin allowed by CORS (repeatable; * for any) [MR_CORS_ORIGINS].")
+@click.option("--threads", type=click.IntRange(0, 1024), default=None, help="CPU threads [MR_THREADS].")
+@click.option("--gpu-layers", type=click.IntRange(-1, 100000), default=None,
+              help="Layers offloaded to the GPU, -1 = all [MR_GPU_LAYERS].")
+@click.option("--quiet", is_flag=True, help="No per-request log lines.")
+def serve(**options: Any) -> None:
+    """Serve the models of the store over HTTP (OpenAI, Docker Model Runner and Ollama APIs)."""
+    settings = _settings(options)
+    _setup_logging(settings.log_requests)
+    if not settings.is_loopback and not settings.api_key:
+        click.secho(f"WARNING: listening on {settings.host} without an API key: anyone who can reach "
+                    "this machine can use its models. Set --api-key (or MR_API_KEY).",
+                    fg="red", bold=True, err=True)
+    run(settings)
+
+
+def _settings(options: dict[str, Any]) -> Any:
+    from mr.server import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        raise click.UsageError(f"bad MR_* environment variable: {exc}") from None
+    mapping = {"host": "host", "port": "port", "api_key": "api_key", "parallel": "parallel",
+               "ctx_size": "ctx_size", "keep_alive": "keep_alive", "models_dir": "models_dir",
+               "max_queue": "max_queue", "memory_budget": "memory_budget", "threads": "threads",
+               "gpu_layers": "gpu_layers"}
+    for option, field in mapping.items():
+        if options.get(option) is not None:
+            setattr(settings, field, options[option])
+    if options.get("allowed_hosts"):
+        settings.allowed_hosts = [*settings.allowed_hosts, *options["allowed_hosts"]]
+    if options.get("cors_origins"):
+        settings.cors_origins = [*settings.cors_origins, *options["cors_origins"]]
+    if options.get("quiet"):
+        settings.log_requests = False
+    return settings
+
+
+def _setup_logging(requests: bool) -> None:
+    from mr import config
+
+    level = config.log_level() if "MR_LOG_LEVEL" in os.environ else "INFO"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    for name in ("mr.server", "mr.runner", "mr.access"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addHandler(handler)
+        logger.propagate = False
+    if not requests:
+        logging.getLogger("mr.access").setLevel(logging.WARNING)
+
+
+def run(settings: Any) -> None:
+    """Serve until SIGINT/SIGTERM; returns after a clean shutdown."""
+    from mr.server import create_app
+    from mr.server.context import STATE_KEY
+
+    app = create_app(settings)
+    ctx = app.state[STATE_KEY]
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            access_log=False, lifespan="on", server_header=False,
+                            timeout_graceful_shutdown=10)
+    server = _Server(config, on_exit=ctx.runner.drain)
+    click.echo(f"mr serve: listening on http://{_url_host(settings.host)}:{settings.port} "
+               f"(models in {settings.models_root()}, {settings.parallel} slots per model)", err=True)
+    server.run()
+    click.echo("mr serve: stopped", err=True)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's Server, ending in-flight streams on the first signal and exiting 0 afterwards
+    (uvicorn itself re-raises the signal once shut down, which would kill the process)."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        first = not self.should_exit
+        super().handle_exit(sig, frame)
+        if first:
+            self._on_exit()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,104 @@
+"""A loaded model (its engine, memory estimate, keep-alive state) and a lease on it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mr.runner.duration import format_duration
+from mr.runner.memory import MemoryEstimate
+from mr.runner.source import ResolvedModel
+
+if TYPE_CHECKING:
+    from mr.engine import LLM
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    resolved: ResolvedModel
+    llm: LLM
+    estimate: MemoryEstimate
+    n_ctx: int
+    n_slots: int
+    keep_alive: float  # seconds; math.inf = never unload while idle
+    on_gpu: bool = False
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
+    expires_at: float | None = None  # wall-clock time; None while in use or when kept forever
+    active: int = 0
+    closing: bool = False
+    streams: set[Closable] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+    embed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def id(self) -> str:
+        return self.resolved.id
+
+    @property
+    def name(self) -> str:
+        return self.resolved.name
+
+    def stats(self) -> dict[str, int]:
+        try:
+            return self.llm.stats()
+        except Exception:  # closed under us: report nothing rather than fail a status call
+            return {}
+
+    def until(self) -> str:
+        if self.active:
+            return "active"
+        if self.expires_at is None:
+            return "forever" if math.isinf(self.keep_alive) else "now"
+        return format_duration(max(0.0, self.expires_at - time.time()))
+
+    def to_ps(self) -> dict[str, Any]:
+        stats = self.stats()
+        return {
+            "model_name": self.name, "model_id": self.id, "tags": list(self.resolved.tags),
+            "backend_name": "llama.cpp", "mode": "completion", "context_size": self.n_ctx,
+            "parallel": self.n_slots, "keep_alive": format_duration(self.keep_alive),
+            "until": self.until(), "expires_at": self.expires_at, "loaded_at": self.loaded_at,
+            "last_used": self.last_used, "active_requests": self.active,
+            "busy_slots": stats.get("busy_slots", 0), "queued": stats.get("queued", 0),
+            "memory": self.estimate.total, "size": self.resolved.size, "on_gpu": self.on_gpu,
+        }
+
+
+class Lease:
+    """One request's hold on a loaded model: the model is not unloaded or evicted while held.
+
+    Streams registered with `track` are closed (cancelled) when the server shuts down."""
+
+    def __init__(self, model: LoadedModel, release: Any) -> None:
+        self.model = model
+        self._release = release
+        self._released = False
+
+    @property
+    def llm(self) -> LLM:
+        return self.model.llm
+
+    def track(self, stream: Closable) -> None:
+        self.model.streams.add(stream)
+
+    def untrack(self, stream: Closable) -> None:
+        self.model.streams.discard(stream)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release(self)
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,313 @@
+"""Which models are loaded: lazy loading, keep-alive, a memory budget with LRU eviction.
+
+Everything here runs on the server's event loop (no locks beyond one asyncio.Lock that serialises
+loads); blocking work (header reads, llama.cpp loads) goes to threads. A request holds a Lease
+while it uses a model, so a model is never unloaded under a running request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mr.runner.errors import InsufficientMemoryError, LoadTimeoutError, ModelBusyError
+from mr.runner.loaded import Lease, LoadedModel
+from mr.runner.memory import MemoryEstimate, default_budget, estimate, human
+from mr.runner.settings import ModelSettings, SettingsFile
+from mr.runner.source import ModelSource, ResolvedModel
+
+if TYPE_CHECKING:
+    from mr.engine import LLM
+
+log = logging.getLogger("mr.runner")
+
+
+@dataclass
+class RunnerConfig:
+    n_slots: int = 4  # `mr serve --parallel`
+    n_ctx: int | None = None  # `mr serve --ctx-size`; None: the package's, else the model's (capped)
+    keep_alive: float = 300.0  # seconds; math.inf: forever; 0: unload when idle
+    max_queue: int = 64  # requests waiting per model beyond its slots (then 503)
+    memory_budget: int | None = None  # bytes for models; None: 80% of RAM, or 90% of VRAM with a GPU
+    load_timeout: float = 300.0  # how long a request waits for a model to load
+    n_threads: int = 0
+    n_gpu_layers: int = -1
+
+
+class Runner:
+    def __init__(self, source: ModelSource, config: RunnerConfig | None = None,
+                 settings: SettingsFile | None = None) -> None:
+        self.source = source
+        self.config = config or RunnerConfig()
+        self.settings = settings or SettingsFile(None)
+        self._loaded: dict[str, LoadedModel] = {}
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        self._load_lock = asyncio.Lock()
+        self._budget: tuple[int, int | None] | None = None
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.loads: dict[str, int] = {}  # display name -> how many times it was loaded
+
+    # ---- budget ----
+
+    @property
+    def budget(self) -> tuple[int, int | None]:
+        """What the machine offers mr: (RAM, VRAM or None without a GPU), in bytes."""
+        if self._budget is None:
+            self._budget = default_budget()
+        return self._budget
+
+    def _uses_gpu(self) -> bool:
+        return self.budget[1] is not None and self.config.n_gpu_layers != 0
+
+    def _pool(self) -> int:
+        """The budget models are placed in: the configured one, else VRAM with a GPU, else RAM."""
+        if self.config.memory_budget is not None:
+            return self.config.memory_budget
+        ram, vram = self.budget
+        return vram if self._uses_gpu() and vram is not None else ram
+
+    @property
+    def pool_size(self) -> int:
+        return self._pool()
+
+    def used_memory(self) -> int:
+        return sum(m.estimate.total for m in self._loaded.values())
+
+    # ---- leases ----
+
+    async def acquire(self, name: str, keep_alive: float | None = None) -> Lease:
+        """A lease on `name`, loading it first if needed (waiting, bounded, for a load in progress)."""
+        if self._closed:
+            raise ModelBusyError("the server is shutting down")
+        self._loop = asyncio.get_running_loop()
+        resolved = await self._resolve(name)
+        for _ in range(3):
+            model = self._loaded.get(resolved.id)
+            if model is not None and not model.closing:
+                return self._lease(model, keep_alive)
+            await self._wait_loaded(resolved)
+        raise ModelBusyError(f"model {name} was unloaded while loading; try again")
+
+    async def _resolve(self, name: str) -> ResolvedModel:
+        cached = getattr(self.source, "cached", None)
+        hit = cached(name) if cached is not None else None
+        return hit or await asyncio.to_thread(self.source.resolve, name)
+
+    def _lease(self, model: LoadedModel, keep_alive: float | None) -> Lease:
+        model.active += 1
+        model.expires_at = None
+        if model.timer is not None:
+            model.timer.cancel()
+            model.timer = None
+        if keep_alive is not None:
+            model.keep_alive = keep_alive
+        return Lease(model, self._release)
+
+    def _release(self, lease: Lease) -> None:
+        model = lease.model
+        model.active -= 1
+        model.last_used = time.time()
+        if model.active > 0:
+            return
+        if model.closing or self._loaded.get(model.id) is not model:
+            self._close(model)
+        else:
+            self._schedule_idle(model)
+
+    def _schedule_idle(self, model: LoadedModel) -> None:
+        if math.isinf(model.keep_alive):
+            model.expires_at = None
+            return
+        if model.keep_alive <= 0:
+            self._unload(model)
+            return
+        model.expires_at = time.time() + model.keep_alive
+        if self._loop is not None and not self._loop.is_closed():
+            model.timer = self._loop.call_later(model.keep_alive, self._expire, model)
+
+    def _expire(self, model: LoadedModel) -> None:
+        model.timer = None
+        if model.active == 0 and self._loaded.get(model.id) is model:
+            log.info("unloading %s: idle for %.0fs", model.name, model.keep_alive)
+            self._unload(model)
+
+    # ---- loading ----
+
+    async def _wait_loaded(self, resolved: ResolvedModel) -> None:
+        future = self._loading.get(resolved.id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._loading[resolved.id] = future
+            task = asyncio.create_task(self._load(resolved, future))
+            task.add_done_callback(lambda _t: self._loading.pop(resolved.id, None))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout=self.config.load_timeout)
+        except TimeoutError:
+            raise LoadTimeoutError(f"model {resolved.name} is still loading; try again shortly") from None
+
+    async def _load(self, resolved: ResolvedModel, future: asyncio.Future[LoadedModel]) -> None:
+        try:
+            async with self._load_lock:
+                model = await self._load_locked(resolved)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            future.exception()  # mark retrieved: nobody may be waiting any more
+            if not isinstance(exc, Exception):
+                raise
+            return
+        future.set_result(model)
+
+    async def _load_locked(self, resolved: ResolvedModel) -> LoadedModel:
+        existing = self._loaded.get(resolved.id)
+        if existing is not None and not existing.closing:
+            return existing
+        settings = self.model_settings(resolved)
+        n_ctx = settings.context_size or self.config.n_ctx or resolved.context_size
+        est = await asyncio.to_thread(estimate, resolved.gguf_paths, n_ctx)
+        self._make_room(resolved, est)
+        n_slots = settings.parallel or self.config.n_slots
+        keep_alive = settings.keep_alive if settings.keep_alive is not None else self.config.keep_alive
+        started = time.perf_counter()
+        llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots)
+        if self._closed:
+            llm.close()
+            raise ModelBusyError("the server is shutting down")
+        model = LoadedModel(resolved=resolved, llm=llm, estimate=est, n_ctx=llm.n_ctx, n_slots=n_slots,
+                            keep_alive=keep_alive, on_gpu=self._uses_gpu())
+        self._loaded[resolved.id] = model
+        self.loads[resolved.name] = self.loads.get(resolved.name, 0) + 1
+        log.info("loaded %s in %.2fs: %s", resolved.name, time.perf_counter() - started, est.describe())
+        self._schedule_idle_after_load(model)
+        return model
+
+    def _schedule_idle_after_load(self, model: LoadedModel) -> None:
+        # The requests waiting for this load take their leases right away; a model nobody
+        # takes (a warm-up load) idles from now.
+        if model.keep_alive > 0 and not math.isinf(model.keep_alive):
+            model.expires_at = time.time() + model.keep_alive
+            model.timer = asyncio.get_running_loop().call_later(model.keep_alive, self._expire, model)
+
+    def _open(self, resolved: ResolvedModel, n_ctx: int, n_slots: int) -> LLM:
+        from mr.engine import LLM, EngineOptions
+
+        template = None
+        if resolved.chat_template_path is not None:
+            template = resolved.chat_template_path.read_text(encoding="utf-8")
+        c = self.config
+        options = EngineOptions(n_ctx=n_ctx, n_slots=n_slots, max_queue=c.max_queue,
+                                n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers)
+        return LLM(resolved.gguf_paths[0], options, chat_template=template)
+
+    def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate) -> None:
+        pool = self._pool()
+        if est.total > pool:
+            raise InsufficientMemoryError(
+                f"model {resolved.name} needs {est.describe()}, more than the memory budget of "
+                f"{human(pool)}; lower its context size (mr configure --context-size) or raise "
+                f"the budget (--memory-budget)")
+        idle = sorted((m for m in self._loaded.values() if m.active == 0), key=lambda m: m.last_used)
+        while self.used_memory() + est.total > pool:
+            if not idle:
+                raise ModelBusyError(
+                    f"not enough free memory to load {resolved.name} ({human(est.total)} needed, "
+                    f"{human(pool - self.used_memory())} free): the loaded models are busy")
+            victim = idle.pop(0)
+            log.info("evicting %s to make room for %s", victim.name, resolved.name)
+            self._unload(victim)
+
+    # ---- unloading ----
+
+    def _unload(self, model: LoadedModel) -> None:
+        if self._loaded.get(model.id) is model:
+            del self._loaded[model.id]
+        if model.timer is not None:
+            model.timer.cancel()
+            model.timer = None
+        model.expires_at = None
+        if model.active == 0:
+            self._close(model)
+        else:
+            model.closing = True  # the last lease closes it
+
+    def _close(self, model: LoadedModel) -> None:
+        if model.streams:
+            for stream in list(model.streams):
+                stream.close()
+        try:
+            model.llm.close()
+        except Exception:
+            log.exception("closing %s failed", model.name)
+        model.closing = True
+
+    async def unload(self, names: list[str] | None = None) -> int:
+        """Unload the named models (all when `names` is None); returns how many were loaded."""
+        if names is None:
+            targets = list(self._loaded.values())
+        else:
+            targets = []
+            for name in names:
+                resolved = await self._resolve(name)
+                model = self._loaded.get(resolved.id)
+                if model is not None:
+                    targets.append(model)
+        for model in targets:
+            self._unload(model)
+        return len(targets)
+
+    async def load(self, name: str, keep_alive: float | None = None) -> LoadedModel:
+        """Load (or keep) a model without using it (Ollama's empty generate request)."""
+        lease = await self.acquire(name, keep_alive)
+        lease.release()
+        return lease.model
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
+
+    def find_loaded(self, model_id: str) -> LoadedModel | None:
+        return self._loaded.get(model_id)
+
+    def ps(self) -> list[dict[str, object]]:
+        return [m.to_ps() for m in sorted(self._loaded.values(), key=lambda m: -m.last_used)]
+
+    # ---- settings ----
+
+    def model_settings(self, resolved: ResolvedModel) -> ModelSettings:
+        return self.settings.get(*resolved.keys, resolved.id)
+
+    async def configure(self, name: str, settings: ModelSettings) -> ModelSettings:
+        """Persist `settings` for `name`; a loaded model keeps running until it is reloaded,
+        except for keep-alive, which applies at once."""
+        resolved = await self._resolve(name)
+        key = resolved.keys[0] if resolved.keys else resolved.id
+        merged = await asyncio.to_thread(self.settings.set, key, settings)
+        model = self._loaded.get(resolved.id)
+        if model is not None and settings.keep_alive is not None:
+            model.keep_alive = settings.keep_alive
+            if model.active == 0:
+                if model.timer is not None:
+                    model.timer.cancel()
+                    model.timer = None
+                self._schedule_idle(model)
+        return merged
+
+    # ---- shutdown ----
+
+    def drain(self) -> None:
+        """End every in-flight stream (server shutdown): their clients get a clean finish."""
+        self._closed = True
+        for model in list(self._loaded.values()):
+            for stream in list(model.streams):
+                stream.close()
+
+    async def close(self) -> None:
+        self.drain()
+        for model in list(self._loaded.values()):
+            self._unload(model)
+            if model.active:
+                self._close(model)

@@ -1,0 +1,111 @@
+"""Per-model runtime settings (context size, parallel slots, keep-alive), persisted as JSON.
+
+`mr configure --context-size 8192 --keep-alive 10m smollm2` (or POST /engines/configure) writes
+them; the runner reads them each time it loads the model. Keys are canonical model references
+(`docker.io/ai/smollm2:latest`) or model IDs (`sha256:...`), whichever the user named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import msgspec
+
+from mr.errors import InvalidArgumentError
+
+MAX_CTX = 1 << 20
+MAX_SLOTS = 256
+
+
+class ModelSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
+    context_size: int | None = None
+    parallel: int | None = None
+    keep_alive: float | None = None  # seconds; math.inf = forever (stored as -1)
+
+    def validate(self) -> ModelSettings:
+        if self.context_size is not None and not 0 < self.context_size <= MAX_CTX:
+            raise _invalid("context_size", f"context_size must be in [1, {MAX_CTX}]")
+        if self.parallel is not None and not 0 < self.parallel <= MAX_SLOTS:
+            raise _invalid("parallel", f"parallel must be in [1, {MAX_SLOTS}]")
+        return self
+
+    def merged(self, other: ModelSettings) -> ModelSettings:
+        """`other`'s set fields over this one's."""
+        return ModelSettings(
+            context_size=other.context_size if other.context_size is not None else self.context_size,
+            parallel=other.parallel if other.parallel is not None else self.parallel,
+            keep_alive=other.keep_alive if other.keep_alive is not None else self.keep_alive,
+        )
+
+
+def _invalid(param: str, message: str) -> InvalidArgumentError:
+    err = InvalidArgumentError(message)
+    err.param = param  # type: ignore[attr-defined]
+    return err
+
+
+class _Stored(msgspec.Struct, kw_only=True, omit_defaults=True):
+    context_size: int | None = None
+    parallel: int | None = None
+    keep_alive: float | None = None  # -1 = forever (JSON has no infinity)
+
+
+class SettingsFile:
+    """A small JSON file of {key: settings}; writes are atomic (temp file + rename)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def get(self, *keys: str) -> ModelSettings:
+        data = self._read()
+        for key in keys:
+            if key in data:
+                return _from_stored(data[key])
+        return ModelSettings()
+
+    def set(self, key: str, settings: ModelSettings) -> ModelSettings:
+        """Merge `settings` into what is stored under `key`; returns the result."""
+        settings.validate()
+        with self._lock:
+            data = self._read()
+            merged = _from_stored(data.get(key, _Stored())).merged(settings)
+            data[key] = _to_stored(merged)
+            self._write(data)
+        return merged
+
+    def all(self) -> dict[str, ModelSettings]:
+        return {k: _from_stored(v) for k, v in self._read().items()}
+
+    def _read(self) -> dict[str, _Stored]:
+        if self.path is None or not self.path.is_file():
+            return {}
+        try:
+            return msgspec.json.decode(self.path.read_bytes(), type=dict[str, _Stored])
+        except (OSError, msgspec.DecodeError):
+            return {}  # a damaged file must not stop the server: settings fall back to defaults
+
+    def _write(self, data: dict[str, _Stored]) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".settings-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(msgspec.to_builtins(data), indent=2, sort_keys=True).encode())
+        os.replace(tmp, self.path)
+
+
+def _from_stored(s: _Stored) -> ModelSettings:
+    keep = s.keep_alive
+    return ModelSettings(context_size=s.context_size, parallel=s.parallel,
+                         keep_alive=float("inf") if keep is not None and keep < 0 else keep)
+
+
+def _to_stored(s: ModelSettings) -> _Stored:
+    keep = s.keep_alive
+    return _Stored(context_size=s.context_size, parallel=s.parallel,
+                   keep_alive=-1.0 if keep is not None and keep == float("inf") else keep)

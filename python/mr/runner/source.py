@@ -1,0 +1,104 @@
+"""Where the runner finds models: a name resolves to GGUF files plus what the store knows of them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mr.errors import ModelNotFoundError, MrError
+
+if TYPE_CHECKING:
+    from mr.store import LocalModel, Store
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    id: str  # the key the runner loads by: two tags of one model share one engine
+    name: str  # display name (first tag)
+    gguf_paths: list[Path]
+    keys: tuple[str, ...] = ()  # settings keys, most specific first (canonical tag, then id)
+    chat_template_path: Path | None = None
+    context_size: int | None = None  # from the package config
+    created: int = 0
+    size: int = 0
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelSource(Protocol):
+    def resolve(self, name: str) -> ResolvedModel: ...
+
+
+class StoreSource:
+    """Resolves through mr's OCI store; answers from a cache until the store's index changes."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, ResolvedModel] = {}
+        self._stamp: int | None = None
+        self._lock = threading.Lock()
+
+    def resolve(self, name: str) -> ResolvedModel:
+        stamp = self._index_stamp()
+        with self._lock:
+            if stamp != self._stamp:
+                self._cache.clear()
+                self._stamp = stamp
+            hit = self._cache.get(name)
+        if hit is not None:
+            return hit
+        resolved = self._resolve(name)
+        with self._lock:
+            self._cache[name] = resolved
+        return resolved
+
+    def cached(self, name: str) -> ResolvedModel | None:
+        """The cached resolution, if the index has not changed since (one stat, no reads)."""
+        stamp = self._index_stamp()
+        with self._lock:
+            return self._cache.get(name) if stamp == self._stamp else None
+
+    def _index_stamp(self) -> int | None:
+        try:
+            st = os.stat(self.store.layout.index_path)
+        except OSError:
+            return None
+        return st.st_mtime_ns ^ st.st_size
+
+    def _resolve(self, name: str) -> ResolvedModel:
+        model = self.store.resolve(name)
+        return from_local_model(model, name)
+
+
+def from_local_model(model: LocalModel, requested: str) -> ResolvedModel:
+    from mr.store import reference as refs
+
+    keys: list[str] = []
+    with contextlib.suppress(MrError):  # an ID or a short ID names no tag
+        canonical = refs.normalise(requested)
+        if canonical in model.tags:
+            keys.append(canonical)
+    keys.append(model.id)
+    return ResolvedModel(
+        id=model.id, name=model.name, gguf_paths=list(model.gguf_paths), keys=tuple(keys),
+        chat_template_path=model.chat_template_path, context_size=model.context_size,
+        created=model.created_ts, size=model.size, tags=list(model.tags), config=dict(model.config),
+    )
+
+
+class PathSource:
+    """A fixed name -> GGUF mapping (embedding mr in a script; tests without a store)."""
+
+    def __init__(self, models: dict[str, Path]) -> None:
+        self.models = {k: Path(v) for k, v in models.items()}
+
+    def resolve(self, name: str) -> ResolvedModel:
+        path = self.models.get(name)
+        if path is None:
+            raise ModelNotFoundError(f"no such model: {name}")
+        return ResolvedModel(id=f"path:{name}", name=name, gguf_paths=[path], keys=(name,),
+                             size=path.stat().st_size, tags=[name])

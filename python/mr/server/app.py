@@ -1,0 +1,73 @@
+"""create_app(settings): the Litestar application (OpenAI, Docker Model Runner and Ollama APIs)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from mr import __version__
+from mr.runner import Runner, RunnerConfig, SettingsFile, StoreSource
+from mr.server import dmr, ollama, openai
+from mr.server.context import STATE_KEY, ServerContext
+from mr.server.errors import EXCEPTION_HANDLERS
+from mr.server.metrics import Metrics, metrics_route, observe_middleware
+from mr.server.security import security_middleware
+from mr.server.settings import Settings
+
+if TYPE_CHECKING:
+    from mr.runner import ModelSource
+    from mr.store import Store
+
+log = logging.getLogger("mr.server")
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    return RunnerConfig(n_slots=settings.parallel, n_ctx=settings.ctx_size, keep_alive=settings.keep_alive,
+                        max_queue=settings.max_queue, memory_budget=settings.memory_budget,
+                        load_timeout=settings.load_timeout,
+                        n_threads=settings.threads, n_gpu_layers=settings.gpu_layers)
+
+
+def build_context(settings: Settings, store: Store | None = None,
+                  source: ModelSource | None = None) -> ServerContext:
+    """The store (settings.models_dir), the runner over it and the metrics."""
+    if store is None and source is None:
+        from mr.store import Store
+
+        store = Store(settings.models_root())
+    if source is None:
+        source = StoreSource(store)  # type: ignore[arg-type]
+    runner = Runner(source, runner_config(settings), SettingsFile(settings.model_settings_path()))
+    return ServerContext(settings=settings, runner=runner, metrics=Metrics(runner), store=store)
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None,
+               source: ModelSource | None = None) -> Litestar:
+    settings = settings or Settings()
+    ctx = build_context(settings, store, source)
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await ctx.runner.close()  # unloads every model; in-flight streams were ended first
+
+    return Litestar(
+        route_handlers=[*openai.routers(), *dmr.HANDLERS, *ollama.routers(), metrics_route],
+        lifespan=[lifespan],
+        state=State({STATE_KEY: ctx}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[observe_middleware(ctx.metrics, settings.log_requests), security_middleware(settings)],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="mr", version=__version__, path="/schema",
+                                     description="OpenAI, Docker Model Runner and Ollama APIs of mr"),
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,117 @@
+"""Ollama requests -> engine arguments; engine results -> Ollama response pieces."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from mr.engine import ChatOptions, SamplingOptions, ToolCall
+from mr.runner import parse_duration
+from mr.server.errors import invalid
+from mr.server.ollama.protocol import Format, KeepAlive, Message, Options, Timings
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def keep_alive(value: KeepAlive) -> float | None:
+    return parse_duration(value, "keep_alive")
+
+
+def sampling(options: Options | None) -> tuple[SamplingOptions, int, list[str]]:
+    """(sampling, max_tokens (-1: no limit), stop strings)."""
+    if options is None:
+        return SamplingOptions(), -1, []
+    fields: dict[str, Any] = {}
+    for name in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty",
+                 "frequency_penalty"):
+        value = getattr(options, name)
+        if value is not None:
+            fields[name] = value
+    if options.seed is not None and options.seed >= 0:
+        fields["seed"] = options.seed % 0xFFFFFFFF
+    if options.repeat_last_n is not None:
+        fields["penalty_last_n"] = max(options.repeat_last_n, 0)
+    limit = options.num_predict if options.num_predict and options.num_predict > 0 else -1
+    stops = [s for s in options.stop or [] if s]
+    return SamplingOptions(**fields), limit, stops
+
+
+def response_format(fmt: Format) -> dict[str, Any] | None:
+    if fmt is None or fmt == "":
+        return None
+    if fmt == "json":
+        return {"type": "json_object"}
+    if isinstance(fmt, dict):
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt, "strict": True}}
+    raise invalid("format", 'format must be "json" or a JSON schema object')
+
+
+def chat_options(tools: list[dict[str, Any]] | None, fmt: Format) -> ChatOptions | None:
+    rf = response_format(fmt)
+    if not tools and rf is None:
+        return None
+    return ChatOptions(tools=tools or None, response_format=rf, parallel_tool_calls=True)
+
+
+def messages(items: list[Message]) -> list[dict[str, Any]]:
+    out = []
+    for i, m in enumerate(items):
+        if m.images:
+            raise invalid(f"messages[{i}].images", "images are not supported by this server")
+        msg: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            msg["tool_calls"] = [
+                {"id": f"call_{i}_{j}", "type": "function",
+                 "function": {"name": c.function.name, "arguments": json.dumps(c.function.arguments)}}
+                for j, c in enumerate(m.tool_calls)
+            ]
+        if m.tool_name:
+            msg["name"] = m.tool_name
+        out.append(msg)
+    return out
+
+
+def tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    out = []
+    for c in calls:
+        try:
+            args = json.loads(c.arguments) if c.arguments else {}
+        except json.JSONDecodeError:
+            args = {"arguments": c.arguments}
+        out.append({"function": {"name": c.name, "arguments": args if isinstance(args, dict) else {}}})
+    return out
+
+
+def done_reason(raw: str | None) -> str:
+    return "length" if raw == "length" else "stop"
+
+
+class Clock:
+    """Ollama's timing fields (nanoseconds) for one request."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter_ns()
+        self.loaded = self.start
+        self.first: int | None = None
+
+    def mark_loaded(self) -> None:
+        self.loaded = time.perf_counter_ns()
+
+    def token(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter_ns()
+
+    def timings(self, prompt_tokens: int, generated: int) -> Timings:
+        end = time.perf_counter_ns()
+        first = self.first or end
+        return Timings(total_duration=end - self.start, load_duration=self.loaded - self.start,
+                       prompt_eval_count=prompt_tokens, prompt_eval_duration=first - self.loaded,
+                       eval_count=generated, eval_duration=end - first)

@@ -1,0 +1,155 @@
+"""/api/chat and /api/generate: NDJSON streaming (the default) or one JSON object."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Response, post
+from litestar.params import Body
+from litestar.response import Stream
+
+from mr.engine import AsyncChatStream, AsyncStream, ChatDelta
+from mr.runner import Lease
+from mr.server.context import Req, ServerContext, server_context
+from mr.server.disconnect import until_disconnect
+from mr.server.errors import invalid, stream_error
+from mr.server.ollama import convert
+from mr.server.ollama.protocol import ChatRequest, GenerateRequest
+from mr.server.sse import guarded
+
+NDJSON = "application/x-ndjson"
+_encode = msgspec.json.Encoder().encode
+
+
+def _line(obj: Any) -> bytes:
+    return _encode(obj) + b"\n"
+
+
+async def _load_only(ctx: ServerContext, model: str, keep: float | None, chat: bool) -> Response[bytes]:
+    """An empty request loads the model; with keep_alive 0 it unloads it."""
+    if keep == 0:
+        await ctx.runner.unload([model])
+        reason = "unload"
+    else:
+        await ctx.runner.load(model, keep)
+        reason = "load"
+    body: dict[str, Any] = {"model": model, "created_at": convert.now_rfc3339(), "done": True,
+                            "done_reason": reason}
+    body.update({"message": {"role": "assistant", "content": ""}} if chat else {"response": ""})
+    return Response(_encode(body), media_type="application/json")
+
+
+@post("/chat", summary="Ollama chat", tags=["Ollama"], status_code=200)
+async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[Any]:
+    ctx = server_context(request)
+    keep = convert.keep_alive(data.keep_alive)
+    if not data.messages:
+        return await _load_only(ctx, data.model, keep, chat=True)
+    messages = convert.messages(data.messages)
+    options = convert.chat_options(data.tools, data.format)
+    sampling, limit, stop = convert.sampling(data.options)
+    clock = convert.Clock()
+    lease = await ctx.runner.acquire(data.model, keep)
+    clock.mark_loaded()
+    try:
+        stream = lease.llm.achat(messages, sampling, max_tokens=limit, stop=stop, options=options)
+    except BaseException:
+        lease.release()
+        raise
+    lease.track(stream)
+    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, chat=True)
+
+
+@post("/generate", summary="Ollama generate", tags=["Ollama"], status_code=200)
+async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Response[Any]:
+    ctx = server_context(request)
+    keep = convert.keep_alive(data.keep_alive)
+    if data.images:
+        raise invalid("images", "images are not supported by this server")
+    if not data.prompt and not data.system:
+        return await _load_only(ctx, data.model, keep, chat=False)
+    options = convert.chat_options(None, data.format)
+    sampling, limit, stop = convert.sampling(data.options)
+    clock = convert.Clock()
+    lease = await ctx.runner.acquire(data.model, keep)
+    clock.mark_loaded()
+    try:
+        llm = lease.llm
+        stream: AsyncStream | AsyncChatStream
+        if data.raw:
+            stream = llm.agenerate(data.prompt, sampling, max_tokens=limit, stop=stop)
+        else:
+            messages = ([{"role": "system", "content": data.system}] if data.system else []) + [
+                {"role": "user", "content": data.prompt}]
+            stream = llm.achat(messages, sampling, max_tokens=limit, stop=stop, options=options)
+    except BaseException:
+        lease.release()
+        raise
+    lease.track(stream)
+    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, chat=False)
+
+
+async def _respond(request: Req, ctx: ServerContext, lease: Lease, stream: AsyncStream | AsyncChatStream,
+                   model: str, streaming: bool, clock: convert.Clock, chat: bool) -> Response[Any]:
+    if streaming:
+        body = guarded(_lines(ctx, lease, stream, model, clock, chat), lambda: _finish(lease, stream))
+        return Stream(body, media_type=NDJSON)
+    try:
+        text = await until_disconnect(request, _collect(stream), stream.close)
+    finally:
+        _finish(lease, stream)
+    body = _final(stream, model, clock, chat, text)
+    ctx.metrics.tokens(lease.model.name, stream.usage.prompt_tokens, stream.usage.completion_tokens)
+    return Response(_encode(body), media_type="application/json")
+
+
+async def _collect(stream: AsyncStream | AsyncChatStream) -> str:
+    if isinstance(stream, AsyncChatStream):
+        return (await stream.collect()).content
+    return await stream.text()
+
+
+def _finish(lease: Lease, stream: AsyncStream | AsyncChatStream) -> None:
+    stream.close()
+    lease.untrack(stream)
+    lease.release()
+
+
+def _final(stream: AsyncStream | AsyncChatStream, model: str, clock: convert.Clock, chat: bool,
+           text: str) -> dict[str, Any]:
+    usage = stream.usage
+    body: dict[str, Any] = {"model": model, "created_at": convert.now_rfc3339()}
+    if chat:
+        assert isinstance(stream, AsyncChatStream)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if stream.message.tool_calls:
+            message["tool_calls"] = convert.tool_calls(stream.message.tool_calls)
+        if stream.message.reasoning_content:
+            message["thinking"] = stream.message.reasoning_content
+        body["message"] = message
+    else:
+        body["response"] = text
+    body.update(done=True, done_reason=convert.done_reason(stream.finish_reason))
+    body.update(msgspec.to_builtins(clock.timings(usage.prompt_tokens, usage.completion_tokens)))
+    return body
+
+
+async def _lines(ctx: ServerContext, lease: Lease, stream: AsyncStream | AsyncChatStream, model: str,
+                 clock: convert.Clock, chat: bool) -> AsyncIterator[bytes]:
+    try:
+        async for piece in stream:
+            clock.token()
+            text = piece.content if isinstance(piece, ChatDelta) else piece
+            if not text:
+                continue
+            body: dict[str, Any] = {"model": model, "created_at": convert.now_rfc3339(), "done": False}
+            body.update({"message": {"role": "assistant", "content": text}} if chat else {"response": text})
+            yield _line(body)
+        ctx.metrics.tokens(lease.model.name, stream.usage.prompt_tokens, stream.usage.completion_tokens)
+        yield _line(_final(stream, model, clock, chat, ""))
+    except Exception as exc:
+        yield _line({"error": stream_error(exc).error.message})
+    finally:
+        _finish(lease, stream)

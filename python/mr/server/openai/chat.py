@@ -1,0 +1,160 @@
+"""POST /v1/chat/completions: streamed (SSE) and not, n choices, logprobs, tools, JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from litestar import Response, post
+from litestar.params import Body
+from litestar.response import Stream
+
+from mr.engine import AsyncChatStream, ChatDelta, ChatOptions
+from mr.runner import Lease
+from mr.server import sse
+from mr.server.context import Req, ServerContext, server_context
+from mr.server.disconnect import until_disconnect
+from mr.server.errors import stream_error
+from mr.server.metrics import StreamTimer
+from mr.server.openai import params, results
+from mr.server.openai.merge import merge
+from mr.server.openai.protocol import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessageOut,
+    ChoiceLogprobs,
+    DeltaOut,
+)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request's engine arguments, validated before any model is touched."""
+
+    messages: list[dict[str, Any]]
+    options: ChatOptions | None
+    max_tokens: int
+    stop: list[str]
+    logprobs: int | None
+
+
+def _prepare(data: ChatCompletionRequest) -> _Prepared:
+    return _Prepared(messages=params.messages(data.messages), options=params.chat_options(data),
+                     max_tokens=params.max_tokens(data, "max_completion_tokens", "max_tokens"),
+                     stop=params.stops(data.stop), logprobs=params.top_logprobs(data))
+
+
+def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared) -> list[AsyncChatStream]:
+    """One engine stream per choice (seed + i); on failure nothing stays queued or leased."""
+    streams: list[AsyncChatStream] = []
+    extra = {"logprobs": p.logprobs} if p.logprobs is not None else {}
+    try:
+        llm = lease.llm
+        for i in range(data.n):
+            sampling = params.sampling(data, llm.model.n_vocab, i)
+            streams.append(llm.achat(p.messages, sampling, max_tokens=p.max_tokens, stop=p.stop,
+                                     options=p.options, ignore_eos=data.ignore_eos, **extra))
+            lease.track(streams[-1])
+    except BaseException:
+        _finish(lease, streams)
+        raise
+    return streams
+
+
+@post("/chat/completions", summary="Create a chat completion", tags=["OpenAI"], status_code=200)
+async def chat_completions(request: Req, data: Annotated[ChatCompletionRequest, Body()]) -> Response[Any]:
+    ctx = server_context(request)
+    await params.log_unknown_fields(request, ChatCompletionRequest)
+    prepared = _prepare(data)
+    lease = await ctx.runner.acquire(data.model)
+    streams = _submit(lease, data, prepared)
+    want_logprobs = prepared.logprobs is not None
+    if data.stream:
+        include_usage = bool(data.stream_options and data.stream_options.include_usage)
+        timer = ctx.metrics.stream_timer()
+        body = _stream(ctx, lease, streams, data.model, include_usage, want_logprobs, timer)
+        body = sse.guarded(body, lambda: _finish(lease, streams))
+        return Stream(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    try:
+        work = _collect(ctx, streams, data.model, want_logprobs, lease.model.name)
+        completion = await until_disconnect(request, work, lambda: [s.close() for s in streams])
+    finally:
+        _finish(lease, streams)
+    return Response(sse.encode(completion), media_type="application/json")
+
+
+def _finish(lease: Lease, streams: list[AsyncChatStream]) -> None:
+    for s in streams:
+        s.close()
+        lease.untrack(s)
+    lease.release()
+
+
+async def _collect(ctx: ServerContext, streams: list[AsyncChatStream], model: str,
+                   want_logprobs: bool, label: str) -> ChatCompletion:
+    started = time.perf_counter()
+    messages = await asyncio.gather(*(s.collect() for s in streams))
+    choices = []
+    for i, (stream, message) in enumerate(zip(streams, messages, strict=True)):
+        out = ChatMessageOut(role="assistant", content=message.content or None,
+                             reasoning_content=message.reasoning_content or None,
+                             tool_calls=results.tool_calls(message.tool_calls))
+        if out.content is None and out.tool_calls is None:
+            out.content = ""
+        lp = ChoiceLogprobs(content=results.logprobs(stream.stream.logprobs)) if want_logprobs else None
+        choices.append(ChatChoice(index=i, message=out, logprobs=lp,
+                                  finish_reason=results.finish_reason(stream.finish_reason)))
+    usage = results.usage([s.usage for s in streams])
+    ctx.metrics.usage(label, usage)
+    ctx.metrics.ttft(time.perf_counter() - started)
+    return ChatCompletion(id=results.new_id("chatcmpl"), created=int(time.time()), model=model,
+                          choices=choices, usage=usage)
+
+
+async def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncChatStream], model: str,
+                  include_usage: bool, want_logprobs: bool, timer: StreamTimer) -> AsyncIterator[bytes]:
+    frames = sse.ChunkFrames(results.new_id("chatcmpl"), int(time.time()), model,
+                             "chat.completion.chunk", include_usage)
+    sent_logprobs = [0] * len(streams)
+    try:
+        for i in range(len(streams)):
+            yield frames.choice(i, sse.ROLE_DELTA)
+        async for i, delta in merge(streams):
+            stream = streams[i]
+            if delta is None:
+                yield frames.choice(i, sse.EMPTY_DELTA, results.finish_reason(stream.finish_reason))
+                continue
+            timer.token()
+            lp = None
+            if want_logprobs:
+                lp, sent_logprobs[i] = _new_logprobs(stream, sent_logprobs[i])
+            yield frames.choice(i, _delta_body(delta), None, lp)
+        usage = results.usage([s.usage for s in streams])
+        ctx.metrics.usage(lease.model.name, usage)
+        if include_usage:
+            yield frames.usage_frame(usage)
+        yield sse.DONE
+    except Exception as exc:
+        yield sse.event(stream_error(exc))
+    finally:
+        _finish(lease, streams)
+
+
+def _delta_body(delta: ChatDelta) -> bytes:
+    if not delta.tool_calls and not delta.reasoning_content:
+        return sse.delta_content(delta.content)
+    out = DeltaOut(content=delta.content or None, reasoning_content=delta.reasoning_content or None,
+                   tool_calls=results.tool_call_deltas(delta.tool_calls))
+    return sse.delta_obj(out)
+
+
+def _new_logprobs(stream: AsyncChatStream, sent: int) -> tuple[bytes | None, int]:
+    items = stream.stream.logprobs
+    if len(items) <= sent:
+        return None, sent
+    content = results.logprobs(items[sent:])
+    return sse.encode(ChoiceLogprobs(content=content)), len(items)

@@ -1,0 +1,176 @@
+"""POST /v1/completions: raw text completion (no chat template), streamed or not."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from litestar import Response, post
+from litestar.params import Body
+from litestar.response import Stream
+
+from mr.engine import LLM, AsyncStream, TokenLogprob
+from mr.runner import Lease
+from mr.server import sse
+from mr.server.context import Req, ServerContext, server_context
+from mr.server.disconnect import until_disconnect
+from mr.server.errors import invalid, stream_error
+from mr.server.metrics import StreamTimer
+from mr.server.openai import params, results
+from mr.server.openai.merge import merge
+from mr.server.openai.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
+
+GENERATE_HAS_LOGPROBS = "logprobs" in inspect.signature(LLM.agenerate).parameters
+Prompt = str | list[int]
+
+
+def prompts(req: CompletionRequest) -> list[Prompt]:
+    p = req.prompt
+    if isinstance(p, str):
+        return [params.checked_text(p, "prompt")]
+    if not p:
+        raise invalid("prompt", "prompt must not be empty")
+    return token_or_text_batch(p, "prompt")
+
+
+def token_or_text_batch(items: list[str | int | list[int]], param: str) -> list[Prompt]:
+    """[ids...] is one token prompt; otherwise a list of texts or of token lists."""
+    if all(isinstance(x, int) for x in items):
+        return [[int(x) for x in items]]  # type: ignore[arg-type]
+    out: list[Prompt] = []
+    for item in items:
+        if isinstance(item, int):
+            raise invalid(param, f"{param} mixes token ids and texts")
+        if isinstance(item, list) and not item:
+            raise invalid(param, f"{param} must not contain empty token lists")
+        out.append(params.checked_text(item, param) if isinstance(item, str) else list(item))
+    return out
+
+
+def _check(req: CompletionRequest) -> None:
+    if req.best_of is not None and req.best_of != req.n:
+        raise invalid("best_of", "best_of must equal n (ranking candidates is not supported)")
+    if req.suffix:
+        raise invalid("suffix", "suffix (fill-in-the-middle) is not supported")
+
+
+def _submit(lease: Lease, data: CompletionRequest, items: list[Prompt]) -> list[AsyncStream]:
+    """n streams per prompt (seed + i); on failure nothing stays queued or leased."""
+    limit = params.max_tokens(data, "max_tokens")
+    stop = params.stops(data.stop)
+    extra = {"logprobs": data.logprobs} if data.logprobs is not None and GENERATE_HAS_LOGPROBS else {}
+    streams: list[AsyncStream] = []
+    try:
+        llm = lease.llm
+        for prompt in items:
+            for i in range(data.n):
+                sampling = params.sampling(data, llm.model.n_vocab, i)
+                streams.append(llm.agenerate(prompt, sampling, max_tokens=limit, stop=stop,
+                                             ignore_eos=data.ignore_eos, **extra))
+                lease.track(streams[-1])
+    except BaseException:
+        _finish(lease, streams)
+        raise
+    return streams
+
+
+@post("/completions", summary="Create a text completion", tags=["OpenAI"], status_code=200)
+async def completions(request: Req, data: Annotated[CompletionRequest, Body()]) -> Response[Any]:
+    ctx = server_context(request)
+    await params.log_unknown_fields(request, CompletionRequest)
+    _check(data)
+    items = prompts(data)
+    params.stops(data.stop)  # validated before a model is loaded
+    lease = await ctx.runner.acquire(data.model)
+    streams = _submit(lease, data, items)
+    echoes = [_echo(lease.llm, items[k // data.n]) if data.echo else "" for k in range(len(streams))]
+    want_lp = data.logprobs is not None and GENERATE_HAS_LOGPROBS
+    if data.stream:
+        include_usage = bool(data.stream_options and data.stream_options.include_usage)
+        body = _stream(ctx, lease, streams, data.model, include_usage, echoes, want_lp,
+                       ctx.metrics.stream_timer())
+        body = sse.guarded(body, lambda: _finish(lease, streams))
+        return Stream(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    try:
+        work = _collect(ctx, streams, data.model, echoes, want_lp, lease.model.name)
+        result = await until_disconnect(request, work, lambda: [s.close() for s in streams])
+    finally:
+        _finish(lease, streams)
+    return Response(sse.encode(result), media_type="application/json")
+
+
+def _echo(llm: LLM, prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else llm.detokenize(prompt)
+
+
+def _finish(lease: Lease, streams: list[AsyncStream]) -> None:
+    for s in streams:
+        s.close()
+        lease.untrack(s)
+    lease.release()
+
+
+def _logprobs(items: list[TokenLogprob], offset: int) -> CompletionLogprobs:
+    tokens, offsets = [], []
+    for t in items:
+        offsets.append(offset)
+        piece = t.text.decode("utf-8", "replace")
+        tokens.append(piece)
+        offset += len(piece)
+    tops = [{a.text.decode("utf-8", "replace"): a.logprob for a in t.top} for t in items]
+    return CompletionLogprobs(tokens=tokens, token_logprobs=[t.logprob for t in items],
+                              top_logprobs=tops, text_offset=offsets)
+
+
+async def _collect(ctx: ServerContext, streams: list[AsyncStream], model: str, echoes: list[str],
+                   want_lp: bool, label: str) -> Completion:
+    texts = await asyncio.gather(*(s.text() for s in streams))
+    choices = [
+        CompletionChoice(index=i, text=echoes[i] + text,
+                         logprobs=_logprobs(s.logprobs, len(echoes[i])) if want_lp else None,
+                         finish_reason=results.finish_reason(s.finish_reason))
+        for i, (s, text) in enumerate(zip(streams, texts, strict=True))
+    ]
+    usage = results.usage([s.usage for s in streams])
+    ctx.metrics.usage(label, usage)
+    return Completion(id=results.new_id("cmpl"), created=int(time.time()), model=model,
+                      choices=choices, usage=usage)
+
+
+async def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncStream], model: str,
+                  include_usage: bool, echoes: list[str], want_lp: bool,
+                  timer: StreamTimer) -> AsyncIterator[bytes]:
+    frames = sse.ChunkFrames(results.new_id("cmpl"), int(time.time()), model, "text_completion",
+                             include_usage)
+    sent = [0] * len(streams)
+    offsets = [len(e) for e in echoes]
+    try:
+        for i, echo in enumerate(echoes):
+            if echo:
+                yield frames.choice(i, sse.text_body(echo))
+        async for i, piece in merge(streams):
+            if piece is None:
+                yield frames.choice(i, sse.text_body(""), results.finish_reason(streams[i].finish_reason))
+                continue
+            timer.token()
+            lp = None
+            if want_lp and len(streams[i].logprobs) > sent[i]:
+                lp = sse.encode(_logprobs(streams[i].logprobs[sent[i]:], offsets[i]))
+                sent[i] = len(streams[i].logprobs)
+            offsets[i] += len(piece)
+            yield frames.choice(i, sse.text_body(piece), None, lp)
+        usage = results.usage([s.usage for s in streams])
+        ctx.metrics.usage(lease.model.name, usage)
+        if include_usage:
+            yield frames.usage_frame(usage)
+        yield sse.DONE
+    except Exception as exc:
+        yield sse.event(stream_error(exc))
+    finally:
+        _finish(lease, streams)
+
+
+__all__ = ["completions"]

@@ -1,0 +1,82 @@
+"""POST /v1/embeddings: float or base64 vectors for one text, many texts, or token lists."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Annotated, Any
+
+import numpy as np
+from litestar import Response, post
+from litestar.params import Body
+
+from mr.engine import LLM
+from mr.server import sse
+from mr.server.context import Req, server_context
+from mr.server.errors import invalid
+from mr.server.openai import params
+from mr.server.openai.completions import token_or_text_batch
+from mr.server.openai.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
+
+MAX_INPUTS = 2048
+
+
+def texts_of(llm: LLM, raw: str | list[Any]) -> list[str]:
+    if isinstance(raw, str):
+        return [params.checked_text(raw, "input")]
+    if not raw:
+        raise invalid("input", "input must not be empty")
+    if len(raw) > MAX_INPUTS:
+        raise invalid("input", f"input has {len(raw)} items; at most {MAX_INPUTS} per request")
+    items = token_or_text_batch(raw, "input")
+    n_vocab = llm.model.n_vocab
+    out = []
+    for item in items:
+        if isinstance(item, list):
+            if any(not 0 <= t < n_vocab for t in item):
+                raise invalid("input", f"input token ids must be in [0, {n_vocab})")
+            item = llm.detokenize(item)
+        out.append(item)
+    return out
+
+
+def embed(llm: LLM, texts: list[str]) -> tuple[np.ndarray, int]:
+    """The vectors and the number of input tokens (blocking: run in a thread)."""
+    matrix = llm.embed(texts, normalize=True, truncate=False)
+    n_tokens = sum(len(llm.tokenize(t)) for t in texts)
+    return matrix, n_tokens
+
+
+def shape(matrix: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Keep the first `dimensions` components, renormalised (as OpenAI's `dimensions` does)."""
+    if dimensions is None or dimensions == matrix.shape[1]:
+        return matrix
+    if dimensions > matrix.shape[1]:
+        raise invalid("dimensions", f"dimensions must be at most {matrix.shape[1]} for this model")
+    cut = matrix[:, :dimensions]
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return (cut / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def encode_rows(matrix: np.ndarray, fmt: str) -> list[list[float] | str]:
+    if fmt == "base64":
+        little = matrix.astype("<f4", copy=False)
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
+    return matrix.tolist()  # type: ignore[no-any-return]
+
+
+@post("/embeddings", summary="Create embeddings", tags=["OpenAI"], status_code=200)
+async def embeddings(request: Req, data: Annotated[EmbeddingRequest, Body()]) -> Response[bytes]:
+    ctx = server_context(request)
+    await params.log_unknown_fields(request, EmbeddingRequest)
+    async with await ctx.runner.acquire(data.model) as lease:
+        texts = texts_of(lease.llm, data.input)
+        async with lease.model.embed_lock:
+            matrix, n_tokens = await asyncio.to_thread(embed, lease.llm, texts)
+    rows = encode_rows(shape(matrix, data.dimensions), data.encoding_format)
+    ctx.metrics.tokens(lease.model.name, n_tokens, 0)
+    body = EmbeddingResponse(
+        data=[EmbeddingData(index=i, embedding=row) for i, row in enumerate(rows)],
+        model=data.model, usage=EmbeddingUsage(prompt_tokens=n_tokens, total_tokens=n_tokens),
+    )
+    return Response(sse.encode(body), media_type="application/json")

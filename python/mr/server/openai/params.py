@@ -1,0 +1,161 @@
+"""Request fields -> engine arguments, each check naming the OpenAI `param` it concerns."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import msgspec
+
+from mr.engine import LLM, ChatOptions, SamplingOptions
+from mr.server.context import Req
+from mr.server.errors import invalid
+from mr.server.openai.protocol import ChatCompletionRequest, ChatMessageIn, SamplingFields
+
+log = logging.getLogger("mr.server")
+
+SEED_RANGE = 0xFFFFFFFF  # llama.cpp takes [0, 2**32 - 1); larger seeds wrap
+ENGINE_HAS_LOGPROBS = "logprobs" in inspect.signature(LLM.achat).parameters
+_seen_unknown: set[str] = set()
+
+
+def sampling(req: SamplingFields, n_vocab: int, index: int = 0) -> SamplingOptions:
+    """The sampling of choice `index` (seed + index when a seed is given)."""
+    fields: dict[str, Any] = {}
+    for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                 "repeat_penalty"):
+        value = getattr(req, name)
+        if value is not None:
+            fields[name] = value
+    if req.seed is not None and req.seed >= 0:
+        fields["seed"] = (req.seed + index) % SEED_RANGE
+    if req.logit_bias:
+        fields["logit_bias"] = logit_bias(req.logit_bias, n_vocab)
+    return SamplingOptions(**fields)
+
+
+def logit_bias(raw: dict[str, float], n_vocab: int) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for key, bias in raw.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise invalid("logit_bias", f"logit_bias keys must be token ids, got {key!r}") from None
+        if not 0 <= token < n_vocab:
+            raise invalid("logit_bias", f"logit_bias token id {token} is not in [0, {n_vocab})")
+        out[token] = bias
+    return out
+
+
+def max_tokens(req: SamplingFields, *names: str) -> int:
+    """The first of `names` that is set (max_completion_tokens wins over max_tokens); -1: no limit."""
+    for name in names:
+        value = getattr(req, name, None)
+        if value is None:
+            continue
+        if value == 0:
+            raise invalid(name, f"{name} must be >= 1 (or -1 for no limit)")
+        return int(value)
+    return -1
+
+
+def stops(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    items = [stop] if isinstance(stop, str) else stop
+    if any(not s for s in items):
+        raise invalid("stop", "stop sequences must not be empty")
+    return [checked_text(s, "stop") for s in items]
+
+
+def checked_text(text: str, param: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(param, f"{param} is not valid Unicode (lone surrogate)") from None
+    return text
+
+
+def messages(items: list[ChatMessageIn]) -> list[dict[str, Any]]:
+    """OpenAI messages -> the engine's (text content only; developer -> system)."""
+    return [_message(i, m) for i, m in enumerate(items)]
+
+
+def _message(i: int, m: ChatMessageIn) -> dict[str, Any]:
+    param = f"messages[{i}].content"
+    out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role,
+                           "content": _content(m.content, param)}
+    if m.name:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id or f"call_{i}_{j}", "type": "function",
+             "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for j, c in enumerate(m.tool_calls)
+        ]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    if m.reasoning_content:
+        out["reasoning_content"] = m.reasoning_content
+    return out
+
+
+def _content(content: str | list[Any] | None, param: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return checked_text(content, param)
+    texts = []
+    for part in content:
+        if part.type != "text" or part.text is None:
+            raise invalid(param, f"{param}: only text parts are supported, not {part.type!r}")
+        texts.append(checked_text(part.text, param))
+    return "\n".join(texts)
+
+
+def chat_options(req: ChatCompletionRequest) -> ChatOptions | None:
+    tools = [msgspec.to_builtins(t) for t in req.tools] if req.tools else None
+    choice = req.tool_choice
+    tool_choice: str | dict[str, Any] | None = None
+    if isinstance(choice, str):
+        tool_choice = choice
+        if choice == "required" and not tools:
+            raise invalid("tool_choice", 'tool_choice "required" needs tools')
+    elif choice is not None:
+        names = {t.function.name for t in req.tools or []}
+        if choice.function.name not in names:
+            raise invalid("tool_choice", f"tool_choice names {choice.function.name!r}, which is not in tools")
+        tool_choice = msgspec.to_builtins(choice)
+    fmt = req.response_format
+    if fmt is not None and fmt.type == "json_schema" and (fmt.json_schema is None
+                                                          or fmt.json_schema.schema is None):
+        raise invalid("response_format", "response_format json_schema needs json_schema.schema")
+    response_format = msgspec.to_builtins(fmt) if fmt is not None and fmt.type != "text" else None
+    if tools is None and tool_choice is None and response_format is None:
+        return None
+    parallel = True if req.parallel_tool_calls is None else req.parallel_tool_calls
+    return ChatOptions(tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel,
+                       response_format=response_format)
+
+
+def top_logprobs(req: ChatCompletionRequest) -> int | None:
+    """The engine's `logprobs` argument: None (off), 0 (chosen tokens only) or N alternatives."""
+    if req.top_logprobs is not None and not req.logprobs:
+        raise invalid("top_logprobs", "top_logprobs needs logprobs set to true")
+    if not req.logprobs or not ENGINE_HAS_LOGPROBS:
+        return None
+    return req.top_logprobs or 0
+
+
+async def log_unknown_fields(request: Req, known: type[msgspec.Struct]) -> None:
+    """Unknown fields are ignored; say so once per name (OpenAI's API grows; clients send extras)."""
+    try:
+        keys = msgspec.json.decode(await request.body(), type=dict[str, msgspec.Raw]).keys()
+    except msgspec.DecodeError:
+        return
+    fields = set(known.__struct_fields__)
+    for key in sorted(keys - fields - _seen_unknown)[:8]:
+        if len(_seen_unknown) < 256:
+            _seen_unknown.add(key)
+        log.info("ignoring unknown request field %r on %s", key, request.url.path)

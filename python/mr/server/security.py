@@ -1,0 +1,155 @@
+"""Request screening before any route runs: one ASGI middleware, no allocations on the happy path.
+
+- Host header allow-list (DNS rebinding): loopback names, the bind address, configured extras.
+  Enforced while the server listens on loopback or when an allow-list is configured.
+- CORS: loopback origins only unless configured; preflights answered here; requests from other
+  origins refused (403) so a web page cannot drive the API from a visitor's browser.
+- 415 for POST/PUT/PATCH bodies that are not JSON (a cross-site form or text/plain POST).
+- Optional API key (Authorization: Bearer KEY or x-api-key), compared in constant time.
+The body size limit is Litestar's `request_max_body_size` (chunked bodies included).
+"""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import urlsplit
+
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from mr.server.errors import envelope
+from mr.server.settings import LOOPBACK, Settings
+
+DEFAULT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "host.docker.internal",
+                           "model-runner.docker.internal"})
+OPEN_PATHS = frozenset({"/", "/health", "/healthz", "/version"})  # liveness probes need no key
+BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+CORS_METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+def _host_name(value: str) -> str:
+    """`example.com:8080` -> `example.com`, `[::1]:80` -> `::1`."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _is_loopback_origin(origin: str) -> bool:
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK
+
+
+class Policy:
+    def __init__(self, settings: Settings) -> None:
+        self.api_key = settings.api_key.encode() if settings.api_key else None
+        extra = {_host_name(h) for h in settings.allowed_hosts}
+        self.check_host = settings.is_loopback or bool(extra)
+        self.any_host = "*" in extra
+        self.hosts = DEFAULT_HOSTS | extra | {_host_name(settings.host)}
+        self.any_origin = "*" in settings.cors_origins
+        self.origins = frozenset(o.rstrip("/").lower() for o in settings.cors_origins)
+
+    def host_ok(self, host: str | None) -> bool:
+        if not self.check_host or self.any_host:
+            return True
+        return host is not None and _host_name(host) in self.hosts
+
+    def origin_ok(self, origin: str) -> bool:
+        return self.any_origin or origin.rstrip("/").lower() in self.origins or _is_loopback_origin(origin)
+
+    def key_ok(self, headers: dict[bytes, bytes]) -> bool:
+        if self.api_key is None:
+            return True
+        given = headers.get(b"x-api-key", b"")
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        return hmac.compare_digest(given, self.api_key)
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
+
+
+def _has_body(headers: dict[bytes, bytes]) -> bool:
+    length = headers.get(b"content-length")
+    if length is not None:
+        return length.strip() not in (b"0", b"")
+    return b"transfer-encoding" in headers
+
+
+Rejection = tuple[int, bytes, list[tuple[bytes, bytes]]]
+UNSUPPORTED = "request bodies must be JSON (Content-Type: application/json)"
+
+
+async def _reply(send: Send, rejection: Rejection) -> None:
+    status, body, extra = rejection
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _cors_headers(origin: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"access-control-allow-origin", origin), (b"vary", b"Origin"),
+            (b"access-control-allow-credentials", b"true")]
+
+
+def _preflight(cors: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]) -> Rejection:
+    asked = headers.get(b"access-control-request-headers", b"authorization, content-type")
+    return 204, b"", [*cors, (b"access-control-allow-methods", CORS_METHODS),
+                      (b"access-control-allow-headers", asked), (b"access-control-max-age", b"600")]
+
+
+def screen(policy: Policy, scope: Scope) -> tuple[Rejection | None, list[tuple[bytes, bytes]]]:
+    """(a response to send instead of running the app, or None; CORS headers to add)."""
+    headers = dict(scope["headers"])
+    host = headers.get(b"host")
+    if not policy.host_ok(host.decode("latin-1") if host is not None else None):
+        return (403, envelope(403, "host not allowed", None, "host_not_allowed"), []), []
+    origin = headers.get(b"origin")
+    cors: list[tuple[bytes, bytes]] = []
+    if origin is not None:
+        if not policy.origin_ok(origin.decode("latin-1")):
+            return (403, envelope(403, "origin not allowed", None, "origin_not_allowed"), []), []
+        cors = _cors_headers(origin)
+        if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+            return _preflight(cors, headers), cors
+    if scope["path"] not in OPEN_PATHS and not policy.key_ok(headers):
+        body = envelope(401, "missing or invalid API key", None, "invalid_api_key")
+        return (401, body, [*cors, (b"www-authenticate", b"Bearer")]), cors
+    wants_body = scope["method"].encode() in BODY_METHODS and _has_body(headers)
+    if wants_body and not _is_json(headers.get(b"content-type", b"")):
+        return (415, envelope(415, UNSUPPORTED, None, "unsupported_media_type"), cors), cors
+    return None, cors
+
+
+def security_middleware(settings: Settings) -> object:
+    policy = Policy(settings)
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            rejection, cors = screen(policy, scope)
+            if rejection is not None:
+                await _reply(send, rejection)
+                return
+            await app(scope, receive, _with_headers(send, cors) if cors else send)
+
+        return middleware
+
+    return factory
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def wrapped(message: dict) -> None:  # type: ignore[type-arg]
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)  # type: ignore[arg-type]
+
+    return wrapped  # type: ignore[return-value]

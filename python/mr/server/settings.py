@@ -1,0 +1,120 @@
+"""The server's settings: one msgspec Struct, each field with an MR_* environment twin.
+
+`Settings.from_env()` reads the environment; `mr serve` flags override it. MR_HOST may be a bare
+host ("0.0.0.0") or the URL clients use ("http://127.0.0.1:12434"): mr's CLI reads the same
+variable to find the server, so both forms are accepted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgspec
+
+from mr import config as mr_config
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_MAX_BODY = 16 << 20
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    host: str = DEFAULT_HOST
+    port: int = mr_config.DEFAULT_PORT
+    api_key: str | None = None
+    parallel: int = 4  # slots per model
+    ctx_size: int | None = None  # context per model (all slots share it, as in llama.cpp)
+    keep_alive: float = 300.0  # seconds; math.inf: never unload; 0: unload when idle
+    models_dir: str | None = None  # None: mr.config.models_dir()
+    max_queue: int = 64
+    memory_budget: int | None = None  # bytes; None: 80% of RAM (90% of VRAM with a GPU)
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)  # extra Host header names
+    cors_origins: list[str] = msgspec.field(default_factory=list)  # extra origins; "*" for any
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    load_timeout: float = 300.0
+    threads: int = 0
+    gpu_layers: int = -1
+    settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
+    log_requests: bool = True
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK or self.host.startswith("127.")
+
+    def model_settings_path(self) -> Path:
+        return Path(self.settings_path) if self.settings_path else mr_config.home() / "model-settings.json"
+
+    def models_root(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else mr_config.models_dir()
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Defaults overridden by MR_* variables (invalid values raise ValueError)."""
+        e = os.environ if env is None else env
+        out = cls()
+        host, port = split_host(e.get("MR_HOST", ""))
+        if host:
+            out.host = host
+        if port:
+            out.port = port
+        for name, field, convert in _ENV:
+            raw = e.get(name)
+            if raw is not None and raw.strip() != "":
+                setattr(out, field, convert(raw.strip()))
+        return out
+
+
+def split_host(value: str) -> tuple[str | None, int | None]:
+    """"0.0.0.0" -> ("0.0.0.0", None); "http://127.0.0.1:8080" -> ("127.0.0.1", 8080)."""
+    value = value.strip()
+    if not value:
+        return None, None
+    if "://" in value:
+        parts = urlsplit(value)
+        return parts.hostname, parts.port
+    return value, None
+
+
+def _csv(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _keep_alive(raw: str) -> float:
+    from mr.runner.duration import parse_duration
+
+    value = parse_duration(raw, "MR_KEEP_ALIVE")
+    return 300.0 if value is None else value
+
+
+def _size(raw: str) -> int | None:
+    from mr.runner.memory import parse_size
+
+    return parse_size(raw)
+
+
+def _bool(raw: str) -> bool:
+    return raw.lower() not in ("0", "false", "no", "off", "")
+
+
+_ENV = [
+    ("MR_PORT", "port", int),
+    ("MR_API_KEY", "api_key", str),
+    ("MR_PARALLEL", "parallel", int),
+    ("MR_CTX_SIZE", "ctx_size", int),
+    ("MR_KEEP_ALIVE", "keep_alive", _keep_alive),
+    ("MR_MODELS_DIR", "models_dir", str),
+    ("MR_MAX_QUEUE", "max_queue", int),
+    ("MR_MEMORY_BUDGET", "memory_budget", _size),
+    ("MR_ALLOWED_HOSTS", "allowed_hosts", _csv),
+    ("MR_CORS_ORIGINS", "cors_origins", _csv),
+    ("MR_MAX_BODY_BYTES", "max_body_bytes", int),
+    ("MR_LOAD_TIMEOUT", "load_timeout", float),
+    ("MR_THREADS", "threads", int),
+    ("MR_GPU_LAYERS", "gpu_layers", int),
+    ("MR_LOG_REQUESTS", "log_requests", _bool),
+]
+
+FOREVER = math.inf

@@ -1,0 +1,211 @@
+"""/v1/chat/completions with the official openai client (sync and async) and raw SSE checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+import openai
+import pytest
+from _sse import parse_sse
+
+from conftest import SMOL
+
+MESSAGES = [{"role": "user", "content": "Name three colors."}]
+
+
+def test_non_streamed_answer_has_content_usage_and_finish(oai) -> None:
+    r = oai.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=12, temperature=0)
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
+    assert r.model == SMOL
+    choice = r.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens > 0 and 0 < r.usage.completion_tokens <= 12
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert r.usage.prompt_tokens_details.cached_tokens >= 0
+
+
+def test_streamed_text_equals_non_streamed_at_temperature_zero(oai) -> None:
+    args = dict(model=SMOL, messages=MESSAGES, max_tokens=24, temperature=0)
+    whole = oai.chat.completions.create(**args).choices[0].message.content
+    chunks = list(oai.chat.completions.create(stream=True, **args))
+    joined = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert joined == whole
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_raw_sse_frames_are_valid_with_one_id_and_usage_last(http: httpx.Client) -> None:
+    body = {"model": SMOL, "messages": [{"role": "user", "content": "Write a word in French with accents."}],
+            "max_tokens": 16, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    payloads, done = parse_sse(r.content)
+    assert done
+    assert len({p["id"] for p in payloads}) == 1
+    choice_chunks = [p for p in payloads if p["choices"]]
+    assert choice_chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    finishes = [p["choices"][0]["finish_reason"] for p in choice_chunks]
+    assert finishes[-1] in ("stop", "length") and all(f is None for f in finishes[:-1])
+    usage = payloads[-1]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0
+    assert all(p["usage"] is None for p in payloads[:-1])
+
+
+def test_n_choices_streamed_and_not(oai) -> None:
+    args = dict(model=SMOL, messages=MESSAGES, max_tokens=8, temperature=1.0, seed=7, n=2)
+    r = oai.chat.completions.create(**args)
+    assert [c.index for c in r.choices] == [0, 1]
+    assert all(c.message.content for c in r.choices)
+    seen: dict[int, str] = {0: "", 1: ""}
+    finished = set()
+    for chunk in oai.chat.completions.create(stream=True, **args):
+        for c in chunk.choices:
+            seen[c.index] += c.delta.content or ""
+            if c.finish_reason:
+                finished.add(c.index)
+    assert finished == {0, 1}
+    assert seen == {c.index: c.message.content for c in r.choices}  # same seeds, same texts
+
+
+def test_logprobs_and_top_logprobs(oai) -> None:
+    r = oai.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=5, temperature=0,
+                                    logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    for item in content:
+        assert item.logprob <= 0 and len(item.top_logprobs) == 3
+        assert item.top_logprobs[0].logprob >= item.top_logprobs[-1].logprob
+    assert "".join(i.token for i in content) == r.choices[0].message.content
+
+
+def test_stop_sequence_and_penalties_are_applied(oai) -> None:
+    base = dict(model=SMOL, messages=[{"role": "user", "content": "Count: 1, 2, 3, 4, 5, 6"}],
+                max_tokens=30, temperature=0)
+    free = oai.chat.completions.create(**base).choices[0].message.content
+    assert free
+    stop = free.strip()[2:4] or free[:2]
+    stopped = oai.chat.completions.create(stop=[stop], **base)
+    assert stop not in stopped.choices[0].message.content
+    assert stopped.choices[0].finish_reason == "stop"
+    biased = oai.chat.completions.create(logit_bias={"28": -100}, frequency_penalty=1.0,
+                                         presence_penalty=0.5, extra_body={"top_k": 20, "min_p": 0.1,
+                                                                           "repeat_penalty": 1.1}, **base)
+    assert biased.choices[0].message.content is not None
+
+
+def test_max_completion_tokens_wins(oai) -> None:
+    r = oai.chat.completions.create(model=SMOL, messages=MESSAGES, max_completion_tokens=3, max_tokens=50,
+                                    temperature=0)
+    assert r.usage.completion_tokens == 3 and r.choices[0].finish_reason == "length"
+
+
+def test_content_parts_and_developer_role(oai) -> None:
+    r = oai.chat.completions.create(
+        model=SMOL, max_tokens=4, temperature=0,
+        messages=[{"role": "developer", "content": "Be brief."},
+                  {"role": "user", "content": [{"type": "text", "text": "Say"},
+                                               {"type": "text", "text": "hi"}]}])
+    assert r.choices[0].message.content
+
+
+def test_image_parts_are_refused_naming_the_param(oai) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model=SMOL, max_tokens=4, messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+    assert info.value.body["param"] == "messages[0].content"
+
+
+def test_async_client_stream_and_not(aoai) -> None:
+    async def run() -> tuple[str, str]:
+        args = dict(model=SMOL, messages=MESSAGES, max_tokens=10, temperature=0)
+        whole = (await aoai.chat.completions.create(**args)).choices[0].message.content
+        parts = []
+        async for chunk in await aoai.chat.completions.create(stream=True, **args):
+            if chunk.choices:
+                parts.append(chunk.choices[0].delta.content or "")
+        return whole, "".join(parts)
+
+    whole, joined = asyncio.run(run())
+    assert whole and whole == joined
+
+
+def test_concurrent_async_requests_share_the_slots(aoai) -> None:
+    async def one(i: int) -> str:
+        r = await aoai.chat.completions.create(model=SMOL, max_tokens=6, temperature=0,
+                                               messages=[{"role": "user", "content": f"Number {i}?"}])
+        return r.choices[0].message.content
+
+    async def all_of_them() -> list[str]:
+        return await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(8))), 60)
+
+    answers = asyncio.run(all_of_them())
+    assert len(answers) == 8 and all(answers)
+
+
+def test_unknown_fields_are_ignored_and_logged(http: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="mr.server"):
+        r = http.post("/v1/chat/completions", json={"model": SMOL, "messages": MESSAGES, "max_tokens": 2,
+                                                   "some_future_field": {"x": 1}, "user": "u1"})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.text)["choices"][0]["message"]["content"] is not None
+    assert "some_future_field" in caplog.text
+
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+def test_json_schema_strict_output(oai) -> None:
+    r = oai.chat.completions.create(
+        model=SMOL, max_tokens=60, temperature=0,
+        messages=[{"role": "user", "content": "Invent a person; answer in JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA,
+                                                                "strict": True}})
+    data = json.loads(r.choices[0].message.content)
+    assert set(data) == {"name", "age"} and isinstance(data["age"], int)
+
+
+def test_json_object_output_streamed(oai) -> None:
+    chunks = oai.chat.completions.create(
+        model=SMOL, max_tokens=200, temperature=0, stream=True, response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "Give me a tiny JSON object with a cat's name."}])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert isinstance(json.loads(text), dict)
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_tool_call_round_trip(oai) -> None:
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = oai.chat.completions.create(model=SMOL, messages=messages, tools=[WEATHER], tool_choice="required",
+                                    parallel_tool_calls=False, max_tokens=120, temperature=0)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather" and call.id
+    assert "city" in json.loads(call.function.arguments)
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21}'}]
+    final = oai.chat.completions.create(model=SMOL, messages=messages, tools=[WEATHER], tool_choice="none",
+                                        max_tokens=30, temperature=0)
+    assert final.choices[0].message.content
+
+
+def test_tool_call_deltas_stream(oai) -> None:
+    chunks = list(oai.chat.completions.create(
+        model=SMOL, messages=[{"role": "user", "content": "Weather in Rome?"}], tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=120,
+        temperature=0, stream=True))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas and deltas[0].index == 0 and deltas[0].id and deltas[0].function.name == "get_weather"
+    arguments = "".join(d.function.arguments or "" for d in deltas if d.index == 0)
+    assert "city" in json.loads(arguments)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
