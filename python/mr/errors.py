@@ -67,6 +67,13 @@ class ModelNotFoundError(MrError):
     code = "model_not_found"
 
 
+class ServerNotRunningError(MrError):
+    """No mr server answers at MR_HOST."""
+
+    exit_code = 13
+    http_status = 503
+
+
 __all__ = [
     "ContextLengthError",
     "EngineError",
@@ -75,5 +82,6 @@ __all__ = [
     "ModelNotFoundError",
     "MrError",
     "OverloadedError",
+    "ServerNotRunningError",
     "TemplateError",
 ]

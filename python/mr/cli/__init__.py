@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "configure": "mr.cli.runtime_cmds:configure",
     "status": "mr.cli.runtime_cmds:status",
     "bench": "mr.cli.bench_cmd:bench",
+    "logs": "mr.cli.logs_cmd:logs",
 }
 
 

@@ -59,11 +59,11 @@ async def _level(base: str, model: str, concurrency: int, max_tokens: int) -> di
 def bench(model: str, levels: str, max_tokens: int, as_json: bool) -> None:
     """Measure MODEL's tokens/s at several concurrency levels on the running server."""
     from mr.cli.backends import server_url
-    from mr.errors import MrError
+    from mr.errors import ServerNotRunningError
 
     base = server_url()
     if base is None:
-        raise MrError("no mr server is running (start one with `mr serve`)")
+        raise ServerNotRunningError("no mr server is running (start one with `mr serve`)")
     try:
         counts = [int(x) for x in levels.split(",") if x.strip()]
     except ValueError:

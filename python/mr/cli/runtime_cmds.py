@@ -15,10 +15,7 @@ from typing import Any
 import click
 
 from mr import config
-
-
-class ServerUnavailable(click.ClickException):
-    exit_code = 1
+from mr.errors import ServerNotRunningError
 
 
 def base_url() -> str:
@@ -47,8 +44,8 @@ def _request(method: str, path: str, body: Any = None, timeout: float = 10) -> A
     except urllib.error.HTTPError as exc:
         raise click.ClickException(_error_text(exc)) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ServerUnavailable(f"no mr server answers at {base_url()} ({_reason(exc)}); "
-                                "start one with `mr serve`") from None
+        raise ServerNotRunningError(f"no mr server answers at {base_url()} ({_reason(exc)}); "
+                                    "start one with `mr serve`") from None
 
 
 def _reason(exc: Exception) -> str:
@@ -114,7 +111,7 @@ def configure(context_size: int | None, parallel: int | None, keep_alive: str | 
     body = {"model": model, "context_size": context_size, "parallel": parallel, "keep_alive": keep_alive}
     try:
         result = _request("POST", "/engines/configure", body)
-    except ServerUnavailable:
+    except ServerNotRunningError:
         settings = ModelSettings(context_size=context_size, parallel=parallel,
                                  keep_alive=parse_duration(keep_alive))
         result = _configure_offline(model, settings)

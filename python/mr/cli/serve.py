@@ -105,13 +105,27 @@ def _setup_logging(requests: bool) -> None:
     level = config.log_level() if "MR_LOG_LEVEL" in os.environ else "INFO"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    for name in ("mr.server", "mr.runner", "mr.access"):
+    log_file = _log_file_handler()
+    for name in ("mr.server", "mr.runner", "mr.access", "mr.engine", "mr.llama"):
         logger = logging.getLogger(name)
         logger.setLevel(level)
         logger.addHandler(handler)
+        logger.addHandler(log_file)  # what `mr logs` shows
         logger.propagate = False
     if not requests:
         logging.getLogger("mr.access").setLevel(logging.WARNING)
+
+
+def _log_file_handler() -> logging.Handler:
+    from logging.handlers import RotatingFileHandler
+
+    from mr.cli.logs_cmd import log_path
+
+    path = log_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(path, maxBytes=5 << 20, backupCount=2, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
 
 
 def run(settings: Any) -> None:
