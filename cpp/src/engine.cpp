@@ -339,7 +339,11 @@ int Engine::build_batch() {
         Slot& slot = slots_[seq];
         const auto& prompt = slot.request.prompt;
         const int left = static_cast<int>(prompt.size() - slot.n_prompt_done);
-        const int take = std::min({left, budget, params_.prefill_chunk});
+        // The last prompt token always gets a step of its own, as it does when the rest of the
+        // prompt was cached: its logits are then computed the same way warm or cold, so a
+        // cached prefix does not change a greedy answer (batch shape changes float rounding).
+        const int take = left > 1 ? std::min({left - 1, budget, params_.prefill_chunk})
+                                  : std::min(left, budget);
         for (int i = 0; i < take; ++i) {
             const bool last = (i == left - 1);
             const int idx = batch_.add(prompt[slot.n_prompt_done + i], slot.n_past + i,

@@ -11,15 +11,15 @@ PREFIX = " ".join(f"Fact {i}: the number {i} squared is {i * i}." for i in range
 
 
 def test_shared_prefix_is_reused_and_output_matches_cold(smollm2_path) -> None:
-    question = PREFIX + " Question: what is 7 squared? Answer:"
+    question = PREFIX + " Fact 60: the number 60 squared is"  # no near-tie in its greedy answer
     with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=2)) as cold_llm:
-        cold = cold_llm.generate(question, GREEDY, max_tokens=12)
+        cold = cold_llm.generate(question, GREEDY, max_tokens=8)
         cold_text = cold.text()
         assert cold.n_cached == 0
     with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=2)) as llm:
-        llm.generate(PREFIX + " Question: what is 3 squared? Answer:", GREEDY, max_tokens=4).text()
+        llm.generate(PREFIX + " Fact 61: the number 61 squared is", GREEDY, max_tokens=4).text()
         before = llm.stats()
-        warm = llm.generate(question, GREEDY, max_tokens=12)
+        warm = llm.generate(question, GREEDY, max_tokens=8)
         assert warm.text() == cold_text
         assert warm.n_cached >= 500 and warm.usage.cached_tokens == warm.n_cached
         after = llm.stats()

@@ -14,10 +14,32 @@ from mr.engine.types import ChatDelta, ChatMessage, Timings, Usage
 
 
 class _ChatOutput:
+    """What both chat streams share: parsing state and the underlying text stream's results."""
+
+    _stream: Stream | AsyncStream
+
     def __init__(self, fmt: ChatFormat) -> None:
         self._fmt = fmt
         self._text = ""
+        self._finished = False
         self.message = ChatMessage()
+
+    def close(self) -> None:
+        """Cancel the request (frees its slot within one engine step)."""
+        self._stream.close()
+
+    @property
+    def finish_reason(self) -> str | None:
+        raw = self._stream.finish_reason
+        return "tool_calls" if raw == "stop" and self.message.tool_calls else raw
+
+    @property
+    def usage(self) -> Usage:
+        return self._stream.usage
+
+    @property
+    def timings(self) -> Timings:
+        return self._stream.timings
 
     def _feed(self, piece: str, final: bool) -> ChatDelta | None:
         self._text += piece
@@ -26,11 +48,6 @@ class _ChatOutput:
         self.message = message
         return delta
 
-    def _finish_reason(self, raw: str | None) -> str | None:
-        if raw == "stop" and self.message.tool_calls:
-            return "tool_calls"
-        return raw
-
 
 class ChatStream(_ChatOutput, Iterator[ChatDelta]):
     """Blocking iterator of ChatDelta; `message`, `finish_reason` and `usage` when done."""
@@ -38,7 +55,6 @@ class ChatStream(_ChatOutput, Iterator[ChatDelta]):
     def __init__(self, stream: Stream, fmt: ChatFormat) -> None:
         super().__init__(fmt)
         self._stream = stream
-        self._finished = False
 
     def __iter__(self) -> ChatStream:
         return self
@@ -60,20 +76,6 @@ class ChatStream(_ChatOutput, Iterator[ChatDelta]):
             pass
         return self.message
 
-    def close(self) -> None:
-        self._stream.close()
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self._finish_reason(self._stream.finish_reason)
-
-    @property
-    def usage(self) -> Usage:
-        return self._stream.usage
-
-    @property
-    def timings(self) -> Timings:
-        return self._stream.timings
 
     @property
     def stream(self) -> Stream:
@@ -86,7 +88,6 @@ class AsyncChatStream(_ChatOutput, AsyncIterator[ChatDelta]):
     def __init__(self, stream: AsyncStream, fmt: ChatFormat) -> None:
         super().__init__(fmt)
         self._stream = stream
-        self._finished = False
 
     def __aiter__(self) -> AsyncChatStream:
         return self
@@ -108,23 +109,9 @@ class AsyncChatStream(_ChatOutput, AsyncIterator[ChatDelta]):
             pass
         return self.message
 
-    def close(self) -> None:
-        self._stream.close()
-
     async def aclose(self) -> None:
         self._stream.close()
 
-    @property
-    def finish_reason(self) -> str | None:
-        return self._finish_reason(self._stream.finish_reason)
-
-    @property
-    def usage(self) -> Usage:
-        return self._stream.usage
-
-    @property
-    def timings(self) -> Timings:
-        return self._stream.timings
 
     @property
     def stream(self) -> AsyncStream:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -29,6 +29,7 @@ from mr.server.openai.protocol import (
     ChoiceLogprobs,
     DeltaOut,
 )
+from mr.server.openai.streams import finish_all, submit_all
 
 
 @dataclass(frozen=True)
@@ -49,20 +50,15 @@ def _prepare(data: ChatCompletionRequest) -> _Prepared:
 
 
 def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared) -> list[AsyncChatStream]:
-    """One engine stream per choice (seed + i); on failure nothing stays queued or leased."""
-    streams: list[AsyncChatStream] = []
-    extra = {"logprobs": p.logprobs} if p.logprobs is not None else {}
-    try:
-        llm = lease.llm
-        for i in range(data.n):
-            sampling = params.sampling(data, llm.model.n_vocab, i)
-            streams.append(llm.achat(p.messages, sampling, max_tokens=p.max_tokens, stop=p.stop,
-                                     options=p.options, ignore_eos=data.ignore_eos, **extra))
-            lease.track(streams[-1])
-    except BaseException:
-        _finish(lease, streams)
-        raise
-    return streams
+    """One engine stream per choice (seed + i)."""
+    llm = lease.llm
+
+    def start(i: int) -> Callable[[], AsyncChatStream]:
+        sampling = params.sampling(data, llm.model.n_vocab, i)
+        return lambda: llm.achat(p.messages, sampling, max_tokens=p.max_tokens, stop=p.stop,
+                                 options=p.options, ignore_eos=data.ignore_eos, logprobs=p.logprobs)
+
+    return submit_all(lease, (start(i) for i in range(data.n)))
 
 
 @post("/chat/completions", summary="Create a chat completion", tags=["OpenAI"], status_code=200)
@@ -77,21 +73,14 @@ async def chat_completions(request: Req, data: Annotated[ChatCompletionRequest, 
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
         timer = ctx.metrics.stream_timer()
         body = _stream(ctx, lease, streams, data.model, include_usage, want_logprobs, timer)
-        body = sse.guarded(body, lambda: _finish(lease, streams))
+        body = sse.guarded(body, lambda: finish_all(lease, streams))
         return Stream(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     try:
         work = _collect(ctx, streams, data.model, want_logprobs, lease.model.name)
         completion = await until_disconnect(request, work, lambda: [s.close() for s in streams])
     finally:
-        _finish(lease, streams)
+        finish_all(lease, streams)
     return Response(sse.encode(completion), media_type="application/json")
-
-
-def _finish(lease: Lease, streams: list[AsyncChatStream]) -> None:
-    for s in streams:
-        s.close()
-        lease.untrack(s)
-    lease.release()
 
 
 async def _collect(ctx: ServerContext, streams: list[AsyncChatStream], model: str,
@@ -141,7 +130,7 @@ async def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncChatStrea
     except Exception as exc:
         yield sse.event(stream_error(exc))
     finally:
-        _finish(lease, streams)
+        finish_all(lease, streams)
 
 
 def _delta_body(delta: ChatDelta) -> bytes:

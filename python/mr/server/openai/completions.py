@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from litestar import Response, post
@@ -22,8 +21,8 @@ from mr.server.metrics import StreamTimer
 from mr.server.openai import params, results
 from mr.server.openai.merge import merge
 from mr.server.openai.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
+from mr.server.openai.streams import finish_all, submit_all
 
-GENERATE_HAS_LOGPROBS = "logprobs" in inspect.signature(LLM.agenerate).parameters
 Prompt = str | list[int]
 
 
@@ -58,23 +57,17 @@ def _check(req: CompletionRequest) -> None:
 
 
 def _submit(lease: Lease, data: CompletionRequest, items: list[Prompt]) -> list[AsyncStream]:
-    """n streams per prompt (seed + i); on failure nothing stays queued or leased."""
+    """n streams per prompt (seed + i)."""
     limit = params.max_tokens(data, "max_tokens")
     stop = params.stops(data.stop)
-    extra = {"logprobs": data.logprobs} if data.logprobs is not None and GENERATE_HAS_LOGPROBS else {}
-    streams: list[AsyncStream] = []
-    try:
-        llm = lease.llm
-        for prompt in items:
-            for i in range(data.n):
-                sampling = params.sampling(data, llm.model.n_vocab, i)
-                streams.append(llm.agenerate(prompt, sampling, max_tokens=limit, stop=stop,
-                                             ignore_eos=data.ignore_eos, **extra))
-                lease.track(streams[-1])
-    except BaseException:
-        _finish(lease, streams)
-        raise
-    return streams
+    llm = lease.llm
+
+    def start(prompt: Prompt, i: int) -> Callable[[], AsyncStream]:
+        sampling = params.sampling(data, llm.model.n_vocab, i)
+        return lambda: llm.agenerate(prompt, sampling, max_tokens=limit, stop=stop,
+                                     ignore_eos=data.ignore_eos, logprobs=data.logprobs)
+
+    return submit_all(lease, (start(prompt, i) for prompt in items for i in range(data.n)))
 
 
 @post("/completions", summary="Create a text completion", tags=["OpenAI"], status_code=200)
@@ -87,30 +80,24 @@ async def completions(request: Req, data: Annotated[CompletionRequest, Body()]) 
     lease = await ctx.runner.acquire(data.model)
     streams = _submit(lease, data, items)
     echoes = [_echo(lease.llm, items[k // data.n]) if data.echo else "" for k in range(len(streams))]
-    want_lp = data.logprobs is not None and GENERATE_HAS_LOGPROBS
+    want_lp = data.logprobs is not None
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
         body = _stream(ctx, lease, streams, data.model, include_usage, echoes, want_lp,
                        ctx.metrics.stream_timer())
-        body = sse.guarded(body, lambda: _finish(lease, streams))
+        body = sse.guarded(body, lambda: finish_all(lease, streams))
         return Stream(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     try:
         work = _collect(ctx, streams, data.model, echoes, want_lp, lease.model.name)
         result = await until_disconnect(request, work, lambda: [s.close() for s in streams])
     finally:
-        _finish(lease, streams)
+        finish_all(lease, streams)
     return Response(sse.encode(result), media_type="application/json")
 
 
 def _echo(llm: LLM, prompt: Prompt) -> str:
     return prompt if isinstance(prompt, str) else llm.detokenize(prompt)
 
-
-def _finish(lease: Lease, streams: list[AsyncStream]) -> None:
-    for s in streams:
-        s.close()
-        lease.untrack(s)
-    lease.release()
 
 
 def _logprobs(items: list[TokenLogprob], offset: int) -> CompletionLogprobs:
@@ -170,7 +157,7 @@ async def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncStream], 
     except Exception as exc:
         yield sse.event(stream_error(exc))
     finally:
-        _finish(lease, streams)
+        finish_all(lease, streams)
 
 
 __all__ = ["completions"]

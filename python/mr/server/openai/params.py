@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
 import msgspec
 
-from mr.engine import LLM, ChatOptions, SamplingOptions
+from mr.engine import ChatOptions, SamplingOptions
 from mr.server.context import Req
 from mr.server.errors import invalid
 from mr.server.openai.protocol import ChatCompletionRequest, ChatMessageIn, SamplingFields
@@ -16,7 +15,6 @@ from mr.server.openai.protocol import ChatCompletionRequest, ChatMessageIn, Samp
 log = logging.getLogger("mr.server")
 
 SEED_RANGE = 0xFFFFFFFF  # llama.cpp takes [0, 2**32 - 1); larger seeds wrap
-ENGINE_HAS_LOGPROBS = "logprobs" in inspect.signature(LLM.achat).parameters
 _seen_unknown: set[str] = set()
 
 
@@ -143,7 +141,7 @@ def top_logprobs(req: ChatCompletionRequest) -> int | None:
     """The engine's `logprobs` argument: None (off), 0 (chosen tokens only) or N alternatives."""
     if req.top_logprobs is not None and not req.logprobs:
         raise invalid("top_logprobs", "top_logprobs needs logprobs set to true")
-    if not req.logprobs or not ENGINE_HAS_LOGPROBS:
+    if not req.logprobs:
         return None
     return req.top_logprobs or 0
 
