@@ -230,22 +230,26 @@ bool Engine::shares_running_prefill(const std::vector<llama_token>& prompt) cons
     return false;
 }
 
-// A free slot for `prompt`: the one whose own cache shares the longest prefix with it (no copy
-// needed), else the least recently used one, whose cache is the least likely to be wanted again.
+// A free slot for `prompt`. Its own cache is reused when it holds a real part of the prompt (a
+// conversation going on); otherwise an empty slot, else the least recently used one, so that a
+// valuable cache (a long shared system prompt) is not overwritten by an unrelated request for the
+// sake of a few common template tokens. A prefix held by any other slot is still shared.
 size_t Engine::pick_slot(const std::vector<llama_token>& prompt) const {
-    size_t best = slots_.size();
-    size_t best_len = 0;
+    constexpr size_t kMinReuse = 32;
+    size_t best = slots_.size(), best_len = 0;
+    size_t fallback = slots_.size();
     for (size_t seq = 0; seq < slots_.size(); ++seq) {
         const Slot& s = slots_[seq];
         if (s.active) continue;
         const size_t len = common_prefix(s.cache, prompt);
-        if (best == slots_.size() || len > best_len ||
-            (len == best_len && s.last_used < slots_[best].last_used)) {
+        if (len >= kMinReuse && len > best_len) {
             best = seq;
             best_len = len;
         }
+        const auto rank = [](const Slot& x) { return std::make_pair(!x.cache.empty(), x.last_used); };
+        if (fallback == slots_.size() || rank(s) < rank(slots_[fallback])) fallback = seq;
     }
-    return best;
+    return best != slots_.size() ? best : fallback;
 }
 
 // Reuses the longest cached prefix of `prompt` for sequence `seq`, from its own cells or shared

@@ -64,3 +64,14 @@ def test_logprobs(smollm2) -> None:
     plain.text()
     assert all(not e.top for e in plain.logprobs) and len(plain.logprobs) == 6
     assert smollm2.generate("x", GREEDY, max_tokens=2).logprobs == []
+
+
+def test_unrelated_request_does_not_overwrite_a_long_cache(smollm2_path) -> None:
+    system = [{"role": "system", "content": PREFIX}]
+    with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=4)) as llm:
+        llm.chat([*system, {"role": "user", "content": "Hi"}], GREEDY, max_tokens=2).collect()
+        # a different conversation shares only the template's first tokens with that cache
+        llm.chat([{"role": "user", "content": "What is a cat?"}], GREEDY, max_tokens=2).collect()
+        again = llm.chat([*system, {"role": "user", "content": "Hello"}], GREEDY, max_tokens=2)
+        again.collect()
+        assert again.usage.cached_tokens >= 1000

@@ -1,0 +1,123 @@
+"""What the numbers were measured on: accelerators, CPU, memory, and mr's build flags."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def nvidia_gpus() -> list[dict[str, Any]]:
+    """One dict per NVIDIA GPU (name, memory, driver, compute capability); [] without nvidia-smi."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    query = "index,name,memory.total,driver_version,compute_cap"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        index, name, memory, driver, cap = (part.strip() for part in line.split(","))
+        gpus.append({"index": int(index), "name": name, "memory_mib": int(float(memory)),
+                     "driver": driver, "compute_capability": cap})
+    return gpus
+
+
+def gpu_memory_used_mib(pid: int) -> float | None:
+    """VRAM held by process `pid` (nvidia-smi), or None where that cannot be read."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    used = [float(m) for p, m in (line.split(",") for line in out.strip().splitlines() if "," in line)
+            if int(p) == pid]
+    return sum(used) if used else None
+
+
+def cpu() -> dict[str, Any]:
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    elif platform.system() == "Darwin":
+        name = _sysctl("machdep.cpu.brand_string") or name
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"name": name, "logical_cores": os.cpu_count(), "usable_cores": usable,
+            "memory_gib": round(memory_bytes() / 2**30, 1)}
+
+
+def memory_bytes() -> int:
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    if platform.system() == "Darwin":
+        return int(_sysctl("hw.memsize") or 0)
+    return 0
+
+
+def _sysctl(key: str) -> str | None:
+    try:
+        return subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_info() -> dict[str, Any]:
+    """mr's version, the pinned llama.cpp commit and the native build's feature flags."""
+    import mr
+    from mr import _native
+
+    flags = _native.system_info()
+    backends = [b for b in ("CUDA", "Metal", "Vulkan", "HIP", "SYCL") if b.upper() in flags.upper()]
+    return {"mr_version": mr.__version__, "llama_commit": _native.llama_commit(),
+            "system_info": flags.strip(), "gpu_backends": backends,
+            "mr_commit": _git_commit(), "python": platform.python_version()}
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def detect() -> dict[str, Any]:
+    """The device record stored with every result: where the model ran, and what else is there."""
+    gpus = nvidia_gpus()
+    build = build_info()
+    metal = platform.system() == "Darwin" and platform.machine() == "arm64"
+    if gpus and "CUDA" in build["gpu_backends"]:
+        runs_on = f"cuda:{gpus[0]['name']}"
+    elif metal and "Metal" in build["gpu_backends"]:
+        runs_on = "metal:Apple GPU"
+    else:
+        runs_on = "cpu"
+    return {"runs_on": runs_on, "cpu": cpu(), "nvidia_gpus": gpus, "apple_metal": metal,
+            "os": f"{platform.system()} {platform.release()}", "build": build}
+
+
+def describe(device: dict[str, Any]) -> str:
+    """One line for tables and plot titles."""
+    c = device["cpu"]
+    text = f"{c['name']}, {c['usable_cores']} cores, {c['memory_gib']} GiB"
+    for gpu in device["nvidia_gpus"]:
+        text += f"; GPU {gpu['name']} {gpu['memory_mib']} MiB (driver {gpu['driver']})"
+    if device["apple_metal"]:
+        text += "; Apple Metal"
+    return f"{text}; model on {device['runs_on']}"

@@ -1,0 +1,87 @@
+"""The bench suite's arithmetic, without a model: percentiles, pairing, traces, ratios, reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.core import Deadline, Measure, Ratio, paired, percentile, ratio  # noqa: E402
+from bench.report import markdown  # noqa: E402
+from bench.results import Results  # noqa: E402
+from bench.traces import Trace, Wave, wave_measures  # noqa: E402
+
+
+def test_percentile_interpolates_and_handles_empty() -> None:
+    assert percentile([3, 1, 2], 50) == 2
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([10], 99) == 10
+    assert math.isclose(percentile(list(range(101)), 99), 99)
+    assert math.isnan(percentile([], 50))
+
+
+def test_paired_alternates_and_stops_at_the_deadline() -> None:
+    order: list[str] = []
+    out = paired([lambda: order.append("A") or 1, lambda: order.append("B") or 2], 3, Deadline(60))
+    assert order == ["A", "B"] * 3 and out == [[1, 1, 1], [2, 2, 2]]
+    order.clear()
+    assert paired([lambda: order.append("A")], 5, Deadline(0)) == [[None]]  # at least one repetition
+
+
+def test_ratio_verdicts() -> None:
+    a = Measure("p", "x", "a", "tok/s", [90, 100, 110])
+    b = Measure("p", "x", "b", "tok/s", [100])
+    assert ratio("p", "a/b", a, b, ">= 0.97").verdict == "meets"
+    assert ratio("p", "a/b", a, b, "<= 0.25").verdict == "misses"
+    assert ratio("p", "a/b", a, b).verdict == ""
+    assert math.isnan(ratio("p", "a/0", a, Measure("p", "x", "z", "tok/s", [0.0])).value)
+    assert Ratio("p", "nan", math.nan, ">= 1").verdict == ""
+
+
+def test_trace_latencies_and_decode_window() -> None:
+    # two requests, one token every 10 ms after their first; the second starts 5 ms later
+    first = Trace(start=0.0, end=0.1, tokens=10, marks=[(0.01 * (i + 1), i + 1) for i in range(10)])
+    second = Trace(start=0.0, end=0.105, tokens=10,
+                   marks=[(0.005 + 0.01 * (i + 1), i + 1) for i in range(10)])
+    assert first.ttft == pytest.approx(0.01) and second.ttft == pytest.approx(0.015)
+    assert first.gaps() == pytest.approx([0.01] * 9)
+    merged = Trace(start=0.0, tokens=3, marks=[(0.01, 1), (0.03, 3)])  # one piece carrying two tokens
+    assert merged.gaps() == pytest.approx([0.01, 0.01])
+    wave = Wave([first, second], wall=0.105)
+    assert wave.aggregate == pytest.approx(20 / 0.105)
+    assert wave.decode_rate() == pytest.approx(200, rel=0.15)  # two streams at 100 tok/s each
+    assert math.isnan(Wave([Trace(start=0.0)], 1.0).decode_rate())
+    figures = wave_measures("p", 2, "sys", [wave], {}, decode=True)
+    assert figures["ttft p50@2"].value == pytest.approx(12.5) and figures["ttft p50@2"].unit == "ms"
+    assert set(figures) == {"aggregate@2", "ttft p50@2", "ttft p99@2", "itl p50@2", "itl p99@2", "decode@2"}
+
+
+def test_one_token_request_without_text_still_has_a_ttft() -> None:
+    assert Trace(start=1.0, end=1.5, tokens=1).ttft == pytest.approx(0.5)
+    assert math.isnan(Trace(start=1.0, end=1.5, tokens=0).ttft)
+
+
+def test_results_are_strict_json_lines_and_the_summary_pivots_systems(tmp_path: Path) -> None:
+    res = Results(tmp_path, {"device": {"runs_on": "cpu"}}, echo=False)
+    a = res.add(Measure("decode", "tg128", "mr-engine", "tok/s", [100.0, 102.0]))
+    b = res.add(Measure("decode", "tg128", "llama-bench", "tok/s", [101.0]))
+    res.add(Measure("decode", "odd", "mr-engine", "tok/s", []))  # no runs: NaN median
+    res.add_ratio(ratio("decode", "mr / llama-bench", a, b, ">= 0.97"))
+    res.note("decode", "a note")
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # strict: NaN became null
+    assert [r["kind"] for r in records] == ["measure", "measure", "measure", "ratio", "note"]
+    assert records[2]["median"] is None and records[0]["device"] == {"runs_on": "cpu"}
+    header = {"title": "t", "command": "python -m bench", "device": "d", "build": "b", "model": "m"}
+    text = markdown(res, header)
+    assert "| decode | mr / llama-bench | 1.000 | >= 0.97 (meets) |" in text
+    assert "| figure | unit | mr-engine | llama-bench |" in text
+    assert "| tg128 | tok/s | 101 (100-102) | 101 |" in text
+    assert "- decode: a note" in text
