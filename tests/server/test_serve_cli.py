@@ -16,6 +16,7 @@ from _sse import parse_sse
 from click.testing import CliRunner
 
 from conftest import SMOL, TINY, serve
+from mr.errors import ServerNotRunningError
 
 
 @pytest.fixture
@@ -113,7 +114,8 @@ def test_runtime_verbs_talk_to_the_server(store_root: Path, tmp_path: Path) -> N
         assert "Unloaded 1 model" in runner.invoke(unload, ["--all"], env=env).output
     down = {"MR_HOST": server.url, "MR_HOME": str(tmp_path), "MR_MODELS_DIR": str(store_root)}
     result = CliRunner().invoke(status, [], env=down)
-    assert result.exit_code == 1 and "no mr server" in result.output
+    assert isinstance(result.exception, ServerNotRunningError) and "no mr server" in str(result.exception)
+    assert result.exception.exit_code == 13
     offline = CliRunner().invoke(configure, ["--context-size", "1024", TINY], env=down)
     assert offline.exit_code == 0, offline.output
     saved = json.loads((tmp_path / "model-settings.json").read_text())
