@@ -17,7 +17,7 @@ void validate(const EngineParams& p) {
     if (p.n_slots < 1 || p.n_slots > kMaxSlots) {
         throw InvalidArgument("n_slots must be in [1, " + std::to_string(kMaxSlots) + "]");
     }
-    if (p.n_batch < 1) throw InvalidArgument("n_batch must be > 0");
+    if (p.n_batch < p.n_slots) throw InvalidArgument("n_batch must be >= n_slots (one token per slot per step)");
     if (p.n_ubatch < 1) throw InvalidArgument("n_ubatch must be > 0");
     if (p.n_threads < 0 || p.n_threads_batch < 0) throw InvalidArgument("thread counts must be >= 0");
     if (p.max_queue < 0) throw InvalidArgument("max_queue must be >= 0");

@@ -118,3 +118,10 @@ def test_prompt_too_long(smollm2) -> None:
     assert info.value.n_requested == smollm2.n_ctx + 10
     assert info.value.n_ctx == smollm2.n_ctx
     assert str(smollm2.n_ctx) in str(info.value)
+
+
+def test_batch_smaller_than_slots_is_refused(smollm2) -> None:
+    with pytest.raises(InvalidArgumentError, match="n_batch"):
+        _native.Engine(smollm2.model, n_ctx=512, n_slots=8, n_batch=4)
+    with pytest.raises(InvalidArgumentError, match="n_batch"):
+        EngineOptions(n_slots=8, n_batch=4).validate()

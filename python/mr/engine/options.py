@@ -65,7 +65,7 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     def validate(self) -> None:
         _check("n_ctx", self.n_ctx is None or 0 < self.n_ctx <= 1 << 20, "in [1, 1048576]")
         _check("n_slots", 1 <= self.n_slots <= 256, "in [1, 256]")
-        _check("n_batch", 1 <= self.n_batch <= 1 << 16, "in [1, 65536]")
+        _check("n_batch", self.n_slots <= self.n_batch <= 1 << 16, "in [n_slots, 65536]")
         _check("n_ubatch", 1 <= self.n_ubatch <= 1 << 16, "in [1, 65536]")
         _check("n_threads", 0 <= self.n_threads <= 1024, "in [0, 1024]")
         _check("max_queue", 0 <= self.max_queue <= 1 << 16, "in [0, 65536]")
