@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parts() -> dict[str, Callable[[Context], None]]:
-    from bench import concurrency, decode, embeddings, load, prefix, serving
+    from bench import concurrency, decode, embeddings, load, prefix, pull, serving
 
     return {"decode": decode.run, "concurrency": concurrency.run, "http": serving.run, "prefix": prefix.run,
-            "embeddings": embeddings.run, "load": load.run}
+            "embeddings": embeddings.run, "load": load.run, "pull": pull.run}
 
 
-PART_NAMES = ("decode", "concurrency", "http", "prefix", "embeddings", "load")
+PART_NAMES = ("decode", "concurrency", "http", "prefix", "embeddings", "load", "pull")
 
 
 def _levels(text: str) -> tuple[int, ...]:
