@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "bench" / "build" / "bin"
-UNITS = {"tok/s", "ms", "us/token", "inputs/s", "GB/s", "MB", "MiB", "s"}
+UNITS = {"tok/s", "ms", "us/token", "inputs/s", "GB/s", "MB/s", "MB", "MiB", "s"}
 # differences and tick-counted CPU times: noise can make them zero or negative
 SIGNED = ("host overhead", "event-loop cpu per extra token", "event-loop user cpu", "event-loop system cpu")
 
@@ -80,7 +80,8 @@ def test_mr_figures_are_there(quick: dict[str, Any]) -> None:
                 ("http", "event-loop cpu per extra token", "mr-serve"), ("http", "peak RSS", "mr-serve"),
                 ("prefix", "ttft cold", "mr-engine"), ("prefix", "ttft cached", "mr-engine"),
                 ("prefix", "ttft cached", "mr-serve"), ("embeddings", "embed", "mr-engine"),
-                ("load", "model load", "mr-engine"), ("load", "peak RSS", "mr-engine")]:
+                ("load", "model load", "mr-engine"), ("load", "peak RSS", "mr-engine"),
+                ("pull", "pull", "mr-store")]:
         assert key in found, key
     assert found[("concurrency", "aggregate@2", "mr-engine")]["params"]["completion_tokens"] == [8, 8]
     low, high = found[("prefix", "ttft cached", "mr-engine")]["params"]["cached_tokens"]
