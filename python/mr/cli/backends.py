@@ -109,6 +109,7 @@ class RemoteBackend:
         import httpx
 
         self._model = model
+        self._pulled = False  # one pull per session, then a missing model is an error
         key = os.environ.get("MR_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(600, connect=5))
@@ -124,7 +125,7 @@ class RemoteBackend:
             body["max_tokens"] = options.max_tokens
         context = self._client.stream("POST", "/v1/chat/completions", json=body)
         response = context.__enter__()
-        if response.status_code == 404 and not getattr(self, "_pulled", False):
+        if response.status_code == 404 and not self._pulled:
             context.__exit__(None, None, None)
             self._pull()
             return self.chat(messages, options)

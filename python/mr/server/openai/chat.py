@@ -17,7 +17,6 @@ from mr.runner import Lease
 from mr.server import sse
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
-from mr.server.errors import stream_error
 from mr.server.metrics import StreamTimer
 from mr.server.openai import params, results
 from mr.server.openai.merge import merge
@@ -29,7 +28,7 @@ from mr.server.openai.protocol import (
     ChoiceLogprobs,
     DeltaOut,
 )
-from mr.server.openai.streams import finish_all, submit_all
+from mr.server.openai.streams import finish_all, sse_response, submit_all
 
 
 @dataclass(frozen=True)
@@ -104,33 +103,29 @@ async def _collect(ctx: ServerContext, streams: list[AsyncChatStream], model: st
                           choices=choices, usage=usage)
 
 
-async def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncChatStream], model: str,
-                  include_usage: bool, want_logprobs: bool, timer: StreamTimer) -> AsyncIterator[bytes]:
+def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncChatStream], model: str,
+            include_usage: bool, want_logprobs: bool, timer: StreamTimer) -> AsyncIterator[bytes]:
     frames = sse.ChunkFrames(results.new_id("chatcmpl"), int(time.time()), model,
                              "chat.completion.chunk", include_usage)
+    choices = _choice_frames(streams, frames, want_logprobs, timer)
+    return sse_response(ctx, lease, streams, frames, include_usage, choices)
+
+
+async def _choice_frames(streams: list[AsyncChatStream], frames: sse.ChunkFrames, want_logprobs: bool,
+                         timer: StreamTimer) -> AsyncIterator[bytes]:
     sent_logprobs = [0] * len(streams)
-    try:
-        for i in range(len(streams)):
-            yield frames.choice(i, sse.ROLE_DELTA)
-        async for i, delta in merge(streams):
-            stream = streams[i]
-            if delta is None:
-                yield frames.choice(i, sse.EMPTY_DELTA, results.finish_reason(stream.finish_reason))
-                continue
-            timer.token()
-            lp = None
-            if want_logprobs:
-                lp, sent_logprobs[i] = _new_logprobs(stream, sent_logprobs[i])
-            yield frames.choice(i, _delta_body(delta), None, lp)
-        usage = results.usage([s.usage for s in streams])
-        ctx.metrics.usage(lease.model.name, usage)
-        if include_usage:
-            yield frames.usage_frame(usage)
-        yield sse.DONE
-    except Exception as exc:
-        yield sse.event(stream_error(exc))
-    finally:
-        finish_all(lease, streams)
+    for i in range(len(streams)):
+        yield frames.choice(i, sse.ROLE_DELTA)
+    async for i, delta in merge(streams):
+        stream = streams[i]
+        if delta is None:
+            yield frames.choice(i, sse.EMPTY_DELTA, results.finish_reason(stream.finish_reason))
+            continue
+        timer.token()
+        lp = None
+        if want_logprobs:
+            lp, sent_logprobs[i] = _new_logprobs(stream, sent_logprobs[i])
+        yield frames.choice(i, _delta_body(delta), None, lp)
 
 
 def _delta_body(delta: ChatDelta) -> bytes:

@@ -16,12 +16,12 @@ from mr.runner import Lease
 from mr.server import sse
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
-from mr.server.errors import invalid, stream_error
+from mr.server.errors import invalid
 from mr.server.metrics import StreamTimer
 from mr.server.openai import params, results
 from mr.server.openai.merge import merge
 from mr.server.openai.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
-from mr.server.openai.streams import finish_all, submit_all
+from mr.server.openai.streams import finish_all, sse_response, submit_all
 
 Prompt = str | list[int]
 
@@ -127,37 +127,33 @@ async def _collect(ctx: ServerContext, streams: list[AsyncStream], model: str, e
                       choices=choices, usage=usage)
 
 
-async def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncStream], model: str,
-                  include_usage: bool, echoes: list[str], want_lp: bool,
-                  timer: StreamTimer) -> AsyncIterator[bytes]:
+def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncStream], model: str,
+            include_usage: bool, echoes: list[str], want_lp: bool,
+            timer: StreamTimer) -> AsyncIterator[bytes]:
     frames = sse.ChunkFrames(results.new_id("cmpl"), int(time.time()), model, "text_completion",
                              include_usage)
+    choices = _choice_frames(streams, frames, echoes, want_lp, timer)
+    return sse_response(ctx, lease, streams, frames, include_usage, choices)
+
+
+async def _choice_frames(streams: list[AsyncStream], frames: sse.ChunkFrames, echoes: list[str],
+                         want_lp: bool, timer: StreamTimer) -> AsyncIterator[bytes]:
     sent = [0] * len(streams)
     offsets = [len(e) for e in echoes]
-    try:
-        for i, echo in enumerate(echoes):
-            if echo:
-                yield frames.choice(i, sse.text_body(echo))
-        async for i, piece in merge(streams):
-            if piece is None:
-                yield frames.choice(i, sse.text_body(""), results.finish_reason(streams[i].finish_reason))
-                continue
-            timer.token()
-            lp = None
-            if want_lp and len(streams[i].logprobs) > sent[i]:
-                lp = sse.encode(_logprobs(streams[i].logprobs[sent[i]:], offsets[i]))
-                sent[i] = len(streams[i].logprobs)
-            offsets[i] += len(piece)
-            yield frames.choice(i, sse.text_body(piece), None, lp)
-        usage = results.usage([s.usage for s in streams])
-        ctx.metrics.usage(lease.model.name, usage)
-        if include_usage:
-            yield frames.usage_frame(usage)
-        yield sse.DONE
-    except Exception as exc:
-        yield sse.event(stream_error(exc))
-    finally:
-        finish_all(lease, streams)
+    for i, echo in enumerate(echoes):
+        if echo:
+            yield frames.choice(i, sse.text_body(echo))
+    async for i, piece in merge(streams):
+        if piece is None:
+            yield frames.choice(i, sse.text_body(""), results.finish_reason(streams[i].finish_reason))
+            continue
+        timer.token()
+        lp = None
+        if want_lp and len(streams[i].logprobs) > sent[i]:
+            lp = sse.encode(_logprobs(streams[i].logprobs[sent[i]:], offsets[i]))
+            sent[i] = len(streams[i].logprobs)
+        offsets[i] += len(piece)
+        yield frames.choice(i, sse.text_body(piece), None, lp)
 
 
 __all__ = ["completions"]
