@@ -102,10 +102,16 @@ PYBIND11_MODULE(_native, m) {
     m.def("clear_log_handler", &mr::log::clear_sink, release_gil());
 
     py::class_<mr::Model, std::shared_ptr<mr::Model>>(m, "Model")
-        .def(py::init([](const std::string& path, int n_gpu_layers, bool use_mmap) {
-                 return mr::Model::load({path, n_gpu_layers, use_mmap});
+        .def(py::init([](const std::string& path, int n_gpu_layers, bool use_mmap, bool repack) {
+                 return mr::Model::load({path, n_gpu_layers, use_mmap, repack});
              }),
-             "path"_a, "n_gpu_layers"_a = -1, "use_mmap"_a = true, release_gil())
+             "path"_a, "n_gpu_layers"_a = -1, "use_mmap"_a = true, "repack"_a = true, release_gil())
+        .def_property_readonly("weight_buffers",
+                               [](const mr::Model& self) {
+                                   py::dict out;
+                                   for (const auto& b : self.weight_buffers()) out[py::str(b.name)] = b.mib;
+                                   return out;
+                               })
         .def_property_readonly("path", &mr::Model::path)
         .def_property_readonly("metadata", &mr::Model::metadata)
         .def_property_readonly("description", &mr::Model::description)
@@ -168,7 +174,7 @@ PYBIND11_MODULE(_native, m) {
 
     py::class_<mr::Engine>(m, "Engine")
         .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_slots, int n_batch, int n_ubatch,
-                         int n_threads, int max_queue, int prefill_chunk) {
+                         int n_threads, int max_queue, int prefill_chunk, int flash_attn) {
                  mr::EngineParams p;
                  p.n_ctx = n_ctx;
                  p.n_slots = n_slots;
@@ -178,10 +184,11 @@ PYBIND11_MODULE(_native, m) {
                  p.n_threads_batch = n_threads;
                  p.max_queue = max_queue;
                  p.prefill_chunk = prefill_chunk;
+                 p.flash_attn = flash_attn;
                  return std::make_unique<mr::Engine>(std::move(model), p);
              }),
              "model"_a, "n_ctx"_a = 4096, "n_slots"_a = 4, "n_batch"_a = 512, "n_ubatch"_a = 512,
-             "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, release_gil())
+             "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, "flash_attn"_a = -1, release_gil())
         .def("submit",
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,
                 const mr::SamplingParams& sampling, int max_tokens, bool ignore_eos,
@@ -212,14 +219,21 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("event_fd", &mr::Engine::event_fd)
         .def_property_readonly("n_ctx", &mr::Engine::n_ctx_seq)
         .def_property_readonly("n_slots", [](const mr::Engine& self) { return self.params().n_slots; })
+        .def_property_readonly("flash_attn", &mr::Engine::flash_attn)
         .def("stats",
              [](const mr::Engine& self) {
-                 mr::EngineStats s = self.stats();
+                 mr::EngineStats s;
+                 {
+                     py::gil_scoped_release nogil;  // stats() takes the engine mutex: never under the GIL
+                     s = self.stats();
+                 }
                  return py::dict("n_slots"_a = s.n_slots, "busy_slots"_a = s.busy_slots, "queued"_a = s.queued,
                                  "steps"_a = s.steps, "tokens_prompt"_a = s.tokens_prompt,
                                  "tokens_generated"_a = s.tokens_generated,
                                  "requests_finished"_a = s.requests_finished, "prefix_hits"_a = s.prefix_hits,
-                                 "tokens_reused"_a = s.tokens_reused);
+                                 "tokens_reused"_a = s.tokens_reused, "us_batch"_a = s.us_batch,
+                                 "us_decode"_a = s.us_decode, "us_sample"_a = s.us_sample,
+                                 "us_publish"_a = s.us_publish, "us_other"_a = s.us_other);
              })
         .def("shutdown", &mr::Engine::shutdown, release_gil());
 

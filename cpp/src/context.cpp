@@ -1,5 +1,7 @@
 #include "mr/context.hpp"
 
+#include <algorithm>
+
 #include "common.h"
 #include "mr/errors.hpp"
 #include "mr/log.hpp"
@@ -7,14 +9,49 @@
 
 namespace mr {
 
-ContextPtr make_context(const Model& model, const llama_context_params& params) {
+namespace {
+
+// llama.cpp resolves flash attention "auto" with a probe and says the outcome only in its log
+// ("Flash Attention enabled" / "Flash Attention not supported, set to disabled").
+bool resolved_flash_attn(const llama_context_params& params, const log::Capture& probe) {
+    if (params.flash_attn_type != LLAMA_FLASH_ATTN_TYPE_AUTO) {
+        return params.flash_attn_type == LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    }
+    for (const auto& line : probe.lines()) {
+        if (line.find("disabled") != std::string::npos) return false;
+        if (line.find("enabled") != std::string::npos) return true;
+    }
+    return false;
+}
+
+// mr builds ggml without OpenMP and gives each context its own ggml thread pool. With OpenMP,
+// every thread that ever ran ggml work (a model load that repacks weights for AMX, an embedder
+// on an executor thread, a second engine) keeps an OpenMP team; once libgomp manages more
+// threads than there are cores it throttles its barrier spinning to a few hundred spins and
+// every one of the hundreds of barriers in a decode step turns into a futex sleep and wake
+// (3x slower decode on a 2-core AMX machine). A pool per context spins on its own atomics.
+ggml_threadpool* make_threadpool(const llama_context_params& params) {
+    ggml_threadpool_params tp = ggml_threadpool_params_default(std::max(params.n_threads, params.n_threads_batch));
+    ggml_threadpool* pool = ggml_threadpool_new(&tp);
+    if (pool == nullptr) throw ModelLoadError("could not start " + std::to_string(tp.n_threads) + " CPU threads");
+    return pool;
+}
+
+}  // namespace
+
+ContextPtr make_context(const Model& model, const llama_context_params& params, bool* flash_attn) {
     log::take_last_error();
+    log::Capture probe("Flash Attention");
+    ContextDeleter owner{make_threadpool(params)};
     llama_context* ctx = llama_init_from_model(model.get(), params);
     if (ctx == nullptr) {
+        ggml_threadpool_free(owner.pool);
         std::string why = log::take_last_error();
         throw ModelLoadError("llama.cpp could not create a context" + (why.empty() ? "" : ": " + why));
     }
-    return ContextPtr(ctx);
+    llama_attach_threadpool(ctx, owner.pool, owner.pool);
+    if (flash_attn != nullptr) *flash_attn = resolved_flash_attn(params, probe);
+    return ContextPtr(ctx, owner);
 }
 
 int default_threads() { return common_cpu_get_num_math(); }

@@ -34,14 +34,32 @@ llama_context_params context_params(const EngineParams& p) {
     cp.n_threads_batch = p.n_threads_batch > 0 ? p.n_threads_batch : cp.n_threads;
     cp.kv_unified = true;  // one cache shared by all slots: a prefix can be shared without copies
     cp.no_perf = true;
+    cp.flash_attn_type = p.flash_attn < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                         : p.flash_attn == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                             : LLAMA_FLASH_ATTN_TYPE_ENABLED;
     return cp;
 }
+
+// Adds the microseconds since the last call to one of the engine's time counters.
+class Lap {
+public:
+    Lap() : last_(std::chrono::steady_clock::now()) {}
+    void to(std::atomic<uint64_t>& counter) {
+        const auto now = std::chrono::steady_clock::now();
+        counter.fetch_add(std::chrono::duration_cast<std::chrono::microseconds>(now - last_).count(),
+                          std::memory_order_relaxed);
+        last_ = now;
+    }
+
+private:
+    std::chrono::steady_clock::time_point last_;
+};
 
 }  // namespace
 
 Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
     : model_(std::move(model)), params_((validate(params), params)),
-      ctx_(make_context(*model_, context_params(params_))),
+      ctx_(make_context(*model_, context_params(params_), &flash_attn_)),
       n_ctx_seq_(static_cast<int>(llama_n_ctx_seq(ctx_.get()))),
       batch_(params_.n_batch + params_.n_slots, 1),
       slots_(params_.n_slots) {
@@ -131,6 +149,11 @@ EngineStats Engine::stats() const {
     s.requests_finished = finished_.load();
     s.prefix_hits = prefix_hits_.load();
     s.tokens_reused = tokens_reused_.load();
+    s.us_batch = us_batch_.load();
+    s.us_decode = us_decode_.load();
+    s.us_sample = us_sample_.load();
+    s.us_publish = us_publish_.load();
+    s.us_other = us_other_.load();
     return s;
 }
 
@@ -139,7 +162,9 @@ EngineStats Engine::stats() const {
 void Engine::run() {
     while (wait_for_work()) {
         step();
+        Lap lap;
         publish();
+        lap.to(us_publish_);
     }
     drain_all();
     publish();
@@ -157,8 +182,10 @@ bool Engine::wait_for_work() {
         return stopping_ || !queue_.empty() || !cancels_.empty() || busy_.load() > 0;
     });
     if (stopping_) return false;
+    Lap lap;  // waiting for work is idle time, not step time: count from here
     apply_cancels();
     admit();
+    lap.to(us_other_);
     return true;
 }
 
@@ -362,6 +389,7 @@ int Engine::build_batch() {
 
 void Engine::step() {
     if (!decode_batch()) return;
+    Lap lap;
     steps_++;
     for (Slot& slot : slots_) {
         if (!slot.active || slot.n_in_batch == 0) continue;
@@ -378,12 +406,17 @@ void Engine::step() {
         slot.n_past += slot.n_in_batch;
         slot.last_used = steps_.load();
     }
+    lap.to(us_other_);
     sample_outputs();
+    lap.to(us_sample_);
 }
 
 bool Engine::decode_batch() {
+    Lap lap;
     while (build_batch() > 0) {
+        lap.to(us_batch_);
         const int ret = llama_decode(ctx_.get(), batch_.get());
+        lap.to(us_decode_);
         if (ret == 0) return true;
         if (ret == 1) {  // no room in the KV cache; nothing was written, so make room and retry
             if (!drop_idle_cache()) evict_newest("the KV cache is full");

@@ -1,6 +1,7 @@
 #include "mr/log.hpp"
 
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <mutex>
 
@@ -15,8 +16,10 @@ std::atomic<int> g_min_level{GGML_LOG_LEVEL_WARN};
 int g_last_level = GGML_LOG_LEVEL_INFO;  // for GGML_LOG_LEVEL_CONT lines
 std::string g_pending;                   // a line is forwarded once its newline arrives
 thread_local std::string t_last_error;
+thread_local Capture* t_capture = nullptr;
 
 void callback(ggml_log_level level, const char* text, void* /*user*/) {
+    if (t_capture != nullptr && text != nullptr) t_capture->offer(text);
     std::shared_ptr<Sink> sink;
     std::string line;
     int effective;
@@ -61,6 +64,15 @@ std::string take_last_error() {
     std::string out;
     out.swap(t_last_error);
     return out;
+}
+
+Capture::Capture(std::string needle) : needle_(std::move(needle)), outer_(t_capture) { t_capture = this; }
+
+Capture::~Capture() { t_capture = outer_; }
+
+void Capture::offer(const char* text) {
+    if (std::strstr(text, needle_.c_str()) != nullptr) lines_.emplace_back(text);
+    if (outer_ != nullptr) outer_->offer(text);
 }
 
 void clear_sink() {

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <regex>
 
 #include "mr/errors.hpp"
 #include "mr/log.hpp"
@@ -33,6 +34,18 @@ void check_gguf_file(const std::string& path) {
     }
 }
 
+// llama.cpp names the buffers that hold the weights only in its load log:
+// "load_tensors:          AMX model buffer size =    53.44 MiB".
+std::vector<WeightBuffer> parse_weight_buffers(const std::vector<std::string>& lines) {
+    static const std::regex re(R"((\S+) model buffer size\s*=\s*([0-9.]+) MiB)");
+    std::vector<WeightBuffer> out;
+    for (const auto& line : lines) {
+        std::smatch m;
+        if (std::regex_search(line, m, re)) out.push_back({m[1].str(), std::stod(m[2].str())});
+    }
+    return out;
+}
+
 }  // namespace
 
 void init_backend() {
@@ -45,8 +58,10 @@ std::string system_info() {
     return llama_print_system_info();
 }
 
-Model::Model(std::unique_ptr<llama_model, ModelDeleter> model, std::string path)
-    : model_(std::move(model)), vocab_(llama_model_get_vocab(model_.get())), path_(std::move(path)) {}
+Model::Model(std::unique_ptr<llama_model, ModelDeleter> model, std::string path,
+             std::vector<WeightBuffer> weight_buffers)
+    : model_(std::move(model)), vocab_(llama_model_get_vocab(model_.get())), path_(std::move(path)),
+      weight_buffers_(std::move(weight_buffers)) {}
 
 std::shared_ptr<Model> Model::load(const ModelParams& params) {
     init_backend();
@@ -54,7 +69,9 @@ std::shared_ptr<Model> Model::load(const ModelParams& params) {
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params.n_gpu_layers < 0 ? 999 : params.n_gpu_layers;
     mp.load_mode = params.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+    mp.use_extra_bufts = params.repack;
     log::take_last_error();
+    log::Capture buffers("model buffer size");
     llama_model* raw = llama_model_load_from_file(params.path.c_str(), mp);
     if (raw == nullptr) {
         std::string why = log::take_last_error();
@@ -65,7 +82,7 @@ std::shared_ptr<Model> Model::load(const ModelParams& params) {
     if (llama_model_get_vocab(raw) == nullptr || llama_vocab_n_tokens(llama_model_get_vocab(raw)) <= 0) {
         throw ModelLoadError("model has no vocabulary: " + display_name(params.path));
     }
-    return std::shared_ptr<Model>(new Model(std::move(owned), params.path));
+    return std::shared_ptr<Model>(new Model(std::move(owned), params.path, parse_weight_buffers(buffers.lines())));
 }
 
 std::string Model::meta_value(const char* key) const {

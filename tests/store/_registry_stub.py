@@ -147,6 +147,9 @@ class StubRegistry:
                        head: bool = False) -> None:
                 seen = stub.seen[-1]
                 seen.status = status
+                # A HEAD answer never has a body, whichever path answers it (the 401 challenges
+                # too): bytes left after it would be read as the next response's status line.
+                head = head or self.command == "HEAD"
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)

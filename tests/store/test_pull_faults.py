@@ -394,3 +394,22 @@ def test_progress_events(stub, served, store, fast_client) -> None:
     assert layer_events and all(e["type"] == "progress" for e in layer_events)
     last = [e for e in layer_events if e["layer"]["id"] == weights(served)][-1]
     assert last["layer"]["current"] == last["layer"]["size"] == served.manifest.weights[0].size
+
+
+def test_stub_head_challenges_have_no_body(stub, served) -> None:
+    """The stub's own HTTP: a 401 to HEAD sends no body, so a reused connection stays in sync
+    (a stray body once surfaced as BadStatusLine('{}HTTP/1.1 200 OK') in a push test)."""
+    import http.client
+
+    stub.auth = "bearer"
+    conn = http.client.HTTPConnection(stub.host, timeout=10)
+    try:
+        for _ in range(2):
+            conn.request("HEAD", "/v2/test/m/manifests/v1")
+            response = conn.getresponse()
+            assert response.status == 401
+            assert response.read() == b""
+        conn.request("GET", "/v2/")
+        assert conn.getresponse().status in (200, 401)
+    finally:
+        conn.close()

@@ -3,19 +3,27 @@
 
 #include <memory>
 
+#include "ggml-cpu.h"
 #include "llama.h"
 
 namespace mr {
 
 class Model;
 
+// A context owns the CPU thread pool attached to it: freed after the context that uses it.
 struct ContextDeleter {
-    void operator()(llama_context* c) const { llama_free(c); }
+    ggml_threadpool* pool = nullptr;
+    void operator()(llama_context* c) const {
+        llama_free(c);
+        if (pool != nullptr) ggml_threadpool_free(pool);
+    }
 };
 using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
 
-// Throws ModelLoadError when llama.cpp cannot create the context (e.g. out of memory).
-ContextPtr make_context(const Model& model, const llama_context_params& params);
+// Throws ModelLoadError when llama.cpp cannot create the context (e.g. out of memory). Every
+// context gets a persistent thread pool of its own (see make_context in context.cpp for why).
+// `flash_attn`, when given, receives whether flash attention is on (llama.cpp resolves "auto").
+ContextPtr make_context(const Model& model, const llama_context_params& params, bool* flash_attn = nullptr);
 
 // Threads for decoding when the caller says 0: llama.cpp's count of math cores.
 int default_threads();

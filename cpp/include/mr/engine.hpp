@@ -36,6 +36,7 @@ struct EngineParams {
     int n_threads_batch = 0;
     int max_queue = 64;    // requests waiting for a slot; one more is refused (Overloaded)
     int prefill_chunk = 0; // most prompt tokens one slot adds to a step; 0: n_batch
+    int flash_attn = -1;   // -1: llama.cpp decides (auto), 0: off, 1: on
 };
 
 struct Request {
@@ -75,6 +76,10 @@ struct EngineStats {
     uint64_t requests_finished = 0;
     uint64_t prefix_hits = 0;         // requests that reused cached KV cells
     uint64_t tokens_reused = 0;       // prompt tokens not recomputed thanks to them
+    // Where the engine thread's time went, summed over all steps (microseconds): building the
+    // batch, llama_decode, sampling plus turning tokens into events, handing events over, and
+    // the bookkeeping between steps (admission, cancels, waking up).
+    uint64_t us_batch = 0, us_decode = 0, us_sample = 0, us_publish = 0, us_other = 0;
 };
 
 class Engine {
@@ -94,6 +99,7 @@ public:
     EngineStats stats() const;
     const EngineParams& params() const { return params_; }
     int n_ctx_seq() const { return n_ctx_seq_; }
+    bool flash_attn() const { return flash_attn_; }
     // Stops the thread; queued and running requests end with Finish::Cancelled. Idempotent.
     void shutdown();
 
@@ -149,6 +155,7 @@ private:
 
     std::shared_ptr<Model> model_;
     EngineParams params_;
+    bool flash_attn_ = false;  // before ctx_: make_context sets it
     ContextPtr ctx_;
     int n_ctx_seq_ = 0;
     Batch batch_;
@@ -169,6 +176,7 @@ private:
     std::atomic<int> busy_{0};
     std::atomic<uint64_t> steps_{0}, tokens_prompt_{0}, tokens_generated_{0}, finished_{0};
     std::atomic<uint64_t> prefix_hits_{0}, tokens_reused_{0};
+    std::atomic<uint64_t> us_batch_{0}, us_decode_{0}, us_sample_{0}, us_publish_{0}, us_other_{0};
 
     Notifier notifier_;
     std::thread thread_;

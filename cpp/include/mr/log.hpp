@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace mr::log {
 
@@ -18,6 +19,23 @@ void set_level(int min_level);
 // The last error-level line logged on this thread (llama.cpp explains load failures there),
 // cleared by the call.
 std::string take_last_error();
+
+// Collects, on the constructing thread and for its lifetime, the log lines that contain
+// `needle`, whatever the log level (llama.cpp states some facts only in its log).
+class Capture {
+public:
+    explicit Capture(std::string needle);
+    ~Capture();
+    Capture(const Capture&) = delete;
+    Capture& operator=(const Capture&) = delete;
+    const std::vector<std::string>& lines() const { return lines_; }
+    void offer(const char* text);
+
+private:
+    std::string needle_;
+    std::vector<std::string> lines_;
+    Capture* outer_;
+};
 
 // Detach the sink (at interpreter exit): llama.cpp goes silent.
 void clear_sink();

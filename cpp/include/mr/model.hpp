@@ -16,6 +16,16 @@ struct ModelParams {
     std::string path;
     int n_gpu_layers = -1;  // -1: all layers on the GPU when there is one
     bool use_mmap = true;
+    // Let the CPU backend repack weights into its extra buffer types (AMX tiles, AVX-512/NEON
+    // interleaved blocks) as llama.cpp's tools do by default; off keeps the GGUF layout.
+    bool repack = true;
+};
+
+// One backend buffer holding model weights, as llama.cpp reported it while loading
+// ("CPU_Mapped", "AMX", "CPU_REPACK", "CUDA0", ...).
+struct WeightBuffer {
+    std::string name;
+    double mib = 0.0;
 };
 
 struct ModelDeleter {
@@ -42,6 +52,7 @@ public:
     uint64_t size_bytes() const { return llama_model_size(model_.get()); }
     bool has_encoder() const { return llama_model_has_encoder(model_.get()); }
     bool has_decoder() const { return llama_model_has_decoder(model_.get()); }
+    const std::vector<WeightBuffer>& weight_buffers() const { return weight_buffers_; }
 
     // Vocabulary.
     int n_vocab() const { return llama_vocab_n_tokens(vocab_); }
@@ -58,12 +69,14 @@ public:
     void check_token(llama_token token) const;
 
 private:
-    Model(std::unique_ptr<llama_model, ModelDeleter> model, std::string path);
+    Model(std::unique_ptr<llama_model, ModelDeleter> model, std::string path,
+          std::vector<WeightBuffer> weight_buffers);
     std::string meta_value(const char* key) const;
 
     std::unique_ptr<llama_model, ModelDeleter> model_;
     const llama_vocab* vocab_;
     std::string path_;
+    std::vector<WeightBuffer> weight_buffers_;
 };
 
 // One-time backend setup (idempotent; called by Model::load).

@@ -38,11 +38,12 @@ class LLM:
         logbridge.install()
         self.options = options or EngineOptions()
         self.options.validate()
-        self.model = _native.Model(str(path), self.options.n_gpu_layers, self.options.use_mmap)
+        self.model = _native.Model(str(path), self.options.n_gpu_layers, self.options.use_mmap,
+                                   self.options.repack)
         self.n_ctx = self.options.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP)
         o = self.options
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, o.n_batch, o.n_ubatch,
-                                      o.n_threads, o.max_queue, o.prefill_chunk)
+                                      o.n_threads, o.max_queue, o.prefill_chunk, o.native_flash_attn)
         self._pump = EventPump(self._engine)
         _LIVE.add(self)
         self._chat_override = chat_template or ""

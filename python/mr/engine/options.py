@@ -61,6 +61,8 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     prefill_chunk: int = 0  # 0: n_batch
     n_gpu_layers: int = -1
     use_mmap: bool = True
+    repack: bool = True  # let the CPU backend repack weights (AMX, AVX-512 layouts), as llama.cpp does
+    flash_attn: str = "auto"  # "auto" (llama.cpp decides), "on" or "off"
 
     def validate(self) -> None:
         _check("n_ctx", self.n_ctx is None or 0 < self.n_ctx <= 1 << 20, "in [1, 1048576]")
@@ -71,6 +73,14 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
         _check("max_queue", 0 <= self.max_queue <= 1 << 16, "in [0, 65536]")
         _check("prefill_chunk", 0 <= self.prefill_chunk <= 1 << 16, "in [0, 65536]")
         _check("n_gpu_layers", self.n_gpu_layers >= -1, ">= -1")
+        _check("flash_attn", self.flash_attn in FLASH_ATTN, "one of auto, on, off")
+
+    @property
+    def native_flash_attn(self) -> int:
+        return FLASH_ATTN[self.flash_attn]
+
+
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
 def _check(param: str, ok: bool, expected: str) -> None:
