@@ -21,8 +21,8 @@ QUESTION = [{"role": "user", "content": "Name three colors."}]
 WEATHER = {
     "name": "get_weather",
     "description": "Current weather of a city",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-                     "required": ["city"]},
+    "input_schema": {"type": "object", "required": ["city"],
+                     "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}},
 }
 
 
@@ -92,7 +92,8 @@ def test_max_tokens_stop_reason(ant: anthropic.Anthropic) -> None:
 
 def test_forced_tool_gives_a_valid_tool_use_block(ant: anthropic.Anthropic) -> None:
     m = ant.messages.create(model=SMOL, max_tokens=128, **GREEDY, tools=[WEATHER],
-                            tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
+                            tool_choice={"type": "tool", "name": "get_weather",
+                                         "disable_parallel_tool_use": True},
                             messages=[{"role": "user", "content": "What is the weather in Paris?"}])
     assert m.stop_reason == "tool_use"
     uses = [b for b in m.content if b.type == "tool_use"]
@@ -133,7 +134,8 @@ def test_tool_result_round_trip(ant: anthropic.Anthropic) -> None:
 
 
 def test_count_tokens_equals_the_usage_of_the_same_prompt(ant: anthropic.Anthropic) -> None:
-    prompt = dict(model=SMOL, system="Be brief.", messages=[{"role": "user", "content": "Say hello to the moon."}])
+    prompt = dict(model=SMOL, system="Be brief.",
+                  messages=[{"role": "user", "content": "Say hello to the moon."}])
     counted = ant.messages.count_tokens(**prompt)
     m = ant.messages.create(max_tokens=2, **prompt)
     assert counted.input_tokens == m.usage.input_tokens + (m.usage.cache_read_input_tokens or 0)

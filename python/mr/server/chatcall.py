@@ -9,6 +9,7 @@ token metrics, and the count of a rendered prompt. Their own modules only shape 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,11 @@ from mr.server import sse
 from mr.server.context import Req, ServerContext
 from mr.server.disconnect import until_disconnect
 from mr.server.openai.streams import finish_all, submit_all
+
+
+def new_id(prefix: str) -> str:
+    """`msg_…`, `resp_…`: the underscore spelling Anthropic's and the Responses API's ids use."""
+    return f"{prefix}_{os.urandom(12).hex()}"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from mr.server.anthropic.envelope import anthropic_errors_middleware
+from mr.server.anthropic.envelope import anthropic_errors_middleware, routing_errors
 from mr.server.anthropic.messages import HANDLERS
 
 PREFIXES = ("/v1", "/anthropic/v1", "/engines/v1", "/engines/llama.cpp/v1")
@@ -16,4 +16,4 @@ def routers() -> list[Router]:
             for prefix in PREFIXES]
 
 
-__all__ = ["anthropic_errors_middleware", "routers"]
+__all__ = ["anthropic_errors_middleware", "routers", "routing_errors"]

@@ -124,7 +124,7 @@ def options(req: PromptFields) -> ChatOptions | None:
     elif isinstance(choice, ToolChoiceTool):
         tool_choice = {"type": "function", "function": {"name": choice.name}}
     if tool_choice not in (None, "none") and not tools:
-        raise invalid("tool_choice", f"tool_choice {choice.type!r} needs tools")  # type: ignore[union-attr]
+        raise invalid("tool_choice", f"tool_choice {type(choice).__struct_config__.tag!r} needs tools")
     if isinstance(choice, ToolChoiceTool) and choice.name not in {t.name for t in req.tools or []}:
         raise invalid("tool_choice", f"tool_choice names {choice.name!r}, which is not in tools")
     parallel = not (choice is not None and getattr(choice, "disable_parallel_tool_use", False))

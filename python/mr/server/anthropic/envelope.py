@@ -4,14 +4,19 @@ Every error the server makes (the security screen, routing, body validation, the
 written once, in OpenAI's envelope, by mr.server.errors. On an Anthropic path this ASGI
 middleware rewrites that body into Anthropic's shape and type names, and turns overload (503)
 into Anthropic's 529 `overloaded_error`, so Anthropic's SDKs raise their own error classes.
-Only error responses are touched; they are small and never streamed.
+Only error responses are touched; they are small and never streamed. Routing errors (no such
+path, wrong method) are raised before any middleware runs; `routing_errors` wraps their handler.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from mr.server.anthropic.protocol import ErrorDetail, ErrorOut, encode
@@ -82,3 +87,20 @@ def _rewriting(send: Send) -> Send:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     return wrapped  # type: ignore[return-value]
+
+
+Handler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
+
+
+def routing_errors(handlers: dict[type[Exception], Handler]) -> dict[type[Exception], Handler]:
+    """`handlers`, with HTTP errors (404 and 405 from routing among them) in Anthropic's
+    envelope on Anthropic paths."""
+    base = handlers[HTTPException]
+
+    def handle(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+        response = base(request, exc)
+        if is_anthropic(request.url.path) and isinstance(response.content, bytes):
+            response.status_code, response.content = rewrite(response.status_code, response.content)
+        return response
+
+    return {**handlers, HTTPException: handle}

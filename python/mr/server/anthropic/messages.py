@@ -21,11 +21,10 @@ from mr.server.anthropic.protocol import (
     StopReason,
     encode,
 )
-from mr.server.chatcall import ChatCall, Running
+from mr.server.chatcall import ChatCall, Running, new_id
 from mr.server.context import Req, server_context
 from mr.server.errors import scrub, stream_error
 from mr.server.openai.params import log_unknown_fields
-from mr.server.openai.results import new_id
 
 
 @post("/messages", summary="Create a message (Anthropic)", tags=["Anthropic"], status_code=200)

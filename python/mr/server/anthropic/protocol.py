@@ -150,13 +150,13 @@ class UsageOut(Struct, kw_only=True):
 
 class MessageOut(Struct, kw_only=True):
     id: str
+    type: str = "message"
+    role: str = "assistant"
     model: str
     content: list[BlockOut]
     stop_reason: StopReason | None
     stop_sequence: str | None
     usage: UsageOut
-    type: str = "message"
-    role: str = "assistant"
 
 
 class CountTokensOut(Struct, kw_only=True):
@@ -169,8 +169,8 @@ class ErrorDetail(Struct, kw_only=True):
 
 
 class ErrorOut(Struct, kw_only=True):
-    error: ErrorDetail
     type: str = "error"
+    error: ErrorDetail
 
 
 def encode(obj: Any) -> bytes:

@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from mr.engine import ChatOptions, SamplingOptions
-from mr.server.chatcall import ChatCall
+from mr.server.chatcall import ChatCall, new_id
 from mr.server.errors import invalid
 from mr.server.openai.params import checked_text
-from mr.server.openai.results import new_id
 from mr.server.responses.protocol import ContentPart, FunctionTool, InputItem, ResponseRequest
 
 ROLES = {"user", "assistant", "system", "developer"}

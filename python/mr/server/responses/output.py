@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from mr.engine import ChatMessage, Usage
-from mr.server.openai.results import new_id
+from mr.server.chatcall import new_id
 from mr.server.responses import convert
 from mr.server.responses.protocol import (
     InputTokensDetails,
