@@ -170,3 +170,12 @@ def test_stored_responses_expire(short_ttl: openai.OpenAI) -> None:
         short_ttl.responses.retrieve(r.id)
     with pytest.raises(openai.NotFoundError):
         short_ttl.responses.create(model=SMOL, input="Again", previous_response_id=r.id, max_output_tokens=2)
+
+
+def test_the_sdk_stream_helper_accumulates_the_same_response(oai: openai.OpenAI) -> None:
+    args = dict(model=SMOL, input="Name three colors.", max_output_tokens=24, temperature=0)
+    whole = oai.responses.create(**args)
+    with oai.responses.stream(**args) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert final.output_text == "".join(deltas) == whole.output_text
