@@ -14,7 +14,7 @@ import msgspec
 
 from mr.engine import ChatDelta, Usage
 from mr.server.anthropic import convert
-from mr.server.anthropic.protocol import ErrorDetail, ErrorOut, MessageOut, UsageOut
+from mr.server.anthropic.protocol import ErrorDetail, ErrorOut, MessageOut
 
 _encode = msgspec.json.Encoder().encode
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
@@ -42,7 +42,7 @@ class EventWriter:
     def start(self, usage: Usage) -> bytes:
         self.started = True
         message = MessageOut(id=self._id, model=self._model, content=[], stop_reason=None,
-                             stop_sequence=None, usage=_with_output(convert.usage(usage), 0))
+                             stop_sequence=None, usage=convert.usage(usage))
         return frame("message_start", {"type": "message_start", "message": message}) + PING
 
     def delta(self, delta: ChatDelta) -> list[bytes]:
@@ -65,10 +65,9 @@ class EventWriter:
 
     def end(self, stop_reason: str, stop_sequence: str | None, usage: Usage) -> list[bytes]:
         out = self._close()
-        final = convert.usage(usage)
         out.append(frame("message_delta", {
             "type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-            "usage": final,
+            "usage": convert.usage(usage),
         }))
         out.append(frame("message_stop", {"type": "message_stop"}))
         return out
@@ -92,8 +91,3 @@ class EventWriter:
     def _block_delta(self, delta: dict[str, Any]) -> bytes:
         return frame("content_block_delta", {"type": "content_block_delta", "index": self._index,
                                              "delta": delta})
-
-
-def _with_output(usage: UsageOut, output_tokens: int) -> UsageOut:
-    usage.output_tokens = output_tokens
-    return usage

@@ -71,11 +71,12 @@ class ResponseEvents:
         return out
 
     def end(self, status: str, response: dict[str, Any]) -> list[bytes]:
-        """Close the open item and finish with `response` (its output is `self.items`)."""
+        """The last event, carrying `response` (whose output is `self.items`, once closed)."""
         kind = {"completed": "response.completed", "incomplete": "response.incomplete"}[status]
         return [self.frame(kind, response=response)]
 
     def close(self, item_status: str) -> list[bytes]:
+        """Close the item being streamed (`item_status`: completed, or incomplete at a limit)."""
         return self._close(item_status)
 
     def empty_message(self) -> list[bytes]:
