@@ -82,6 +82,10 @@ def test_stop_sequence_is_reported(ant: anthropic.Anthropic) -> None:
     m = ant.messages.create(stop_sequences=["5"], **args)
     assert m.stop_reason == "stop_sequence" and m.stop_sequence == "5"
     assert "5" not in m.content[0].text and free.startswith(m.content[0].text)
+    with ant.messages.stream(stop_sequences=["5"], **args) as stream:
+        streamed = stream.get_final_message()
+    assert (streamed.stop_reason, streamed.stop_sequence) == ("stop_sequence", "5")
+    assert streamed.content[0].text == m.content[0].text
 
 
 def test_max_tokens_stop_reason(ant: anthropic.Anthropic) -> None:

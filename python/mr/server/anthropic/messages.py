@@ -23,7 +23,7 @@ from mr.server.anthropic.protocol import (
 )
 from mr.server.chatcall import ChatCall, Running, new_id
 from mr.server.context import Req, server_context
-from mr.server.errors import scrub, stream_error
+from mr.server.errors import stream_error
 from mr.server.openai.params import log_unknown_fields
 
 
@@ -82,9 +82,9 @@ async def _events(running: Running, call: ChatCall) -> AsyncIterator[bytes]:
 
 
 def _error(exc: Exception) -> bytes:
-    detail = stream_error(exc).error  # logs what is unexpected
+    detail = stream_error(exc).error  # logs what is unexpected; paths scrubbed
     status = exc.http_status if isinstance(exc, MrError) else 500
-    return error_frame(error_type(529 if status == 503 else status), scrub(detail.message))
+    return error_frame(error_type(529 if status == 503 else status), detail.message)
 
 
 HANDLERS = [create_message, count_tokens]

@@ -12,7 +12,7 @@ from mr.errors import MrError
 from mr.server import chatcall
 from mr.server.chatcall import Running
 from mr.server.context import Req, server_context
-from mr.server.errors import scrub, stream_error
+from mr.server.errors import stream_error
 from mr.server.openai.params import log_unknown_fields
 from mr.server.responses import convert, output
 from mr.server.responses.events import ResponseEvents
@@ -89,6 +89,6 @@ async def _events(running: Running, turn: _Turn) -> AsyncIterator[bytes]:
 
 
 def _error(exc: Exception) -> dict[str, str]:
-    detail = stream_error(exc).error  # logs what is unexpected
+    detail = stream_error(exc).error  # logs what is unexpected; paths scrubbed
     code = (exc.code if isinstance(exc, MrError) else None) or "server_error"
-    return {"code": code, "message": scrub(detail.message)}
+    return {"code": code, "message": detail.message}
