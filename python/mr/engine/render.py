@@ -29,7 +29,8 @@ def render(templates: _native.ChatTemplates, messages: list[dict[str, Any]],
         return rendered.prompt, list(rendered.additional_stops), GenericToolFormat(
             tools, required, opts.parallel_tool_calls)
     rendered = templates.apply(_dumps(messages), _dumps(tools) if tools else "", choice,
-                               opts.parallel_tool_calls, _dumps(schema) if schema else "")
+                               opts.parallel_tool_calls, _dumps(schema) if schema else "", True,
+                               _thinking(opts))
     grammar = rendered.grammar or (_native.json_schema_to_grammar(_dumps(schema)) if schema else "")
     if choice == "required":
         grammar = calls_only(grammar, opts.parallel_tool_calls)
@@ -96,6 +97,12 @@ def _check_depth(value: Any, param: str) -> None:
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
+
+
+def _thinking(opts: ChatOptions) -> bool:
+    """chat_template_kwargs.enable_thinking (Anthropic's `thinking`, Qwen-style switches); on by default."""
+    kwargs = opts.chat_template_kwargs or {}
+    return bool(kwargs.get("enable_thinking", True))
 
 
 def _reasons(templates: _native.ChatTemplates) -> bool:

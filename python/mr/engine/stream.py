@@ -37,6 +37,11 @@ class _Output:
         return Usage(prompt_tokens=self.n_prompt, completion_tokens=self.n_generated,
                      cached_tokens=self.n_cached)
 
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the output, if one did (Anthropic reports which)."""
+        return self._stops.matched
+
     def close(self) -> None:
         if not self.done:
             self.done = True

@@ -31,6 +31,7 @@ class StopMatcher:
         self._hold = max((len(s) for s in self._stops), default=1) - 1
         self._buffer = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, text: str) -> str:
         """Return the text that is safe to emit now."""
@@ -39,8 +40,9 @@ class StopMatcher:
         if not self._stops:
             return text
         self._buffer += text
-        cut = self._earliest_stop()
-        if cut is not None:
+        found = self._earliest_stop()
+        if found is not None:
+            cut, self.matched = found
             out, self._buffer, self.stopped = self._buffer[:cut], "", True
             return out
         keep = self._longest_partial_suffix()
@@ -52,9 +54,9 @@ class StopMatcher:
         out, self._buffer = ("" if self.stopped else self._buffer), ""
         return out
 
-    def _earliest_stop(self) -> int | None:
-        found = [i for i in (self._buffer.find(s) for s in self._stops) if i >= 0]
-        return min(found) if found else None
+    def _earliest_stop(self) -> tuple[int, str] | None:
+        found = [(i, s) for s in self._stops if (i := self._buffer.find(s)) >= 0]
+        return min(found, key=lambda hit: hit[0]) if found else None
 
     def _longest_partial_suffix(self) -> int:
         tail = self._buffer[-self._hold :] if self._hold else ""

@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 
 from mr import __version__
 from mr.runner import Runner, RunnerConfig, SettingsFile, StoreSource
-from mr.server import dmr, ollama, openai
+from mr.server import anthropic, dmr, ollama, openai, responses
 from mr.server.context import STATE_KEY, ServerContext
 from mr.server.errors import EXCEPTION_HANDLERS
 from mr.server.metrics import Metrics, metrics_route, observe_middleware
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from mr.store import Store
 
 log = logging.getLogger("mr.server")
+DESCRIPTION = ("OpenAI (chat, completions, embeddings, Responses), Anthropic Messages, Docker Model Runner"
+               " and Ollama APIs of mr")
 
 
 def runner_config(settings: Settings) -> RunnerConfig:
@@ -60,14 +62,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             await ctx.runner.close()  # unloads every model; in-flight streams were ended first
 
     return Litestar(
-        route_handlers=[*openai.routers(), *dmr.HANDLERS, *ollama.routers(), metrics_route],
+        route_handlers=[*openai.routers(), *anthropic.routers(), *responses.routers(), *dmr.HANDLERS,
+                        *ollama.routers(), metrics_route],
         lifespan=[lifespan],
-        state=State({STATE_KEY: ctx}),
-        exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[observe_middleware(ctx.metrics, settings.log_requests), security_middleware(settings)],
+        state=State({STATE_KEY: ctx, responses.STORE_KEY: responses.store_for(settings)}),
+        exception_handlers=anthropic.routing_errors(EXCEPTION_HANDLERS),
+        middleware=[observe_middleware(ctx.metrics, settings.log_requests),
+                    anthropic.anthropic_errors_middleware, security_middleware(settings)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="mr", version=__version__, path="/schema",
-                                     description="OpenAI, Docker Model Runner and Ollama APIs of mr"),
+                                     description=DESCRIPTION),
         logging_config=None,
         debug=False,
     )

@@ -18,6 +18,7 @@ from mr import config as mr_config
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_BODY = 16 << 20
+DEFAULT_RESPONSES_BYTES = 64 << 20
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
@@ -39,6 +40,9 @@ class Settings(msgspec.Struct, kw_only=True):
     gpu_layers: int = -1
     settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
     log_requests: bool = True
+    responses_ttl: float = 3600.0  # seconds a stored Responses API answer is kept
+    responses_max_entries: int = 1000
+    responses_max_bytes: int = DEFAULT_RESPONSES_BYTES
 
     @property
     def is_loopback(self) -> bool:
@@ -95,6 +99,16 @@ def _size(raw: str) -> int | None:
     return parse_size(raw)
 
 
+def _ttl(raw: str) -> float:
+    from mr.runner.duration import parse_duration
+
+    return parse_duration(raw, "MR_RESPONSES_TTL") or 0.0
+
+
+def _bytes(raw: str) -> int:
+    return _size(raw) or DEFAULT_RESPONSES_BYTES
+
+
 def _bool(raw: str) -> bool:
     return raw.lower() not in ("0", "false", "no", "off", "")
 
@@ -115,6 +129,9 @@ _ENV = [
     ("MR_THREADS", "threads", int),
     ("MR_GPU_LAYERS", "gpu_layers", int),
     ("MR_LOG_REQUESTS", "log_requests", _bool),
+    ("MR_RESPONSES_TTL", "responses_ttl", _ttl),
+    ("MR_RESPONSES_MAX_ENTRIES", "responses_max_entries", int),
+    ("MR_RESPONSES_MAX_BYTES", "responses_max_bytes", _bytes),
 ]
 
 FOREVER = math.inf

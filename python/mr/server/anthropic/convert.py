@@ -1,0 +1,174 @@
+"""Anthropic requests -> the engine's chat arguments, and engine results -> Anthropic's fields.
+
+The conversation becomes OpenAI-shaped messages, the form the chat rendering (templates, tool
+formats, grammars) already takes: `tool_use` blocks become assistant tool calls, `tool_result`
+blocks tool messages, `thinking` blocks reasoning content. `tool_choice` any/tool is enforced by
+the same grammar as OpenAI's "required".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mr.engine import ChatMessage, ChatOptions, SamplingOptions, Usage
+from mr.server.anthropic.protocol import (
+    BlockOut,
+    MessageParam,
+    MessagesRequest,
+    PromptFields,
+    StopReason,
+    TextBlock,
+    TextOut,
+    ThinkingBlock,
+    ThinkingOut,
+    ToolChoiceAny,
+    ToolChoiceNone,
+    ToolChoiceTool,
+    ToolResultBlock,
+    ToolUseBlock,
+    ToolUseOut,
+    UsageOut,
+)
+from mr.server.chatcall import ChatCall
+from mr.server.errors import invalid
+from mr.server.openai.params import checked_text
+
+
+def chat_call(req: MessagesRequest) -> ChatCall:
+    fields = {name: getattr(req, name) for name in ("temperature", "top_p", "top_k")
+              if getattr(req, name) is not None}
+    stops = [checked_text(s, "stop_sequences") for s in req.stop_sequences or []]
+    return ChatCall(model=req.model, messages=messages(req), options=options(req),
+                    sampling=SamplingOptions(**fields), max_tokens=req.max_tokens, stop=stops)
+
+
+def messages(req: PromptFields) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    system = _system(req.system)
+    if system:
+        out.append({"role": "system", "content": system})
+    for i, m in enumerate(req.messages):
+        out.extend(_message(i, m))
+    return out
+
+
+def _system(system: str | list[TextBlock] | None) -> str:
+    if system is None:
+        return ""
+    if isinstance(system, str):
+        return checked_text(system, "system")
+    return "\n".join(checked_text(b.text, "system") for b in system)
+
+
+def _message(i: int, m: MessageParam) -> list[dict[str, Any]]:
+    param = f"messages[{i}].content"
+    if isinstance(m.content, str):
+        return [{"role": m.role, "content": checked_text(m.content, param)}]
+    if m.role == "assistant":
+        return [_assistant(m.content, param)]
+    return _user(m.content, param)
+
+
+def _assistant(blocks: list[Any], param: str) -> dict[str, Any]:
+    texts, thinking, calls = [], [], []
+    for block in blocks:
+        if isinstance(block, TextBlock):
+            texts.append(checked_text(block.text, param))
+        elif isinstance(block, ThinkingBlock):
+            thinking.append(checked_text(block.thinking, param))
+        elif isinstance(block, ToolUseBlock):
+            calls.append({"id": block.id, "type": "function",
+                          "function": {"name": block.name, "arguments": json.dumps(block.input)}})
+        elif isinstance(block, ToolResultBlock):
+            raise invalid(param, f"{param}: tool_result blocks belong in user messages")
+    out: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
+    if calls:
+        out["tool_calls"] = calls
+    if thinking:
+        out["reasoning_content"] = "\n".join(thinking)
+    return out
+
+
+def _user(blocks: list[Any], param: str) -> list[dict[str, Any]]:
+    """Tool results first (they answer the assistant turn before), then the user's own text."""
+    results, texts = [], []
+    for block in blocks:
+        if isinstance(block, ToolResultBlock):
+            results.append({"role": "tool", "tool_call_id": block.tool_use_id,
+                            "content": _result_text(block, param)})
+        elif isinstance(block, TextBlock):
+            texts.append(checked_text(block.text, param))
+        elif isinstance(block, ToolUseBlock):
+            raise invalid(param, f"{param}: tool_use blocks belong in assistant messages")
+    if texts or not results:
+        results.append({"role": "user", "content": "\n".join(texts)})
+    return results
+
+
+def _result_text(block: ToolResultBlock, param: str) -> str:
+    text = block.content if isinstance(block.content, str) else "\n".join(b.text for b in block.content)
+    text = checked_text(text, param)
+    return f"Error: {text}" if block.is_error else text
+
+
+def options(req: PromptFields) -> ChatOptions | None:
+    tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
+                                               "parameters": t.input_schema}} for t in req.tools or []]
+    choice = req.tool_choice
+    tool_choice: str | dict[str, Any] | None = None
+    if isinstance(choice, ToolChoiceNone):
+        tool_choice = "none"
+    elif isinstance(choice, ToolChoiceAny):
+        tool_choice = "required"
+    elif isinstance(choice, ToolChoiceTool):
+        tool_choice = {"type": "function", "function": {"name": choice.name}}
+    if tool_choice not in (None, "none") and not tools:
+        raise invalid("tool_choice", f"tool_choice {type(choice).__struct_config__.tag!r} needs tools")
+    if isinstance(choice, ToolChoiceTool) and choice.name not in {t.name for t in req.tools or []}:
+        raise invalid("tool_choice", f"tool_choice names {choice.name!r}, which is not in tools")
+    parallel = not (choice is not None and getattr(choice, "disable_parallel_tool_use", False))
+    kwargs = None
+    if req.thinking is not None:
+        kwargs = {"enable_thinking": req.thinking.type != "disabled"}
+    if not tools and kwargs is None:
+        return None
+    return ChatOptions(tools=tools or None, tool_choice=tool_choice, parallel_tool_calls=parallel,
+                       chat_template_kwargs=kwargs)
+
+
+# ---- results ----
+
+def content(message: ChatMessage) -> list[BlockOut]:
+    """Blocks in the order the model wrote them: thinking, text, tool calls."""
+    out: list[BlockOut] = []
+    if message.reasoning_content:
+        out.append(ThinkingOut(thinking=message.reasoning_content))
+    if message.content:
+        out.append(TextOut(text=message.content))
+    for call in message.tool_calls:
+        out.append(ToolUseOut(id=call.id, name=call.name, input=tool_input(call.arguments)))
+    return out
+
+
+def tool_input(arguments: str) -> dict[str, Any]:
+    """Parsed arguments; an object is what Anthropic's clients expect, so anything else is wrapped."""
+    try:
+        value = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return {"arguments": arguments}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def stop_reason(finish: str | None, stop_sequence: str | None) -> StopReason:
+    """`stop_sequence`: the request's stop string that ended the text (not a template's own)."""
+    if finish == "length":
+        return "max_tokens"
+    if finish == "tool_calls":
+        return "tool_use"
+    return "stop_sequence" if stop_sequence is not None else "end_turn"
+
+
+def usage(u: Usage) -> UsageOut:
+    return UsageOut(input_tokens=u.prompt_tokens - u.cached_tokens, output_tokens=u.completion_tokens,
+                    cache_read_input_tokens=u.cached_tokens)
