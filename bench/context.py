@@ -67,11 +67,12 @@ class Context:
     def deadline(self) -> Deadline:
         return Deadline(self.budget.part_seconds)
 
-    def engine_options(self, slots: int | None = None, n_ctx: int | None = None) -> EngineOptions:
+    def engine_options(self, slots: int | None = None, n_ctx: int | None = None,
+                       repack: bool = True) -> EngineOptions:
         from mr.engine import EngineOptions
 
         return EngineOptions(n_ctx=n_ctx or self.ctx_size, n_slots=slots or self.slots, n_batch=self.n_batch,
-                             n_ubatch=self.n_batch, n_threads=self.threads)
+                             n_ubatch=self.n_batch, n_threads=self.threads, repack=repack)
 
     def pool(self) -> ServerPool:
         """The servers under test, started on first use and shared by the HTTP parts."""

@@ -18,13 +18,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if not __package__:  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.core import Measure, median, paired, ratio
-from bench.llama_runs import available, llama_bench
+from bench.llama_runs import available, llama_bench, llama_bench_runs
 from bench.workload import random_tokens
 
 if TYPE_CHECKING:
@@ -34,18 +34,31 @@ if TYPE_CHECKING:
 PART = "decode"
 
 
-def mr_tg(llm: LLM, tokens: int) -> float:
-    """Decode `tokens` tokens after a one-token prompt, timed from the first token: tokens/s."""
+STEP_PARTS = ("batch", "decode", "sample", "publish", "other")
+
+
+def mr_tg(llm: LLM, tokens: int, steps: list[dict[str, float]] | None = None) -> float:
+    """Decode `tokens` tokens after a one-token prompt, timed from the first token: tokens/s.
+
+    With `steps`, the engine's own per-step time split (us_* counters) is appended to it."""
     from mr.engine import SamplingOptions
 
     stream = llm.generate([llm.model.bos], SamplingOptions(temperature=0), max_tokens=tokens + 1,
                           ignore_eos=True)
     next(stream)
+    before = llm.stats()
     start = time.perf_counter()
     for _ in stream:
         pass
     elapsed = time.perf_counter() - start
-    return (stream.n_generated - 1) / elapsed
+    after = llm.stats()
+    n = stream.n_generated - 1
+    if steps is not None and after["steps"] > before["steps"]:
+        n_steps = after["steps"] - before["steps"]
+        split = {part: (after[f"us_{part}"] - before[f"us_{part}"]) / n_steps for part in STEP_PARTS}
+        split["wall"] = elapsed * 1e6 / n
+        steps.append(split)
+    return n / elapsed
 
 
 def mr_pp(llm: LLM, tokens: int, seed: int) -> float:
@@ -63,46 +76,116 @@ def mr_pp(llm: LLM, tokens: int, seed: int) -> float:
     return stream.n_prompt / elapsed
 
 
+class Variant(NamedTuple):
+    """One way of loading the weights: repacked (AMX tiles, interleaved blocks) or as in the GGUF."""
+
+    label: str  # "" for the default; appended to figure names otherwise
+    repack: bool
+
+
+def variants() -> list[Variant]:
+    from bench import device
+
+    # On an AMX machine the default repacks into AMX tiles; "AMX off" keeps the GGUF layout.
+    return [Variant("", True), *([Variant(" (AMX off)", False)] if device.has_amx() else [])]
+
+
 def run(ctx: Context) -> None:
-    """Suite part: tgN and ppN, mr engine vs llama-bench, host overhead, roofline."""
+    """Suite part: tgN and ppN, mr engine vs llama-bench (same flash attention, same repacking),
+    per-step breakdown, AMX on/off where there is AMX, flash attention by depth, roofline."""
+    exe = available("llama-bench", ctx.build_tools)
+    if exe is None:
+        ctx.results.note(PART, "llama-bench is not built: mr figures only")
+    tg_figures: dict[str, Measure] = {}
+    for variant in variants():
+        tg_figures[variant.label] = run_variant(ctx, exe, variant)
+    if "" in tg_figures and " (AMX off)" in tg_figures:
+        ctx.results.add_ratio(ratio(PART, f"mr-engine tg{ctx.budget.tg_tokens} AMX on / off",
+                                    tg_figures[""], tg_figures[" (AMX off)"]))
+    if exe is not None:
+        flash_attention_by_depth(ctx, exe)
+
+
+def run_variant(ctx: Context, exe: Path | None, variant: Variant) -> Measure:
     from bench import roofline
     from mr.engine import LLM
 
     b, res = ctx.budget, ctx.results
-    exe = available("llama-bench", ctx.build_tools)
-    if exe is None:
-        res.note(PART, "llama-bench is not built: mr figures only")
-    params = {"threads": ctx.threads, "n_batch": ctx.n_batch, "slots": 1}
-    llm = LLM(ctx.model, ctx.engine_options(slots=1, n_ctx=b.pp_tokens + b.tg_tokens + 64))
+    options = ctx.engine_options(slots=1, n_ctx=b.pp_tokens + b.tg_tokens + 64, repack=variant.repack)
+    llm = LLM(ctx.model, options)
+    params = {"threads": ctx.threads, "n_batch": ctx.n_batch, "slots": 1, "repack": llm.repacked,
+              "weight_buffers": llm.model.weight_buffers, "flash_attn": llm.flash_attn}
+    steps: list[dict[str, float]] = []
     try:
         mr_tg(llm, 16)  # warm-up both sides
         seeds = iter(range(1, 1_000_000))
         mr_pp(llm, min(64, b.pp_tokens), next(seeds))
-        runs = [lambda: mr_tg(llm, b.tg_tokens), lambda: mr_pp(llm, b.pp_tokens, next(seeds))]
+        runs = [lambda: mr_tg(llm, b.tg_tokens, steps), lambda: mr_pp(llm, b.pp_tokens, next(seeds))]
         if exe is not None:
-            llama_bench(exe, ctx.model, ctx.threads, n_gen=16, n_batch=ctx.n_batch)
-            model, threads, n_batch = ctx.model, ctx.threads, ctx.n_batch
-            runs = [lambda: llama_bench(exe, model, threads, n_gen=b.tg_tokens, n_batch=n_batch), runs[0],
-                    lambda: llama_bench(exe, model, threads, n_prompt=b.pp_tokens, n_batch=n_batch), runs[1]]
+            # llama-bench runs with mr's resolved flash attention and the same repacking
+            same = {"threads": ctx.threads, "n_batch": ctx.n_batch, "flash_attn": llm.flash_attn,
+                    "repack": variant.repack}
+            llama_bench(exe, ctx.model, n_gen=16, **same)
+            model = ctx.model
+            runs = [lambda: llama_bench(exe, model, n_gen=b.tg_tokens, **same), runs[0],
+                    lambda: llama_bench(exe, model, n_prompt=b.pp_tokens, **same), runs[1]]
         out = paired(runs, b.decode_reps, ctx.deadline(), ctx.settle)
     finally:
         llm.close()
-    tg, pp = f"tg{b.tg_tokens}", f"pp{b.pp_tokens}"
+    tg, pp = f"tg{b.tg_tokens}{variant.label}", f"pp{b.pp_tokens}{variant.label}"
     if exe is None:
         mr_tg_m = res.add(Measure(PART, tg, "mr-engine", "tok/s", out[0], params))
         res.add(Measure(PART, pp, "mr-engine", "tok/s", out[1], params))
-        roofline.report(ctx, mr_tg_m, None, None)
-        return
-    lb_tg, mr_tg_m, lb_pp, mr_pp_m = (
-        res.add(Measure(PART, name, system, "tok/s", values, params))
-        for name, system, values in ((tg, "llama-bench", out[0]), (tg, "mr-engine", out[1]),
-                                     (pp, "llama-bench", out[2]), (pp, "mr-engine", out[3])))
+        if not variant.label:
+            step_breakdown(ctx, steps, None, params)
+            roofline.report(ctx, mr_tg_m, None, None)
+        return mr_tg_m
+    lb_params = {**params, "weight_buffers": None, "threading": "OpenMP (llama.cpp's default build)"}
+    lb_tg = res.add(Measure(PART, tg, "llama-bench", "tok/s", out[0], lb_params))
+    mr_tg_m = res.add(Measure(PART, tg, "mr-engine", "tok/s", out[1], params))
+    lb_pp = res.add(Measure(PART, pp, "llama-bench", "tok/s", out[2], lb_params))
+    mr_pp_m = res.add(Measure(PART, pp, "mr-engine", "tok/s", out[3], params))
     res.add_ratio(ratio(PART, f"mr-engine / llama-bench {tg}", mr_tg_m, lb_tg, ">= 0.97"))
     res.add_ratio(ratio(PART, f"mr-engine / llama-bench {pp}", mr_pp_m, lb_pp))
-    overhead = [(1 / m - 1 / lb) * 1e6 for m, lb in zip(out[1], out[0], strict=True)]
-    res.add(Measure(PART, "host overhead", "mr-engine", "us/token", overhead, params,
-                    note="estimate: mr tg time per token minus llama-bench tg time per token (pairwise)"))
-    roofline.report(ctx, mr_tg_m, lb_tg, lb_pp)
+    if not variant.label:
+        overhead = [(1 / m - 1 / lb) * 1e6 for m, lb in zip(out[1], out[0], strict=True)]
+        res.add(Measure(PART, "host overhead", "mr-engine", "us/token", overhead, params,
+                        note="estimate: mr tg time per token minus llama-bench tg time per token (pairwise)"))
+        step_breakdown(ctx, steps, out[0], params)
+        roofline.report(ctx, mr_tg_m, lb_tg, lb_pp)
+    return mr_tg_m
+
+
+def step_breakdown(ctx: Context, steps: list[dict[str, float]], lb_tg: list[float] | None,
+                   params: dict[str, object]) -> None:
+    """Where one decode step's time goes inside mr's engine thread (its own clocks), next to
+    llama-bench's whole time per token: `decode` is llama_decode, the rest is mr's host work."""
+    if not steps:
+        return
+    for part in (*STEP_PARTS, "wall"):
+        name = "step wall per token" if part == "wall" else f"step {part}"
+        ctx.results.add(Measure(PART, name, "mr-engine", "us/token", [s[part] for s in steps], params,
+                                note="engine thread clocks per decode step, one-token steps (tgN)"))
+    if lb_tg:
+        ctx.results.add(Measure(PART, "step wall per token", "llama-bench", "us/token",
+                                [1e6 / tps for tps in lb_tg], params, note="1 / tgN"))
+
+
+def flash_attention_by_depth(ctx: Context, exe: Path) -> None:
+    """Decode speed with flash attention on and off as the context fills (llama-bench -d): the
+    measurement behind mr's flash-attention choice for CPU-resident weights."""
+    depths = (0, 512, 2048) if ctx.budget.tg_tokens >= 64 else (0, 64)
+    n_gen = 32 if ctx.budget.tg_tokens >= 64 else 8
+    ctx.settle()
+    records = llama_bench_runs(exe, ctx.model, ctx.threads, n_gen=n_gen, n_batch=ctx.n_batch,
+                               depths=depths, fa_both=True)
+    by = {(int(r["n_depth"]), bool(r["flash_attn"])): float(r["avg_ts"]) for r in records}
+    for depth in depths:
+        on = ctx.results.add(Measure(PART, f"tg{n_gen}@d{depth} flash attention on", "llama-bench", "tok/s",
+                                     [by[(depth, True)]], {"depth": depth, "flash_attn": True}))
+        off = ctx.results.add(Measure(PART, f"tg{n_gen}@d{depth} flash attention off", "llama-bench", "tok/s",
+                                      [by[(depth, False)]], {"depth": depth, "flash_attn": False}))
+        ctx.results.add_ratio(ratio(PART, f"flash attention on / off tg{n_gen}@d{depth}", on, off))
 
 
 def main() -> None:
@@ -123,10 +206,10 @@ def main() -> None:
     exe = tool("llama-bench")
     llm = LLM(model, EngineOptions(n_ctx=args.tokens + 64, n_slots=1, n_threads=threads))
     mr_tg(llm, 16)  # warm-up both sides
-    llama_bench(exe, model, threads, n_gen=16)
+    llama_bench(exe, model, threads, n_gen=16, flash_attn=llm.flash_attn)
     ours, theirs = [], []
     for _ in range(args.reps):
-        theirs.append(llama_bench(exe, model, threads, n_gen=args.tokens))
+        theirs.append(llama_bench(exe, model, threads, n_gen=args.tokens, flash_attn=llm.flash_attn))
         ours.append(mr_tg(llm, args.tokens))
     llm.close()
     result = {

@@ -54,7 +54,7 @@ def cpu() -> dict[str, Any]:
     elif platform.system() == "Darwin":
         name = _sysctl("machdep.cpu.brand_string") or name
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"name": name, "logical_cores": os.cpu_count(), "usable_cores": usable,
+    return {"name": name, "logical_cores": os.cpu_count(), "usable_cores": usable, "isa": cpu_isa(),
             "memory_gib": round(memory_bytes() / 2**30, 1)}
 
 
@@ -76,6 +76,34 @@ def _sysctl(key: str) -> str | None:
         return None
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile",
+             "amx_int8", "amx_bf16", "asimd", "sve")
+
+
+def cpu_isa() -> list[str]:
+    """The SIMD/matrix features the CPU reports (/proc/cpuinfo flags), of those that matter here."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return []
+    flags: set[str] = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return [f for f in ISA_FLAGS if f in flags]
+
+
+def build_isa(system_info: str) -> list[str]:
+    """The features the native build uses: the `NAME = 1` items of llama.cpp's system info."""
+    names = [item.split("=")[0].split(":")[-1].strip() for item in system_info.split("|")
+             if item.strip().endswith("= 1")]  # "CPU : SSE3 = 1 | AVX = 1 | ..."
+    return [n for n in names if n not in ("LLAMAFILE", "REPACK", "OPENMP")]
+
+
+def has_amx() -> bool:
+    return "amx_int8" in cpu_isa() and "AMX_INT8" in build_isa(build_info()["system_info"])
+
+
 def build_info() -> dict[str, Any]:
     """mr's version, the pinned llama.cpp commit and the native build's feature flags."""
     import mr
@@ -84,7 +112,9 @@ def build_info() -> dict[str, Any]:
     flags = _native.system_info()
     backends = [b for b in ("CUDA", "Metal", "Vulkan", "HIP", "SYCL") if b.upper() in flags.upper()]
     return {"mr_version": mr.__version__, "llama_commit": _native.llama_commit(),
-            "system_info": flags.strip(), "gpu_backends": backends,
+            "system_info": flags.strip(), "isa": build_isa(flags), "gpu_backends": backends,
+            # mr: one ggml thread pool per context; llama.cpp's tools: their default (OpenMP)
+            "threading": "ggml thread pool" if "OPENMP = 1" not in flags else "OpenMP",
             "mr_commit": _git_commit(), "python": platform.python_version()}
 
 
@@ -115,7 +145,8 @@ def detect() -> dict[str, Any]:
 def describe(device: dict[str, Any]) -> str:
     """One line for tables and plot titles."""
     c = device["cpu"]
-    text = f"{c['name']}, {c['usable_cores']} cores, {c['memory_gib']} GiB"
+    isa = "/".join(device["build"].get("isa", [])) or "no SIMD flags"
+    text = f"{c['name']}, {c['usable_cores']} cores, {c['memory_gib']} GiB, build uses {isa}"
     for gpu in device["nvidia_gpus"]:
         text += f"; GPU {gpu['name']} {gpu['memory_mib']} MiB (driver {gpu['driver']})"
     if device["apple_metal"]:

@@ -27,12 +27,23 @@ def available(name: str, build: bool = True) -> Path | None:
 
 
 def llama_bench(exe: Path, model: Path, threads: int, *, n_prompt: int = 0, n_gen: int = 0,
-                n_batch: int = 512) -> float:
-    """One llama-bench test (ppN when n_prompt, tgN when n_gen): tokens/s."""
+                n_batch: int = 512, flash_attn: bool | None = None, repack: bool = True) -> float:
+    """One llama-bench test (ppN when n_prompt, tgN when n_gen): tokens/s. flash_attn None is
+    llama-bench's own default (auto); pass mr's resolved choice to compare like with like."""
+    return llama_bench_runs(exe, model, threads, n_prompt=n_prompt, n_gen=n_gen, n_batch=n_batch,
+                            flash_attn=flash_attn, repack=repack)[0]["avg_ts"]
+
+
+def llama_bench_runs(exe: Path, model: Path, threads: int, *, n_prompt: int = 0, n_gen: int = 0,
+                     n_batch: int = 512, flash_attn: bool | None = None, repack: bool = True,
+                     depths: tuple[int, ...] = (0,), fa_both: bool = False) -> list[dict[str, Any]]:
+    """llama-bench's JSON records, one per (depth, flash attention) combination."""
+    fa = "0,1" if fa_both else ("auto" if flash_attn is None else str(int(flash_attn)))
     cmd = [str(exe), "-m", str(model), "-p", str(n_prompt), "-n", str(n_gen), "-r", "1", "-t", str(threads),
-           "-b", str(n_batch), "-ub", str(n_batch), "-o", "json"]
+           "-b", str(n_batch), "-ub", str(n_batch), "-fa", fa, "--repack", str(int(repack)),
+           "-d", ",".join(map(str, depths)), "-o", "json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=TIMEOUT).stdout
-    return float(json.loads(out)[0]["avg_ts"])
+    return json.loads(out)
 
 
 def batched_bench(exe: Path, model: Path, threads: int, *, n_prompt: int, n_gen: int, parallel: list[int],

@@ -43,7 +43,8 @@ class LLM:
         self.n_ctx = self.options.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP)
         o = self.options
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, o.n_batch, o.n_ubatch,
-                                      o.n_threads, o.max_queue, o.prefill_chunk, o.native_flash_attn)
+                                      o.n_threads, o.max_queue, o.prefill_chunk,
+                                      o.flash_attn_for(self.model.weight_buffers))
         self._pump = EventPump(self._engine)
         _LIVE.add(self)
         self._chat_override = chat_template or ""
@@ -136,6 +137,16 @@ class LLM:
 
     def stats(self) -> dict[str, int]:
         return self._engine.stats()
+
+    @property
+    def flash_attn(self) -> bool:
+        """Whether this engine's context computes attention with flash attention."""
+        return self._engine.flash_attn
+
+    @property
+    def repacked(self) -> bool:
+        """Whether the CPU backend repacked the weights (AMX tiles, interleaved SIMD blocks)."""
+        return any(name in ("AMX", "CPU_REPACK", "CPU_KLEIDIAI") for name in self.model.weight_buffers)
 
     def close(self) -> None:
         """Stop the engine (running requests end as cancelled) and its event pump. Idempotent."""
