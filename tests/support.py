@@ -97,7 +97,8 @@ def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 6
     tensor("cls.output.weight", 2, n_embd)
     head = n_embd // n_head
     for i in range(n_layer):
-        for norm, n in (("attn_norm", n_embd), ("ffn_norm", n_embd), ("attn_q_norm", head), ("attn_k_norm", head)):
+        norms = (("attn_norm", n_embd), ("ffn_norm", n_embd), ("attn_q_norm", head), ("attn_k_norm", head))
+        for norm, n in norms:
             ones(f"blk.{i}.{norm}.weight", n)
         for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
             tensor(f"blk.{i}.{part}.weight", n_embd, n_embd)

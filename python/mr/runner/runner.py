@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from mr.runner.errors import InsufficientMemoryError, LoadTimeoutError, ModelBusyError
 from mr.runner.loaded import Lease, LoadedModel
 from mr.runner.memory import MemoryEstimate, default_budget, estimate, human
+from mr.runner.modes import model_mode
 from mr.runner.settings import ModelSettings, SettingsFile
 from mr.runner.source import ModelSource, ResolvedModel
 
@@ -179,7 +180,8 @@ class Runner:
             llm.close()
             raise ModelBusyError("the server is shutting down")
         model = LoadedModel(resolved=resolved, llm=llm, estimate=est, n_ctx=llm.n_ctx, n_slots=n_slots,
-                            keep_alive=keep_alive, on_gpu=self._uses_gpu())
+                            keep_alive=keep_alive, on_gpu=self._uses_gpu(),
+                            mode=model_mode(resolved.config, settings), think=settings.think)
         self._loaded[resolved.id] = model
         self.loads[resolved.name] = self.loads.get(resolved.name, 0) + 1
         log.info("loaded %s in %.2fs: %s", resolved.name, time.perf_counter() - started, est.describe())
@@ -287,6 +289,9 @@ class Runner:
         key = resolved.keys[0] if resolved.keys else resolved.id
         merged = await asyncio.to_thread(self.settings.set, key, settings)
         model = self._loaded.get(resolved.id)
+        if model is not None:
+            model.mode = model_mode(resolved.config, merged)
+            model.think = merged.think
         if model is not None and settings.keep_alive is not None:
             model.keep_alive = settings.keep_alive
             if model.active == 0:
