@@ -282,6 +282,14 @@ class Runner:
     def model_settings(self, resolved: ResolvedModel) -> ModelSettings:
         return self.settings.get(*resolved.keys, resolved.id)
 
+    async def mode_of(self, name: str) -> tuple[str, str]:
+        """(display name, mode) of a model, loaded or not: routes refuse before loading."""
+        resolved = await self._resolve(name)
+        loaded = self._loaded.get(resolved.id)
+        if loaded is not None:
+            return loaded.name, loaded.mode
+        return resolved.name, model_mode(resolved.config, self.model_settings(resolved))
+
     async def configure(self, name: str, settings: ModelSettings) -> ModelSettings:
         """Persist `settings` for `name`; a loaded model keeps running until it is reloaded,
         except for keep-alive, which applies at once."""

@@ -11,7 +11,7 @@ import numpy as np
 from litestar import Response, post
 from litestar.params import Body
 
-from mr.runner import Lease
+from mr.runner import Lease, Runner
 from mr.server import sse
 from mr.server.context import Req, server_context
 from mr.server.errors import invalid
@@ -28,12 +28,13 @@ from mr.server.rerank.protocol import (
 )
 
 
-def require_reranker(lease: Lease) -> None:
-    model = lease.model
-    if model.mode != "reranking":
-        raise invalid("model", f"model {model.name} cannot rerank: it runs in {model.mode} mode (its GGUF "
-                               "has no rank pooling); if it is a reranker, run "
-                               f"`mr configure --mode reranking {model.name}`")
+async def require_reranker(runner: Runner, model: str) -> None:
+    """A 400 before anything loads unless the model runs in reranking mode."""
+    name, mode = await runner.mode_of(model)
+    if mode != "reranking":
+        raise invalid("model", f"model {name} cannot rerank: it runs in {mode} mode (its GGUF has no "
+                               "rank pooling); if it is a reranker, run "
+                               f"`mr configure --mode reranking {name}`")
 
 
 async def score_pairs(lease: Lease, query: str, documents: list[str],
@@ -52,8 +53,8 @@ def _text(doc: str | DocumentIn) -> str:
 async def rerank(request: Req, data: Annotated[RerankRequest, Body()]) -> Response[bytes]:
     ctx = server_context(request)
     texts = [_text(d) for d in data.documents]
+    await require_reranker(ctx.runner, data.model)
     async with await ctx.runner.acquire(data.model) as lease:
-        require_reranker(lease)
         scores, n_tokens = await score_pairs(lease, data.query, texts, data.truncate)
     order = sorted(range(len(texts)), key=lambda i: -float(scores[i]))[: data.top_n]
     results = [RerankResult(index=i, relevance_score=float(scores[i]),
@@ -86,8 +87,8 @@ async def score(request: Req, data: Annotated[ScoreRequest, Body()]) -> Response
         by_query.setdefault(query, []).append(i)
     out = np.zeros(len(pairs), dtype=np.float32)
     total = 0
+    await require_reranker(ctx.runner, data.model)
     async with await ctx.runner.acquire(data.model) as lease:
-        require_reranker(lease)
         for query, indices in by_query.items():  # one batched call per distinct first text
             scores, n_tokens = await score_pairs(lease, query, [pairs[i][1] for i in indices], data.truncate)
             out[indices] = scores
