@@ -17,6 +17,7 @@ from mr.server import dmr, ollama, openai, rerank, tokenize
 from mr.server.context import STATE_KEY, ServerContext
 from mr.server.errors import EXCEPTION_HANDLERS
 from mr.server.metrics import Metrics, metrics_route, observe_middleware
+from mr.server.requestlog import RequestLog, requestlog_middleware, requests_route
 from mr.server.security import security_middleware
 from mr.server.settings import Settings
 
@@ -44,7 +45,10 @@ def build_context(settings: Settings, store: Store | None = None,
     if source is None:
         source = StoreSource(store)  # type: ignore[arg-type]
     runner = Runner(source, runner_config(settings), SettingsFile(settings.model_settings_path()))
-    return ServerContext(settings=settings, runner=runner, metrics=Metrics(runner), store=store)
+    request_log = RequestLog(max(0, settings.request_log_size), max(256, settings.request_log_body_bytes),
+                             secrets=(settings.api_key or "",))
+    return ServerContext(settings=settings, runner=runner, metrics=Metrics(runner), store=store,
+                         request_log=request_log)
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
@@ -61,11 +65,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
 
     return Litestar(
         route_handlers=[*openai.routers(), *dmr.HANDLERS, *ollama.routers(), *rerank.routers(),
-                        *tokenize.routers(), metrics_route],
+                        *tokenize.routers(), requests_route, metrics_route],
         lifespan=[lifespan],
         state=State({STATE_KEY: ctx}),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[observe_middleware(ctx.metrics, settings.log_requests), security_middleware(settings)],
+        middleware=[observe_middleware(ctx.metrics, settings.log_requests), security_middleware(settings),
+                    requestlog_middleware(ctx.request_log)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="mr", version=__version__, path="/schema",
                                      description="OpenAI, Docker Model Runner and Ollama APIs of mr"),

@@ -39,6 +39,10 @@ class Settings(msgspec.Struct, kw_only=True):
     gpu_layers: int = -1
     settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
     log_requests: bool = True
+    request_log_size: int = 10  # request/response pairs kept per model (GET /engines/requests); 0: off
+    request_log_body_bytes: int = 64 << 10  # each recorded body is cut at this size
+    tls_cert: str | None = None  # PEM certificate (chain): serve HTTPS
+    tls_key: str | None = None  # its PEM private key
 
     @property
     def is_loopback(self) -> bool:
@@ -115,6 +119,10 @@ _ENV = [
     ("MR_THREADS", "threads", int),
     ("MR_GPU_LAYERS", "gpu_layers", int),
     ("MR_LOG_REQUESTS", "log_requests", _bool),
+    ("MR_REQUEST_LOG_SIZE", "request_log_size", int),
+    ("MR_REQUEST_LOG_BODY_BYTES", "request_log_body_bytes", int),
+    ("MR_TLS_CERT", "tls_cert", str),
+    ("MR_TLS_KEY", "tls_key", str),
 ]
 
 FOREVER = math.inf
