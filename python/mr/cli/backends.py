@@ -45,14 +45,25 @@ def server_url() -> str | None:
     """The base URL of a running mr server at MR_HOST, or None (a quick probe)."""
     import httpx
 
+    from mr.cli import tls
+
     base = config.host().rstrip("/")
     if "://" not in base:
         base = f"http://{base}"
     try:
-        response = httpx.get(f"{base}/version", timeout=0.3)
-    except httpx.HTTPError:
+        response = httpx.get(f"{base}/version", timeout=0.3, verify=verify_for(base))
+    except httpx.HTTPError as exc:
+        if tls.is_cert_failure(exc):
+            raise tls.cert_error(base, exc) from None  # a server is there: do not run locally instead
         return None
     return base if response.status_code == 200 else None
+
+
+def verify_for(url: str) -> Any:
+    """httpx's `verify` for `url`: the CLI's trust store for https, unused for http."""
+    from mr.cli import tls
+
+    return tls.ssl_context() if url.startswith("https://") else True
 
 
 class LocalBackend:
@@ -112,7 +123,8 @@ class RemoteBackend:
         self._pulled = False  # one pull per session, then a missing model is an error
         key = os.environ.get("MR_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(600, connect=5))
+        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(600, connect=5),
+                                    verify=verify_for(base_url))
 
     def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply:
         body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True,

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from mr import config
+from mr.cli import tls
 from mr.errors import ServerNotRunningError
 
 
@@ -38,12 +39,15 @@ def _request(method: str, path: str, body: Any = None, timeout: float = 10) -> A
     if key:
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    context = tls.ssl_context() if url.startswith("https://") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         raise click.ClickException(_error_text(exc)) from None
     except (urllib.error.URLError, OSError) as exc:
+        if tls.is_cert_failure(exc):
+            raise tls.cert_error(base_url(), exc) from None
         raise ServerNotRunningError(f"no mr server answers at {base_url()} ({_reason(exc)}); "
                                     "start one with `mr serve`") from None
 
