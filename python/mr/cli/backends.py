@@ -171,6 +171,16 @@ class RemoteBackend:
             reply.prefill_s, reply.decode_s = first - start, end - first
             context.__exit__(None, None, None)
 
+    def load(self) -> None:
+        """Load the model on the server without chatting (`mr run --detach`), pulling it first
+        if the store lacks it. Ollama's empty generate request is the server's load call."""
+        response = self._client.post("/api/generate", json={"model": self._model})
+        if response.status_code == 404 and not self._pulled:
+            self._pull()
+            response = self._client.post("/api/generate", json={"model": self._model})
+        if response.status_code != 200:
+            raise _error(response)
+
     def _pull(self) -> None:
         """The API never pulls by itself; the CLI asks the server to (POST /models/create)."""
         import click
@@ -202,6 +212,8 @@ def _error(response: Any) -> MrError:
 
     try:
         error = response.json()["error"]
+        if isinstance(error, str):  # Ollama's shape (/api/*)
+            error = {"message": error}
         message, code = error.get("message", ""), error.get("code")
     except Exception:
         message, code = f"the server answered {response.status_code}", None

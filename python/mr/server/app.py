@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 
 from mr import __version__
 from mr.runner import Runner, RunnerConfig, SettingsFile, StoreSource
-from mr.server import dmr, ollama, openai, rerank, tokenize
+from mr.server import dmr, ollama, openai, purge, rerank, tokenize
 from mr.server.context import STATE_KEY, ServerContext
 from mr.server.errors import EXCEPTION_HANDLERS
 from mr.server.metrics import Metrics, metrics_route, observe_middleware
@@ -64,8 +64,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             await ctx.runner.close()  # unloads every model; in-flight streams were ended first
 
     return Litestar(
-        route_handlers=[*openai.routers(), *dmr.HANDLERS, *ollama.routers(), *rerank.routers(),
-                        *tokenize.routers(), requests_route, metrics_route],
+        route_handlers=[*openai.routers(), *dmr.HANDLERS, *ollama.routers(), metrics_route,
+                        *purge.HANDLERS, *rerank.routers(), *tokenize.routers(), requests_route],
         lifespan=[lifespan],
         state=State({STATE_KEY: ctx}),
         exception_handlers=EXCEPTION_HANDLERS,
