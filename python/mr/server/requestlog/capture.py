@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ def recorded(scope: Scope) -> bool:
 def _model_of(body: bytes) -> str | None:
     try:
         obj = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested past msgspec's limit
         return None
     model = obj.get("model") if isinstance(obj, dict) else None
     return model if isinstance(model, str) and model else None
@@ -79,6 +80,17 @@ class _Exchange:
             truncated=len(self.request) > self.log.body_limit or self.response_bytes > self.log.body_limit)
 
 
+def _keep(log: RequestLog, exchange: _Exchange, scope: Scope) -> None:
+    """Record the exchange; the log must never fail the request it watches."""
+    try:
+        record = exchange.record(scope)
+    except Exception:
+        logging.getLogger("mr.server").exception("the request log could not record %s", scope["path"])
+        return
+    if record is not None:
+        log.add(record)
+
+
 def requestlog_middleware(log: RequestLog | None) -> Any:
     """ASGI middleware factory; a no-op when there is no log or it is off (size 0)."""
 
@@ -102,9 +114,7 @@ def requestlog_middleware(log: RequestLog | None) -> Any:
             try:
                 await app(scope, receive_wrapper, send_wrapper)
             finally:
-                record = exchange.record(scope)
-                if record is not None:
-                    log.add(record)
+                _keep(log, exchange, scope)
 
         return middleware
 

@@ -34,7 +34,7 @@ def token_counts(tail: bytes, content_type: str) -> tuple[int | None, int | None
     for doc in _candidates(tail, content_type):
         try:
             found = _counts(msgspec.json.decode(doc))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             continue
         if found is not None:
             return found
