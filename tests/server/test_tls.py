@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -19,18 +20,21 @@ from _serving import free_port, start, wait_for
 
 from conftest import TINY
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey as Key
+
 
 def trust(ca: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca))
 
 
-def _key():
+def _key() -> Key:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _pem_key(key, path: Path) -> Path:
+def _pem_key(key: Key, path: Path) -> Path:
     from cryptography.hazmat.primitives import serialization
 
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -38,7 +42,7 @@ def _pem_key(key, path: Path) -> Path:
     return path
 
 
-def _cert(subject: str, key, issuer: str, issuer_key, ca: bool, path: Path) -> Path:
+def _cert(subject: str, key: Key, issuer: str, issuer_key: Key, ca: bool, path: Path) -> Path:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
