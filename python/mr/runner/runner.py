@@ -292,7 +292,7 @@ class Runner:
 
     async def configure(self, name: str, settings: ModelSettings) -> ModelSettings:
         """Persist `settings` for `name`; a loaded model keeps running until it is reloaded,
-        except for keep-alive, which applies at once."""
+        except for keep-alive, mode and thinking, which apply at once."""
         resolved = await self._resolve(name)
         key = resolved.keys[0] if resolved.keys else resolved.id
         merged = await asyncio.to_thread(self.settings.set, key, settings)
