@@ -46,6 +46,17 @@ def test_exchanges_are_recorded_with_timings_status_and_tokens(store_root, mr_ho
         assert records(client, after=newest) == []
 
 
+def test_ollama_and_embeddings_are_recorded_with_their_counts(store_root, mr_home) -> None:
+    with serve_client(store_root, mr_home) as client:
+        body = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 2}}
+        with client.stream("POST", "/api/chat", json=body) as r:  # NDJSON, eval counts at the end
+            r.read()
+        assert client.post("/v1/embeddings", json={"model": TINY, "input": ["a b c"]}).status_code == 200
+        ollama, embed = records(client)
+    assert ollama["path"] == "/api/chat" and ollama["stream"] and ollama["completion_tokens"] == 2
+    assert embed["path"] == "/v1/embeddings" and embed["prompt_tokens"] > 0
+
+
 def test_bodies_are_capped(store_root, mr_home) -> None:
     with serve_client(store_root, mr_home, request_log_body_bytes=256) as client:
         chat(client, TINY, max_tokens=2, user="x" * 2000)
