@@ -58,3 +58,71 @@ def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, 
     writer.write_tensors_to_file()
     writer.close()
     return dest
+
+
+def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 1,
+                        rerank_template: str | None = None) -> Path:
+    """A 2-layer Qwen3 reranker with random weights: rank pooling, a yes/no classifier head
+    (llama.cpp's layout for Qwen3-Reranker), SmolLM2's tokenizer. Scores mean nothing; shapes,
+    order and batching are real."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(src))
+    writer = gguf.GGUFWriter(str(dest), arch="qwen3")
+    n_head, n_ff = 4, 4 * n_embd
+    writer.add_context_length(512)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_pooling_type(gguf.PoolingType.RANK)
+    writer.add_classifier_output_labels(["yes", "no"])
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    n_vocab = _copy_tokenizer(reader, writer)
+    if rerank_template is not None:
+        writer.add_key_value("tokenizer.chat_template.rerank", rerank_template, gguf.GGUFValueType.STRING)
+    rng = np.random.default_rng(seed)
+
+    def tensor(name: str, *shape: int) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.5).astype(np.float16))
+
+    def ones(name: str, n: int) -> None:
+        writer.add_tensor(name, np.ones(n, dtype=np.float32))
+
+    tensor("token_embd.weight", n_vocab, n_embd)
+    ones("output_norm.weight", n_embd)
+    tensor("cls.output.weight", 2, n_embd)
+    head = n_embd // n_head
+    for i in range(n_layer):
+        norms = (("attn_norm", n_embd), ("ffn_norm", n_embd), ("attn_q_norm", head), ("attn_k_norm", head))
+        for norm, n in norms:
+            ones(f"blk.{i}.{norm}.weight", n)
+        for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            tensor(f"blk.{i}.{part}.weight", n_embd, n_embd)
+        tensor(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        tensor(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        tensor(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dest
+
+
+def _copy_tokenizer(reader: object, writer: object) -> int:
+    """Copies the tokenizer.* keys (not the chat template); returns the vocabulary size."""
+    n_vocab = 0
+    for name, field in reader.fields.items():  # type: ignore[attr-defined]
+        if not name.startswith("tokenizer.") or name.startswith("tokenizer.chat_template"):
+            continue
+        value = field.contents()
+        if name == "tokenizer.ggml.tokens":
+            n_vocab = len(value)
+        if isinstance(value, list):
+            writer.add_array(name, value)  # type: ignore[attr-defined]
+        else:
+            writer.add_key_value(name, value, field.types[0])  # type: ignore[attr-defined]
+    return n_vocab

@@ -170,7 +170,11 @@ PYBIND11_MODULE(_native, m) {
         .def_readwrite("grammar_lazy", &mr::SamplingParams::grammar_lazy)
         .def_readwrite("trigger_patterns", &mr::SamplingParams::trigger_patterns)
         .def_readwrite("trigger_tokens", &mr::SamplingParams::trigger_tokens)
-        .def_readwrite("grammar_prefill", &mr::SamplingParams::grammar_prefill);
+        .def_readwrite("grammar_prefill", &mr::SamplingParams::grammar_prefill)
+        .def_readwrite("reasoning_budget", &mr::SamplingParams::reasoning_budget)
+        .def_readwrite("reasoning_start", &mr::SamplingParams::reasoning_start)
+        .def_readwrite("reasoning_end", &mr::SamplingParams::reasoning_end)
+        .def_readwrite("reasoning_prefill", &mr::SamplingParams::reasoning_prefill);
 
     py::class_<mr::Engine>(m, "Engine")
         .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_slots, int n_batch, int n_ubatch,
@@ -238,10 +242,11 @@ PYBIND11_MODULE(_native, m) {
         .def("shutdown", &mr::Engine::shutdown, release_gil());
 
     py::class_<mr::Embedder>(m, "Embedder")
-        .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_seq_max, int n_threads) {
-                 return std::make_unique<mr::Embedder>(std::move(model), mr::EmbedderParams{n_ctx, n_seq_max, n_threads});
+        .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_seq_max, int n_threads, bool rank) {
+                 return std::make_unique<mr::Embedder>(std::move(model),
+                                                       mr::EmbedderParams{n_ctx, n_seq_max, n_threads, rank});
              }),
-             "model"_a, "n_ctx"_a = 2048, "n_seq_max"_a = 32, "n_threads"_a = 0, release_gil())
+             "model"_a, "n_ctx"_a = 2048, "n_seq_max"_a = 32, "n_threads"_a = 0, "rank"_a = false, release_gil())
         .def("embed",
              [](mr::Embedder& self, const std::vector<std::string>& texts, bool normalize, bool truncate) {
                  mr::Embeddings e;
@@ -253,6 +258,18 @@ PYBIND11_MODULE(_native, m) {
                  return py::make_tuple(to_matrix(std::move(e)), n_tokens);
              },
              "texts"_a, "normalize"_a = true, "truncate"_a = false)
+        .def("rerank",
+             [](mr::Embedder& self, const std::string& query, const std::vector<std::string>& documents, bool truncate) {
+                 mr::Embeddings e;
+                 {
+                     py::gil_scoped_release nogil;
+                     e = self.rerank(query, documents, truncate);
+                 }
+                 const int n_tokens = e.n_tokens, n_batches = e.n_batches;
+                 return py::make_tuple(to_matrix(std::move(e)), n_tokens, n_batches);
+             },
+             "query"_a, "documents"_a, "truncate"_a = false)
+        .def_property_readonly("rank", &mr::Embedder::rank)
         .def_property_readonly("pooling_type", &mr::Embedder::pooling_type)
         .def_property_readonly("n_ctx", &mr::Embedder::n_ctx);
 
@@ -268,6 +285,9 @@ PYBIND11_MODULE(_native, m) {
         .def_readonly("trigger_tokens", &mr::ChatPrompt::trigger_tokens)
         .def_readonly("generation_prompt", &mr::ChatPrompt::generation_prompt)
         .def_readonly("format", &mr::ChatPrompt::format)
+        .def_readonly("supports_thinking", &mr::ChatPrompt::supports_thinking)
+        .def_readonly("thinking_start_tag", &mr::ChatPrompt::thinking_start_tag)
+        .def_readonly("thinking_end_tags", &mr::ChatPrompt::thinking_end_tags)
         .def_readonly("parser", &mr::ChatPrompt::parser);
 
     py::class_<mr::ChatTemplates>(m, "ChatTemplates")
@@ -277,14 +297,16 @@ PYBIND11_MODULE(_native, m) {
         .def("apply",
              [](const mr::ChatTemplates& self, const std::string& messages_json, const std::string& tools_json,
                 const std::string& tool_choice, bool parallel_tool_calls, const std::string& json_schema,
-                bool add_generation_prompt, bool enable_thinking) {
+                bool add_generation_prompt, bool enable_thinking, const std::string& template_kwargs_json) {
                  mr::ChatInput in{messages_json, tools_json,        tool_choice,    parallel_tool_calls,
                                   json_schema,   add_generation_prompt, enable_thinking};
+                 in.template_kwargs_json = template_kwargs_json;
                  py::gil_scoped_release nogil;
                  return self.apply(in);
              },
              "messages_json"_a, "tools_json"_a = "", "tool_choice"_a = "auto", "parallel_tool_calls"_a = false,
-             "json_schema"_a = "", "add_generation_prompt"_a = true, "enable_thinking"_a = true);
+             "json_schema"_a = "", "add_generation_prompt"_a = true, "enable_thinking"_a = true,
+             "template_kwargs_json"_a = "");
 
     m.def("json_schema_to_grammar", &mr::json_schema_to_grammar, "schema_json"_a, release_gil());
 }

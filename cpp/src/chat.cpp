@@ -95,6 +95,11 @@ ChatPrompt ChatTemplates::apply(const ChatInput& input) const {
     in.json_schema = input.json_schema;
     in.add_generation_prompt = input.add_generation_prompt;
     in.enable_thinking = input.enable_thinking;
+    if (!input.template_kwargs_json.empty()) {
+        const common_json kwargs = parse_json(input.template_kwargs_json, "chat_template_kwargs");
+        if (!kwargs.is_object()) throw InvalidArgument("chat_template_kwargs must be an object");
+        for (const auto& [key, value] : kwargs.items()) in.chat_template_kwargs[key] = value.dump();
+    }
     in.reasoning_format = COMMON_REASONING_FORMAT_AUTO;
     in.use_jinja = true;
     common_chat_params params;
@@ -110,6 +115,9 @@ ChatPrompt ChatTemplates::apply(const ChatInput& input) const {
     out.grammar_lazy = params.grammar_lazy;
     out.generation_prompt = params.generation_prompt;
     out.format = common_chat_format_name(params.format);
+    out.supports_thinking = params.supports_thinking;
+    out.thinking_start_tag = params.thinking_start_tag;
+    out.thinking_end_tags = params.thinking_end_tags;
     add_triggers(params, out);
     auto parser = std::make_unique<common_chat_parser_params>(params);
     parser->reasoning_format = COMMON_REASONING_FORMAT_AUTO;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "mr/errors.hpp"
 #include "mr/model.hpp"
@@ -24,6 +25,26 @@ llama_context_params embedding_params(const EmbedderParams& p, enum llama_poolin
     return cp;
 }
 
+void replace_all(std::string& s, const std::string& from, const std::string& to) {
+    for (size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size())) {
+        s.replace(pos, from.size(), to);
+    }
+}
+
+// llama.cpp's own conditions for reranking (common_init_from_params): without them the pair
+// cannot be laid out and the scores would mean nothing.
+void check_can_rerank(const Model& model) {
+    const llama_vocab* vocab = model.vocab();
+    const bool has_template = llama_model_chat_template(model.get(), "rerank") != nullptr;
+    if (!has_template && llama_vocab_bos(vocab) == LLAMA_TOKEN_NULL) {
+        throw InvalidArgument("this model cannot rerank: its vocabulary has no BOS token");
+    }
+    if (!has_template && llama_vocab_eos(vocab) == LLAMA_TOKEN_NULL && llama_vocab_sep(vocab) == LLAMA_TOKEN_NULL) {
+        throw InvalidArgument("this model cannot rerank: its vocabulary has neither EOS nor SEP tokens");
+    }
+    if (llama_model_n_cls_out(model.get()) == 0) throw InvalidArgument("this model cannot rerank: no classifier outputs");
+}
+
 void l2_normalize(float* row, int n) {
     double sum = 0.0;
     for (int i = 0; i < n; ++i) sum += static_cast<double>(row[i]) * row[i];
@@ -37,43 +58,92 @@ Embedder::Embedder(std::shared_ptr<Model> model, const EmbedderParams& params)
     : model_(std::move(model)), params_(params) {
     if (params_.n_ctx <= 0) throw InvalidArgument("n_ctx must be > 0, got " + std::to_string(params_.n_ctx));
     if (params_.n_seq_max < 1 || params_.n_seq_max > 256) throw InvalidArgument("n_seq_max must be in [1, 256]");
-    ctx_ = make_context(*model_, embedding_params(params_, LLAMA_POOLING_TYPE_UNSPECIFIED));
-    if (llama_pooling_type(ctx_.get()) == LLAMA_POOLING_TYPE_NONE) {
-        // A generative model has no pooling of its own; one vector per input needs one: use mean.
-        ctx_.reset();
-        ctx_ = make_context(*model_, embedding_params(params_, LLAMA_POOLING_TYPE_MEAN));
+    if (params_.rank) {
+        check_can_rerank(*model_);
+        ctx_ = make_context(*model_, embedding_params(params_, LLAMA_POOLING_TYPE_RANK));
+    } else {
+        ctx_ = make_context(*model_, embedding_params(params_, LLAMA_POOLING_TYPE_UNSPECIFIED));
+        const auto own = llama_pooling_type(ctx_.get());
+        // A generative model has no pooling of its own, and a reranker's pools into its
+        // classifier's few outputs: one vector per input needs mean pooling.
+        if (own == LLAMA_POOLING_TYPE_NONE || own == LLAMA_POOLING_TYPE_RANK) {
+            ctx_.reset();
+            ctx_ = make_context(*model_, embedding_params(params_, LLAMA_POOLING_TYPE_MEAN));
+        }
     }
     pooling_ = llama_pooling_type(ctx_.get());
     n_ctx_ = static_cast<int>(llama_n_ctx(ctx_.get()));
 }
 
+int Embedder::n_out() const {
+    return params_.rank ? static_cast<int>(llama_model_n_cls_out(model_->get())) : llama_model_n_embd_out(model_->get());
+}
+
+std::vector<llama_token> Embedder::checked(std::vector<llama_token> tokens, size_t index, bool truncate) const {
+    if (tokens.empty()) throw InvalidArgument("input " + std::to_string(index) + " is empty");
+    if (static_cast<int>(tokens.size()) > n_ctx_) {
+        if (!truncate) throw ContextOverflow(static_cast<int>(tokens.size()), n_ctx_);
+        tokens.resize(n_ctx_);
+    }
+    return tokens;
+}
+
 Embeddings Embedder::embed(const std::vector<std::string>& texts, bool normalize, bool truncate) {
+    if (params_.rank) throw InvalidArgument("this model runs in reranking mode: it scores pairs, it does not embed");
     std::vector<std::vector<llama_token>> inputs;
     inputs.reserve(texts.size());
     for (size_t i = 0; i < texts.size(); ++i) {
-        auto tokens = model_->tokenize(texts[i], true, false);
-        if (tokens.empty()) throw InvalidArgument("input " + std::to_string(i) + " is empty");
-        if (static_cast<int>(tokens.size()) > n_ctx_) {
-            if (!truncate) {
-                throw ContextOverflow(static_cast<int>(tokens.size()), n_ctx_);
-            }
-            tokens.resize(n_ctx_);
-        }
-        inputs.push_back(std::move(tokens));
+        inputs.push_back(checked(model_->tokenize(texts[i], true, false), i, truncate));
     }
+    return run(std::move(inputs), normalize);
+}
 
+Embeddings Embedder::rerank(const std::string& query, const std::vector<std::string>& documents, bool truncate) {
+    if (!params_.rank) throw InvalidArgument("this model does not run in reranking mode");
+    std::vector<std::vector<llama_token>> inputs;
+    inputs.reserve(documents.size());
+    for (size_t i = 0; i < documents.size(); ++i) {
+        inputs.push_back(checked(rerank_pair(query, documents[i]), i, truncate));
+    }
+    return run(std::move(inputs), false);
+}
+
+std::vector<llama_token> Embedder::rerank_pair(const std::string& query, const std::string& document) const {
+    const char* tmpl = llama_model_chat_template(model_->get(), "rerank");
+    if (tmpl != nullptr) {
+        std::string prompt = tmpl;
+        replace_all(prompt, "{query}", query);
+        replace_all(prompt, "{document}", document);
+        return model_->tokenize(prompt, false, true);
+    }
+    const llama_vocab* vocab = model_->vocab();
+    llama_token eos = llama_vocab_eos(vocab);
+    if (eos == LLAMA_TOKEN_NULL) eos = llama_vocab_sep(vocab);
+    std::vector<llama_token> out;
+    if (llama_vocab_get_add_bos(vocab)) out.push_back(llama_vocab_bos(vocab));
+    const auto q = model_->tokenize(query, false, false);
+    out.insert(out.end(), q.begin(), q.end());
+    if (llama_vocab_get_add_eos(vocab)) out.push_back(eos);
+    if (llama_vocab_get_add_sep(vocab)) out.push_back(llama_vocab_sep(vocab));
+    const auto d = model_->tokenize(document, false, false);
+    out.insert(out.end(), d.begin(), d.end());
+    if (llama_vocab_get_add_eos(vocab)) out.push_back(eos);
+    return out;
+}
+
+Embeddings Embedder::run(std::vector<std::vector<llama_token>> inputs, bool normalize) {
     Embeddings out;
     out.n_rows = static_cast<int>(inputs.size());
-    out.n_embd = llama_model_n_embd_out(model_->get());
+    out.n_embd = n_out();
     out.data.assign(static_cast<size_t>(out.n_rows) * out.n_embd, 0.0f);
 
     std::lock_guard<std::mutex> lock(mutex_);
     Batch batch(n_ctx_, 1);
     int first_row = 0, n_seqs = 0;
-    for (size_t i = 0; i < inputs.size(); ++i) {
-        const auto& tokens = inputs[i];
+    for (const auto& tokens : inputs) {
         if (n_seqs > 0 && (batch.size() + static_cast<int>(tokens.size()) > n_ctx_ || n_seqs == params_.n_seq_max)) {
             run_batch(batch, n_seqs, out.data.data() + static_cast<size_t>(first_row) * out.n_embd, normalize);
+            out.n_batches++;
             first_row += n_seqs;
             n_seqs = 0;
         }
@@ -85,6 +155,7 @@ Embeddings Embedder::embed(const std::vector<std::string>& texts, bool normalize
     }
     if (n_seqs > 0) {
         run_batch(batch, n_seqs, out.data.data() + static_cast<size_t>(first_row) * out.n_embd, normalize);
+        out.n_batches++;
     }
     return out;
 }
@@ -96,7 +167,7 @@ void Embedder::run_batch(Batch& batch, int n_seqs, float* out, bool normalize) {
     const int ret = encoder_only ? llama_encode(ctx_.get(), batch.get()) : llama_decode(ctx_.get(), batch.get());
     batch.clear();
     if (ret != 0) throw Error("embedding failed: llama.cpp returned " + std::to_string(ret));
-    const int n_embd = llama_model_n_embd_out(model_->get());
+    const int n_embd = n_out();
     for (int s = 0; s < n_seqs; ++s) {
         const float* emb = llama_get_embeddings_seq(ctx_.get(), s);
         if (emb == nullptr) throw Error("llama.cpp returned no embedding for sequence " + std::to_string(s));

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "mr/errors.hpp"
+#include "reasoning-budget.h"
 #include "mr/model.hpp"
 
 namespace mr {
@@ -51,6 +52,22 @@ llama_sampler* grammar_sampler(const Model& model, const SamplingParams& p) {
     return g;
 }
 
+// llama.cpp's reasoning-budget sampler (the one llama-server runs): counts tokens inside the
+// thinking block and, once over budget, forces its end tag token by token.
+llama_sampler* budget_sampler(const Model& model, const SamplingParams& p) {
+    std::vector<llama_tokens> ends;
+    for (const auto& tag : p.reasoning_end) ends.push_back(model.tokenize(tag, false, true));
+    llama_sampler* s = common_reasoning_budget_init(model.vocab(), {model.tokenize(p.reasoning_start, false, true)},
+                                                    ends, ends.front(), p.reasoning_budget);
+    for (llama_token t : model.tokenize(p.reasoning_prefill, false, true)) llama_sampler_accept(s, t);
+    return s;
+}
+
+bool budget_active(const SamplingParams& p) {
+    return p.reasoning_budget >= 0 && !p.reasoning_start.empty() && !p.reasoning_end.empty() &&
+           !p.reasoning_end.front().empty();
+}
+
 }  // namespace
 
 void validate(const Model& model, const SamplingParams& p) {
@@ -64,6 +81,7 @@ void validate(const Model& model, const SamplingParams& p) {
     require(std::isfinite(p.frequency_penalty) && std::fabs(p.frequency_penalty) <= 2.0f,
             "frequency_penalty must be in [-2, 2]");
     require(p.penalty_last_n >= 0, "penalty_last_n must be >= 0");
+    require(p.reasoning_budget >= -1, "the reasoning budget must be >= 0 (or -1 for none)");
     for (llama_token t : p.trigger_tokens) model.check_token(t);
     require(p.grammar.size() <= (1u << 20), "the grammar is too large");
     for (const auto& [token, bias] : p.logit_bias) {
@@ -80,6 +98,7 @@ Sampler::Sampler(const Model& model, const SamplingParams& p) {
     llama_sampler* c = chain_.get();
     const int32_t n_vocab = model.n_vocab();
 
+    if (budget_active(p)) llama_sampler_chain_add(c, budget_sampler(model, p));  // first: it may force a token
     if (!p.grammar.empty()) llama_sampler_chain_add(c, grammar_sampler(model, p));
     if (!p.logit_bias.empty()) {
         std::vector<llama_logit_bias> bias;

@@ -73,6 +73,10 @@ class SamplingParams:
     trigger_patterns: list[str]
     trigger_tokens: list[int]
     grammar_prefill: str
+    reasoning_budget: int
+    reasoning_start: str
+    reasoning_end: list[str]
+    reasoning_prefill: str
     def __init__(self) -> None: ...
 
 # (id, token, piece, finish, n_prompt, n_generated, error, n_cached, logprob, top, timings);
@@ -118,10 +122,17 @@ class Engine:
     def shutdown(self) -> None: ...
 
 class Embedder:
-    def __init__(self, model: Model, n_ctx: int = 2048, n_seq_max: int = 32, n_threads: int = 0) -> None: ...
+    def __init__(
+        self, model: Model, n_ctx: int = 2048, n_seq_max: int = 32, n_threads: int = 0, rank: bool = False
+    ) -> None: ...
     def embed(
         self, texts: list[str], normalize: bool = True, truncate: bool = False
     ) -> tuple[npt.NDArray[np.float32], int]: ...
+    def rerank(
+        self, query: str, documents: list[str], truncate: bool = False
+    ) -> tuple[npt.NDArray[np.float32], int, int]: ...
+    @property
+    def rank(self) -> bool: ...
     @property
     def pooling_type(self) -> int: ...
     @property
@@ -148,6 +159,12 @@ class ChatPrompt:
     @property
     def format(self) -> str: ...
     @property
+    def supports_thinking(self) -> bool: ...
+    @property
+    def thinking_start_tag(self) -> str: ...
+    @property
+    def thinking_end_tags(self) -> list[str]: ...
+    @property
     def parser(self) -> ChatParser: ...
 
 class ChatTemplates:
@@ -165,6 +182,7 @@ class ChatTemplates:
         json_schema: str = "",
         add_generation_prompt: bool = True,
         enable_thinking: bool = True,
+        template_kwargs_json: str = "",
     ) -> ChatPrompt: ...
 
 def json_schema_to_grammar(schema_json: str) -> str: ...

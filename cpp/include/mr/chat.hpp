@@ -23,6 +23,7 @@ struct ChatInput {
     std::string json_schema;            // response_format schema, "" for none
     bool add_generation_prompt = true;
     bool enable_thinking = true;
+    std::string template_kwargs_json;   // JSON object of extra template variables, "" for none
 };
 
 // Parses the model's output back into an assistant message (content, reasoning, tool calls).
@@ -49,6 +50,9 @@ struct ChatPrompt {
     std::vector<int> trigger_tokens;
     std::string generation_prompt;           // the prompt's tail that the grammar also covers
     std::string format;                      // llama.cpp's name of the chat format
+    bool supports_thinking = false;          // the format separates reasoning from content
+    std::string thinking_start_tag;          // e.g. "<think>" (for a reasoning budget)
+    std::vector<std::string> thinking_end_tags;
     std::shared_ptr<ChatParser> parser;
 };
 

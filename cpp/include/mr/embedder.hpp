@@ -1,4 +1,5 @@
 // Sentence embeddings: a second context in embeddings mode, many inputs packed per batch.
+// In rank mode the same machinery scores (query, document) pairs with the model's classifier head.
 #pragma once
 
 #include <memory>
@@ -16,13 +17,15 @@ struct EmbedderParams {
     int n_ctx = 2048;     // also the longest input, in tokens
     int n_seq_max = 32;   // inputs per batch
     int n_threads = 0;    // 0: llama.cpp's count of math cores
+    bool rank = false;    // rank pooling: one relevance score per (query, document) pair
 };
 
 struct Embeddings {
-    std::vector<float> data;  // row-major, n_rows x n_embd
+    std::vector<float> data;  // row-major, n_rows x n_embd (rank mode: n_rows x n_cls_out)
     int n_rows = 0;
     int n_embd = 0;
     int n_tokens = 0;         // tokens processed (for usage)
+    int n_batches = 0;        // llama.cpp calls it took (inputs are packed many per batch)
 };
 
 class Embedder {
@@ -31,11 +34,21 @@ public:
 
     // One row per text. Inputs longer than n_ctx throw InvalidArgument unless `truncate`.
     Embeddings embed(const std::vector<std::string>& texts, bool normalize, bool truncate);
+    // Rank mode only: one row of classifier outputs per document, scored against `query`.
+    // The pair is laid out as llama-server does: the model's rerank template when it has one,
+    // else BOS query EOS SEP document EOS (each special token where the vocabulary adds it).
+    Embeddings rerank(const std::string& query, const std::vector<std::string>& documents, bool truncate);
     // The pooling actually used: the model's, or mean pooling for a generative model.
     int pooling_type() const { return pooling_; }
     int n_ctx() const { return n_ctx_; }
 
+    bool rank() const { return params_.rank; }
+    int n_out() const;  // floats per row
+
 private:
+    Embeddings run(std::vector<std::vector<llama_token>> inputs, bool normalize);
+    std::vector<llama_token> checked(std::vector<llama_token> tokens, size_t index, bool truncate) const;
+    std::vector<llama_token> rerank_pair(const std::string& query, const std::string& document) const;
     void run_batch(Batch& batch, int n_seqs, float* out, bool normalize);
 
     std::shared_ptr<Model> model_;

@@ -31,6 +31,13 @@ struct SamplingParams {
     // Text the prompt already ends with that a (non-lazy) chat grammar starts with: fed to the
     // grammar before sampling so it begins where the model does.
     std::string grammar_prefill;
+    // A cap on thinking: after `reasoning_budget` tokens between `reasoning_start` and one of
+    // `reasoning_end`, the first end tag is forced. -1: no cap. `reasoning_prefill` is the prompt's
+    // tail (it may already open the thinking block).
+    int reasoning_budget = -1;
+    std::string reasoning_start;
+    std::vector<std::string> reasoning_end;
+    std::string reasoning_prefill;
 };
 
 struct SamplerDeleter {

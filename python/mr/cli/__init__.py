@@ -6,10 +6,12 @@ Each verb family lives in its own module, registered by name in COMMANDS.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
+from mr.cli.help import ALIASES, GROUPS
 from mr.cli.lazy import LazyGroup
 
 # verb -> "module:attribute". Store verbs live in mr.cli.store_cmds.
@@ -32,6 +34,9 @@ COMMANDS: dict[str, str] = {
     "status": "mr.cli.runtime_cmds:status",
     "bench": "mr.cli.bench_cmd:bench",
     "logs": "mr.cli.logs_cmd:logs",
+    "requests": "mr.cli.requests_cmd:requests",
+    "show": "mr.cli.show_cmd:show",
+    "purge": "mr.cli.show_cmd:purge",
 }
 
 
@@ -41,14 +46,23 @@ def _version() -> str:
     return __version__
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, help_groups=GROUPS, aliases=ALIASES,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=_version(), prog_name="mr", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, envvar="MR_DEBUG", help="Show full tracebacks on errors.")
+@click.option("--ca-cert", type=click.Path(dir_okay=False), default=None,
+              help="CA certificate (PEM) that signed an https:// MR_HOST's certificate [MR_CA_CERT].")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """mr: run language models locally (Docker Model Runner compatible)."""
+def cli(ctx: click.Context, debug: bool, ca_cert: str | None) -> None:
+    """mr: run language models locally (Docker Model Runner compatible).
+
+    Models come from Docker Hub's ai/ namespace (or any OCI registry); `mr run ai/smollm2`
+    pulls and chats. Run `mr COMMAND --help` for a command's options.
+    """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if ca_cert:
+        os.environ["MR_CA_CERT"] = ca_cert  # every verb's HTTP client reads it from there
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,14 +45,25 @@ def server_url() -> str | None:
     """The base URL of a running mr server at MR_HOST, or None (a quick probe)."""
     import httpx
 
+    from mr.cli import tls
+
     base = config.host().rstrip("/")
     if "://" not in base:
         base = f"http://{base}"
     try:
-        response = httpx.get(f"{base}/version", timeout=0.3)
-    except httpx.HTTPError:
+        response = httpx.get(f"{base}/version", timeout=0.3, verify=verify_for(base))
+    except httpx.HTTPError as exc:
+        if tls.is_cert_failure(exc):
+            raise tls.cert_error(base, exc) from None  # a server is there: do not run locally instead
         return None
     return base if response.status_code == 200 else None
+
+
+def verify_for(url: str) -> Any:
+    """httpx's `verify` for `url`: the CLI's trust store for https, unused for http."""
+    from mr.cli import tls
+
+    return tls.ssl_context() if url.startswith("https://") else True
 
 
 class LocalBackend:
@@ -112,7 +123,8 @@ class RemoteBackend:
         self._pulled = False  # one pull per session, then a missing model is an error
         key = os.environ.get("MR_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(600, connect=5))
+        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(600, connect=5),
+                                    verify=verify_for(base_url))
 
     def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply:
         body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True,
@@ -159,6 +171,16 @@ class RemoteBackend:
             reply.prefill_s, reply.decode_s = first - start, end - first
             context.__exit__(None, None, None)
 
+    def load(self) -> None:
+        """Load the model on the server without chatting (`mr run --detach`), pulling it first
+        if the store lacks it. Ollama's empty generate request is the server's load call."""
+        response = self._client.post("/api/generate", json={"model": self._model})
+        if response.status_code == 404 and not self._pulled:
+            self._pull()
+            response = self._client.post("/api/generate", json={"model": self._model})
+        if response.status_code != 200:
+            raise _error(response)
+
     def _pull(self) -> None:
         """The API never pulls by itself; the CLI asks the server to (POST /models/create)."""
         import click
@@ -190,6 +212,8 @@ def _error(response: Any) -> MrError:
 
     try:
         error = response.json()["error"]
+        if isinstance(error, str):  # Ollama's shape (/api/*)
+            error = {"message": error}
         message, code = error.get("message", ""), error.get("code")
     except Exception:
         message, code = f"the server answered {response.status_code}", None

@@ -38,7 +38,10 @@ async def _one(client: Any, model: str, max_tokens: int) -> tuple[float, int]:
 async def _level(base: str, model: str, concurrency: int, max_tokens: int) -> dict[str, Any]:
     import httpx
 
-    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(600, connect=5)) as client:
+    from mr.cli.backends import verify_for
+
+    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(600, connect=5),
+                                 verify=verify_for(base)) as client:
         await _one(client, model, 4)  # warm: the model is loaded and the prompt cached
         start = time.perf_counter()
         results = await asyncio.gather(*(_one(client, model, max_tokens) for _ in range(concurrency)))

@@ -40,6 +40,24 @@ def open_backend(model: str, local: bool) -> Backend:
     return RemoteBackend(url, model) if url else LocalBackend(model)
 
 
+def preload(model: str) -> None:
+    """`--detach`: the server loads the model (it stays warm for its keep-alive)."""
+    from mr.cli.backends import RemoteBackend, server_url
+    from mr.errors import InvalidArgumentError, ServerNotRunningError
+
+    if model.endswith(".gguf"):
+        raise InvalidArgumentError("--detach loads a model of the server's store, not a .gguf file")
+    url = server_url()
+    if url is None:
+        raise ServerNotRunningError("--detach needs a running server (start one with `mr serve`)")
+    backend = RemoteBackend(url, model)
+    try:
+        backend.load()
+    finally:
+        backend.close()
+    click.echo(f"Model {model} is loaded on the server at {url}.", err=True)
+
+
 def _read_piped_stdin() -> str:
     if sys.stdin is None or sys.stdin.isatty():
         return ""
@@ -56,14 +74,19 @@ def _read_piped_stdin() -> str:
 @click.option("--system", default=None, help="A system message.")
 @click.option("--local", is_flag=True, help="Run in this process even when a server is running.")
 @click.option("--verbose", is_flag=True, help="Print prompt and generation speed after each answer.")
+@click.option("-d", "--detach", is_flag=True, help="Load MODEL into the running server and return (no chat).")
 def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: int | None,
-        max_tokens: int, ctx_size: int | None, system: str | None, local: bool, verbose: bool) -> None:
+        max_tokens: int, ctx_size: int | None, system: str | None, local: bool, verbose: bool,
+        detach: bool) -> None:
     """Run MODEL (a store name or a .gguf path): answer PROMPT, or chat when there is none.
 
     Piped input is appended to the prompt: cat notes.txt | mr run ai/smollm2 "Summarise:"
     """
     from mr.cli.session import Session, stream_reply
 
+    if detach:
+        preload(model)
+        return
     text = " ".join(prompt)
     piped = _read_piped_stdin()
     if piped:
@@ -76,6 +99,6 @@ def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: in
                 {"role": "user", "content": text}]
             stream_reply(backend.chat(messages, options), verbose)
         else:
-            Session(backend, options, system, verbose).run()
+            Session(backend, options, system, verbose, model).run()
     finally:
         backend.close()

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from mr import config
+from mr.cli import tls
 from mr.errors import ServerNotRunningError
 
 
@@ -38,12 +39,15 @@ def _request(method: str, path: str, body: Any = None, timeout: float = 10) -> A
     if key:
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    context = tls.ssl_context() if url.startswith("https://") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         raise click.ClickException(_error_text(exc)) from None
     except (urllib.error.URLError, OSError) as exc:
+        if tls.is_cert_failure(exc):
+            raise tls.cert_error(base_url(), exc) from None
         raise ServerNotRunningError(f"no mr server answers at {base_url()} ({_reason(exc)}); "
                                     "start one with `mr serve`") from None
 
@@ -101,19 +105,26 @@ def unload(unload_all: bool, models: tuple[str, ...]) -> None:
 @click.option("--context-size", type=click.IntRange(1, 1 << 20), default=None, help="Context size (tokens).")
 @click.option("--parallel", type=click.IntRange(1, 256), default=None, help="Slots (parallel requests).")
 @click.option("--keep-alive", default=None, help="Idle time before unloading: 5m, 1h, 0, -1 = never.")
+@click.option("--mode", type=click.Choice(["completion", "embedding", "reranking"]), default=None,
+              help="What the model serves (default: what its GGUF says; rerankers say reranking).")
+@click.option("--think", type=click.Choice(["on", "off"]), default=None,
+              help="Thinking by default for reasoning templates (a request's own field wins).")
 @click.argument("model")
-def configure(context_size: int | None, parallel: int | None, keep_alive: str | None, model: str) -> None:
+def configure(context_size: int | None, parallel: int | None, keep_alive: str | None, mode: str | None,
+              think: str | None, model: str) -> None:
     """Persist runtime settings for MODEL (applied at its next load; keep-alive at once)."""
     from mr.runner import ModelSettings, parse_duration
 
-    if context_size is None and parallel is None and keep_alive is None:
-        raise click.UsageError("give --context-size, --parallel or --keep-alive")
-    body = {"model": model, "context_size": context_size, "parallel": parallel, "keep_alive": keep_alive}
+    if all(v is None for v in (context_size, parallel, keep_alive, mode, think)):
+        raise click.UsageError("give --context-size, --parallel, --keep-alive, --mode or --think")
+    body = {"model": model, "context_size": context_size, "parallel": parallel, "keep_alive": keep_alive,
+            "mode": mode, "think": think}
     try:
         result = _request("POST", "/engines/configure", body)
     except ServerNotRunningError:
         settings = ModelSettings(context_size=context_size, parallel=parallel,
-                                 keep_alive=parse_duration(keep_alive))
+                                 keep_alive=parse_duration(keep_alive), mode=mode,
+                                 think=None if think is None else think == "on")
         result = _configure_offline(model, settings)
     click.echo(f"Configured {model}: " + ", ".join(f"{k}={v}" for k, v in result.items()
                                                     if k != "model" and v is not None))
@@ -128,7 +139,8 @@ def _configure_offline(model: str, settings: Any) -> dict[str, Any]:
     key = resolved.keys[0] if resolved.keys else resolved.id
     merged = SettingsFile(config.home() / "model-settings.json").set(key, settings)
     return {"context_size": merged.context_size, "parallel": merged.parallel,
-            "keep_alive": format_duration(merged.keep_alive) or None}
+            "keep_alive": format_duration(merged.keep_alive) or None, "mode": merged.mode,
+            "think": merged.think}
 
 
 @click.command()

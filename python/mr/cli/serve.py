@@ -64,6 +64,12 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--threads", type=click.IntRange(0, 1024), default=None, help="CPU threads [MR_THREADS].")
 @click.option("--gpu-layers", type=click.IntRange(-1, 100000), default=None,
               help="Layers offloaded to the GPU, -1 = all [MR_GPU_LAYERS].")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve HTTPS with this PEM certificate (chain) [MR_TLS_CERT].")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The certificate's PEM private key [MR_TLS_KEY].")
+@click.option("--request-log", "request_log_size", type=click.IntRange(0, 10000), default=None,
+              help="Requests kept per model for `mr requests`; 0 = off [MR_REQUEST_LOG_SIZE; default 10].")
 @click.option("--quiet", is_flag=True, help="No per-request log lines.")
 def serve(**options: Any) -> None:
     """Serve the models of the store over HTTP (OpenAI, Docker Model Runner and Ollama APIs)."""
@@ -86,7 +92,8 @@ def _settings(options: dict[str, Any]) -> Any:
     mapping = {"host": "host", "port": "port", "api_key": "api_key", "parallel": "parallel",
                "ctx_size": "ctx_size", "keep_alive": "keep_alive", "models_dir": "models_dir",
                "max_queue": "max_queue", "memory_budget": "memory_budget", "threads": "threads",
-               "gpu_layers": "gpu_layers"}
+               "gpu_layers": "gpu_layers", "tls_cert": "tls_cert", "tls_key": "tls_key",
+               "request_log_size": "request_log_size"}
     for option, field in mapping.items():
         if options.get(option) is not None:
             setattr(settings, field, options[option])
@@ -96,7 +103,21 @@ def _settings(options: dict[str, Any]) -> Any:
         settings.cors_origins = [*settings.cors_origins, *options["cors_origins"]]
     if options.get("quiet"):
         settings.log_requests = False
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if settings.tls_cert:
+        _check_tls(settings.tls_cert, settings.tls_key)
     return settings
+
+
+def _check_tls(cert: str, key: str) -> None:
+    """Load the pair once here: a bad file is one line, not a traceback from inside uvicorn."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise click.UsageError(f"cannot serve TLS with {cert} and {key}: {exc}") from None
 
 
 def _setup_logging(requests: bool) -> None:
@@ -137,9 +158,11 @@ def run(settings: Any) -> None:
     ctx = app.state[STATE_KEY]
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             access_log=False, lifespan="on", server_header=False,
-                            timeout_graceful_shutdown=10)
+                            timeout_graceful_shutdown=10, ssl_certfile=settings.tls_cert,
+                            ssl_keyfile=settings.tls_key)
     server = _Server(config, on_exit=ctx.runner.drain)
-    click.echo(f"mr serve: listening on http://{_url_host(settings.host)}:{settings.port} "
+    scheme = "https" if settings.tls_cert else "http"
+    click.echo(f"mr serve: listening on {scheme}://{_url_host(settings.host)}:{settings.port} "
                f"(models in {settings.models_root()}, {settings.parallel} slots per model)", err=True)
     server.run()
     click.echo("mr serve: stopped", err=True)

@@ -10,7 +10,9 @@ from typing import Any
 import click
 
 from mr import config
+from mr.cli.attach import AttachError, expand
 from mr.cli.backends import Backend, Reply, RunOptions
+from mr.errors import MrError
 
 HELP = """Available commands:
   /set system <text>            set the system message
@@ -19,14 +21,19 @@ HELP = """Available commands:
   /clear                        forget the conversation
   /bye                          exit (Ctrl+D works too)
   /?                            this help
-Use \"\"\" to begin and end a multi-line message. Ctrl+C stops an answer."""
+Use \"\"\" to begin and end a multi-line message. Ctrl+C stops an answer.
+Start a line with @FILE to send that file's text (then the rest of the line)."""
+
+WELCOME = "Chatting with {model}. Type /? for help, /bye or Ctrl+D to leave; @FILE sends a file."
 
 INT_PARAMS = {"top_k", "seed", "num_predict", "penalty_last_n"}
 
 
 class Session:
-    def __init__(self, backend: Backend, options: RunOptions, system: str | None, verbose: bool) -> None:
+    def __init__(self, backend: Backend, options: RunOptions, system: str | None, verbose: bool,
+                 model: str = "the model") -> None:
         self.backend = backend
+        self.model = model
         self.options = options
         self.system = system
         self.verbose = verbose
@@ -34,6 +41,7 @@ class Session:
 
     def run(self) -> None:
         _enable_line_editing()
+        click.echo(WELCOME.format(model=self.model))
         while True:
             try:
                 text = self._read()
@@ -50,9 +58,17 @@ class Session:
                     return
                 continue
             try:
-                self.ask(text)
+                message = expand(text)
+            except AttachError as exc:
+                click.echo(f"Error: {exc}")
+                continue
+            try:
+                self.ask(message)
             except KeyboardInterrupt:  # before the answer started (e.g. while loading)
                 click.echo()
+            except MrError as exc:  # e.g. an @FILE too long for the context: the session goes on
+                self.history.pop()
+                click.echo(f"Error: {exc}")
 
     def ask(self, text: str) -> None:
         self.history.append({"role": "user", "content": text})

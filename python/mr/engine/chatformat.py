@@ -22,13 +22,20 @@ class ChatFormat:
 
     def __init__(self, grammar: str = "") -> None:
         self.grammar = grammar
+        self.budget: dict[str, object] = {}  # SamplingOptions' reasoning_* fields, when capped
         self._call_ids: list[str] = []
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
         """The request's sampling, plus the grammar this format constrains it with (if any)."""
         if not self.grammar:
+            return self.capped(sampling)
+        return self.capped(msgspec.structs.replace(sampling or SamplingOptions(), grammar=self.grammar))
+
+    def capped(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
+        """`sampling` with the reasoning budget, if one was asked for."""
+        if not self.budget:
             return sampling
-        return msgspec.structs.replace(sampling or SamplingOptions(), grammar=self.grammar)
+        return msgspec.structs.replace(sampling or SamplingOptions(), **self.budget)
 
     def parse(self, text: str, partial: bool) -> ChatMessage:
         return ChatMessage(content=text)
@@ -62,15 +69,15 @@ class NativeFormat(ChatFormat):
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
         if not self.grammar:
-            return sampling
+            return self.capped(sampling)
         p = self._prompt
         lazy = self._from_template and p.grammar_lazy
-        return msgspec.structs.replace(
+        return self.capped(msgspec.structs.replace(
             sampling or SamplingOptions(), grammar=self.grammar, grammar_lazy=lazy,
             trigger_patterns=list(p.trigger_patterns) if lazy else [],
             trigger_tokens=list(p.trigger_tokens) if lazy else [],
             grammar_prefill=p.generation_prompt if self._from_template and not lazy else "",
-        )
+        ))
 
     def parse(self, text: str, partial: bool) -> ChatMessage:
         try:

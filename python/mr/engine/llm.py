@@ -50,6 +50,7 @@ class LLM:
         self._chat_override = chat_template or ""
         self._templates: _native.ChatTemplates | None = None
         self._embedder: _native.Embedder | None = None
+        self._ranker: _native.Embedder | None = None  # rank pooling: a context of its own
 
     # ---- vocabulary ----
 
@@ -132,6 +133,18 @@ class LLM:
             self._embedder = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads)
         matrix, _n_tokens = self._embedder.embed([_checked_text(t) for t in texts], normalize, truncate)
         return matrix
+
+    def rerank(self, query: str, documents: Sequence[str],
+               truncate: bool = False) -> tuple[np.ndarray, int, int]:
+        """(one relevance score per document, tokens processed, batches run); pairs are packed
+        many per batch. Needs a reranker (rank pooling and a classifier head)."""
+        if isinstance(documents, str) or not documents:
+            raise InvalidArgumentError("documents must be a non-empty list of texts")
+        if self._ranker is None:
+            self._ranker = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads, True)
+        matrix, n_tokens, n_batches = self._ranker.rerank(
+            _checked_text(query), [_checked_text(d) for d in documents], truncate)
+        return matrix[:, 0].copy(), n_tokens, n_batches
 
     # ---- lifecycle ----
 
@@ -223,4 +236,8 @@ def _native_sampling(s: SamplingOptions) -> _native.SamplingParams:
     p.trigger_patterns = list(s.trigger_patterns)
     p.trigger_tokens = list(s.trigger_tokens)
     p.grammar_prefill = s.grammar_prefill
+    p.reasoning_budget = s.reasoning_budget
+    p.reasoning_start = s.reasoning_start
+    p.reasoning_end = list(s.reasoning_end)
+    p.reasoning_prefill = s.reasoning_prefill
     return p

@@ -29,6 +29,11 @@ class SamplingOptions(msgspec.Struct, kw_only=True, frozen=True):
     trigger_patterns: list[str] = msgspec.field(default_factory=list)
     trigger_tokens: list[int] = msgspec.field(default_factory=list)
     grammar_prefill: str = ""  # the prompt's tail a chat grammar starts with (set by chat formats)
+    # A cap on thinking tokens (-1: none); the tags and the prompt's tail are set by chat formats.
+    reasoning_budget: int = -1
+    reasoning_start: str = ""
+    reasoning_end: list[str] = msgspec.field(default_factory=list)
+    reasoning_prefill: str = ""
 
     def validate(self, n_vocab: int) -> None:
         _check("temperature", math.isfinite(self.temperature) and 0 <= self.temperature <= 100, "in [0, 100]")
@@ -42,6 +47,7 @@ class SamplingOptions(msgspec.Struct, kw_only=True, frozen=True):
             _check(name, math.isfinite(value) and -2 <= value <= 2, "in [-2, 2]")
         _check("penalty_last_n", 0 <= self.penalty_last_n <= 1 << 20, ">= 0")
         _check("grammar", len(self.grammar) <= 1 << 20, "at most 1 MiB")
+        _check("reasoning_budget", self.reasoning_budget >= -1, ">= 0 (or -1 for no cap)")
         for token in self.trigger_tokens:
             _check("trigger_tokens", 0 <= token < n_vocab, f"token ids in [0, {n_vocab})")
         for token, bias in self.logit_bias.items():

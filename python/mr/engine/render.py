@@ -9,6 +9,7 @@ from typing import Any
 
 from mr import _native
 from mr.engine.chatformat import ChatFormat, NativeFormat
+from mr.engine.thinking import budget_fields, template_inputs
 from mr.engine.tools import GenericToolFormat, rewrite_messages
 from mr.engine.types import ChatOptions
 from mr.errors import InvalidArgumentError
@@ -23,14 +24,18 @@ def render(templates: _native.ChatTemplates, messages: list[dict[str, Any]],
     tools, choice = select_tools(opts.tools, opts.tool_choice)
     _check_depth(schema, "response_format")
     _check_depth(tools, "tools")
+    _check_depth(opts.chat_template_kwargs, "chat_template_kwargs")
+    thinking, kwargs = template_inputs(opts)
     if tools and not templates.caps.get("supports_tools", False):
         required = choice == "required"
-        rendered = templates.apply(_dumps(rewrite_messages(messages, tools, required)))
-        return rendered.prompt, list(rendered.additional_stops), GenericToolFormat(
-            tools, required, opts.parallel_tool_calls)
+        rendered = templates.apply(_dumps(rewrite_messages(messages, tools, required)),
+                                   enable_thinking=thinking, template_kwargs_json=kwargs)
+        generic = GenericToolFormat(tools, required, opts.parallel_tool_calls)
+        generic.budget = budget_fields(opts, rendered, templates.source)
+        return rendered.prompt, list(rendered.additional_stops), generic
     rendered = templates.apply(_dumps(messages), _dumps(tools) if tools else "", choice,
-                               opts.parallel_tool_calls, _dumps(schema) if schema else "", True,
-                               _thinking(opts))
+                               opts.parallel_tool_calls, _dumps(schema) if schema else "",
+                               enable_thinking=thinking, template_kwargs_json=kwargs)
     grammar = rendered.grammar or (_native.json_schema_to_grammar(_dumps(schema)) if schema else "")
     if choice == "required":
         grammar = calls_only(grammar, opts.parallel_tool_calls)
@@ -38,6 +43,7 @@ def render(templates: _native.ChatTemplates, messages: list[dict[str, Any]],
         fmt: ChatFormat = NativeFormat(rendered, grammar, from_template=bool(rendered.grammar))
     else:
         fmt = ChatFormat(grammar)  # plain content: no per-token parsing cost
+    fmt.budget = budget_fields(opts, rendered, templates.source)
     return rendered.prompt, list(rendered.additional_stops), fmt
 
 
@@ -97,12 +103,6 @@ def _check_depth(value: Any, param: str) -> None:
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
-
-
-def _thinking(opts: ChatOptions) -> bool:
-    """chat_template_kwargs.enable_thinking (Anthropic's `thinking`, Qwen-style switches); on by default."""
-    kwargs = opts.chat_template_kwargs or {}
-    return bool(kwargs.get("enable_thinking", True))
 
 
 def _reasons(templates: _native.ChatTemplates) -> bool:

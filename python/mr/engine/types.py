@@ -75,4 +75,6 @@ class ChatOptions(msgspec.Struct, kw_only=True, frozen=True):
     tool_choice: str | dict | None = None  # "none" | "auto" | "required" | {"type": "function", ...}
     parallel_tool_calls: bool = False
     response_format: dict | None = None  # {"type": "json_object"} | {"type": "json_schema", ...}
-    chat_template_kwargs: dict | None = None
+    chat_template_kwargs: dict | None = None  # extra template variables (llama-server's field)
+    enable_thinking: bool | None = None  # None: chat_template_kwargs' value, else the template's default
+    reasoning_budget: int | None = None  # at most this many thinking tokens; None: no cap

@@ -29,6 +29,8 @@ class LoadedModel:
     n_slots: int
     keep_alive: float  # seconds; math.inf = never unload while idle
     on_gpu: bool = False
+    mode: str = "completion"  # completion | embedding | reranking (mr.runner.modes)
+    think: bool | None = None  # `mr configure --think`: the default when a request does not say
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     expires_at: float | None = None  # wall-clock time; None while in use or when kept forever
@@ -63,7 +65,7 @@ class LoadedModel:
         stats = self.stats()
         return {
             "model_name": self.name, "model_id": self.id, "tags": list(self.resolved.tags),
-            "backend_name": "llama.cpp", "mode": "completion", "context_size": self.n_ctx,
+            "backend_name": "llama.cpp", "mode": self.mode, "context_size": self.n_ctx,
             "parallel": self.n_slots, "keep_alive": format_duration(self.keep_alive),
             "until": self.until(), "expires_at": self.expires_at, "loaded_at": self.loaded_at,
             "last_used": self.last_used, "active_requests": self.active,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from mr.runner.errors import InsufficientMemoryError, LoadTimeoutError, ModelBusyError
 from mr.runner.loaded import Lease, LoadedModel
 from mr.runner.memory import MemoryEstimate, default_budget, estimate, human
+from mr.runner.modes import model_mode
 from mr.runner.settings import ModelSettings, SettingsFile
 from mr.runner.source import ModelSource, ResolvedModel
 
@@ -179,7 +180,8 @@ class Runner:
             llm.close()
             raise ModelBusyError("the server is shutting down")
         model = LoadedModel(resolved=resolved, llm=llm, estimate=est, n_ctx=llm.n_ctx, n_slots=n_slots,
-                            keep_alive=keep_alive, on_gpu=self._uses_gpu())
+                            keep_alive=keep_alive, on_gpu=self._uses_gpu(),
+                            mode=model_mode(resolved.config, settings), think=settings.think)
         self._loaded[resolved.id] = model
         self.loads[resolved.name] = self.loads.get(resolved.name, 0) + 1
         log.info("loaded %s in %.2fs: %s", resolved.name, time.perf_counter() - started, est.describe())
@@ -280,13 +282,24 @@ class Runner:
     def model_settings(self, resolved: ResolvedModel) -> ModelSettings:
         return self.settings.get(*resolved.keys, resolved.id)
 
+    async def mode_of(self, name: str) -> tuple[str, str]:
+        """(display name, mode) of a model, loaded or not: routes refuse before loading."""
+        resolved = await self._resolve(name)
+        loaded = self._loaded.get(resolved.id)
+        if loaded is not None:
+            return loaded.name, loaded.mode
+        return resolved.name, model_mode(resolved.config, self.model_settings(resolved))
+
     async def configure(self, name: str, settings: ModelSettings) -> ModelSettings:
         """Persist `settings` for `name`; a loaded model keeps running until it is reloaded,
-        except for keep-alive, which applies at once."""
+        except for keep-alive, mode and thinking, which apply at once."""
         resolved = await self._resolve(name)
         key = resolved.keys[0] if resolved.keys else resolved.id
         merged = await asyncio.to_thread(self.settings.set, key, settings)
         model = self._loaded.get(resolved.id)
+        if model is not None:
+            model.mode = model_mode(resolved.config, merged)
+            model.think = merged.think
         if model is not None and settings.keep_alive is not None:
             model.keep_alive = settings.keep_alive
             if model.active == 0:

@@ -19,18 +19,23 @@ from mr.errors import InvalidArgumentError
 
 MAX_CTX = 1 << 20
 MAX_SLOTS = 256
+MODES = ("completion", "embedding", "reranking")
 
 
 class ModelSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
     context_size: int | None = None
     parallel: int | None = None
     keep_alive: float | None = None  # seconds; math.inf = forever (stored as -1)
+    mode: str | None = None  # completion | embedding | reranking; None: what the GGUF says
+    think: bool | None = None  # default for reasoning templates; None: the template's own
 
     def validate(self) -> ModelSettings:
         if self.context_size is not None and not 0 < self.context_size <= MAX_CTX:
             raise _invalid("context_size", f"context_size must be in [1, {MAX_CTX}]")
         if self.parallel is not None and not 0 < self.parallel <= MAX_SLOTS:
             raise _invalid("parallel", f"parallel must be in [1, {MAX_SLOTS}]")
+        if self.mode is not None and self.mode not in MODES:
+            raise _invalid("mode", f"mode must be one of {', '.join(MODES)}")
         return self
 
     def merged(self, other: ModelSettings) -> ModelSettings:
@@ -39,6 +44,8 @@ class ModelSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
             context_size=other.context_size if other.context_size is not None else self.context_size,
             parallel=other.parallel if other.parallel is not None else self.parallel,
             keep_alive=other.keep_alive if other.keep_alive is not None else self.keep_alive,
+            mode=other.mode if other.mode is not None else self.mode,
+            think=other.think if other.think is not None else self.think,
         )
 
 
@@ -52,6 +59,8 @@ class _Stored(msgspec.Struct, kw_only=True, omit_defaults=True):
     context_size: int | None = None
     parallel: int | None = None
     keep_alive: float | None = None  # -1 = forever (JSON has no infinity)
+    mode: str | None = None
+    think: bool | None = None
 
 
 class SettingsFile:
@@ -102,10 +111,24 @@ class SettingsFile:
 def _from_stored(s: _Stored) -> ModelSettings:
     keep = s.keep_alive
     return ModelSettings(context_size=s.context_size, parallel=s.parallel,
-                         keep_alive=float("inf") if keep is not None and keep < 0 else keep)
+                         keep_alive=float("inf") if keep is not None and keep < 0 else keep,
+                         mode=s.mode, think=s.think)
 
 
 def _to_stored(s: ModelSettings) -> _Stored:
     keep = s.keep_alive
     return _Stored(context_size=s.context_size, parallel=s.parallel,
-                   keep_alive=-1.0 if keep is not None and keep == float("inf") else keep)
+                   keep_alive=-1.0 if keep is not None and keep == float("inf") else keep,
+                   mode=s.mode, think=s.think)
+
+
+def parse_switch(value: bool | str | None, param: str) -> bool | None:
+    """true/false, or on/off (yes/no, 1/0) as the CLI writes them."""
+    if value is None or isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("on", "true", "yes", "1"):
+        return True
+    if lowered in ("off", "false", "no", "0"):
+        return False
+    raise _invalid(param, f"{param} must be on or off")

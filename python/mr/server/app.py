@@ -13,10 +13,11 @@ from litestar.openapi import OpenAPIConfig
 
 from mr import __version__
 from mr.runner import Runner, RunnerConfig, SettingsFile, StoreSource
-from mr.server import anthropic, dmr, ollama, openai, responses
+from mr.server import anthropic, dmr, ollama, openai, purge, rerank, responses, tokenize
 from mr.server.context import STATE_KEY, ServerContext
 from mr.server.errors import EXCEPTION_HANDLERS
 from mr.server.metrics import Metrics, metrics_route, observe_middleware
+from mr.server.requestlog import RequestLog, requestlog_middleware, requests_route
 from mr.server.security import security_middleware
 from mr.server.settings import Settings
 
@@ -46,7 +47,10 @@ def build_context(settings: Settings, store: Store | None = None,
     if source is None:
         source = StoreSource(store)  # type: ignore[arg-type]
     runner = Runner(source, runner_config(settings), SettingsFile(settings.model_settings_path()))
-    return ServerContext(settings=settings, runner=runner, metrics=Metrics(runner), store=store)
+    request_log = RequestLog(max(0, settings.request_log_size), max(256, settings.request_log_body_bytes),
+                             secrets=(settings.api_key or "",))
+    return ServerContext(settings=settings, runner=runner, metrics=Metrics(runner), store=store,
+                         request_log=request_log)
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
@@ -63,12 +67,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
 
     return Litestar(
         route_handlers=[*openai.routers(), *anthropic.routers(), *responses.routers(), *dmr.HANDLERS,
-                        *ollama.routers(), metrics_route],
+                        *ollama.routers(), metrics_route, *purge.HANDLERS, *rerank.routers(),
+                        *tokenize.routers(), requests_route],
         lifespan=[lifespan],
         state=State({STATE_KEY: ctx, responses.STORE_KEY: responses.store_for(settings)}),
         exception_handlers=anthropic.routing_errors(EXCEPTION_HANDLERS),
         middleware=[observe_middleware(ctx.metrics, settings.log_requests),
-                    anthropic.anthropic_errors_middleware, security_middleware(settings)],
+                    anthropic.anthropic_errors_middleware, security_middleware(settings),
+                    requestlog_middleware(ctx.request_log)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="mr", version=__version__, path="/schema",
                                      description=DESCRIPTION),

@@ -13,6 +13,7 @@ from mr.errors import MrError
 if TYPE_CHECKING:
     from mr.runner import Runner
     from mr.server.metrics import Metrics
+    from mr.server.requestlog import RequestLog
     from mr.server.settings import Settings
     from mr.store import Store
 
@@ -23,6 +24,7 @@ class ServerContext:
     runner: Runner
     metrics: Metrics
     store: Store | None = None
+    request_log: RequestLog | None = None
     started_at: float = field(default_factory=time.time)
 
     def require_store(self) -> Store:

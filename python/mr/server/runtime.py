@@ -13,6 +13,7 @@ from litestar.params import Body
 from mr import __version__
 from mr.runner import ModelSettings, parse_duration
 from mr.runner.duration import format_duration
+from mr.runner.settings import parse_switch
 from mr.server.context import Req, server_context
 from mr.server.errors import invalid
 
@@ -29,6 +30,8 @@ class ConfigureRequest(msgspec.Struct, kw_only=True, rename={"context_size_dash"
     context_size_dash: int | None = None  # DMR's CLI sends "context-size"
     parallel: int | None = None
     keep_alive: str | float | None = None
+    mode: str | None = None  # completion | embedding | reranking
+    think: bool | str | None = None  # true/false or "on"/"off"
 
 
 @get("/", summary="Liveness text", tags=["Runtime"], media_type="text/plain")
@@ -96,10 +99,12 @@ async def engines_configure_dmr(request: Req, data: Annotated[ConfigureRequest, 
 async def _configure(request: Req, data: ConfigureRequest) -> dict[str, Any]:
     runner = server_context(request).runner
     settings = ModelSettings(context_size=data.context_size or data.context_size_dash,
-                             parallel=data.parallel, keep_alive=parse_duration(data.keep_alive))
+                             parallel=data.parallel, keep_alive=parse_duration(data.keep_alive),
+                             mode=data.mode, think=parse_switch(data.think, "think"))
     merged = await runner.configure(data.model, settings.validate())
     return {"model": data.model, "context_size": merged.context_size, "parallel": merged.parallel,
-            "keep_alive": format_duration(merged.keep_alive) or None}
+            "keep_alive": format_duration(merged.keep_alive) or None, "mode": merged.mode,
+            "think": merged.think}
 
 
 HANDLERS = [root, health, version, engines_status, engines_ps, engines_df, engines_unload, engines_configure,

@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, kw_only=True):
     responses_ttl: float = 3600.0  # seconds a stored Responses API answer is kept
     responses_max_entries: int = 1000
     responses_max_bytes: int = DEFAULT_RESPONSES_BYTES
+    request_log_size: int = 10  # request/response pairs kept per model (GET /engines/requests); 0: off
+    request_log_body_bytes: int = 64 << 10  # each recorded body is cut at this size
+    tls_cert: str | None = None  # PEM certificate (chain): serve HTTPS
+    tls_key: str | None = None  # its PEM private key
 
     @property
     def is_loopback(self) -> bool:
@@ -132,6 +136,10 @@ _ENV = [
     ("MR_RESPONSES_TTL", "responses_ttl", _ttl),
     ("MR_RESPONSES_MAX_ENTRIES", "responses_max_entries", int),
     ("MR_RESPONSES_MAX_BYTES", "responses_max_bytes", _bytes),
+    ("MR_REQUEST_LOG_SIZE", "request_log_size", int),
+    ("MR_REQUEST_LOG_BODY_BYTES", "request_log_body_bytes", int),
+    ("MR_TLS_CERT", "tls_cert", str),
+    ("MR_TLS_KEY", "tls_key", str),
 ]
 
 FOREVER = math.inf

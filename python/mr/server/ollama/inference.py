@@ -18,6 +18,7 @@ from mr.server.errors import invalid, stream_error
 from mr.server.ollama import convert
 from mr.server.ollama.protocol import ChatRequest, GenerateRequest
 from mr.server.sse import guarded
+from mr.server.thinking import from_ollama
 
 NDJSON = "application/x-ndjson"
 _encode = msgspec.json.Encoder().encode
@@ -49,11 +50,13 @@ async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[A
         return await _load_only(ctx, data.model, keep, chat=True)
     messages = convert.messages(data.messages)
     options = convert.chat_options(data.tools, data.format)
+    thinking = from_ollama(data.think)
     sampling, limit, stop = convert.sampling(data.options)
     clock = convert.Clock()
     lease = await ctx.runner.acquire(data.model, keep)
     clock.mark_loaded()
     try:
+        options = thinking.apply(options, lease.model.think)
         stream = lease.llm.achat(messages, sampling, max_tokens=limit, stop=stop, options=options)
     except BaseException:
         lease.release()
@@ -83,6 +86,7 @@ async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Re
         else:
             messages = ([{"role": "system", "content": data.system}] if data.system else []) + [
                 {"role": "user", "content": data.prompt}]
+            options = from_ollama(data.think).apply(options, lease.model.think)
             stream = llm.achat(messages, sampling, max_tokens=limit, stop=stop, options=options)
     except BaseException:
         lease.release()
@@ -142,10 +146,13 @@ async def _lines(ctx: ServerContext, lease: Lease, stream: AsyncStream | AsyncCh
         async for piece in stream:
             clock.token()
             text = piece.content if isinstance(piece, ChatDelta) else piece
-            if not text:
+            thinking = piece.reasoning_content if isinstance(piece, ChatDelta) else ""
+            if not text and not thinking:
                 continue
             body: dict[str, Any] = {"model": model, "created_at": convert.now_rfc3339(), "done": False}
-            body.update({"message": {"role": "assistant", "content": text}} if chat else {"response": text})
+            extra = {"thinking": thinking} if thinking else {}
+            body.update({"message": {"role": "assistant", "content": text, **extra}} if chat
+                        else {"response": text, **extra})
             yield _line(body)
         ctx.metrics.tokens(lease.model.name, stream.usage.prompt_tokens, stream.usage.completion_tokens)
         yield _line(_final(stream, model, clock, chat, ""))

@@ -29,6 +29,7 @@ from mr.server.openai.protocol import (
     DeltaOut,
 )
 from mr.server.openai.streams import finish_all, sse_response, submit_all
+from mr.server.thinking import Thinking, from_openai
 
 
 @dataclass(frozen=True)
@@ -40,22 +41,28 @@ class _Prepared:
     max_tokens: int
     stop: list[str]
     logprobs: int | None
+    thinking: Thinking
 
 
 def _prepare(data: ChatCompletionRequest) -> _Prepared:
+    budget = data.reasoning_budget_tokens
+    if budget is None:
+        budget = data.thinking_budget_tokens
     return _Prepared(messages=params.messages(data.messages), options=params.chat_options(data),
                      max_tokens=params.max_tokens(data, "max_completion_tokens", "max_tokens"),
-                     stop=params.stops(data.stop), logprobs=params.top_logprobs(data))
+                     stop=params.stops(data.stop), logprobs=params.top_logprobs(data),
+                     thinking=from_openai(data.reasoning_effort, data.chat_template_kwargs, budget))
 
 
 def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared) -> list[AsyncChatStream]:
     """One engine stream per choice (seed + i)."""
     llm = lease.llm
+    options = p.thinking.apply(p.options, lease.model.think)
 
     def start(i: int) -> Callable[[], AsyncChatStream]:
         sampling = params.sampling(data, llm.model.n_vocab, i)
         return lambda: llm.achat(p.messages, sampling, max_tokens=p.max_tokens, stop=p.stop,
-                                 options=p.options, ignore_eos=data.ignore_eos, logprobs=p.logprobs)
+                                 options=options, ignore_eos=data.ignore_eos, logprobs=p.logprobs)
 
     return submit_all(lease, (start(i) for i in range(data.n)))
 

@@ -1,0 +1,93 @@
+"""llama-server's text utilities: POST /tokenize, /detokenize and /apply-template, at the root and
+under /engines[/llama.cpp]. Each names its model (mr serves many)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Router, post
+from litestar.params import Body
+from msgspec import Meta, Struct
+
+from mr.server.context import Req, server_context
+from mr.server.errors import invalid
+from mr.server.openai import params
+from mr.server.openai.protocol import ChatMessageIn
+from mr.server.thinking import from_openai
+
+PREFIXES = ("/", "/engines", "/engines/llama.cpp")
+MAX_TOKENS_IN = 1 << 20
+
+
+class TokenizeRequest(Struct, kw_only=True):
+    model: str
+    content: str
+    add_special: bool = False
+    parse_special: bool = True  # llama-server's default: "<|im_start|>" is one token
+    with_pieces: bool = False
+
+
+class Piece(Struct, kw_only=True):
+    id: int
+    piece: str | list[int]  # the text, or its bytes when they are not valid UTF-8 alone
+
+
+class DetokenizeRequest(Struct, kw_only=True):
+    model: str
+    tokens: Annotated[list[int], Meta(max_length=MAX_TOKENS_IN)]
+
+
+class ApplyTemplateRequest(Struct, kw_only=True):
+    model: str
+    messages: Annotated[list[ChatMessageIn], Meta(min_length=1)]
+    chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+
+
+def _piece(token: int, raw: bytes) -> Piece:
+    try:
+        return Piece(id=token, piece=raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return Piece(id=token, piece=list(raw))
+
+
+@post("/tokenize", summary="Text to token ids", tags=["Tokens"], status_code=200)
+async def tokenize(request: Req, data: Annotated[TokenizeRequest, Body()]) -> dict[str, Any]:
+    text = params.checked_text(data.content, "content")
+    async with await server_context(request).runner.acquire(data.model) as lease:
+        llm = lease.llm
+        tokens = (await asyncio.to_thread(llm.tokenize, text, data.add_special, data.parse_special)).tolist()
+        if not data.with_pieces:
+            return {"tokens": tokens}
+        pieces = [_piece(t, llm.model.token_to_piece(t, True)) for t in tokens]
+    return {"tokens": msgspec.to_builtins(pieces)}
+
+
+@post("/detokenize", summary="Token ids to text", tags=["Tokens"], status_code=200)
+async def detokenize(request: Req, data: Annotated[DetokenizeRequest, Body()]) -> dict[str, str]:
+    async with await server_context(request).runner.acquire(data.model) as lease:
+        n_vocab = lease.llm.model.n_vocab
+        bad = next((t for t in data.tokens if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            raise invalid("tokens", f"token id {bad} is not in [0, {n_vocab})")
+        return {"content": await asyncio.to_thread(lease.llm.detokenize, data.tokens)}
+
+
+@post("/apply-template", summary="Chat messages to the rendered prompt", tags=["Tokens"], status_code=200)
+async def apply_template(request: Req, data: Annotated[ApplyTemplateRequest, Body()]) -> dict[str, str]:
+    messages = params.messages(data.messages)
+    thinking = from_openai(data.reasoning_effort, data.chat_template_kwargs, None)
+    async with await server_context(request).runner.acquire(data.model) as lease:
+        options = thinking.apply(None, lease.model.think)
+        prompt, _stops = await asyncio.to_thread(lease.llm.render_chat, messages, options)
+    return {"prompt": prompt}
+
+
+HANDLERS = [tokenize, detokenize, apply_template]
+
+
+def routers() -> list[Router]:
+    return [Router(path=prefix, route_handlers=HANDLERS, include_in_schema=prefix == "/")
+            for prefix in PREFIXES]
