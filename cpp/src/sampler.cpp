@@ -1,5 +1,6 @@
 #include "mr/sampler.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 
@@ -97,6 +98,9 @@ Sampler::Sampler(const Model& model, const SamplingParams& p) {
     chain_.reset(llama_sampler_chain_init(cp));
     llama_sampler* c = chain_.get();
     const int32_t n_vocab = model.n_vocab();
+    n_vocab_ = n_vocab;
+    // Only the samplers below read every logit; with none of them the fast paths are exact.
+    const bool plain = !budget_active(p) && p.grammar.empty() && p.logit_bias.empty() && !penalties_active(p);
 
     if (budget_active(p)) llama_sampler_chain_add(c, budget_sampler(model, p));  // first: it may force a token
     if (!p.grammar.empty()) llama_sampler_chain_add(c, grammar_sampler(model, p));
@@ -112,16 +116,57 @@ Sampler::Sampler(const Model& model, const SamplingParams& p) {
     }
     if (p.temperature <= 0.0f) {
         llama_sampler_chain_add(c, llama_sampler_init_greedy());
+        if (plain) path_ = Path::Argmax;
         return;
     }
     if (p.top_k > 0) llama_sampler_chain_add(c, llama_sampler_init_top_k(p.top_k));
+    if (plain && p.top_k > 0 && p.top_k < n_vocab) {
+        path_ = Path::TopK;
+        top_k_ = p.top_k;
+        candidates_.reserve(p.top_k);
+    }
     if (p.top_p < 1.0f) llama_sampler_chain_add(c, llama_sampler_init_top_p(p.top_p, 1));
     if (p.min_p > 0.0f) llama_sampler_chain_add(c, llama_sampler_init_min_p(p.min_p, 1));
     llama_sampler_chain_add(c, llama_sampler_init_temp(p.temperature));
     llama_sampler_chain_add(c, llama_sampler_init_dist(p.seed));
 }
 
-llama_token Sampler::sample(llama_context* ctx, int32_t idx) { return llama_sampler_sample(chain_.get(), ctx, idx); }
+llama_token Sampler::sample(llama_context* ctx, int32_t idx) {
+    if (path_ == Path::Chain) return llama_sampler_sample(chain_.get(), ctx, idx);
+    const float* logits = llama_get_logits_ith(ctx, idx);
+    if (logits == nullptr) throw Error("no logits for batch output " + std::to_string(idx));
+    if (path_ == Path::Argmax) {  // the first maximum, as llama.cpp's greedy sampler picks
+        return static_cast<llama_token>(std::max_element(logits, logits + n_vocab_) - logits);
+    }
+    const llama_token token = sample_top_k(logits);
+    llama_sampler_accept(chain_.get(), token);
+    return token;
+}
+
+llama_token Sampler::sample_top_k(const float* logits) {
+    // A min-heap of the k best (worst on top): almost every logit loses one comparison.
+    auto worse = [](const llama_token_data& a, const llama_token_data& b) { return a.logit > b.logit; };
+    candidates_.clear();
+    for (llama_token id = 0; id < n_vocab_; ++id) {
+        const float logit = logits[id];
+        if (static_cast<int32_t>(candidates_.size()) < top_k_) {
+            candidates_.push_back({id, logit, 0.0f});
+            std::push_heap(candidates_.begin(), candidates_.end(), worse);
+        } else if (logit > candidates_.front().logit) {
+            std::pop_heap(candidates_.begin(), candidates_.end(), worse);
+            candidates_.back() = {id, logit, 0.0f};
+            std::push_heap(candidates_.begin(), candidates_.end(), worse);
+        }
+    }
+    // Best first, ids ascending among equals: the order llama.cpp's own top-k leaves them in.
+    std::sort(candidates_.begin(), candidates_.end(), [](const llama_token_data& a, const llama_token_data& b) {
+        return a.logit != b.logit ? a.logit > b.logit : a.id < b.id;
+    });
+    llama_token_data_array arr{candidates_.data(), candidates_.size(), -1, true};
+    llama_sampler_apply(chain_.get(), &arr);  // top-k (a no-op now), top-p, min-p, temperature, dist
+    if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size)) throw Error("the sampler chose no token");
+    return arr.data[arr.selected].id;
+}
 
 void Sampler::accept(llama_token token) { llama_sampler_accept(chain_.get(), token); }
 

@@ -64,6 +64,9 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--threads", type=click.IntRange(0, 1024), default=None, help="CPU threads [MR_THREADS].")
 @click.option("--gpu-layers", type=click.IntRange(-1, 100000), default=None,
               help="Layers offloaded to the GPU, -1 = all [MR_GPU_LAYERS].")
+@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="Flash attention; off decodes long contexts faster on CPUs, but then a greedy "
+                   "answer can change with the batch it shares [MR_FLASH_ATTN; default auto].")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Serve HTTPS with this PEM certificate (chain) [MR_TLS_CERT].")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -93,7 +96,7 @@ def _settings(options: dict[str, Any]) -> Any:
                "ctx_size": "ctx_size", "keep_alive": "keep_alive", "models_dir": "models_dir",
                "max_queue": "max_queue", "memory_budget": "memory_budget", "threads": "threads",
                "gpu_layers": "gpu_layers", "tls_cert": "tls_cert", "tls_key": "tls_key",
-               "request_log_size": "request_log_size"}
+               "request_log_size": "request_log_size", "flash_attn": "flash_attn"}
     for option, field in mapping.items():
         if options.get(option) is not None:
             setattr(settings, field, options[option])

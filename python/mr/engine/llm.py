@@ -44,7 +44,7 @@ class LLM:
         o = self.options
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, o.n_batch, o.n_ubatch,
                                       o.n_threads, o.max_queue, o.prefill_chunk,
-                                      o.flash_attn_for(self.model.weight_buffers))
+                                      o.native_flash_attn)
         self._pump = EventPump(self._engine)
         _LIVE.add(self)
         self._chat_override = chat_template or ""

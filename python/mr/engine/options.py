@@ -68,7 +68,7 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     n_gpu_layers: int = -1
     use_mmap: bool = True
     repack: bool = True  # let the CPU backend repack weights (AMX, AVX-512 layouts), as llama.cpp does
-    flash_attn: str = "auto"  # "auto" (see flash_attn_for), "on" or "off"
+    flash_attn: str = "auto"  # "auto", "on" or "off" (see native_flash_attn)
 
     def validate(self) -> None:
         _check("n_ctx", self.n_ctx is None or 0 < self.n_ctx <= 1 << 20, "in [1, 1048576]")
@@ -81,22 +81,21 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
         _check("n_gpu_layers", self.n_gpu_layers >= -1, ">= -1")
         _check("flash_attn", self.flash_attn in FLASH_ATTN, "one of auto, on, off")
 
-    def flash_attn_for(self, weight_buffers: dict[str, float]) -> int:
-        """The engine's flash-attention switch (1 on, 0 off) for weights placed in these buffers.
+    @property
+    def native_flash_attn(self) -> int:
+        """The engine's flash-attention switch: -1 auto (on wherever the backend supports it),
+        0 off, 1 on.
 
-        "auto" is mr's choice, by measurement (bench/README.md, "Flash attention"; `python -m bench
-        decode` re-measures it on any machine): on the CPU ggml's flash-attention kernel wins only
-        while the context is nearly empty and loses as it fills (a 2-core Xeon decoded about 3x
-        slower with it at 2,048 cells of depth), so it is off when every weight stays on the CPU;
-        with layers on a GPU it is on, as llama.cpp does."""
-        if self.flash_attn != "auto":
-            return FLASH_ATTN[self.flash_attn]
-        return 1 if any(name not in CPU_BUFFERS for name in weight_buffers) else 0
+        mr keeps llama.cpp's default, by measurement (bench/README.md, "Flash attention"): on the
+        CPU flash attention wins while the context is short and loses as it fills (a 2-core Xeon
+        decoded 3x slower with it at 2,048 cells), but without it one sequence's logits depend on
+        what else shares its batch (the plain path's matrix kernels change their summation order
+        with the batch shape), so a busy server would answer a greedy request differently than an
+        idle one. `off` is there for long-context CPU serving that can give that up."""
+        return FLASH_ATTN[self.flash_attn]
 
 
 FLASH_ATTN = {"off": 0, "on": 1, "auto": -1}
-# Weight buffers that live in host memory and are computed by the CPU backend.
-CPU_BUFFERS = frozenset({"CPU", "CPU_Mapped", "CPU_REPACK", "AMX", "CPU_KLEIDIAI"})
 
 
 def _check(param: str, ok: bool, expected: str) -> None:

@@ -37,6 +37,7 @@ class RunnerConfig:
     load_timeout: float = 300.0  # how long a request waits for a model to load
     n_threads: int = 0
     n_gpu_layers: int = -1
+    flash_attn: str = "auto"  # "auto", "on" or "off" (EngineOptions.native_flash_attn says why)
 
 
 class Runner:
@@ -203,7 +204,7 @@ class Runner:
             template = resolved.chat_template_path.read_text(encoding="utf-8")
         c = self.config
         options = EngineOptions(n_ctx=n_ctx, n_slots=n_slots, max_queue=c.max_queue,
-                                n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers)
+                                n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers, flash_attn=c.flash_attn)
         return LLM(resolved.gguf_paths[0], options, chat_template=template)
 
     def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate) -> None:

@@ -34,7 +34,8 @@ def runner_config(settings: Settings) -> RunnerConfig:
     return RunnerConfig(n_slots=settings.parallel, n_ctx=settings.ctx_size, keep_alive=settings.keep_alive,
                         max_queue=settings.max_queue, memory_budget=settings.memory_budget,
                         load_timeout=settings.load_timeout,
-                        n_threads=settings.threads, n_gpu_layers=settings.gpu_layers)
+                        n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
+                        flash_attn=settings.flash_attn)
 
 
 def build_context(settings: Settings, store: Store | None = None,

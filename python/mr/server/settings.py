@@ -38,6 +38,7 @@ class Settings(msgspec.Struct, kw_only=True):
     load_timeout: float = 300.0
     threads: int = 0
     gpu_layers: int = -1
+    flash_attn: str = "auto"  # "auto" (llama.cpp's choice: on where supported), "on" or "off"
     settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
     log_requests: bool = True
     responses_ttl: float = 3600.0  # seconds a stored Responses API answer is kept
@@ -113,6 +114,12 @@ def _bytes(raw: str) -> int:
     return _size(raw) or DEFAULT_RESPONSES_BYTES
 
 
+def _flash_attn(raw: str) -> str:
+    if raw not in ("auto", "on", "off"):
+        raise ValueError(f"MR_FLASH_ATTN must be auto, on or off, not {raw!r}")
+    return raw
+
+
 def _bool(raw: str) -> bool:
     return raw.lower() not in ("0", "false", "no", "off", "")
 
@@ -132,6 +139,7 @@ _ENV = [
     ("MR_LOAD_TIMEOUT", "load_timeout", float),
     ("MR_THREADS", "threads", int),
     ("MR_GPU_LAYERS", "gpu_layers", int),
+    ("MR_FLASH_ATTN", "flash_attn", _flash_attn),
     ("MR_LOG_REQUESTS", "log_requests", _bool),
     ("MR_RESPONSES_TTL", "responses_ttl", _ttl),
     ("MR_RESPONSES_MAX_ENTRIES", "responses_max_entries", int),
