@@ -36,6 +36,7 @@ phase() {
 }
 on_exit() {
   local rc=$?
+  if [[ -n ${MODEL_PID:-} ]]; then kill "$MODEL_PID" 2>/dev/null || true; fi
   if ((rc != 0)) && [[ $PHASE != end ]]; then
     printf '%-12s %5d s  FAILED\n' "$PHASE" $((SECONDS - PHASE_T)) >>"$OUT/timings.txt"
     echo "[gpu] FAILED in phase '$PHASE' (exit $rc) after ${SECONDS} s" >&2
@@ -43,6 +44,31 @@ on_exit() {
 }
 trap on_exit EXIT
 die() { echo "[gpu] FATAL: $*" >&2; exit 1; }
+
+# A CUDA library the toolkit next to nvcc lacks, found elsewhere: a CUDA image may carry cuBLAS only
+# as a pip wheel (nvidia/...) and the driver only as a mount. Prints nothing when the toolkit has it
+# (CMake's FindCUDAToolkit then finds it alone); fails when it is nowhere.
+cuda_lib_elsewhere() {
+  local name=$1 root=$CUDA_ROOT f
+  for f in "$root"/lib64/lib"$name".so "$root"/lib/lib"$name".so "$root"/targets/*/lib/lib"$name".so \
+           "$root"/lib64/stubs/lib"$name".so "$root"/targets/*/lib/stubs/lib"$name".so; do
+    [[ -e $f ]] && return 0
+  done
+  python3 - "$name" <<'PY'
+import glob, os, subprocess, sys
+name = sys.argv[1]
+try:
+    import nvidia  # the pip CUDA wheels' namespace package
+    roots = list(nvidia.__path__)
+except ImportError:
+    roots = []
+hits = [h for r in roots for h in sorted(glob.glob(os.path.join(r, "**", f"lib{name}.so*"), recursive=True))]
+hits += sorted(glob.glob(f"/usr/local/nvidia/lib64/lib{name}.so*"))
+ldconfig = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+hits += [line.split("=>")[-1].strip() for line in ldconfig.splitlines() if f"lib{name}.so" in line]
+print(hits[0]) if hits else sys.exit(1)
+PY
+}
 
 # ---- 1. the GPU, its architecture and the toolchain ----
 phase gpu
@@ -57,18 +83,29 @@ else
 fi
 if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then export PATH=/usr/local/cuda/bin:$PATH; fi
 command -v nvcc >/dev/null || die "no nvcc (CUDA compiler) on PATH or in /usr/local/cuda/bin"
-export CUDACXX=${CUDACXX:-$(command -v nvcc)}
+# The toolkit's root (nvcc on PATH may be a wrapper script): the first candidate with bin/nvcc
+# and the CUDA runtime library.
+CUDA_ROOT=""
+for root in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda \
+            "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"; do
+  if [[ -n $root && -x $root/bin/nvcc ]] && compgen -G "$root/lib*/libcudart.so*" >/dev/null; then
+    CUDA_ROOT=$(readlink -f "$root")
+    break
+  fi
+done
+[[ -n $CUDA_ROOT ]] || die "no CUDA toolkit (bin/nvcc + lib*/libcudart.so) in CUDA_HOME, CUDA_PATH, /usr/local/cuda"
+export CUDACXX=$CUDA_ROOT/bin/nvcc
 for tool in cmake ninja python3; do command -v $tool >/dev/null || die "no $tool on PATH"; done
 {
   echo "## nvidia-smi"; nvidia-smi 2>&1 || echo "(no nvidia-smi)"
   echo; echo "## nvidia-smi --query-gpu"
   nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version,clocks.max.sm,clocks.max.mem \
     --format=csv 2>&1 || true
-  echo; echo "## toolchain"; nvcc --version | tail -n2; cmake --version | head -n1; echo "ninja $(ninja --version)"
+  echo; echo "## toolchain ($CUDA_ROOT)"; "$CUDACXX" --version | tail -n2; cmake --version | head -n1; echo "ninja $(ninja --version)"
   python3 -VV; echo "cores: $(nproc)"; free -g | head -n2
   echo; echo "## build target: CMAKE_CUDA_ARCHITECTURES=$CC"
 } >"$OUT/device.txt"
-echo "[gpu] compute capability $CC, $(nproc) cores, $(command -v nvcc)"
+echo "[gpu] compute capability $CC, $(nproc) cores, CUDA in $CUDA_ROOT"
 
 # ---- 2. the pinned llama.cpp tree (carried, trimmed) ----
 phase source
@@ -97,7 +134,25 @@ MODEL_PID=$!
 # ---- 5. mr + llama-bench + llama-batched-bench: one CMake build, CUDA for this GPU only ----
 phase build
 export MR_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-DEFINES=(-DCMAKE_CUDA_ARCHITECTURES="$CC" -DMR_LLAMA_TOOLS=ON -DGGML_CUDA=ON)
+DEFINES=(-DCMAKE_CUDA_ARCHITECTURES="$CC" -DMR_LLAMA_TOOLS=ON -DGGML_CUDA=ON -DGGML_CUDA_NCCL=OFF)
+for lib in cublas cuda; do  # ggml-cuda links cuBLAS and the driver (libcuda)
+  var=CUDA_cublas_LIBRARY; [[ $lib == cuda ]] && var=CUDA_cuda_driver_LIBRARY
+  if found=$(cuda_lib_elsewhere $lib); then
+    [[ -z $found ]] && continue  # in the toolkit
+    echo "[gpu] lib$lib is not in the CUDA toolkit; using $found"
+    DEFINES+=("-D$var=$found")
+    LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LD_LIBRARY_PATH
+    inc=$(dirname "$(dirname "$found")")/include
+    if [[ $lib == cublas && -f $inc/cublas_v2.h ]]; then DEFINES+=(-DCMAKE_CUDA_FLAGS=-I"$inc"); fi
+  elif [[ $REHEARSAL == 1 ]]; then
+    # configure-only: a stand-in file lets CMake generate; it is never compiled against or linked
+    echo "[gpu] REHEARSAL: lib$lib is nowhere on this machine; a stand-in path for $var (never linked)" >&2
+    DEFINES+=("-D$var=$(compgen -G "$CUDA_ROOT/lib*/libcudart.so*" | head -n1)")
+  else
+    die "lib$lib is neither in the CUDA toolkit nor in a pip wheel, /usr/local/nvidia/lib64 or ldconfig's cache"
+  fi
+done
 echo "## build flags: MR_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL=$CMAKE_BUILD_PARALLEL_LEVEL ${DEFINES[*]}" >>"$OUT/device.txt"
 if [[ $REHEARSAL == 1 ]]; then
   cmake -S . -B build/gpu-rehearsal -G Ninja -DCMAKE_BUILD_TYPE=Release "${DEFINES[@]}" \
