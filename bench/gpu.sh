@@ -197,7 +197,7 @@ if ((LEFT < 60)); then
   echo "[gpu] NO BENCH: only ${LEFT} s of the ${BUDGET_S} s budget left" >&2
   FAILED+=(bench-skipped)
 else
-  PART_S=$((LEFT / 5 > 90 ? 90 : LEFT / 5))  # decode runs two budgets where the CPU has AMX
+  PART_S=$((LEFT / 4 > 90 ? 90 : LEFT / 4))  # two parts, each may overrun by one repetition
   echo "[gpu] bench with --part-seconds $PART_S (${LEFT} s left)"
   timeout $((LEFT - 10)) "$PY" -m bench decode concurrency --no-http --no-build --model "$MODEL" \
     --levels 1,4,8,16,32,64 --slots 64 --ctx-size 16384 --gen-tokens 128 --reps 3 \
@@ -208,7 +208,12 @@ fi
 phase end
 echo; echo "==== timings ===="; cat "$OUT/timings.txt"
 echo; echo "==== bench/README.md table (from $OUT/bench/summary.md) ===="
-cat "$OUT/bench/summary.md" 2>/dev/null || echo "(no summary.md)"
+if [[ -f $OUT/bench/summary.md ]]; then
+  cat "$OUT/bench/summary.md"
+else  # the bench was cut short: its figures are still in results.jsonl, one record a line
+  echo "(no summary.md; the last records of results.jsonl:)"
+  tail -n 40 "$OUT/bench/results.jsonl" 2>/dev/null || echo "(no results.jsonl either)"
+fi
 n_files=$(find "$OUT" -type f | wc -l)
 ((n_files <= 8)) || echo "[gpu] WARNING: $n_files files under \$OUT; only 8 come back" >&2
 if ((${#FAILED[@]})); then

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,7 +91,8 @@ def total_mib(path: Path) -> float:
 
 
 def cuda_mib(buffers: dict[str, float]) -> float:
-    return sum(mib for name, mib in buffers.items() if name.startswith("CUDA"))
+    """MiB of weights in device memory: CUDA0, CUDA1, ... (not CUDA_Host, pinned host memory)."""
+    return sum(mib for name, mib in buffers.items() if re.fullmatch(r"CUDA\d+", name))
 
 
 # ---- (a) all layers offloaded ----
