@@ -86,8 +86,10 @@ class Variant(NamedTuple):
 def variants() -> list[Variant]:
     from bench import device
 
-    # On an AMX machine the default repacks into AMX tiles; "AMX off" keeps the GGUF layout.
-    return [Variant("", True), *([Variant(" (AMX off)", False)] if device.has_amx() else [])]
+    # On an AMX machine the default repacks into AMX tiles; "AMX off" keeps the GGUF layout. With
+    # a GPU backend the weights are offloaded and repacking does not apply: no second variant.
+    amx_off = device.has_amx() and not device.build_info()["gpu_backends"]
+    return [Variant("", True), *([Variant(" (AMX off)", False)] if amx_off else [])]
 
 
 def run(ctx: Context) -> None:
