@@ -129,12 +129,14 @@ def _busy(http: httpx.Client, name: str) -> tuple[int, int]:
 
 
 COUNT = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
+# Long answers whatever this CPU's greedy wording: llama-server's ignore_eos extension.
+LONG = {"temperature": 0, "ignore_eos": True}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("path", "body"), [
-    (MESSAGES, {"model": SMOL, "max_tokens": 1500, "messages": COUNT, "stream": True, "temperature": 0}),
-    (RESPONSES, {"model": SMOL, "max_output_tokens": 1500, "input": COUNT, "stream": True, "temperature": 0}),
+    (MESSAGES, {"model": SMOL, "max_tokens": 1500, "messages": COUNT, "stream": True, **LONG}),
+    (RESPONSES, {"model": SMOL, "max_output_tokens": 1500, "input": COUNT, "stream": True, **LONG}),
 ])
 def test_disconnect_mid_stream_frees_the_slot(http: httpx.Client, path: str, body: dict) -> None:
     with http.stream("POST", path, json=body) as r:
@@ -150,8 +152,8 @@ def test_disconnect_mid_stream_frees_the_slot(http: httpx.Client, path: str, bod
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [MESSAGES, RESPONSES])
 def test_disconnect_before_a_non_streamed_answer_frees_the_slot(http: httpx.Client, path: str) -> None:
-    body = {"model": SMOL, "max_tokens": 1500, "max_output_tokens": 1500, "temperature": 0,
-            "messages": COUNT, "input": COUNT}
+    body = {"model": SMOL, "max_tokens": 1500, "max_output_tokens": 1500, "messages": COUNT, "input": COUNT,
+            **LONG}
     with pytest.raises(httpx.ReadTimeout):
         http.post(path, json=body, timeout=httpx.Timeout(60, read=1.0))
     # 1,500 tokens take several seconds; a cancelled request frees its slot within a step (the
@@ -167,14 +169,17 @@ def one_slot(store_root: Path, mr_home: Path) -> Iterator[httpx.Client]:
 
 @pytest.mark.slow
 def test_queue_cap_is_529_overloaded_for_anthropic_and_503_for_responses(one_slot: httpx.Client) -> None:
-    long = {"model": SMOL, "max_tokens": 1500, "messages": COUNT, "stream": True, "temperature": 0}
+    long = {"model": SMOL, "max_tokens": 1500, "messages": COUNT, "stream": True, **LONG}
     with one_slot.stream("POST", MESSAGES, json=long) as r:
-        next(r.iter_lines())  # the only slot is taken until this stream ends
+        lines = r.iter_lines()
+        first = [next(lines), next(lines)]
+        assert wait_for(lambda: _busy(one_slot, "smollm2") == (1, 1), 5.0), (_busy(one_slot, "smollm2"), first)
         refused = one_slot.post(MESSAGES, json=OK_MESSAGE)
-        assert refused.headers["retry-after"]
+        assert refused.headers.get("retry-after"), (refused.status_code, refused.text)
         anthropic_error(refused, 529, "overloaded_error")
         busy = one_slot.post(RESPONSES, json={"model": SMOL, "input": "hi", "max_output_tokens": 1})
         assert openai_error(busy, 503) and busy.headers["retry-after"]
+    assert wait_for(lambda: _busy(one_slot, "smollm2") == (0, 0), 5.0)  # the closed stream is cancelled
     sdk = anthropic.Anthropic(base_url=str(one_slot.base_url), api_key="x", max_retries=0)
     assert sdk.messages.create(model=SMOL, max_tokens=1, messages=HI).usage.output_tokens == 1
 

@@ -41,6 +41,7 @@ class ChatCall:
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     max_tokens: int = -1
     stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -71,7 +72,8 @@ async def start(ctx: ServerContext, call: ChatCall) -> Running:
     lease = await ctx.runner.acquire(call.model)
     llm = lease.llm
     [stream] = submit_all(lease, [lambda: llm.achat(call.messages, call.sampling, max_tokens=call.max_tokens,
-                                                    stop=call.stop, options=call.options)])
+                                                    stop=call.stop, options=call.options,
+                                                    ignore_eos=call.ignore_eos)])
     return Running(ctx, lease, stream)
 
 

@@ -40,7 +40,8 @@ def chat_call(req: MessagesRequest) -> ChatCall:
               if getattr(req, name) is not None}
     stops = [checked_text(s, "stop_sequences") for s in req.stop_sequences or []]
     return ChatCall(model=req.model, messages=messages(req), options=options(req),
-                    sampling=SamplingOptions(**fields), max_tokens=req.max_tokens, stop=stops)
+                    sampling=SamplingOptions(**fields), max_tokens=req.max_tokens, stop=stops,
+                    ignore_eos=req.ignore_eos)
 
 
 def messages(req: PromptFields) -> list[dict[str, Any]]:

@@ -114,6 +114,7 @@ class MessagesRequest(PromptFields, kw_only=True):
     stream: bool = False
     metadata: Metadata | None = None
     service_tier: str | None = None
+    ignore_eos: bool = False  # llama-server's extension, as on chat completions: max_tokens tokens
 
 
 class CountTokensRequest(PromptFields, kw_only=True):

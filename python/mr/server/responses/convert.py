@@ -29,7 +29,7 @@ def chat_call(req: ResponseRequest, items: list[dict[str, Any]],
     msgs += history + messages(items)
     fields = {name: getattr(req, name) for name in ("temperature", "top_p") if getattr(req, name) is not None}
     return ChatCall(model=req.model, messages=msgs, options=options(req), sampling=SamplingOptions(**fields),
-                    max_tokens=req.max_output_tokens or -1)
+                    max_tokens=req.max_output_tokens or -1, ignore_eos=req.ignore_eos)
 
 
 # ---- input items ----

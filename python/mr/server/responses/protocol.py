@@ -77,6 +77,7 @@ class ResponseRequest(Struct, kw_only=True):
     user: str | None = None
     reasoning: Any = None
     truncation: Literal["auto", "disabled"] | None = None
+    ignore_eos: bool = False  # llama-server's extension, as on chat completions: max_output_tokens tokens
 
 
 class InputTokensDetails(Struct, kw_only=True):
