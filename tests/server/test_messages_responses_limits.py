@@ -172,8 +172,9 @@ def test_queue_cap_is_529_overloaded_for_anthropic_and_503_for_responses(one_slo
     long = {"model": SMOL, "max_tokens": 1500, "messages": COUNT, "stream": True, **LONG}
     with one_slot.stream("POST", MESSAGES, json=long) as r:
         lines = r.iter_lines()
-        first = [next(lines), next(lines)]
-        assert wait_for(lambda: _busy(one_slot, "smollm2") == (1, 1), 5.0), (_busy(one_slot, "smollm2"), first)
+        first = [next(lines), next(lines)]  # message_start's event and data lines
+        taken = wait_for(lambda: _busy(one_slot, "smollm2") == (1, 1), 5.0)  # the only slot
+        assert taken, (_busy(one_slot, "smollm2"), first)
         refused = one_slot.post(MESSAGES, json=OK_MESSAGE)
         assert refused.headers.get("retry-after"), (refused.status_code, refused.text)
         anthropic_error(refused, 529, "overloaded_error")
