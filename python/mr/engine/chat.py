@@ -28,6 +28,10 @@ class _ChatOutput:
         """Cancel the request (frees its slot within one engine step)."""
         self._stream.close()
 
+    def abort(self, why: str) -> None:
+        """End the request from outside; the consumer gets CutShortError (see Stream.abort)."""
+        self._stream.abort(why)
+
     @property
     def finish_reason(self) -> str | None:
         raw = self._stream.finish_reason

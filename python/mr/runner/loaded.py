@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 class Closable(Protocol):
     def close(self) -> None: ...
 
+    def abort(self, why: str) -> None:
+        """End it from outside; its consumer must see an error, not a complete answer."""
+        ...
+
 
 @dataclass(eq=False)
 class LoadedModel:
@@ -75,7 +79,8 @@ class LoadedModel:
 class Lease:
     """One request's hold on a loaded model: the model is not unloaded or evicted while held.
 
-    Streams registered with `track` are closed (cancelled) when the server shuts down."""
+    Streams registered with `track` are aborted (their clients get an error, never a finish that
+    looks complete) when the model is unloaded under them or the server shuts down."""
 
     def __init__(self, model: LoadedModel, release: Any) -> None:
         self.model = model

@@ -236,9 +236,8 @@ class Runner:
             model.closing = True  # the last lease closes it
 
     def _close(self, model: LoadedModel) -> None:
-        if model.streams:
-            for stream in list(model.streams):
-                stream.close()
+        for stream in list(model.streams):
+            stream.abort("the model was unloaded")
         try:
             model.llm.close()
         except Exception:
@@ -299,11 +298,11 @@ class Runner:
     # ---- shutdown ----
 
     def drain(self) -> None:
-        """End every in-flight stream (server shutdown): their clients get a clean finish."""
+        """End every in-flight stream (server shutdown): their clients get an error saying so."""
         self._closed = True
         for model in list(self._loaded.values()):
             for stream in list(model.streams):
-                stream.close()
+                stream.abort("the server is shutting down")
 
     async def close(self) -> None:
         self.drain()
