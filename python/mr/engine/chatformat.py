@@ -7,6 +7,7 @@ templates that cannot express tools. ChatFormat itself is plain content.
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 
@@ -23,6 +24,15 @@ class ChatFormat:
     def __init__(self, grammar: str = "") -> None:
         self.grammar = grammar
         self._call_ids: list[str] = []
+
+    def fresh(self) -> ChatFormat:
+        """A copy without parsing state, for another answer to the same prompt."""
+        clone = copy.copy(self)
+        clone._reset()
+        return clone
+
+    def _reset(self) -> None:
+        self._call_ids = []
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
         """The request's sampling, plus the grammar this format constrains it with (if any)."""
@@ -58,6 +68,10 @@ class NativeFormat(ChatFormat):
         super().__init__(grammar)
         self._prompt = prompt
         self._from_template = from_template  # the chat library built it: it covers the prompt's tail
+        self._last = ChatMessage()
+
+    def _reset(self) -> None:
+        super()._reset()
         self._last = ChatMessage()
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from os import PathLike
@@ -13,7 +14,7 @@ import numpy as np
 
 from mr import _native, config
 from mr.engine import logbridge
-from mr.engine.chat import AsyncChatStream, ChatStream
+from mr.engine.chat import AsyncChatStream, ChatPrompt, ChatStream
 from mr.engine.chatformat import ChatFormat
 from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
 from mr.engine.prompt import chat_prompt_tokens
@@ -48,6 +49,7 @@ class LLM:
         self._chat_override = chat_template or ""
         self._templates: _native.ChatTemplates | None = None
         self._embedder: _native.Embedder | None = None
+        self._init_lock = threading.Lock()
 
     # ---- vocabulary ----
 
@@ -83,25 +85,35 @@ class LLM:
         request_id = self._pump.submit(route.put_nowait, *args)
         return AsyncStream(request_id, route, list(stop), self._pump.cancel, self._piece_of(logprobs))
 
-    def chat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
+    def chat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
              max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
              logprobs: int | None = None, ignore_eos: bool = False) -> ChatStream:
-        """Answer `messages` (OpenAI shape); iterate the result for ChatDelta objects."""
-        prompt, extra_stops, fmt = self._render(messages, options)
-        tokens = chat_prompt_tokens(self.model, prompt, messages)
-        stream = self.generate(tokens, fmt.sampling(sampling), max_tokens=max_tokens,
-                               stop=[*stop, *extra_stops], logprobs=logprobs, ignore_eos=ignore_eos)
+        """Answer `messages` (OpenAI shape, or prepare_chat's result); iterate for ChatDelta objects."""
+        prepared = self._prepared(messages, options)
+        fmt = prepared.fmt.fresh()
+        stream = self.generate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
+                               stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos)
         return ChatStream(stream, fmt)
 
-    def achat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
+    def achat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
               max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
               logprobs: int | None = None, ignore_eos: bool = False) -> AsyncChatStream:
-        """Like chat(), for asyncio (see agenerate)."""
-        prompt, extra_stops, fmt = self._render(messages, options)
-        tokens = chat_prompt_tokens(self.model, prompt, messages)
-        stream = self.agenerate(tokens, fmt.sampling(sampling), max_tokens=max_tokens,
-                                stop=[*stop, *extra_stops], logprobs=logprobs, ignore_eos=ignore_eos)
+        """Like chat(), for asyncio (see agenerate). On a server, pass prepare_chat's result
+        (computed in a worker thread): rendering and tokenizing must not run on the loop."""
+        prepared = self._prepared(messages, options)
+        fmt = prepared.fmt.fresh()
+        stream = self.agenerate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
+                                stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos)
         return AsyncChatStream(stream, fmt)
+
+    def prepare_chat(self, messages: list[dict[str, Any]], options: ChatOptions | None = None) -> ChatPrompt:
+        """Render, build the grammar and tokenize (blocking, thread-safe, size-bounded)."""
+        prompt, extra_stops, fmt = self._render(messages, options)
+        return ChatPrompt(chat_prompt_tokens(self.model, prompt, messages), extra_stops, fmt)
+
+    def _prepared(self, messages: list[dict[str, Any]] | ChatPrompt,
+                  options: ChatOptions | None) -> ChatPrompt:
+        return messages if isinstance(messages, ChatPrompt) else self.prepare_chat(messages, options)
 
     def _render(self, messages: list[dict[str, Any]],
                 options: ChatOptions | None) -> tuple[str, list[str], ChatFormat]:
@@ -114,9 +126,10 @@ class LLM:
         return prompt, stops
 
     def _chat_templates(self) -> _native.ChatTemplates:
-        if self._templates is None:
-            self._templates = _native.ChatTemplates(self.model, self._chat_override)
-        return self._templates
+        with self._init_lock:  # prepare_chat runs in worker threads
+            if self._templates is None:
+                self._templates = _native.ChatTemplates(self.model, self._chat_override)
+            return self._templates
 
     # ---- embeddings ----
 
@@ -157,19 +170,27 @@ class LLM:
             raise InvalidArgumentError("max_tokens must be >= 1 (or -1 for no limit)")
         if logprobs is not None and not 0 <= logprobs <= 20:
             raise InvalidArgumentError("top_logprobs must be in [0, 20]")
-        tokens = self._prompt_tokens(prompt, parse_special)
+        tokens = self.prompt_tokens(prompt, parse_special)
         n_logprobs = -1 if logprobs is None else logprobs
         return tokens, _native_sampling(sampling), max_tokens, ignore_eos, list(stop_tokens), n_logprobs
 
     def _piece_of(self, logprobs: int | None) -> Callable[[int], bytes] | None:
         return None if logprobs is None else self.model.token_to_piece
 
-    def _prompt_tokens(self, prompt: Prompt, parse_special: bool) -> np.ndarray:
+    def prompt_tokens(self, prompt: Prompt, parse_special: bool = False) -> np.ndarray:
+        """A text or token-id prompt as checked token ids (ids outside the vocabulary refused)."""
         if isinstance(prompt, str):
             return self.tokenize(prompt, add_special=True, parse_special=parse_special)
-        tokens = np.asarray(prompt)
+        try:
+            tokens = np.asarray(prompt)
+        except (OverflowError, ValueError):
+            tokens = np.asarray([], dtype=object)  # ragged or beyond 64 bits: refused below
         if tokens.ndim != 1 or (tokens.size and not np.issubdtype(tokens.dtype, np.integer)):
             raise InvalidArgumentError("prompt token ids must be a flat list of integers")
+        # Checked before the int32 cast, which would wrap 4294977202 to a valid id silently.
+        if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= self.model.n_vocab):
+            bad = next(int(t) for t in tokens if not 0 <= int(t) < self.model.n_vocab)
+            raise InvalidArgumentError(f"prompt token id {bad} is not in [0, {self.model.n_vocab})")
         return tokens.astype(np.int32, copy=False)
 
 

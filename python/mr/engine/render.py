@@ -8,21 +8,21 @@ import re
 from typing import Any
 
 from mr import _native
+from mr.engine import limits
 from mr.engine.chatformat import ChatFormat, NativeFormat
 from mr.engine.tools import GenericToolFormat, rewrite_messages
 from mr.engine.types import ChatOptions
 from mr.errors import InvalidArgumentError
 
-MAX_SCHEMA_DEPTH = 32  # deeper schemas could exhaust the native converter's stack
-
 
 def render(templates: _native.ChatTemplates, messages: list[dict[str, Any]],
            options: ChatOptions | None) -> tuple[str, list[str], ChatFormat]:
     opts = options or ChatOptions()
+    limits.check_messages(messages)
     schema = response_schema(opts.response_format)
     tools, choice = select_tools(opts.tools, opts.tool_choice)
-    _check_depth(schema, "response_format")
-    _check_depth(tools, "tools")
+    limits.check_schema(schema, "response_format")
+    limits.check_tools(tools)
     if tools and not templates.caps.get("supports_tools", False):
         required = choice == "required"
         rendered = templates.apply(_dumps(rewrite_messages(messages, tools, required)))
@@ -84,18 +84,6 @@ def select_tools(tools: list[dict] | None, tool_choice: str | dict | None) -> tu
             raise InvalidArgumentError(f"tool_choice names a function that is not in tools: {name!r}")
         return chosen, "required"
     raise InvalidArgumentError("tool_choice must be none, auto, required or a named function")
-
-
-def _check_depth(value: Any, param: str) -> None:
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_SCHEMA_DEPTH:
-            raise InvalidArgumentError(f"{param} is nested too deeply (more than {MAX_SCHEMA_DEPTH} levels)")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
 
 
 def _reasons(templates: _native.ChatTemplates) -> bool:

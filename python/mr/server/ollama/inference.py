@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -54,7 +55,8 @@ async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[A
     lease = await ctx.runner.acquire(data.model, keep)
     clock.mark_loaded()
     try:
-        stream = lease.llm.achat(messages, sampling, max_tokens=limit, stop=stop, options=options)
+        prompt = await asyncio.to_thread(lease.llm.prepare_chat, messages, options)  # off the loop
+        stream = lease.llm.achat(prompt, sampling, max_tokens=limit, stop=stop)
     except BaseException:
         lease.release()
         raise
@@ -78,12 +80,14 @@ async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Re
     try:
         llm = lease.llm
         stream: AsyncStream | AsyncChatStream
-        if data.raw:
-            stream = llm.agenerate(data.prompt, sampling, max_tokens=limit, stop=stop)
+        if data.raw:  # the caller wrote the template's markers themselves: they are tokens
+            tokens = await asyncio.to_thread(llm.tokenize, data.prompt, True, True)
+            stream = llm.agenerate(tokens, sampling, max_tokens=limit, stop=stop)
         else:
             messages = ([{"role": "system", "content": data.system}] if data.system else []) + [
                 {"role": "user", "content": data.prompt}]
-            stream = llm.achat(messages, sampling, max_tokens=limit, stop=stop, options=options)
+            prompt = await asyncio.to_thread(llm.prepare_chat, messages, options)
+            stream = llm.achat(prompt, sampling, max_tokens=limit, stop=stop)
     except BaseException:
         lease.release()
         raise
