@@ -132,7 +132,9 @@ def chat_options(req: ChatCompletionRequest) -> ChatOptions | None:
     response_format = msgspec.to_builtins(fmt) if fmt is not None and fmt.type != "text" else None
     if tools is None and tool_choice is None and response_format is None:
         return None
-    parallel = True if req.parallel_tool_calls is None else req.parallel_tool_calls
+    # One call unless parallel calls are asked for (llama-server's default too): a forced call
+    # list a small model may otherwise repeat until max_tokens.
+    parallel = bool(req.parallel_tool_calls)
     return ChatOptions(tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel,
                        response_format=response_format)
 
