@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -45,7 +44,11 @@ class LLM:
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, o.n_batch, o.n_ubatch,
                                       o.n_threads, o.max_queue, o.prefill_chunk)
         self._pump = EventPump(self._engine)
-        _LIVE.add(self)
+        # Freed when dropped: the pump thread holds the engine, not this object, so the finalizer
+        # (which must not hold `self` either) stops both once the last reference goes. It also
+        # runs at interpreter exit, before Python finalises: a pump thread waking up in a
+        # finalising interpreter would be killed inside native code (abort).
+        self._finalizer = weakref.finalize(self, _shutdown, self._engine, self._pump)
         self._chat_override = chat_template or ""
         self._templates: _native.ChatTemplates | None = None
         self._embedder: _native.Embedder | None = None
@@ -150,10 +153,8 @@ class LLM:
         return self._engine.stats()
 
     def close(self) -> None:
-        """Stop the engine (running requests end as cancelled) and its event pump. Idempotent."""
-        self._engine.shutdown()
-        self._pump.close()
-        _LIVE.discard(self)
+        """Stop the engine (running requests end as cut short) and its event pump. Idempotent."""
+        self._finalizer()
 
     def __enter__(self) -> LLM:
         return self
@@ -194,15 +195,9 @@ class LLM:
         return tokens.astype(np.int32, copy=False)
 
 
-# Engines still open at interpreter exit are closed by atexit, before Python finalises: a pump
-# thread waking up in a finalising interpreter would be killed inside native code (abort).
-_LIVE: weakref.WeakSet[LLM] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-    for llm in list(_LIVE):
-        llm.close()
+def _shutdown(engine: _native.Engine, pump: EventPump) -> None:
+    engine.shutdown()
+    pump.close()
 
 
 def _checked_text(text: str) -> str:

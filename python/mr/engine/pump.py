@@ -61,6 +61,7 @@ class EventPump:
         return request_id
 
     def submit_sync(self, *args: object) -> tuple[int, queue.SimpleQueue[Event]]:
+        self._detach_if_idle()
         route: queue.SimpleQueue[Event] = queue.SimpleQueue()
         return self.submit(route.put, *args), route  # type: ignore[arg-type]
 
@@ -71,8 +72,9 @@ class EventPump:
         """Drain from `loop` (fd readiness) instead of the thread. Call from the loop's thread."""
         if self._loop is loop:
             return
+        self._detach_if_idle()  # a loop that has ended (asyncio.run returned) hands over
         if self._loop is not None:
-            raise RuntimeError("this engine is already attached to another event loop")
+            raise RuntimeError("this engine is already attached to another running event loop")
         self._stop_thread()
         self._loop = loop
         loop.add_reader(self._engine.event_fd, self._drain_now)
@@ -82,10 +84,25 @@ class EventPump:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self._loop
 
+    def _detach_if_idle(self) -> None:
+        """Back to the thread when the attached loop no longer runs: nobody would drain."""
+        loop = self._loop
+        if loop is None or loop.is_running():
+            return
+        if not loop.is_closed():
+            loop.remove_reader(self._engine.event_fd)
+        self._loop = None
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mr-event-pump", daemon=True)
+                self._thread.start()
+
     def close(self) -> None:
+        """Stop draining, after a last drain (the engine's final cancel events reach their streams)."""
         self._stop_thread()
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._engine.event_fd)
+        self._drain_now()
         self._closed.set()
 
     def _stop_thread(self) -> None:
