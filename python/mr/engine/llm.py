@@ -9,14 +9,15 @@ from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from mr import _native, config
-from mr.engine import logbridge
+from mr.engine import limits, logbridge
 from mr.engine.chat import AsyncChatStream, ChatPrompt, ChatStream
 from mr.engine.chatformat import ChatFormat
 from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
-from mr.engine.prompt import chat_prompt_tokens
+from mr.engine.prompt import SpecialGuard, check_roles
 from mr.engine.pump import Event, EventPump
 from mr.engine.render import render
 from mr.engine.stream import AsyncStream, Stream
@@ -53,6 +54,7 @@ class LLM:
         self._templates: _native.ChatTemplates | None = None
         self._embedder: _native.Embedder | None = None
         self._init_lock = threading.Lock()
+        self._guard: SpecialGuard | None = None
 
     # ---- vocabulary ----
 
@@ -110,23 +112,36 @@ class LLM:
         return AsyncChatStream(stream, fmt)
 
     def prepare_chat(self, messages: list[dict[str, Any]], options: ChatOptions | None = None) -> ChatPrompt:
-        """Render, build the grammar and tokenize (blocking, thread-safe, size-bounded)."""
-        prompt, extra_stops, fmt = self._render(messages, options)
-        return ChatPrompt(chat_prompt_tokens(self.model, prompt, messages), extra_stops, fmt)
+        """Render, build the grammar and tokenize (blocking, thread-safe, size-bounded).
+        Client text stays text: see mr.engine.prompt."""
+        guard = self._special_guard()
+        prompt, extra_stops, fmt = self._render(messages, options, guard)
+        return ChatPrompt(guard.tokens(prompt), extra_stops, fmt)
 
     def _prepared(self, messages: list[dict[str, Any]] | ChatPrompt,
                   options: ChatOptions | None) -> ChatPrompt:
         return messages if isinstance(messages, ChatPrompt) else self.prepare_chat(messages, options)
 
-    def _render(self, messages: list[dict[str, Any]],
-                options: ChatOptions | None) -> tuple[str, list[str], ChatFormat]:
-        return render(self._chat_templates(), messages, options)
+    def _render(self, messages: list[dict[str, Any]], options: ChatOptions | None,
+                guard: SpecialGuard) -> tuple[str, list[str], ChatFormat]:
+        check_roles(messages)
+        limits.check_messages(messages)  # before protect() copies them
+        if options is not None and options.tools:
+            options = msgspec.structs.replace(options, tools=guard.protect(options.tools))
+        return render(self._chat_templates(), guard.protect(messages), options)
 
     def render_chat(self, messages: list[dict[str, Any]],
                     options: ChatOptions | None = None) -> tuple[str, list[str]]:
         """The prompt (and extra stop strings) that chat() would send for `messages`."""
-        prompt, stops, _fmt = self._render(messages, options)
-        return prompt, stops
+        guard = self._special_guard()
+        prompt, stops, _fmt = self._render(messages, options, guard)
+        return guard.reveal(prompt), stops
+
+    def _special_guard(self) -> SpecialGuard:
+        with self._init_lock:
+            if self._guard is None:
+                self._guard = SpecialGuard(self.model)
+            return self._guard
 
     def _chat_templates(self) -> _native.ChatTemplates:
         with self._init_lock:  # prepare_chat runs in worker threads
