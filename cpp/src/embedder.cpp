@@ -50,16 +50,27 @@ Embedder::Embedder(std::shared_ptr<Model> model, const EmbedderParams& params)
 Embeddings Embedder::embed(const std::vector<std::string>& texts, bool normalize, bool truncate) {
     std::vector<std::vector<llama_token>> inputs;
     inputs.reserve(texts.size());
-    for (size_t i = 0; i < texts.size(); ++i) {
-        auto tokens = model_->tokenize(texts[i], true, false);
+    for (const std::string& text : texts) inputs.push_back(model_->tokenize(text, true, false));
+    return embed_tokens(std::move(inputs), normalize, truncate);
+}
+
+Embeddings Embedder::embed_tokens(std::vector<std::vector<int32_t>> inputs, bool normalize, bool truncate) {
+    const int n_vocab = model_->n_vocab();
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        auto& tokens = inputs[i];
         if (tokens.empty()) throw InvalidArgument("input " + std::to_string(i) + " is empty");
+        for (const int32_t t : tokens) {
+            if (t < 0 || t >= n_vocab) {
+                throw InvalidArgument("input " + std::to_string(i) + ": token id " + std::to_string(t) +
+                                      " is not in [0, " + std::to_string(n_vocab) + ")");
+            }
+        }
         if (static_cast<int>(tokens.size()) > n_ctx_) {
             if (!truncate) {
                 throw ContextOverflow(static_cast<int>(tokens.size()), n_ctx_);
             }
             tokens.resize(n_ctx_);
         }
-        inputs.push_back(std::move(tokens));
     }
 
     Embeddings out;

@@ -115,6 +115,9 @@ class Embedder:
     def embed(
         self, texts: list[str], normalize: bool = True, truncate: bool = False
     ) -> tuple[npt.NDArray[np.float32], int]: ...
+    def embed_tokens(
+        self, inputs: list[list[int]], normalize: bool = True, truncate: bool = False
+    ) -> tuple[npt.NDArray[np.float32], int]: ...
     @property
     def pooling_type(self) -> int: ...
     @property

@@ -1,6 +1,7 @@
 // Sentence embeddings: a second context in embeddings mode, many inputs packed per batch.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -31,6 +32,8 @@ public:
 
     // One row per text. Inputs longer than n_ctx throw InvalidArgument unless `truncate`.
     Embeddings embed(const std::vector<std::string>& texts, bool normalize, bool truncate);
+    // One row per token list, embedded as given (ids are checked against the vocabulary).
+    Embeddings embed_tokens(std::vector<std::vector<int32_t>> inputs, bool normalize, bool truncate);
     // The pooling actually used: the model's, or mean pooling for a generative model.
     int pooling_type() const { return pooling_; }
     int n_ctx() const { return n_ctx_; }

@@ -157,10 +157,27 @@ class LLM:
             raise InvalidArgumentError("embed() takes a list of texts")
         if not texts:
             raise InvalidArgumentError("input must not be empty")
-        if self._embedder is None:
-            self._embedder = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads)
-        matrix, _n_tokens = self._embedder.embed([_checked_text(t) for t in texts], normalize, truncate)
+        matrix, _n_tokens = self._embedder_ctx().embed([_checked_text(t) for t in texts], normalize, truncate)
         return matrix
+
+    def embed_tokens(self, inputs: Sequence[Sequence[int]], normalize: bool = True,
+                     truncate: bool = False) -> tuple[np.ndarray, int]:
+        """One row per token list, embedded as given; and the number of tokens embedded."""
+        if not inputs:
+            raise InvalidArgumentError("input must not be empty")
+        lists = [[int(t) for t in ids] for ids in inputs]
+        return self._embedder_ctx().embed_tokens(lists, normalize, truncate)
+
+    @property
+    def has_embedder(self) -> bool:
+        """Whether the embedding context (its own KV cache and buffers) exists yet."""
+        return self._embedder is not None
+
+    def _embedder_ctx(self) -> _native.Embedder:
+        with self._init_lock:
+            if self._embedder is None:
+                self._embedder = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads)
+            return self._embedder
 
     # ---- lifecycle ----
 

@@ -41,6 +41,13 @@ class LoadedModel:
     streams: set[Closable] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
     embed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    embed_waiting: int = 0  # embedding requests queued behind embed_lock
+    embedder_memory: int = 0  # the embedding context, counted once it is created
+    draining: bool = False  # unloaded while busy: still running, still in memory
+
+    @property
+    def memory(self) -> int:
+        return self.estimate.total + self.embedder_memory
 
     @property
     def id(self) -> str:
@@ -57,6 +64,8 @@ class LoadedModel:
             return {}
 
     def until(self) -> str:
+        if self.draining:
+            return "draining"
         if self.active:
             return "active"
         if self.expires_at is None:
@@ -72,7 +81,8 @@ class LoadedModel:
             "until": self.until(), "expires_at": self.expires_at, "loaded_at": self.loaded_at,
             "last_used": self.last_used, "active_requests": self.active,
             "busy_slots": stats.get("busy_slots", 0), "queued": stats.get("queued", 0),
-            "memory": self.estimate.total, "size": self.resolved.size, "on_gpu": self.on_gpu,
+            "memory": self.memory, "size": self.resolved.size, "on_gpu": self.on_gpu,
+            "status": "draining" if self.draining else "loaded",
         }
 
 

@@ -32,6 +32,7 @@ class RunnerConfig:
     n_ctx: int | None = None  # `mr serve --ctx-size`; None: the package's, else the model's (capped)
     keep_alive: float = 300.0  # seconds; math.inf: forever; 0: unload when idle
     max_queue: int = 64  # requests waiting per model beyond its slots (then 503)
+    max_embed_queue: int = 8  # embedding requests waiting per model for its embedding context
     memory_budget: int | None = None  # bytes for models; None: 80% of RAM, or 90% of VRAM with a GPU
     load_timeout: float = 300.0  # how long a request waits for a model to load
     n_threads: int = 0
@@ -45,6 +46,7 @@ class Runner:
         self.config = config or RunnerConfig()
         self.settings = settings or SettingsFile(None)
         self._loaded: dict[str, LoadedModel] = {}
+        self._draining: set[LoadedModel] = set()  # unloaded while busy; memory still in use
         self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
         self._load_lock = asyncio.Lock()
         self._budget: tuple[int, int | None] | None = None
@@ -76,7 +78,7 @@ class Runner:
         return self._pool()
 
     def used_memory(self) -> int:
-        return sum(m.estimate.total for m in self._loaded.values())
+        return sum(m.memory for m in (*self._loaded.values(), *self._draining))
 
     # ---- leases ----
 
@@ -211,15 +213,35 @@ class Runner:
                 f"model {resolved.name} needs {est.describe()}, more than the memory budget of "
                 f"{human(pool)}; lower its context size (mr configure --context-size) or raise "
                 f"the budget (--memory-budget)")
-        idle = sorted((m for m in self._loaded.values() if m.active == 0), key=lambda m: m.last_used)
-        while self.used_memory() + est.total > pool:
+        self._evict_for(est.total, f"load {resolved.name}")
+
+    def _evict_for(self, needed: int, purpose: str, keep: LoadedModel | None = None) -> None:
+        """Unload idle models, least recently used first, until `needed` more bytes fit."""
+        pool = self._pool()
+        idle = sorted((m for m in self._loaded.values() if m.active == 0 and m is not keep),
+                      key=lambda m: m.last_used)
+        while self.used_memory() + needed > pool:
             if not idle:
                 raise ModelBusyError(
-                    f"not enough free memory to load {resolved.name} ({human(est.total)} needed, "
-                    f"{human(pool - self.used_memory())} free): the loaded models are busy")
+                    f"not enough free memory to {purpose} ({human(needed)} needed, "
+                    f"{human(max(pool - self.used_memory(), 0))} free): the loaded models are busy")
             victim = idle.pop(0)
-            log.info("evicting %s to make room for %s", victim.name, resolved.name)
+            log.info("evicting %s to %s", victim.name, purpose)
             self._unload(victim)
+
+    def reserve_embedder(self, model: LoadedModel) -> None:
+        """Count the embedding context (created on first use: its own KV cache and compute
+        buffers) in the budget before it exists, making room as for a load."""
+        if model.embedder_memory:
+            return
+        extra = model.estimate.kv_cache + model.estimate.compute
+        if model.memory + extra > self._pool():
+            raise InsufficientMemoryError(
+                f"embeddings with {model.name} need {human(extra)} more for the embedding context "
+                f"than the memory budget of {human(self._pool())} leaves; raise the budget "
+                f"(--memory-budget) or lower the context size")
+        self._evict_for(extra, f"create the embedding context of {model.name}", keep=model)
+        model.embedder_memory = extra
 
     # ---- unloading ----
 
@@ -233,7 +255,9 @@ class Runner:
         if model.active == 0:
             self._close(model)
         else:
-            model.closing = True  # the last lease closes it
+            model.closing = True  # the last lease closes it; until then it is draining
+            model.draining = True
+            self._draining.add(model)
 
     def _close(self, model: LoadedModel) -> None:
         for stream in list(model.streams):
@@ -243,9 +267,13 @@ class Runner:
         except Exception:
             log.exception("closing %s failed", model.name)
         model.closing = True
+        model.draining = False
+        self._draining.discard(model)
 
-    async def unload(self, names: list[str] | None = None) -> int:
-        """Unload the named models (all when `names` is None); returns how many were loaded."""
+    async def unload(self, names: list[str] | None = None) -> tuple[int, int]:
+        """Unload the named models (all when `names` is None): (how many were closed, how many
+        drain). A busy one drains: it finishes its requests, then closes; until then it stays
+        in `ps` and in the memory budget."""
         if names is None:
             targets = list(self._loaded.values())
         else:
@@ -257,7 +285,8 @@ class Runner:
                     targets.append(model)
         for model in targets:
             self._unload(model)
-        return len(targets)
+        draining = sum(1 for m in targets if m.draining)
+        return len(targets) - draining, draining
 
     async def load(self, name: str, keep_alive: float | None = None) -> LoadedModel:
         """Load (or keep) a model without using it (Ollama's empty generate request)."""
@@ -272,7 +301,11 @@ class Runner:
         return self._loaded.get(model_id)
 
     def ps(self) -> list[dict[str, object]]:
-        return [m.to_ps() for m in sorted(self._loaded.values(), key=lambda m: -m.last_used)]
+        models = sorted((*self._loaded.values(), *self._draining), key=lambda m: -m.last_used)
+        return [m.to_ps() for m in models]
+
+    def draining(self) -> list[LoadedModel]:
+        return list(self._draining)
 
     # ---- settings ----
 
@@ -308,5 +341,5 @@ class Runner:
         self.drain()
         for model in list(self._loaded.values()):
             self._unload(model)
-            if model.active:
-                self._close(model)
+        for model in list(self._draining):
+            self._close(model)
