@@ -79,8 +79,12 @@ def test_sigint_exits_zero_and_flags_beat_env(env: dict[str, str]) -> None:
     assert "GET /engines/status" not in stderr  # --quiet
 
 
-def test_listening_beyond_loopback_without_a_key_warns(env: dict[str, str]) -> None:
-    proc = start(["--host", "0.0.0.0"], env)
+def test_listening_beyond_loopback_needs_a_key_or_no_auth(env: dict[str, str]) -> None:
+    refused = start(["--host", "0.0.0.0"], env)  # started, with a warning, before
+    _, stderr = refused.communicate(timeout=30)
+    assert refused.returncode == 2 and "refusing to listen on 0.0.0.0 without an API key" in stderr
+    assert "--no-auth" in stderr and "Traceback" not in stderr
+    proc = start(["--host", "0.0.0.0", "--no-auth"], env)
     try:
         wait_healthy(f"http://127.0.0.1:{env['MR_PORT']}", proc)
         proc.send_signal(signal.SIGTERM)
@@ -88,7 +92,7 @@ def test_listening_beyond_loopback_without_a_key_warns(env: dict[str, str]) -> N
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "WARNING" in stderr and "API key" in stderr
+    assert "WARNING" in stderr and "API key" in stderr and "loopback clients only" in stderr
 
 
 def test_bad_flag_values_are_usage_errors(env: dict[str, str]) -> None:

@@ -25,6 +25,7 @@ class Settings(msgspec.Struct, kw_only=True):
     host: str = DEFAULT_HOST
     port: int = mr_config.DEFAULT_PORT
     api_key: str | None = None
+    no_auth: bool = False  # off loopback without a key: start anyway (mutations stay loopback-only)
     parallel: int = 4  # slots per model
     ctx_size: int | None = None  # context per model (all slots share it, as in llama.cpp)
     keep_alive: float = 300.0  # seconds; math.inf: never unload; 0: unload when idle
@@ -102,6 +103,7 @@ def _bool(raw: str) -> bool:
 _ENV = [
     ("MR_PORT", "port", int),
     ("MR_API_KEY", "api_key", str),
+    ("MR_NO_AUTH", "no_auth", _bool),
     ("MR_PARALLEL", "parallel", int),
     ("MR_CTX_SIZE", "ctx_size", int),
     ("MR_KEEP_ALIVE", "keep_alive", _keep_alive),
