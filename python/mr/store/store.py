@@ -22,6 +22,7 @@ from mr.store.model import LocalModel, ensure_bundle
 if TYPE_CHECKING:
     from mr.store.progress import EventSink
     from mr.store.pull import PullResult
+    from mr.store.transfer import TransferGuard
 
 
 @dataclass
@@ -245,11 +246,12 @@ class Store:
 
     # -- registry -----------------------------------------------------------------------------
     def pull(self, reference: str, progress: bool = False,
-             on_progress: EventSink | None = None) -> PullResult:
-        """Pull from the registry; returns PullResult(model, downloaded, bytes_downloaded)."""
+             on_progress: EventSink | None = None, guard: TransferGuard | None = None) -> PullResult:
+        """Pull from the registry; returns PullResult(model, downloaded, bytes_downloaded).
+        `guard` bounds it (cancel, deadline, minimum rate; see mr.store.transfer)."""
         from mr.store.pull import pull
 
-        return pull(self, reference, progress=progress, on_progress=on_progress)
+        return pull(self, reference, progress=progress, on_progress=on_progress, guard=guard)
 
     def push(self, reference: str, target: str | None = None, progress: bool = False,
              on_progress: EventSink | None = None) -> str:

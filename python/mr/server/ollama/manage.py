@@ -13,6 +13,7 @@ from litestar.response import Stream
 
 from mr.errors import ModelNotFoundError
 from mr.server.context import Req, server_context
+from mr.server.disconnect import until_disconnect
 from mr.server.dmr import remove_model
 from mr.server.embedding import Item, check_count
 from mr.server.embedding import run as run_embeddings
@@ -122,19 +123,22 @@ async def pull(request: Req, data: Annotated[PullRequest, Body()]) -> Response[A
     if not data.target:
         raise invalid("model", "model is required")
     store.check_reference(data.target)
-    lines = _pull_lines(store, data.target)
+    pulling = thread_events(lambda sink, guard: store.pull(data.target, on_progress=sink, guard=guard))
     if data.stream:
-        return Stream(lines, media_type="application/x-ndjson")
-    last = b""
-    async for line in lines:
-        last = line
-    status = 500 if b'"error"' in last else 200
-    return Response(last, media_type="application/json", status_code=status)
+        return Stream(_pull_lines(pulling), media_type="application/x-ndjson")
+    await until_disconnect(request, _last(pulling), lambda: None)  # leaving cancels the pull
+    return Response(_encode({"status": "success"}), media_type="application/json")
 
 
-async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
+async def _last(pulling: AsyncIterator[Any]) -> None:
+    async for item in pulling:
+        if isinstance(item, BaseException):
+            raise item  # its own status: 404 for a model the registry does not have
+
+
+async def _pull_lines(pulling: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     yield _encode({"status": "pulling manifest"}) + b"\n"
-    async for item in thread_events(lambda sink: store.pull(name, on_progress=sink)):
+    async for item in pulling:
         if isinstance(item, BaseException):
             yield _encode({"error": error_message(item)}) + b"\n"
             return
