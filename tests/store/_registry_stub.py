@@ -169,7 +169,8 @@ class StubRegistry:
                     want = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
                     if got == want:
                         return True
-                    self._reply(401, b"{}", {"WWW-Authenticate": 'Basic realm="stub"'})
+                    self._reply(401, b"{}", {"WWW-Authenticate": 'Basic realm="stub"'},
+                                head=self.command == "HEAD")  # no body after a HEAD
                     return False
                 action = "push" if self.command in ("POST", "PUT", "PATCH") else "pull"
                 if got.startswith(f"Bearer {stub.token}:") and action in got.split(":", 1)[1]:
@@ -179,7 +180,7 @@ class StubRegistry:
                 scope = "pull" if action == "pull" else "pull,push"
                 challenge = (f'Bearer realm="http://{stub.host}/token",service="stub",'
                              f'scope="repository:{repo}:{scope}"')
-                self._reply(401, b"{}", {"WWW-Authenticate": challenge})
+                self._reply(401, b"{}", {"WWW-Authenticate": challenge}, head=self.command == "HEAD")
                 return False
 
             def _token(self) -> None:
