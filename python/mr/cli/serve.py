@@ -141,13 +141,15 @@ def run(settings: Any) -> None:
     """Serve until SIGINT/SIGTERM; returns after a clean shutdown."""
     from mr.server import create_app
     from mr.server.context import STATE_KEY
+    from mr.server.hygiene import guarded_protocol
     from mr.server.progress import cancel_all as cancel_transfers
 
     app = create_app(settings)
     ctx = app.state[STATE_KEY]
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             access_log=False, lifespan="on", server_header=False,
-                            timeout_graceful_shutdown=10)
+                            timeout_graceful_shutdown=10,
+                            http=guarded_protocol(settings.header_timeout, settings.body_timeout))
     server = _Server(config, on_exit=lambda: (ctx.runner.drain(), cancel_transfers()))
     click.echo(f"mr serve: listening on http://{_url_host(settings.host)}:{settings.port} "
                f"(models in {settings.models_root()}, {settings.parallel} slots per model)", err=True)

@@ -111,6 +111,11 @@ def _preflight(cors: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]) -> 
 def screen(policy: Policy, scope: Scope) -> tuple[Rejection | None, list[tuple[bytes, bytes]]]:
     """(a response to send instead of running the app, or None; CORS headers to add)."""
     headers = dict(scope["headers"])
+    if b"content-length" in headers and b"transfer-encoding" in headers:
+        # Two framings: a proxy in front may read another request boundary (smuggling).
+        body = envelope(400, "Content-Length and Transfer-Encoding together are refused", None,
+                        "bad_framing")
+        return (400, body, [(b"connection", b"close")]), []
     host = headers.get(b"host")
     if not policy.host_ok(host.decode("latin-1") if host is not None else None):
         return (403, envelope(403, "host not allowed", None, "host_not_allowed"), []), []

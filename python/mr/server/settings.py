@@ -36,6 +36,8 @@ class Settings(msgspec.Struct, kw_only=True):
     cors_origins: list[str] = msgspec.field(default_factory=list)  # extra origins; "*" for any
     max_body_bytes: int = DEFAULT_MAX_BODY
     load_timeout: float = 300.0
+    header_timeout: float = 10.0  # seconds for a request's headers (slowloris)
+    body_timeout: float = 120.0  # seconds for a request's body once its headers are in
     threads: int = 0
     gpu_layers: int = -1
     settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
@@ -114,6 +116,8 @@ _ENV = [
     ("MR_CORS_ORIGINS", "cors_origins", _csv),
     ("MR_MAX_BODY_BYTES", "max_body_bytes", int),
     ("MR_LOAD_TIMEOUT", "load_timeout", float),
+    ("MR_HEADER_TIMEOUT", "header_timeout", float),
+    ("MR_BODY_TIMEOUT", "body_timeout", float),
     ("MR_THREADS", "threads", int),
     ("MR_GPU_LAYERS", "gpu_layers", int),
     ("MR_LOG_REQUESTS", "log_requests", _bool),
