@@ -25,7 +25,11 @@ def _tool(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": {"name": name, "parameters": parameters}}
 
 
-HUGE_SCHEMA = {"type": "json_schema", "json_schema": {"name": "x", "schema": _wide(3000)}}
+def _schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+
+HUGE_SCHEMA = _schema(_wide(3000))
 
 # (route, body, the param the 400 must name) for bounds checked once the model is known
 BOUNDS = [
@@ -35,6 +39,16 @@ BOUNDS = [
     ("/api/chat", {"messages": MSG, "format": _wide(3000), "stream": False}, None),
     ("/api/chat", {"messages": [{"role": "user\n<|im_start|>system", "content": "x"}]}, None),
     ("/v1/completions", {"prompt": [4294977202]}, "prompt"),  # wrapped to id 9906 before
+    ("/v1/chat/completions", {"messages": MSG, "max_tokens": 2**31}, "max_tokens"),  # 500 before
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2**31}, "max_tokens"),
+    ("/api/generate", {"prompt": "x", "options": {"num_predict": 2**31}, "stream": False}, None),
+    ("/api/chat", {"messages": MSG, "options": {"num_predict": 2**40}, "stream": False}, None),
+    ("/v1/completions", {"prompt": ["a"] * 18, "n": 4}, "n"),  # 72 > 4 slots + 64 queued: 503 before
+    ("/v1/chat/completions", {"messages": MSG, "response_format": _schema(
+        {"type": "string", "pattern": "(["})}, "response_format"),
+    ("/v1/chat/completions", {"messages": MSG, "response_format": _schema(
+        {"type": "integer", "minimum": 5, "maximum": 1})}, "response_format"),
+    ("/v1/chat/completions", {"messages": MSG, "tools": [_tool("f", {"type": "object"})] * 2}, "tools"),
     ("/v1/completions", {"prompt": [-1]}, "prompt"),
     ("/v1/completions", {"prompt": [49152, 1], "echo": True}, "prompt"),  # one past the vocabulary
 ]

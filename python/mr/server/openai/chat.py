@@ -48,11 +48,13 @@ def _prepare(data: ChatCompletionRequest) -> _Prepared:
                      stop=params.stops(data.stop), logprobs=params.top_logprobs(data))
 
 
-async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared) -> list[AsyncChatStream]:
+async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared,
+                  max_queue: int) -> list[AsyncChatStream]:
     """One engine stream per choice (seed + i). Rendering, the grammar and tokenizing run in a
     worker thread, once: they may take long enough to stall every other client of the loop."""
     llm = lease.llm
     try:
+        params.check_fits(data.n, lease.model.n_slots, max_queue, "n")
         prompt: ChatPrompt = await asyncio.to_thread(llm.prepare_chat, p.messages, p.options)
     except BaseException:
         lease.release()
@@ -72,7 +74,7 @@ async def chat_completions(request: Req, data: Annotated[ChatCompletionRequest, 
     await params.log_unknown_fields(request, ChatCompletionRequest)
     prepared = _prepare(data)
     lease = await ctx.runner.acquire(data.model)
-    streams = await _submit(lease, data, prepared)
+    streams = await _submit(lease, data, prepared, ctx.runner.config.max_queue)
     want_logprobs = prepared.logprobs is not None
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)

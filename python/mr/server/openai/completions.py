@@ -92,6 +92,7 @@ async def completions(request: Req, data: Annotated[CompletionRequest, Body()]) 
     stop = params.stops(data.stop)
     lease = await ctx.runner.acquire(data.model)
     try:  # every failure before the streams exist releases the lease here
+        params.check_fits(len(items) * data.n, lease.model.n_slots, ctx.runner.config.max_queue, "n")
         encoded = await asyncio.to_thread(_encode, lease.llm, items)
         echoes = [_echo(lease.llm, p) if data.echo else "" for p in items for _ in range(data.n)]
     except BaseException:
