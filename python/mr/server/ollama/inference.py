@@ -16,7 +16,7 @@ from mr.runner import Lease
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid, stream_error
-from mr.server.ollama import convert
+from mr.server.ollama import convert, ignored
 from mr.server.ollama.protocol import ChatRequest, GenerateRequest
 from mr.server.sse import guarded
 
@@ -61,7 +61,8 @@ async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[A
         lease.release()
         raise
     lease.track(stream)
-    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, chat=True)
+    extra = ignored.headers(ignored.of_chat(data), request.url.path)
+    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, True, extra)
 
 
 @post("/generate", summary="Ollama generate", tags=["Ollama"], status_code=200)
@@ -92,21 +93,23 @@ async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Re
         lease.release()
         raise
     lease.track(stream)
-    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, chat=False)
+    extra = ignored.headers(ignored.of_generate(data), request.url.path)
+    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, False, extra)
 
 
 async def _respond(request: Req, ctx: ServerContext, lease: Lease, stream: AsyncStream | AsyncChatStream,
-                   model: str, streaming: bool, clock: convert.Clock, chat: bool) -> Response[Any]:
+                   model: str, streaming: bool, clock: convert.Clock, chat: bool,
+                   headers: dict[str, str] | None) -> Response[Any]:
     if streaming:
         body = guarded(_lines(ctx, lease, stream, model, clock, chat), lambda: _finish(lease, stream))
-        return Stream(body, media_type=NDJSON)
+        return Stream(body, media_type=NDJSON, headers=headers)
     try:
         text = await until_disconnect(request, _collect(stream), stream.close)
     finally:
         _finish(lease, stream)
     body = _final(stream, model, clock, chat, text)
     ctx.metrics.tokens(lease.model.name, stream.usage.prompt_tokens, stream.usage.completion_tokens)
-    return Response(_encode(body), media_type="application/json")
+    return Response(_encode(body), media_type="application/json", headers=headers)
 
 
 async def _collect(stream: AsyncStream | AsyncChatStream) -> str:
