@@ -44,6 +44,7 @@ class LoadedModel:
     embed_waiting: int = 0  # embedding requests queued behind embed_lock
     embedder_memory: int = 0  # the embedding context, counted once it is created
     draining: bool = False  # unloaded while busy: still running, still in memory
+    hold: Any = None  # the source's hold on the model's files (StoreSource.hold)
 
     @property
     def memory(self) -> int:

@@ -176,12 +176,18 @@ class Runner:
         n_slots = settings.parallel or self.config.n_slots
         keep_alive = settings.keep_alive if settings.keep_alive is not None else self.config.keep_alive
         started = time.perf_counter()
-        llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots)
-        if self._closed:
-            llm.close()
-            raise ModelBusyError("the server is shutting down")
+        hold = getattr(self.source, "hold", None)
+        files = await asyncio.to_thread(hold, resolved) if hold is not None else None
+        try:
+            llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots)
+            if self._closed:
+                llm.close()
+                raise ModelBusyError("the server is shutting down")
+        except BaseException:
+            self._release_files(files, resolved)
+            raise
         model = LoadedModel(resolved=resolved, llm=llm, estimate=est, n_ctx=llm.n_ctx, n_slots=n_slots,
-                            keep_alive=keep_alive, on_gpu=self._uses_gpu())
+                            keep_alive=keep_alive, on_gpu=self._uses_gpu(), hold=files)
         self._loaded[resolved.id] = model
         self.loads[resolved.name] = self.loads.get(resolved.name, 0) + 1
         log.info("loaded %s in %.2fs: %s", resolved.name, time.perf_counter() - started, est.describe())
@@ -269,6 +275,17 @@ class Runner:
         model.closing = True
         model.draining = False
         self._draining.discard(model)
+        hold, model.hold = model.hold, None
+        self._release_files(hold, model.resolved)
+
+    def _release_files(self, hold: object, resolved: ResolvedModel) -> None:
+        release = getattr(self.source, "release", None)
+        if hold is None or release is None:
+            return
+        try:
+            release(hold, resolved)  # file locks and unlinks: milliseconds
+        except Exception:
+            log.exception("releasing the files of %s failed", resolved.name)
 
     async def unload(self, names: list[str] | None = None) -> tuple[int, int]:
         """Unload the named models (all when `names` is None): (how many were closed, how many
