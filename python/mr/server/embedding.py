@@ -49,9 +49,12 @@ async def run(ctx: ServerContext, lease: Lease, items: list[Item], truncate: boo
 
 def _embed(llm: LLM, items: list[Item], truncate: bool, normalize: bool) -> tuple[np.ndarray, int]:
     tokens = [llm.tokenize(i) if isinstance(i, str) else list(i) for i in items]
+    n_vocab = llm.model.n_vocab
     for k, ids in enumerate(tokens):
         if len(ids) == 0:
             raise invalid("input", f"input {k} is empty")
+        if not isinstance(items[k], str) and any(not 0 <= t < n_vocab for t in ids):
+            raise invalid("input", f"input {k}: token ids must be in [0, {n_vocab})")
     try:
         return llm.embed_tokens(tokens, normalize=normalize, truncate=truncate)
     except InvalidArgumentError as exc:
