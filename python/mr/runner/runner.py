@@ -19,6 +19,7 @@ from mr.runner.loaded import Lease, LoadedModel
 from mr.runner.memory import MemoryEstimate, default_budget, estimate, human
 from mr.runner.settings import ModelSettings, SettingsFile
 from mr.runner.source import ModelSource, ResolvedModel
+from mr.runner.trim import limit_arenas, release_freed_memory
 
 if TYPE_CHECKING:
     from mr.engine import LLM
@@ -53,6 +54,7 @@ class Runner:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.loads: dict[str, int] = {}  # display name -> how many times it was loaded
+        limit_arenas()  # before any engine thread exists: RSS stays flat across reloads
 
     # ---- budget ----
 
@@ -277,6 +279,9 @@ class Runner:
         self._draining.discard(model)
         hold, model.hold = model.hold, None
         self._release_files(hold, model.resolved)
+        if self._loop is not None and not self._loop.is_closed():
+            # once the callers holding the model have let go of it (this very step)
+            self._loop.call_later(0.5, release_freed_memory)
 
     def _release_files(self, hold: object, resolved: ResolvedModel) -> None:
         release = getattr(self.source, "release", None)
