@@ -234,7 +234,7 @@ class LLM:
         # Checked before the int32 cast, which would wrap 4294977202 to a valid id silently.
         if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= self.model.n_vocab):
             bad = next(int(t) for t in tokens if not 0 <= int(t) < self.model.n_vocab)
-            raise InvalidArgumentError(f"prompt token id {bad} is not in [0, {self.model.n_vocab})")
+            raise InvalidArgumentError(f"prompt token id {bad} is out of range [0, {self.model.n_vocab})")
         return tokens.astype(np.int32, copy=False)
 
 
