@@ -12,6 +12,7 @@ crossings are per step, not per token. Two ways to drain:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -36,6 +37,13 @@ class Event(NamedTuple):
 
 
 LOG = logging.getLogger("mr.engine")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled", 4: "error"}
 Sink = Callable[[Event], None]
 
@@ -98,12 +106,24 @@ class EventPump:
                 self._thread.start()
 
     def close(self) -> None:
-        """Stop draining, after a last drain (the engine's final cancel events reach their streams)."""
+        """Stop draining, after a last drain (the engine's final cancel events reach their streams).
+        Safe from any thread (a dropped LLM's finalizer runs wherever the garbage collector
+        does): the loop's reader and its queues are only touched on the loop's own thread."""
         self._stop_thread()
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._engine.event_fd)
-        self._drain_now()
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and _running_loop() is not loop:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._close_on_loop)
+        elif loop is not None and not loop.is_closed():
+            self._close_on_loop()
+        else:
+            self._drain_now()
         self._closed.set()
+
+    def _close_on_loop(self) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(self._engine.event_fd)
+        self._drain_now()
 
     def _stop_thread(self) -> None:
         self._closed.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import logging
 
 log = logging.getLogger("mr.runner")
@@ -47,7 +46,6 @@ def limit_arenas(count: int = 2) -> None:
 
 
 def release_freed_memory() -> None:
-    gc.collect()  # the unloaded engine's last Python references, and with them its buffers
     trim = _malloc_trim()
     if trim is not None:
         try:
