@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 
 
-def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 0) -> Path:
+def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 0,
+                     chat_template: str | None = None) -> Path:
     """A 2-layer llama with random F16 weights and SmolLM2's real tokenizer (about 14 MB).
 
     It loads and generates (nonsense), which is all the fast engine-mechanics tests need.
+    `chat_template` replaces SmolLM2's template in the file's metadata.
     """
     import gguf
 
@@ -28,7 +30,8 @@ def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, 
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     n_vocab = 0
     for name, field in reader.fields.items():
-        if not name.startswith("tokenizer."):
+        if not name.startswith("tokenizer.") or (chat_template is not None
+                                                   and name == "tokenizer.chat_template"):
             continue
         value = field.contents()
         if name == "tokenizer.ggml.tokens":
@@ -37,6 +40,8 @@ def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, 
             writer.add_array(name, value)
         else:
             writer.add_key_value(name, value, field.types[0])
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
     rng = np.random.default_rng(seed)
 
     def tensor(name: str, *shape: int) -> None:

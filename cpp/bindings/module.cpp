@@ -270,6 +270,17 @@ PYBIND11_MODULE(_native, m) {
              },
              "query"_a, "documents"_a, "truncate"_a = false)
         .def_property_readonly("rank", &mr::Embedder::rank)
+        .def("embed_tokens",
+             [](mr::Embedder& self, std::vector<std::vector<int32_t>> inputs, bool normalize, bool truncate) {
+                 mr::Embeddings e;
+                 {
+                     py::gil_scoped_release nogil;
+                     e = self.embed_tokens(std::move(inputs), normalize, truncate);
+                 }
+                 const int n_tokens = e.n_tokens;
+                 return py::make_tuple(to_matrix(std::move(e)), n_tokens);
+             },
+             "inputs"_a, "normalize"_a = true, "truncate"_a = false)
         .def_property_readonly("pooling_type", &mr::Embedder::pooling_type)
         .def_property_readonly("n_ctx", &mr::Embedder::n_ctx);
 

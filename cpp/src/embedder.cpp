@@ -98,6 +98,21 @@ Embeddings Embedder::embed(const std::vector<std::string>& texts, bool normalize
     return run(std::move(inputs), normalize);
 }
 
+Embeddings Embedder::embed_tokens(std::vector<std::vector<int32_t>> inputs, bool normalize, bool truncate) {
+    if (params_.rank) throw InvalidArgument("this model runs in reranking mode: it scores pairs, it does not embed");
+    const int n_vocab = model_->n_vocab();
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        for (const int32_t t : inputs[i]) {
+            if (t < 0 || t >= n_vocab) {
+                throw InvalidArgument("input " + std::to_string(i) + ": token id " + std::to_string(t) +
+                                      " is not in [0, " + std::to_string(n_vocab) + ")");
+            }
+        }
+        inputs[i] = checked(std::move(inputs[i]), i, truncate);
+    }
+    return run(std::move(inputs), normalize);
+}
+
 Embeddings Embedder::rerank(const std::string& query, const std::vector<std::string>& documents, bool truncate) {
     if (!params_.rank) throw InvalidArgument("this model does not run in reranking mode");
     std::vector<std::vector<llama_token>> inputs;

@@ -59,6 +59,16 @@ class EngineError(MrError):
     http_status = 500
 
 
+class CutShortError(EngineError):
+    """An answer ended before the model finished it: the shared KV cache filled up and the
+    request was preempted, or the model was unloaded or the server shut down under it. Never a
+    complete answer: streams end with an error event, non-streamed requests get this status."""
+
+    exit_code = 14
+    http_status = 503
+    code = "cut_short"
+
+
 class ModelNotFoundError(MrError):
     """No model of that name is in the store."""
 
@@ -76,6 +86,7 @@ class ServerNotRunningError(MrError):
 
 __all__ = [
     "ContextLengthError",
+    "CutShortError",
     "EngineError",
     "InvalidArgumentError",
     "ModelLoadError",

@@ -72,3 +72,11 @@ def test_help_imports_neither_engine_nor_native() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_logs_without_a_log_names_no_absolute_path(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "mr", "logs"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "MR_HOME": str(tmp_path / "home"), "MR_DEBUG": ""})
+    assert result.returncode != 0 and "no server log yet" in result.stderr
+    assert str(tmp_path) not in result.stderr  # it printed the absolute path before
+    assert "$MR_HOME/logs/server.log" in result.stderr

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mr.engine import LLM, EngineOptions, SamplingOptions
-from mr.errors import OverloadedError
+from mr.errors import CutShortError, OverloadedError
 
 GREEDY = SamplingOptions(temperature=0)
 
@@ -124,14 +124,22 @@ def test_queue_cap_overload(tiny_gguf) -> None:
         assert queued.finish_reason == "length"  # the accepted request still finishes
 
 
-def test_small_kv_cache_ends_newest_request(tiny_gguf) -> None:
+def test_small_kv_cache_ends_newest_request_with_an_error(tiny_gguf) -> None:
     # 4 slots share 256 cells; four requests that each want 200 cannot all fit.
     with LLM(tiny_gguf, EngineOptions(n_ctx=256, n_slots=4)) as llm:
         streams = [llm.generate("hello there", GREEDY, max_tokens=200, ignore_eos=True) for _ in range(4)]
+        cut = []
         for s in streams:
-            s.text()
-        assert all(s.finish_reason == "length" for s in streams)
-        assert max(s.n_generated for s in streams) == 200  # the oldest ran to completion
+            try:
+                s.text()
+            except CutShortError as exc:
+                cut.append((s, str(exc)))
+        assert cut, "a preempted request must not end like a complete one"
+        for s, message in cut:
+            assert s.finish_reason == "error" and s.n_generated < 200
+            assert "KV cache is full" in message and s.error == "the KV cache is full"
+        complete = [s for s in streams if s.finish_reason == "length"]
+        assert complete and all(s.n_generated == 200 for s in complete)  # the oldest ran to completion
         after = llm.generate("hello there", GREEDY, max_tokens=8, ignore_eos=True)
         after.text()
         assert after.n_generated == 8

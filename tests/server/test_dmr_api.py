@@ -122,8 +122,9 @@ def test_create_pulls_with_ndjson_progress_then_push(store_root: Path, tmp_path:
         pushed = ndjson(c.post(f"/models/{registry}/ai/pushed:v2/push"))
         assert pushed[-1]["type"] == "success", pushed[-1]
         assert httpx.get(f"http://{registry}/v2/ai/pushed/tags/list").json()["tags"] == ["v2"]
-        failed = ndjson(c.post("/models/create", json={"from": f"{registry}/ai/absent"}))
-        assert failed[-1]["type"] == "error" and "absent" in failed[-1]["message"]
+        failed = c.post("/models/create", json={"from": f"{registry}/ai/absent"})
+        assert failed.status_code == 404, failed.text  # was a 200 with the error inside
+        assert "absent" in failed.json()["error"]["message"]
         assert c.post("/models/create", json={"from": "UPPER/Case:bad tag"}).status_code == 400
 
 
@@ -143,3 +144,5 @@ def test_ollama_pull_from_a_registry(tmp_path: Path, registry: str, store_root: 
         r = c.post("/api/pull", json={"model": f"{registry}/ai/absent", "stream": True})
         lines = [json.loads(line) for line in r.text.splitlines()]
         assert lines[0] == {"status": "pulling manifest"} and "absent" in lines[-1]["error"]
+        plain = c.post("/api/pull", json={"model": f"{registry}/ai/absent", "stream": False})
+        assert plain.status_code == 404 and "absent" in plain.json()["error"]  # was a 500

@@ -223,3 +223,14 @@ def test_tool_call_deltas_stream(oai) -> None:
     arguments = "".join(d.function.arguments or "" for d in deltas if d.index == 0)
     assert "city" in json.loads(arguments)
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_required_call_is_one_call_unless_parallel_calls_are_asked_for(oai) -> None:
+    free = {"type": "function",
+            "function": {"name": "get_weather", "description": "Current weather of a city"}}
+    args = dict(model=SMOL, messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+                tools=[free], tool_choice="required", max_tokens=400, temperature=0)
+    one = oai.chat.completions.create(**args).choices[0]  # greedy repeated the call 4 times before
+    assert one.finish_reason == "tool_calls" and len(one.message.tool_calls) == 1
+    many = oai.chat.completions.create(parallel_tool_calls=True, **args).choices[0]
+    assert many.finish_reason == "tool_calls" and 1 <= len(many.message.tool_calls) <= 4

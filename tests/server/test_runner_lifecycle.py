@@ -109,8 +109,9 @@ def test_per_model_settings_persist_and_show_in_ps(store_root: Path, tmp_path: P
 def test_unload_endpoint(store_root: Path, tmp_path: Path) -> None:
     with serve_client(store_root, tmp_path) as c:
         assert chat(c, TINY).status_code == 200
-        assert c.post("/engines/unload", json={"models": [TINY]}).json() == {"unloaded_runners": 1}
+        done = {"unloaded_runners": 1, "draining_runners": 0}
+        assert c.post("/engines/unload", json={"models": [TINY]}).json() == done
         assert loaded(c) == {}
         assert chat(c, TINY).status_code == 200
-        assert c.post("/engines/unload", json={"all": True}).json() == {"unloaded_runners": 1}
+        assert c.post("/engines/unload", json={"all": True}).json() == done
         assert c.post("/engines/unload", json={}).status_code == 400

@@ -4,14 +4,16 @@ envelope and the server stays healthy."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from _serving import ServerThread
 
-from conftest import SMOL, serve_client
+from conftest import SMOL, TINY, serve_client
 
 CHAT = "/v1/chat/completions"
 OK_BODY = {"model": SMOL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -49,9 +51,49 @@ def test_host_check_follows_the_bind_address() -> None:
     from mr.server.security import Policy
 
     assert not Policy(Settings()).host_ok("evil.example.com")
-    assert Policy(Settings(host="0.0.0.0")).host_ok("my-box.lan:12434")  # reached by any name
+    wildcard = Policy(Settings(host="0.0.0.0", no_auth=True))
+    assert not wildcard.host_ok("my-box.lan:12434")  # the check stays on off loopback (was off)
+    assert wildcard.host_ok(socket.gethostname()) and wildcard.host_ok("localhost:12434")
+    assert Policy(Settings(host="192.0.2.7", api_key="k")).host_ok("192.0.2.7:12434")  # the bound address
     pinned = Policy(Settings(host="0.0.0.0", allowed_hosts=["my-box.lan"]))
     assert pinned.host_ok("my-box.lan:12434") and not pinned.host_ok("evil.example.com")
+
+
+def _lan_address() -> str | None:
+    """This machine's own non-loopback IPv4 address, if it has one (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 9))
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_without_a_key_mutating_routes_answer_loopback_clients_only(store_root: Path, tmp_path: Path) -> None:
+    from conftest import make_settings
+    from mr.server import create_app
+
+    lan = _lan_address()
+    if lan is None:
+        pytest.skip("this machine has no non-loopback address to connect from")
+    settings = make_settings(store_root, tmp_path, host="0.0.0.0", no_auth=True, allowed_hosts=[lan])
+    with ServerThread(create_app(settings), host="0.0.0.0") as running:
+        peer = httpx.Client(base_url=f"http://{lan}:{running.port}", timeout=30)  # a LAN client
+        local = httpx.Client(base_url=running.url, timeout=30)
+        with peer, local:
+            assert peer.get("/v1/models").status_code == 200  # inference routes are open
+            for method, path, body in [
+                ("POST", f"/models/{TINY}/tag", None), ("POST", "/models/create", {"from": "x/y"}),
+                ("DELETE", f"/models/{TINY}", None), ("POST", "/engines/unload", {"all": True}),
+                ("POST", "/engines/configure", {"model": TINY, "parallel": 2}),
+                ("POST", "/api/pull", {"model": "x/y"}), ("DELETE", "/api/delete", {"model": TINY}),
+            ]:
+                r = peer.request(method, path, json=body, params={"repo": "me/evil", "tag": "x"})
+                assert r.status_code == 403, (path, r.text)  # went through before
+                assert r.json()["error"]["code"] == "loopback_only"
+            assert peer.get("/v1/models", headers={"Host": "evil.example.com"}).status_code == 403
+            assert local.post("/engines/unload", json={"all": True}).status_code == 200
 
 
 def test_cors_is_loopback_only_by_default(http: httpx.Client) -> None:

@@ -25,7 +25,7 @@ def env(store_root: Path, tmp_path: Path) -> dict[str, str]:
             "MR_PORT": str(free_port())}
 
 
-def test_sigterm_ends_streams_cleanly_and_exits_zero(env: dict[str, str]) -> None:
+def test_sigterm_ends_streams_with_an_error_and_exits_zero(env: dict[str, str]) -> None:
     url = f"http://127.0.0.1:{env['MR_PORT']}"  # MR_PORT, not a flag, chose this port
     proc = start(["--parallel", "2"], env)
     try:
@@ -55,8 +55,10 @@ def test_sigterm_ends_streams_cleanly_and_exits_zero(env: dict[str, str]) -> Non
             proc.kill()
     assert proc.returncode == 0, stderr
     payloads, done = parse_sse(got["raw"])
-    assert done, "the in-flight stream must end with [DONE]"
-    assert payloads[-1]["choices"][0]["finish_reason"] == "stop"
+    assert not done, "a stream cut short by shutdown must not look complete"
+    assert payloads[-1]["error"]["code"] == "cut_short"
+    assert "shutting down" in payloads[-1]["error"]["message"]
+    assert all(c["finish_reason"] is None for p in payloads[:-1] for c in p["choices"])
     assert "POST /v1/chat/completions 200" in stderr  # one log line per request
     assert "stopped" in stderr
 
@@ -77,8 +79,12 @@ def test_sigint_exits_zero_and_flags_beat_env(env: dict[str, str]) -> None:
     assert "GET /engines/status" not in stderr  # --quiet
 
 
-def test_listening_beyond_loopback_without_a_key_warns(env: dict[str, str]) -> None:
-    proc = start(["--host", "0.0.0.0"], env)
+def test_listening_beyond_loopback_needs_a_key_or_no_auth(env: dict[str, str]) -> None:
+    refused = start(["--host", "0.0.0.0"], env)  # started, with a warning, before
+    _, stderr = refused.communicate(timeout=30)
+    assert refused.returncode == 2 and "refusing to listen on 0.0.0.0 without an API key" in stderr
+    assert "--no-auth" in stderr and "Traceback" not in stderr
+    proc = start(["--host", "0.0.0.0", "--no-auth"], env)
     try:
         wait_healthy(f"http://127.0.0.1:{env['MR_PORT']}", proc)
         proc.send_signal(signal.SIGTERM)
@@ -86,7 +92,7 @@ def test_listening_beyond_loopback_without_a_key_warns(env: dict[str, str]) -> N
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "WARNING" in stderr and "API key" in stderr
+    assert "WARNING" in stderr and "API key" in stderr and "loopback clients only" in stderr
 
 
 def test_bad_flag_values_are_usage_errors(env: dict[str, str]) -> None:

@@ -26,7 +26,7 @@ class Fault:
     """Applied to requests whose path contains `match` (and method, if given), `times` times."""
 
     match: str
-    kind: str  # status | corrupt | short | pad | truncate | ignore_range | slow | redirect
+    kind: str  # status | corrupt | short | pad | truncate | ignore_range | slow | trickle | redirect
     times: int = 1
     method: str | None = None
     status: int = 503
@@ -34,6 +34,7 @@ class Fault:
     cut: int = 1024  # bytes sent before a truncate/short
     delay: float = 0.02  # per chunk for slow
     target: str = ""  # base URL for redirect
+    body: bytes = b'{"errors": []}'  # the body of a status fault
 
 
 @dataclass
@@ -171,7 +172,8 @@ class StubRegistry:
                     want = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
                     if got == want:
                         return True
-                    self._reply(401, b"{}", {"WWW-Authenticate": 'Basic realm="stub"'})
+                    self._reply(401, b"{}", {"WWW-Authenticate": 'Basic realm="stub"'},
+                                head=self.command == "HEAD")  # no body after a HEAD
                     return False
                 action = "push" if self.command in ("POST", "PUT", "PATCH") else "pull"
                 if got.startswith(f"Bearer {stub.token}:") and action in got.split(":", 1)[1]:
@@ -181,7 +183,7 @@ class StubRegistry:
                 scope = "pull" if action == "pull" else "pull,push"
                 challenge = (f'Bearer realm="http://{stub.host}/token",service="stub",'
                              f'scope="repository:{repo}:{scope}"')
-                self._reply(401, b"{}", {"WWW-Authenticate": challenge})
+                self._reply(401, b"{}", {"WWW-Authenticate": challenge}, head=self.command == "HEAD")
                 return False
 
             def _token(self) -> None:
@@ -206,7 +208,7 @@ class StubRegistry:
                     return
                 fault = stub._take_fault(self.command, path)
                 if fault and fault.kind == "status":
-                    self._reply(fault.status, b'{"errors": []}', fault.headers, head)
+                    self._reply(fault.status, fault.body, fault.headers, head)
                     return
                 if fault and fault.kind == "redirect":
                     self._reply(307, b"", {"Location": fault.target + path}, head)
@@ -266,6 +268,17 @@ class StubRegistry:
                     self._reply(status, body[: fault.cut], headers, head)
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                if kind == "trickle":  # one byte at a time, `delay` apart: a read timeout never fires
+                    headers["Content-Length"] = str(len(body))
+                    self._reply(status, b"", headers, head=True)
+                    for i in range(len(body)):
+                        try:
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(fault.delay)
                     return
                 if kind == "slow":
                     headers["Content-Length"] = str(len(body))

@@ -2,6 +2,7 @@
 // In rank mode the same machinery scores (query, document) pairs with the model's classifier head.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,6 +39,8 @@ public:
     // The pair is laid out as llama-server does: the model's rerank template when it has one,
     // else BOS query EOS SEP document EOS (each special token where the vocabulary adds it).
     Embeddings rerank(const std::string& query, const std::vector<std::string>& documents, bool truncate);
+    // One row per token list, embedded as given (ids are checked against the vocabulary).
+    Embeddings embed_tokens(std::vector<std::vector<int32_t>> inputs, bool normalize, bool truncate);
     // The pooling actually used: the model's, or mean pooling for a generative model.
     int pooling_type() const { return pooling_; }
     int n_ctx() const { return n_ctx_; }

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mr import config
-from mr.errors import MrError
+from mr.errors import CutShortError, MrError
 
 
 @dataclass
@@ -150,13 +150,20 @@ class RemoteBackend:
         return reply
 
     def _pieces(self, response: Any, reply: Reply, context: Any) -> Iterator[tuple[str, str]]:
+        import httpx
+
         start = first = time.perf_counter()
-        got_first = False
+        got_first = done = False
         try:
             for line in response.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
+                if line == "data: [DONE]":
+                    done = True
+                    continue
+                if not line.startswith("data: "):
                     continue
                 chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise _stream_error(chunk["error"])
                 if chunk.get("usage"):
                     _usage(reply, chunk["usage"])
                 for choice in chunk.get("choices") or []:
@@ -166,6 +173,11 @@ class RemoteBackend:
                         first, got_first = time.perf_counter(), True
                     if content or reasoning:
                         yield content, reasoning
+            if not done:  # the connection ended mid-answer: never pass that off as complete
+                raise CutShortError("the server ended the answer before it was complete")
+        except httpx.HTTPError as exc:
+            raise CutShortError(f"the connection to the server was lost mid-answer ({type(exc).__name__})"
+                                ) from None
         finally:
             end = time.perf_counter()
             reply.prefill_s, reply.decode_s = first - start, end - first
@@ -204,6 +216,17 @@ def _usage(reply: Reply, usage: dict[str, Any]) -> None:
     reply.prompt_tokens = usage.get("prompt_tokens", 0)
     reply.completion_tokens = usage.get("completion_tokens", 0)
     reply.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+
+
+def _stream_error(error: Any) -> MrError:
+    """An error event inside a stream, as the mr error of its code."""
+    from mr import errors
+
+    message = error.get("message", "") if isinstance(error, dict) else str(error)
+    code = error.get("code") if isinstance(error, dict) else None
+    by_code = {"cut_short": errors.CutShortError, "context_length_exceeded": errors.ContextLengthError,
+               "model_not_found": errors.ModelNotFoundError}
+    return by_code.get(code, errors.EngineError)(message or "the answer failed")
 
 
 def _error(response: Any) -> MrError:

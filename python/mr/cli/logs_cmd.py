@@ -21,7 +21,8 @@ def logs(follow: bool, lines: int) -> None:
     """Show the log of `mr serve`."""
     path = log_path()
     if not path.exists():
-        raise click.ClickException(f"no server log yet ({path} is written by `mr serve`)")
+        # No absolute paths in errors: name it relative to MR_HOME, as the docs do.
+        raise click.ClickException("no server log yet ($MR_HOME/logs/server.log is written by `mr serve`)")
     with path.open(encoding="utf-8", errors="replace") as f:
         for line in f.readlines()[-lines:] if lines > 0 else []:
             click.echo(line, nl=False)

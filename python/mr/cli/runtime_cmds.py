@@ -99,6 +99,10 @@ def unload(unload_all: bool, models: tuple[str, ...]) -> None:
     result = _request("POST", "/engines/unload", {"all": unload_all, "models": list(models)})
     count = result.get("unloaded_runners", 0)
     click.echo(f"Unloaded {count} model{'s' if count != 1 else ''}")
+    draining = result.get("draining_runners", 0)
+    if draining:
+        click.echo(f"{draining} busy model{'s' if draining != 1 else ''} will unload when "
+                   f"{'their' if draining != 1 else 'its'} requests finish")
 
 
 @click.command()

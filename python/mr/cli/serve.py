@@ -46,6 +46,9 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--host", default=None, help="Address to bind [MR_HOST; default 127.0.0.1].")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port [MR_PORT; default 12434].")
 @click.option("--api-key", default=None, help="Require this key (Bearer or x-api-key) [MR_API_KEY].")
+@click.option("--no-auth", is_flag=True, default=None,
+              help="Listen beyond loopback without an API key; routes that change the store or "
+                   "the runtime still answer loopback clients only [MR_NO_AUTH].")
 @click.option("--parallel", type=click.IntRange(1, 256), default=None,
               help="Slots per model: requests decoded together [MR_PARALLEL; default 4].")
 @click.option("--ctx-size", type=click.IntRange(1, 1 << 20), default=None,
@@ -79,9 +82,15 @@ def serve(**options: Any) -> None:
     settings = _settings(options)
     _setup_logging(settings.log_requests)
     if not settings.is_loopback and not settings.api_key:
-        click.secho(f"WARNING: listening on {settings.host} without an API key: anyone who can reach "
-                    "this machine can use its models. Set --api-key (or MR_API_KEY).",
-                    fg="red", bold=True, err=True)
+        if not settings.no_auth:
+            raise click.UsageError(
+                f"refusing to listen on {settings.host} without an API key: anyone who can reach "
+                "this machine could use its models. Set --api-key (or MR_API_KEY), or pass "
+                "--no-auth to serve inference openly (store and runtime changes stay loopback-only).")
+        click.secho(f"WARNING: listening on {settings.host} without an API key (--no-auth): anyone "
+                    "who can reach this machine can use its models; pulls, pushes, tags, deletes, "
+                    "unloads and configuration answer loopback clients only. Clients must use an "
+                    "allowed Host name (--allowed-host).", fg="red", bold=True, err=True)
     run(settings)
 
 
@@ -96,7 +105,7 @@ def _settings(options: dict[str, Any]) -> Any:
                "ctx_size": "ctx_size", "keep_alive": "keep_alive", "models_dir": "models_dir",
                "max_queue": "max_queue", "memory_budget": "memory_budget", "threads": "threads",
                "gpu_layers": "gpu_layers", "tls_cert": "tls_cert", "tls_key": "tls_key",
-               "request_log_size": "request_log_size", "flash_attn": "flash_attn"}
+               "request_log_size": "request_log_size", "flash_attn": "flash_attn", "no_auth": "no_auth"}
     for option, field in mapping.items():
         if options.get(option) is not None:
             setattr(settings, field, options[option])
@@ -156,14 +165,17 @@ def run(settings: Any) -> None:
     """Serve until SIGINT/SIGTERM; returns after a clean shutdown."""
     from mr.server import create_app
     from mr.server.context import STATE_KEY
+    from mr.server.hygiene import guarded_protocol
+    from mr.server.progress import cancel_all as cancel_transfers
 
     app = create_app(settings)
     ctx = app.state[STATE_KEY]
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             access_log=False, lifespan="on", server_header=False,
                             timeout_graceful_shutdown=10, ssl_certfile=settings.tls_cert,
-                            ssl_keyfile=settings.tls_key)
-    server = _Server(config, on_exit=ctx.runner.drain)
+                            ssl_keyfile=settings.tls_key,
+                            http=guarded_protocol(settings.header_timeout, settings.body_timeout))
+    server = _Server(config, on_exit=lambda: (ctx.runner.drain(), cancel_transfers()))
     scheme = "https" if settings.tls_cert else "http"
     click.echo(f"mr serve: listening on {scheme}://{_url_host(settings.host)}:{settings.port} "
                f"(models in {settings.models_root()}, {settings.parallel} slots per model)", err=True)

@@ -1,6 +1,6 @@
 """The Python face of the native engine: load a model, generate text, chat, embed texts."""
 
-from mr.engine.chat import AsyncChatStream, ChatStream
+from mr.engine.chat import AsyncChatStream, ChatPrompt, ChatStream
 from mr.engine.llm import LLM
 from mr.engine.options import EngineOptions, SamplingOptions
 from mr.engine.stream import AsyncStream, Stream
@@ -23,6 +23,7 @@ __all__ = [
     "ChatDelta",
     "ChatMessage",
     "ChatOptions",
+    "ChatPrompt",
     "ChatStream",
     "EngineOptions",
     "SamplingOptions",

@@ -7,10 +7,22 @@ rendered its prompt; see mr.engine.chatformat.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import NamedTuple
+
+import numpy as np
 
 from mr.engine.chatformat import ChatFormat
 from mr.engine.stream import AsyncStream, Stream
 from mr.engine.types import ChatDelta, ChatMessage, Timings, Usage
+
+
+class ChatPrompt(NamedTuple):
+    """A rendered, tokenized chat request (LLM.prepare_chat): the costly part, done once, off
+    the event loop, and shared by every choice of the request."""
+
+    tokens: np.ndarray
+    stops: list[str]
+    fmt: ChatFormat
 
 
 class _ChatOutput:
@@ -38,6 +50,10 @@ class _ChatOutput:
     def close(self) -> None:
         """Cancel the request (frees its slot within one engine step)."""
         self._stream.close()
+
+    def abort(self, why: str) -> None:
+        """End the request from outside; the consumer gets CutShortError (see Stream.abort)."""
+        self._stream.abort(why)
 
     @property
     def finish_reason(self) -> str | None:

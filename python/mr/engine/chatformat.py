@@ -7,6 +7,7 @@ templates that cannot express tools. ChatFormat itself is plain content.
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 
@@ -24,6 +25,15 @@ class ChatFormat:
         self.grammar = grammar
         self.budget: dict[str, object] = {}  # SamplingOptions' reasoning_* fields, when capped
         self._call_ids: list[str] = []
+
+    def fresh(self) -> ChatFormat:
+        """A copy without parsing state, for another answer to the same prompt."""
+        clone = copy.copy(self)
+        clone._reset()
+        return clone
+
+    def _reset(self) -> None:
+        self._call_ids = []
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
         """The request's sampling, plus the grammar this format constrains it with (if any)."""
@@ -65,6 +75,10 @@ class NativeFormat(ChatFormat):
         super().__init__(grammar)
         self._prompt = prompt
         self._from_template = from_template  # the chat library built it: it covers the prompt's tail
+        self._last = ChatMessage()
+
+    def _reset(self) -> None:
+        super()._reset()
         self._last = ChatMessage()
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from mr import _native, config
-from mr.engine import logbridge
-from mr.engine.chat import AsyncChatStream, ChatStream
+from mr.engine import limits, logbridge, template_probe
+from mr.engine.chat import AsyncChatStream, ChatPrompt, ChatStream
 from mr.engine.chatformat import ChatFormat
 from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
-from mr.engine.prompt import chat_prompt_tokens
+from mr.engine.prompt import SpecialGuard, check_roles
 from mr.engine.pump import Event, EventPump
 from mr.engine.render import render
 from mr.engine.stream import AsyncStream, Stream
@@ -46,11 +47,17 @@ class LLM:
                                       o.n_threads, o.max_queue, o.prefill_chunk,
                                       o.native_flash_attn)
         self._pump = EventPump(self._engine)
-        _LIVE.add(self)
+        # Freed when dropped: the pump thread holds the engine, not this object, so the finalizer
+        # (which must not hold `self` either) stops both once the last reference goes. It also
+        # runs at interpreter exit, before Python finalises: a pump thread waking up in a
+        # finalising interpreter would be killed inside native code (abort).
+        self._finalizer = weakref.finalize(self, _shutdown, self._engine, self._pump)
         self._chat_override = chat_template or ""
         self._templates: _native.ChatTemplates | None = None
         self._embedder: _native.Embedder | None = None
         self._ranker: _native.Embedder | None = None  # rank pooling: a context of its own
+        self._init_lock = threading.Lock()
+        self._guard: SpecialGuard | None = None
 
     # ---- vocabulary ----
 
@@ -86,40 +93,75 @@ class LLM:
         request_id = self._pump.submit(route.put_nowait, *args)
         return AsyncStream(request_id, route, list(stop), self._pump.cancel, self._piece_of(logprobs))
 
-    def chat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
+    def chat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
              max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
              logprobs: int | None = None, ignore_eos: bool = False) -> ChatStream:
-        """Answer `messages` (OpenAI shape); iterate the result for ChatDelta objects."""
-        prompt, extra_stops, fmt = self._render(messages, options)
-        tokens = chat_prompt_tokens(self.model, prompt, messages)
-        stream = self.generate(tokens, fmt.sampling(sampling), max_tokens=max_tokens,
-                               stop=[*stop, *extra_stops], logprobs=logprobs, ignore_eos=ignore_eos)
+        """Answer `messages` (OpenAI shape, or prepare_chat's result); iterate for ChatDelta objects."""
+        prepared = self._prepared(messages, options)
+        fmt = prepared.fmt.fresh()
+        stream = self.generate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
+                               stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos)
         return ChatStream(stream, fmt)
 
-    def achat(self, messages: list[dict[str, Any]], sampling: SamplingOptions | None = None, *,
+    def achat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
               max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
               logprobs: int | None = None, ignore_eos: bool = False) -> AsyncChatStream:
-        """Like chat(), for asyncio (see agenerate)."""
-        prompt, extra_stops, fmt = self._render(messages, options)
-        tokens = chat_prompt_tokens(self.model, prompt, messages)
-        stream = self.agenerate(tokens, fmt.sampling(sampling), max_tokens=max_tokens,
-                                stop=[*stop, *extra_stops], logprobs=logprobs, ignore_eos=ignore_eos)
+        """Like chat(), for asyncio (see agenerate). On a server, pass prepare_chat's result
+        (computed in a worker thread): rendering and tokenizing must not run on the loop."""
+        prepared = self._prepared(messages, options)
+        fmt = prepared.fmt.fresh()
+        stream = self.agenerate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
+                                stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos)
         return AsyncChatStream(stream, fmt)
 
-    def _render(self, messages: list[dict[str, Any]],
-                options: ChatOptions | None) -> tuple[str, list[str], ChatFormat]:
-        return render(self._chat_templates(), messages, options)
+    def prepare_chat(self, messages: list[dict[str, Any]], options: ChatOptions | None = None) -> ChatPrompt:
+        """Render, build the grammar and tokenize (blocking, thread-safe, size-bounded).
+        Client text stays text: see mr.engine.prompt."""
+        guard = self._special_guard()
+        prompt, extra_stops, fmt = self._render(messages, options, guard)
+        return ChatPrompt(guard.tokens(prompt), extra_stops, fmt)
+
+    def _prepared(self, messages: list[dict[str, Any]] | ChatPrompt,
+                  options: ChatOptions | None) -> ChatPrompt:
+        return messages if isinstance(messages, ChatPrompt) else self.prepare_chat(messages, options)
+
+    def _render(self, messages: list[dict[str, Any]], options: ChatOptions | None,
+                guard: SpecialGuard) -> tuple[str, list[str], ChatFormat]:
+        check_roles(messages)
+        limits.check_messages(messages)  # before protect() copies them
+        if options is not None and options.tools:
+            options = msgspec.structs.replace(options, tools=guard.protect(options.tools))
+        return render(self._chat_templates(), guard.protect(messages), options)
 
     def render_chat(self, messages: list[dict[str, Any]],
                     options: ChatOptions | None = None) -> tuple[str, list[str]]:
         """The prompt (and extra stop strings) that chat() would send for `messages`."""
-        prompt, stops, _fmt = self._render(messages, options)
-        return prompt, stops
+        guard = self._special_guard()
+        prompt, stops, _fmt = self._render(messages, options, guard)
+        return guard.reveal(prompt), stops
+
+    def _special_guard(self) -> SpecialGuard:
+        with self._init_lock:
+            if self._guard is None:
+                self._guard = SpecialGuard(self.model)
+            return self._guard
 
     def _chat_templates(self) -> _native.ChatTemplates:
-        if self._templates is None:
-            self._templates = _native.ChatTemplates(self.model, self._chat_override)
-        return self._templates
+        with self._init_lock:  # prepare_chat runs in worker threads
+            if self._templates is None:
+                # Before llama.cpp sees them: building ChatTemplates already renders a template
+                # (to detect its capabilities), with no bound on loops or recursion.
+                for source in self._template_sources():
+                    template_probe.check(source)
+                self._templates = _native.ChatTemplates(self.model, self._chat_override)
+            return self._templates
+
+    def _template_sources(self) -> list[str]:
+        if self._chat_override:
+            return [self._chat_override]
+        meta = self.model.metadata
+        return [v for k, v in meta.items() if k == "tokenizer.chat_template"
+                or k.startswith("tokenizer.chat_template.")]
 
     # ---- embeddings ----
 
@@ -129,9 +171,7 @@ class LLM:
             raise InvalidArgumentError("embed() takes a list of texts")
         if not texts:
             raise InvalidArgumentError("input must not be empty")
-        if self._embedder is None:
-            self._embedder = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads)
-        matrix, _n_tokens = self._embedder.embed([_checked_text(t) for t in texts], normalize, truncate)
+        matrix, _n_tokens = self._embedder_ctx().embed([_checked_text(t) for t in texts], normalize, truncate)
         return matrix
 
     def rerank(self, query: str, documents: Sequence[str],
@@ -145,6 +185,24 @@ class LLM:
         matrix, n_tokens, n_batches = self._ranker.rerank(
             _checked_text(query), [_checked_text(d) for d in documents], truncate)
         return matrix[:, 0].copy(), n_tokens, n_batches
+    def embed_tokens(self, inputs: Sequence[Sequence[int]], normalize: bool = True,
+                     truncate: bool = False) -> tuple[np.ndarray, int]:
+        """One row per token list, embedded as given; and the number of tokens embedded."""
+        if not inputs:
+            raise InvalidArgumentError("input must not be empty")
+        lists = [[int(t) for t in ids] for ids in inputs]
+        return self._embedder_ctx().embed_tokens(lists, normalize, truncate)
+
+    @property
+    def has_embedder(self) -> bool:
+        """Whether the embedding context (its own KV cache and buffers) exists yet."""
+        return self._embedder is not None
+
+    def _embedder_ctx(self) -> _native.Embedder:
+        with self._init_lock:
+            if self._embedder is None:
+                self._embedder = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads)
+            return self._embedder
 
     # ---- lifecycle ----
 
@@ -162,10 +220,8 @@ class LLM:
         return any(name in ("AMX", "CPU_REPACK", "CPU_KLEIDIAI") for name in self.model.weight_buffers)
 
     def close(self) -> None:
-        """Stop the engine (running requests end as cancelled) and its event pump. Idempotent."""
-        self._engine.shutdown()
-        self._pump.close()
-        _LIVE.discard(self)
+        """Stop the engine (running requests end as cut short) and its event pump. Idempotent."""
+        self._finalizer()
 
     def __enter__(self) -> LLM:
         return self
@@ -182,31 +238,33 @@ class LLM:
             raise InvalidArgumentError("max_tokens must be >= 1 (or -1 for no limit)")
         if logprobs is not None and not 0 <= logprobs <= 20:
             raise InvalidArgumentError("top_logprobs must be in [0, 20]")
-        tokens = self._prompt_tokens(prompt, parse_special)
+        tokens = self.prompt_tokens(prompt, parse_special)
         n_logprobs = -1 if logprobs is None else logprobs
         return tokens, _native_sampling(sampling), max_tokens, ignore_eos, list(stop_tokens), n_logprobs
 
     def _piece_of(self, logprobs: int | None) -> Callable[[int], bytes] | None:
         return None if logprobs is None else self.model.token_to_piece
 
-    def _prompt_tokens(self, prompt: Prompt, parse_special: bool) -> np.ndarray:
+    def prompt_tokens(self, prompt: Prompt, parse_special: bool = False) -> np.ndarray:
+        """A text or token-id prompt as checked token ids (ids outside the vocabulary refused)."""
         if isinstance(prompt, str):
             return self.tokenize(prompt, add_special=True, parse_special=parse_special)
-        tokens = np.asarray(prompt)
+        try:
+            tokens = np.asarray(prompt)
+        except (OverflowError, ValueError):
+            tokens = np.asarray([], dtype=object)  # ragged or beyond 64 bits: refused below
         if tokens.ndim != 1 or (tokens.size and not np.issubdtype(tokens.dtype, np.integer)):
             raise InvalidArgumentError("prompt token ids must be a flat list of integers")
+        # Checked before the int32 cast, which would wrap 4294977202 to a valid id silently.
+        if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= self.model.n_vocab):
+            bad = next(int(t) for t in tokens if not 0 <= int(t) < self.model.n_vocab)
+            raise InvalidArgumentError(f"prompt token id {bad} is out of range [0, {self.model.n_vocab})")
         return tokens.astype(np.int32, copy=False)
 
 
-# Engines still open at interpreter exit are closed by atexit, before Python finalises: a pump
-# thread waking up in a finalising interpreter would be killed inside native code (abort).
-_LIVE: weakref.WeakSet[LLM] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-    for llm in list(_LIVE):
-        llm.close()
+def _shutdown(engine: _native.Engine, pump: EventPump) -> None:
+    engine.shutdown()
+    pump.close()
 
 
 def _checked_text(text: str) -> str:

@@ -1,52 +1,85 @@
-"""Tokenizing a rendered chat prompt without letting user text become control tokens.
+"""Tokenizing a rendered chat prompt without letting client text become control tokens.
 
 The rendered prompt is tokenized with special-token parsing on, since the template's own
-markers (`<|im_start|>`, ...) must become their tokens. A message that itself contains such
-marker text would then inject real control tokens (a fake turn boundary). Such contents are cut
-out of the prompt and tokenized as plain text; everything else is tokenized as a whole, so a
-normal prompt gets exactly llama-server's tokens.
+markers (`<|im_start|>`, ...) must become their tokens. Client text that itself contains such
+marker text (in a message, a tool description or schema, tool-call arguments) would then inject
+real control tokens: a forged turn. So before rendering, every control-token text inside client
+text is swapped for a private-use placeholder character; the template may trim, quote or
+re-serialise that text as it likes, the placeholder survives, and at tokenizing time each one
+becomes the marker's plain-text tokens. A prompt without such text is tokenized as a whole,
+exactly as llama-server would.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 from mr import _native
+from mr.errors import InvalidArgumentError
+
+_BASE = 0xF0000  # Supplementary Private Use Area-A: never a template's own text
+ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
-def chat_prompt_tokens(model: _native.Model, prompt: str, messages: list[dict[str, Any]]) -> np.ndarray:
-    risky = [text for text in _contents(messages) if _has_special_text(model, text)]
-    if not risky:
-        return model.tokenize(prompt, True, True)
-    pieces: list[np.ndarray] = []
-    start, first = 0, True
-    for text in risky:
-        at = prompt.find(text, start)
-        if at < 0:
-            continue  # the template changed the text; nothing to protect verbatim
-        pieces.append(model.tokenize(prompt[start:at], first, True))
-        pieces.append(model.tokenize(text, False, False))
-        start, first = at + len(text), False
-    pieces.append(model.tokenize(prompt[start:], first, True))
-    return np.concatenate(pieces).astype(np.int32)
-
-
-def _has_special_text(model: _native.Model, text: str) -> bool:
-    if "<" not in text and "[" not in text:  # every common marker syntax starts with one of these
-        return False
-    plain = model.tokenize(text, False, False)
-    parsed = model.tokenize(text, False, True)
-    return len(plain) != len(parsed) or bool((plain != parsed).any())
-
-
-def _contents(messages: list[dict[str, Any]]) -> list[str]:
+def control_texts(model: _native.Model) -> list[str]:
+    """The text of every control token (rendered only when special tokens are shown)."""
     out = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            out.append(content)
-        elif isinstance(content, list):
-            out.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return [c for c in out if c]
+    for token in range(model.n_vocab):
+        shown = model.token_to_piece(token, True)
+        if shown and model.token_to_piece(token, False) != shown:
+            text = shown.decode("utf-8", "replace")
+            if text.strip():
+                out.append(text)
+    return out
+
+
+class SpecialGuard:
+    """Keeps client text as text through rendering (see the module docstring)."""
+
+    def __init__(self, model: _native.Model) -> None:
+        self._model = model
+        texts = sorted(set(control_texts(model)), key=len, reverse=True)[:0xFFFD]
+        self._marker = {text: chr(_BASE + i) for i, text in enumerate(texts)}
+        self._text = {code: text for text, code in self._marker.items()}
+        self._find = re.compile("|".join(map(re.escape, texts))) if texts else None
+        self._codes = re.compile(f"[{chr(_BASE)}-{chr(_BASE + max(len(texts), 1) - 1)}]")
+
+    def protect(self, value: Any) -> Any:
+        """A copy of `value` (JSON-like) with marker text in every string (and key) swapped out."""
+        if isinstance(value, str):
+            return self._find.sub(lambda m: self._marker[m.group(0)], value) if self._find else value
+        if isinstance(value, list):
+            return [self.protect(v) for v in value]
+        if isinstance(value, dict):
+            return {self.protect(k): self.protect(v) for k, v in value.items()}
+        return value
+
+    def tokens(self, prompt: str) -> np.ndarray:
+        """The prompt's tokens: template markers as control tokens, placeholders as plain text."""
+        if not self._codes.search(prompt):
+            return self._model.tokenize(prompt, True, True)
+        pieces: list[np.ndarray] = []
+        start = 0
+        for match in self._codes.finditer(prompt):
+            pieces.append(self._model.tokenize(prompt[start:match.start()], start == 0, True))
+            pieces.append(self._model.tokenize(self._text[match.group(0)], False, False))
+            start = match.end()
+        pieces.append(self._model.tokenize(prompt[start:], start == 0, True))
+        return np.concatenate(pieces).astype(np.int32)
+
+    def reveal(self, prompt: str) -> str:
+        """The prompt as the client would read it (placeholders back to their text)."""
+        return self._codes.sub(lambda m: self._text[m.group(0)], prompt)
+
+
+def check_roles(messages: list[dict[str, Any]]) -> None:
+    """Roles come from a fixed set: a role is rendered verbatim, so "user\\n...system" forges a turn."""
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ROLES:
+            err = InvalidArgumentError(f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}")
+            err.param = f"messages[{i}].role"  # type: ignore[attr-defined]
+            raise err

@@ -12,6 +12,7 @@ crossings are per step, not per token. Two ways to drain:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -36,6 +37,13 @@ class Event(NamedTuple):
 
 
 LOG = logging.getLogger("mr.engine")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled", 4: "error"}
 Sink = Callable[[Event], None]
 
@@ -61,6 +69,7 @@ class EventPump:
         return request_id
 
     def submit_sync(self, *args: object) -> tuple[int, queue.SimpleQueue[Event]]:
+        self._detach_if_idle()
         route: queue.SimpleQueue[Event] = queue.SimpleQueue()
         return self.submit(route.put, *args), route  # type: ignore[arg-type]
 
@@ -71,8 +80,9 @@ class EventPump:
         """Drain from `loop` (fd readiness) instead of the thread. Call from the loop's thread."""
         if self._loop is loop:
             return
+        self._detach_if_idle()  # a loop that has ended (asyncio.run returned) hands over
         if self._loop is not None:
-            raise RuntimeError("this engine is already attached to another event loop")
+            raise RuntimeError("this engine is already attached to another running event loop")
         self._stop_thread()
         self._loop = loop
         loop.add_reader(self._engine.event_fd, self._drain_now)
@@ -82,11 +92,38 @@ class EventPump:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self._loop
 
+    def _detach_if_idle(self) -> None:
+        """Back to the thread when the attached loop no longer runs: nobody would drain."""
+        loop = self._loop
+        if loop is None or loop.is_running():
+            return
+        if not loop.is_closed():
+            loop.remove_reader(self._engine.event_fd)
+        self._loop = None
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mr-event-pump", daemon=True)
+                self._thread.start()
+
     def close(self) -> None:
+        """Stop draining, after a last drain (the engine's final cancel events reach their streams).
+        Safe from any thread (a dropped LLM's finalizer runs wherever the garbage collector
+        does): the loop's reader and its queues are only touched on the loop's own thread."""
         self._stop_thread()
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._engine.event_fd)
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and _running_loop() is not loop:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._close_on_loop)
+        elif loop is not None and not loop.is_closed():
+            self._close_on_loop()
+        else:
+            self._drain_now()
         self._closed.set()
+
+    def _close_on_loop(self) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(self._engine.event_fd)
+        self._drain_now()
 
     def _stop_thread(self) -> None:
         self._closed.set()

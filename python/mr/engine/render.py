@@ -8,23 +8,23 @@ import re
 from typing import Any
 
 from mr import _native
+from mr.engine import limits
 from mr.engine.chatformat import ChatFormat, NativeFormat
 from mr.engine.thinking import budget_fields, template_inputs
 from mr.engine.tools import GenericToolFormat, rewrite_messages
 from mr.engine.types import ChatOptions
 from mr.errors import InvalidArgumentError
 
-MAX_SCHEMA_DEPTH = 32  # deeper schemas could exhaust the native converter's stack
-
 
 def render(templates: _native.ChatTemplates, messages: list[dict[str, Any]],
            options: ChatOptions | None) -> tuple[str, list[str], ChatFormat]:
     opts = options or ChatOptions()
+    limits.check_messages(messages)
     schema = response_schema(opts.response_format)
     tools, choice = select_tools(opts.tools, opts.tool_choice)
-    _check_depth(schema, "response_format")
-    _check_depth(tools, "tools")
-    _check_depth(opts.chat_template_kwargs, "chat_template_kwargs")
+    limits.check_schema(schema, "response_format")
+    limits.check_tools(tools)
+    limits.check_schema(opts.chat_template_kwargs, "chat_template_kwargs")
     thinking, kwargs = template_inputs(opts)
     if tools and not templates.caps.get("supports_tools", False):
         required = choice == "required"
@@ -91,18 +91,6 @@ def select_tools(tools: list[dict] | None, tool_choice: str | dict | None) -> tu
             raise InvalidArgumentError(f"tool_choice names a function that is not in tools: {name!r}")
         return chosen, "required"
     raise InvalidArgumentError("tool_choice must be none, auto, required or a named function")
-
-
-def _check_depth(value: Any, param: str) -> None:
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_SCHEMA_DEPTH:
-            raise InvalidArgumentError(f"{param} is nested too deeply (more than {MAX_SCHEMA_DEPTH} levels)")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
 
 
 def _reasons(templates: _native.ChatTemplates) -> bool:

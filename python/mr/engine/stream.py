@@ -10,16 +10,22 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from mr.engine.pump import FINISH_NAMES, Event
 from mr.engine.text import StopMatcher, Utf8Stream
 from mr.engine.types import Timings, TokenLogprob, TopLogprob, Usage
-from mr.errors import EngineError
+from mr.errors import CutShortError, EngineError
+
+# Finish codes whose error text means the request was ended by the engine, not by its own stop
+# condition (KV cache full: "length" + text; engine shut down: "cancelled" + text).
+_CUT_SHORT = (2, 3)
 
 
 class _Output:
     """Turns a request's events into text: UTF-8 assembly, stop strings, counts, finish reason."""
 
     def __init__(self, request_id: int, stops: list[str], cancel: Callable[[int], None],
-                 piece_of: Callable[[int], bytes] | None = None) -> None:
+                 piece_of: Callable[[int], bytes] | None, deliver: Callable[[Event], None]) -> None:
         self.id = request_id
         self._cancel = cancel
+        self._deliver = deliver  # puts an event on this stream's own route
+        self.error: str | None = None  # why the answer was cut short, when it was
         self._piece_of = piece_of  # set when logprobs were asked for
         self._utf8 = Utf8Stream()
         self._stops = StopMatcher(stops)
@@ -49,6 +55,15 @@ class _Output:
             if self.finish_reason is None:
                 self.finish_reason = "cancelled"
 
+    def abort(self, why: str) -> None:
+        """End the request from outside (unload, shutdown): the consumer gets CutShortError, not
+        a finish that looks complete. A synthetic finish event wakes a consumer that is waiting."""
+        if self.done:
+            return
+        self._cancel(self.id)
+        self._deliver(Event(self.id, -1, b"", 3, self.n_prompt, self.n_generated, why, self.n_cached,
+                            0.0, None, (0.0, 0.0, 0.0)))
+
     def _logprob(self, event: Event) -> TokenLogprob:
         assert self._piece_of is not None
         top = [TopLogprob(token=t, text=self._piece_of(t), logprob=lp) for t, lp in event.top or ()]
@@ -74,6 +89,9 @@ class _Output:
                                    decode_ms=event.timings[2])
             if event.finish == 4:
                 raise EngineError(event.error or "generation failed")
+            if event.error and event.finish in _CUT_SHORT:
+                self.finish_reason, self.error = "error", event.error
+                raise CutShortError(f"the answer was cut short: {event.error}")
             self.finish_reason = FINISH_NAMES.get(event.finish, "stop")
             text += self._stops.feed(self._utf8.flush())
             text += self._stops.flush()
@@ -83,11 +101,12 @@ class _Output:
 class Stream(_Output, Iterator[str]):
     """Text pieces as they are generated (blocking). After the last one, `finish_reason` is
     "stop", "length" or "cancelled" and the token counts are set. Closing it early (or dropping
-    it) cancels the request, which frees its slot within one engine step."""
+    it) cancels the request, which frees its slot within one engine step. An answer the engine
+    cut short (KV cache full, engine shut down, `abort`) raises CutShortError instead of ending."""
 
     def __init__(self, request_id: int, route: queue.SimpleQueue[Event], stops: list[str],
                  cancel: Callable[[int], None], piece_of: Callable[[int], bytes] | None = None) -> None:
-        super().__init__(request_id, stops, cancel, piece_of)
+        super().__init__(request_id, stops, cancel, piece_of, route.put)
         self._route = route
 
     def __iter__(self) -> Stream:
@@ -115,7 +134,7 @@ class AsyncStream(_Output, AsyncIterator[str]):
 
     def __init__(self, request_id: int, route: asyncio.Queue[Event], stops: list[str],
                  cancel: Callable[[int], None], piece_of: Callable[[int], bytes] | None = None) -> None:
-        super().__init__(request_id, stops, cancel, piece_of)
+        super().__init__(request_id, stops, cancel, piece_of, route.put_nowait)
         self._route = route
 
     def __aiter__(self) -> AsyncStream:

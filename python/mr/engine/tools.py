@@ -18,6 +18,41 @@ from mr.engine.types import ChatMessage, ToolCall
 from mr.errors import InvalidArgumentError
 
 MAX_PARALLEL_CALLS = 4
+# A forced call must end: a small model may otherwise fill an unbounded string or array argument
+# until max_tokens and the reply never parses. Limits the tool's schema leaves open are closed.
+MAX_ARG_STRING = 256
+MAX_ARG_ITEMS = 16
+
+
+def bounded(schema: Any) -> Any:
+    """`schema` with a length bound on every open-ended string and array (a copy)."""
+    if isinstance(schema, list):
+        return [bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v) if k in _SUBSCHEMAS else v for k, v in schema.items()}
+    for key in ("properties", "$defs", "definitions", "patternProperties"):
+        if isinstance(schema.get(key), dict):
+            out[key] = {name: bounded(sub) for name, sub in schema[key].items()}
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    free = not ({"enum", "const", "pattern", "format", "$ref"} & schema.keys())
+    if "string" in kinds and free and "maxLength" not in schema:
+        out["maxLength"] = MAX_ARG_STRING
+    if "array" in kinds and "maxItems" not in schema and "prefixItems" not in schema:
+        out["maxItems"] = MAX_ARG_ITEMS
+    if kinds == ["object"] and not ({"properties", "additionalProperties", "$ref"} & schema.keys()):
+        out["additionalProperties"] = _FREE_VALUE  # a free-form object: any JSON, but bounded
+    return out
+
+
+_SCALARS: list[dict[str, Any]] = [{"type": "string", "maxLength": MAX_ARG_STRING}, {"type": "number"},
+                                  {"type": "boolean"}, {"type": "null"}]
+_FREE_VALUE = {"anyOf": [*_SCALARS,
+                         {"type": "array", "items": {"anyOf": _SCALARS}, "maxItems": MAX_ARG_ITEMS}]}
+
+
+_SUBSCHEMAS = {"items", "additionalProperties", "anyOf", "oneOf", "allOf", "not"}
 
 
 def tool_schema(tools: list[dict[str, Any]], parallel: bool) -> dict[str, Any]:
@@ -27,7 +62,7 @@ def tool_schema(tools: list[dict[str, Any]], parallel: bool) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "name": {"const": _function(t)["name"]},
-                "arguments": _function(t).get("parameters") or {"type": "object"},
+                "arguments": bounded(_function(t).get("parameters") or {"type": "object"}),
             },
             "required": ["name", "arguments"],
             "additionalProperties": False,

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 class Closable(Protocol):
     def close(self) -> None: ...
 
+    def abort(self, why: str) -> None:
+        """End it from outside; its consumer must see an error, not a complete answer."""
+        ...
+
 
 @dataclass(eq=False)
 class LoadedModel:
@@ -39,6 +43,14 @@ class LoadedModel:
     streams: set[Closable] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
     embed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    embed_waiting: int = 0  # embedding requests queued behind embed_lock
+    embedder_memory: int = 0  # the embedding context, counted once it is created
+    draining: bool = False  # unloaded while busy: still running, still in memory
+    hold: Any = None  # the source's hold on the model's files (StoreSource.hold)
+
+    @property
+    def memory(self) -> int:
+        return self.estimate.total + self.embedder_memory
 
     @property
     def id(self) -> str:
@@ -55,6 +67,8 @@ class LoadedModel:
             return {}
 
     def until(self) -> str:
+        if self.draining:
+            return "draining"
         if self.active:
             return "active"
         if self.expires_at is None:
@@ -70,14 +84,16 @@ class LoadedModel:
             "until": self.until(), "expires_at": self.expires_at, "loaded_at": self.loaded_at,
             "last_used": self.last_used, "active_requests": self.active,
             "busy_slots": stats.get("busy_slots", 0), "queued": stats.get("queued", 0),
-            "memory": self.estimate.total, "size": self.resolved.size, "on_gpu": self.on_gpu,
+            "memory": self.memory, "size": self.resolved.size, "on_gpu": self.on_gpu,
+            "status": "draining" if self.draining else "loaded",
         }
 
 
 class Lease:
     """One request's hold on a loaded model: the model is not unloaded or evicted while held.
 
-    Streams registered with `track` are closed (cancelled) when the server shuts down."""
+    Streams registered with `track` are aborted (their clients get an error, never a finish that
+    looks complete) when the model is unloaded under them or the server shuts down."""
 
     def __init__(self, model: LoadedModel, release: Any) -> None:
         self.model = model

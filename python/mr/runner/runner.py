@@ -20,6 +20,7 @@ from mr.runner.memory import MemoryEstimate, default_budget, estimate, human
 from mr.runner.modes import model_mode
 from mr.runner.settings import ModelSettings, SettingsFile
 from mr.runner.source import ModelSource, ResolvedModel
+from mr.runner.trim import limit_arenas, release_freed_memory
 
 if TYPE_CHECKING:
     from mr.engine import LLM
@@ -33,6 +34,7 @@ class RunnerConfig:
     n_ctx: int | None = None  # `mr serve --ctx-size`; None: the package's, else the model's (capped)
     keep_alive: float = 300.0  # seconds; math.inf: forever; 0: unload when idle
     max_queue: int = 64  # requests waiting per model beyond its slots (then 503)
+    max_embed_queue: int = 8  # embedding requests waiting per model for its embedding context
     memory_budget: int | None = None  # bytes for models; None: 80% of RAM, or 90% of VRAM with a GPU
     load_timeout: float = 300.0  # how long a request waits for a model to load
     n_threads: int = 0
@@ -47,12 +49,14 @@ class Runner:
         self.config = config or RunnerConfig()
         self.settings = settings or SettingsFile(None)
         self._loaded: dict[str, LoadedModel] = {}
+        self._draining: set[LoadedModel] = set()  # unloaded while busy; memory still in use
         self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
         self._load_lock = asyncio.Lock()
         self._budget: tuple[int, int | None] | None = None
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.loads: dict[str, int] = {}  # display name -> how many times it was loaded
+        limit_arenas()  # before any engine thread exists: RSS stays flat across reloads
 
     # ---- budget ----
 
@@ -78,7 +82,7 @@ class Runner:
         return self._pool()
 
     def used_memory(self) -> int:
-        return sum(m.estimate.total for m in self._loaded.values())
+        return sum(m.memory for m in (*self._loaded.values(), *self._draining))
 
     # ---- leases ----
 
@@ -176,12 +180,18 @@ class Runner:
         n_slots = settings.parallel or self.config.n_slots
         keep_alive = settings.keep_alive if settings.keep_alive is not None else self.config.keep_alive
         started = time.perf_counter()
-        llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots)
-        if self._closed:
-            llm.close()
-            raise ModelBusyError("the server is shutting down")
+        hold = getattr(self.source, "hold", None)
+        files = await asyncio.to_thread(hold, resolved) if hold is not None else None
+        try:
+            llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots)
+            if self._closed:
+                llm.close()
+                raise ModelBusyError("the server is shutting down")
+        except BaseException:
+            self._release_files(files, resolved)
+            raise
         model = LoadedModel(resolved=resolved, llm=llm, estimate=est, n_ctx=llm.n_ctx, n_slots=n_slots,
-                            keep_alive=keep_alive, on_gpu=self._uses_gpu(),
+                            keep_alive=keep_alive, on_gpu=self._uses_gpu(), hold=files,
                             mode=model_mode(resolved.config, settings), think=settings.think)
         self._loaded[resolved.id] = model
         self.loads[resolved.name] = self.loads.get(resolved.name, 0) + 1
@@ -214,15 +224,35 @@ class Runner:
                 f"model {resolved.name} needs {est.describe()}, more than the memory budget of "
                 f"{human(pool)}; lower its context size (mr configure --context-size) or raise "
                 f"the budget (--memory-budget)")
-        idle = sorted((m for m in self._loaded.values() if m.active == 0), key=lambda m: m.last_used)
-        while self.used_memory() + est.total > pool:
+        self._evict_for(est.total, f"load {resolved.name}")
+
+    def _evict_for(self, needed: int, purpose: str, keep: LoadedModel | None = None) -> None:
+        """Unload idle models, least recently used first, until `needed` more bytes fit."""
+        pool = self._pool()
+        idle = sorted((m for m in self._loaded.values() if m.active == 0 and m is not keep),
+                      key=lambda m: m.last_used)
+        while self.used_memory() + needed > pool:
             if not idle:
                 raise ModelBusyError(
-                    f"not enough free memory to load {resolved.name} ({human(est.total)} needed, "
-                    f"{human(pool - self.used_memory())} free): the loaded models are busy")
+                    f"not enough free memory to {purpose} ({human(needed)} needed, "
+                    f"{human(max(pool - self.used_memory(), 0))} free): the loaded models are busy")
             victim = idle.pop(0)
-            log.info("evicting %s to make room for %s", victim.name, resolved.name)
+            log.info("evicting %s to %s", victim.name, purpose)
             self._unload(victim)
+
+    def reserve_embedder(self, model: LoadedModel) -> None:
+        """Count the embedding context (created on first use: its own KV cache and compute
+        buffers) in the budget before it exists, making room as for a load."""
+        if model.embedder_memory:
+            return
+        extra = model.estimate.kv_cache + model.estimate.compute
+        if model.memory + extra > self._pool():
+            raise InsufficientMemoryError(
+                f"embeddings with {model.name} need {human(extra)} more for the embedding context "
+                f"than the memory budget of {human(self._pool())} leaves; raise the budget "
+                f"(--memory-budget) or lower the context size")
+        self._evict_for(extra, f"create the embedding context of {model.name}", keep=model)
+        model.embedder_memory = extra
 
     # ---- unloading ----
 
@@ -236,20 +266,39 @@ class Runner:
         if model.active == 0:
             self._close(model)
         else:
-            model.closing = True  # the last lease closes it
+            model.closing = True  # the last lease closes it; until then it is draining
+            model.draining = True
+            self._draining.add(model)
 
     def _close(self, model: LoadedModel) -> None:
-        if model.streams:
-            for stream in list(model.streams):
-                stream.close()
+        for stream in list(model.streams):
+            stream.abort("the model was unloaded")
         try:
             model.llm.close()
         except Exception:
             log.exception("closing %s failed", model.name)
         model.closing = True
+        model.draining = False
+        self._draining.discard(model)
+        hold, model.hold = model.hold, None
+        self._release_files(hold, model.resolved)
+        if self._loop is not None and not self._loop.is_closed():
+            # once the callers holding the model have let go of it (this very step)
+            self._loop.call_later(0.5, release_freed_memory)
 
-    async def unload(self, names: list[str] | None = None) -> int:
-        """Unload the named models (all when `names` is None); returns how many were loaded."""
+    def _release_files(self, hold: object, resolved: ResolvedModel) -> None:
+        release = getattr(self.source, "release", None)
+        if hold is None or release is None:
+            return
+        try:
+            release(hold, resolved)  # file locks and unlinks: milliseconds
+        except Exception:
+            log.exception("releasing the files of %s failed", resolved.name)
+
+    async def unload(self, names: list[str] | None = None) -> tuple[int, int]:
+        """Unload the named models (all when `names` is None): (how many were closed, how many
+        drain). A busy one drains: it finishes its requests, then closes; until then it stays
+        in `ps` and in the memory budget."""
         if names is None:
             targets = list(self._loaded.values())
         else:
@@ -261,7 +310,8 @@ class Runner:
                     targets.append(model)
         for model in targets:
             self._unload(model)
-        return len(targets)
+        draining = sum(1 for m in targets if m.draining)
+        return len(targets) - draining, draining
 
     async def load(self, name: str, keep_alive: float | None = None) -> LoadedModel:
         """Load (or keep) a model without using it (Ollama's empty generate request)."""
@@ -276,7 +326,11 @@ class Runner:
         return self._loaded.get(model_id)
 
     def ps(self) -> list[dict[str, object]]:
-        return [m.to_ps() for m in sorted(self._loaded.values(), key=lambda m: -m.last_used)]
+        models = sorted((*self._loaded.values(), *self._draining), key=lambda m: -m.last_used)
+        return [m.to_ps() for m in models]
+
+    def draining(self) -> list[LoadedModel]:
+        return list(self._draining)
 
     # ---- settings ----
 
@@ -313,15 +367,15 @@ class Runner:
     # ---- shutdown ----
 
     def drain(self) -> None:
-        """End every in-flight stream (server shutdown): their clients get a clean finish."""
+        """End every in-flight stream (server shutdown): their clients get an error saying so."""
         self._closed = True
         for model in list(self._loaded.values()):
             for stream in list(model.streams):
-                stream.close()
+                stream.abort("the server is shutting down")
 
     async def close(self) -> None:
         self.drain()
         for model in list(self._loaded.values()):
             self._unload(model)
-            if model.active:
-                self._close(model)
+        for model in list(self._draining):
+            self._close(model)

@@ -7,16 +7,22 @@ them; the runner reads them each time it loads the model. Keys are canonical mod
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
+from filelock import FileLock
 
 from mr.errors import InvalidArgumentError
 
+log = logging.getLogger("mr.runner")
 MAX_CTX = 1 << 20
 MAX_SLOTS = 256
 MODES = ("completion", "embedding", "reranking")
@@ -64,7 +70,9 @@ class _Stored(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class SettingsFile:
-    """A small JSON file of {key: settings}; writes are atomic (temp file + rename)."""
+    """A small JSON file of {key: settings}. Writes are read-modify-write under a cross-process
+    file lock, fsynced, then renamed into place. A damaged file reads as defaults (the server
+    keeps running) but is never overwritten: the next write first moves it aside, and says so."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -80,23 +88,38 @@ class SettingsFile:
     def set(self, key: str, settings: ModelSettings) -> ModelSettings:
         """Merge `settings` into what is stored under `key`; returns the result."""
         settings.validate()
-        with self._lock:
-            data = self._read()
+        with self._lock, self._file_lock():
+            data = self._read(keep_damaged=True)
             merged = _from_stored(data.get(key, _Stored())).merged(settings)
             data[key] = _to_stored(merged)
             self._write(data)
         return merged
 
+    def _file_lock(self) -> Any:
+        if self.path is None:
+            return contextlib.nullcontext()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.path) + ".lock", timeout=30)
+
     def all(self) -> dict[str, ModelSettings]:
         return {k: _from_stored(v) for k, v in self._read().items()}
 
-    def _read(self) -> dict[str, _Stored]:
+    def _read(self, keep_damaged: bool = False) -> dict[str, _Stored]:
         if self.path is None or not self.path.is_file():
             return {}
         try:
             return msgspec.json.decode(self.path.read_bytes(), type=dict[str, _Stored])
         except (OSError, msgspec.DecodeError):
-            return {}  # a damaged file must not stop the server: settings fall back to defaults
+            # A damaged file must not stop the server: settings fall back to defaults. Before a
+            # write replaces it, it is kept next to it for the user to recover.
+            if keep_damaged:
+                aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+                os.replace(self.path, aside)
+                log.warning("%s was not valid settings JSON; moved aside to %s", self.path.name,
+                            aside.name)
+            else:
+                log.warning("%s is not valid settings JSON: using defaults", self.path.name)
+            return {}
 
     def _write(self, data: dict[str, _Stored]) -> None:
         if self.path is None:
@@ -105,7 +128,14 @@ class SettingsFile:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".settings-")
         with os.fdopen(fd, "wb") as f:
             f.write(json.dumps(msgspec.to_builtins(data), indent=2, sort_keys=True).encode())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a crash
+        finally:
+            os.close(dir_fd)
 
 
 def _from_stored(s: _Stored) -> ModelSettings:

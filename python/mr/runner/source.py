@@ -27,6 +27,7 @@ class ResolvedModel:
     size: int = 0
     tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # the store blobs it is made of
 
 
 class ModelSource(Protocol):
@@ -73,6 +74,14 @@ class StoreSource:
         model = self.store.resolve(name)
         return from_local_model(model, name)
 
+    def hold(self, resolved: ResolvedModel) -> Any:
+        """While a model is loaded, `rm` (from any process) keeps its files (blocking)."""
+        return self.store.hold_in_use(resolved.id, resolved.files)
+
+    def release(self, hold: Any, resolved: ResolvedModel) -> None:
+        """The model is unloaded: a model removed meanwhile loses its files now (blocking)."""
+        self.store.release_in_use(hold, resolved.id)
+
 
 def from_local_model(model: LocalModel, requested: str) -> ResolvedModel:
     from mr.store import reference as refs
@@ -87,6 +96,7 @@ def from_local_model(model: LocalModel, requested: str) -> ResolvedModel:
         id=model.id, name=model.name, gguf_paths=list(model.gguf_paths), keys=tuple(keys),
         chat_template_path=model.chat_template_path, context_size=model.context_size,
         created=model.created_ts, size=model.size, tags=list(model.tags), config=dict(model.config),
+        files=tuple(model.files),
     )
 
 

@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 
 from mr import __version__
 from mr.runner import Runner, RunnerConfig, SettingsFile, StoreSource
-from mr.server import anthropic, dmr, ollama, openai, purge, rerank, responses, tokenize
+from mr.server import anthropic, dmr, ollama, openai, progress, purge, rerank, responses, tokenize
 from mr.server.context import STATE_KEY, ServerContext
 from mr.server.errors import EXCEPTION_HANDLERS
 from mr.server.metrics import Metrics, metrics_route, observe_middleware
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         try:
             yield
         finally:
+            progress.cancel_all()  # shutdown never waits on a pull
             await ctx.runner.close()  # unloads every model; in-flight streams were ended first
 
     return Litestar(

@@ -17,7 +17,6 @@ from typing import Any
 from litestar.response import Stream
 
 from mr.engine import AsyncChatStream, ChatMessage, ChatOptions, SamplingOptions, Usage
-from mr.engine.prompt import chat_prompt_tokens
 from mr.errors import OverloadedError
 from mr.runner import Lease
 from mr.server import sse
@@ -71,9 +70,13 @@ class Running:
 async def start(ctx: ServerContext, call: ChatCall) -> Running:
     lease = await ctx.runner.acquire(call.model)
     llm = lease.llm
-    [stream] = submit_all(lease, [lambda: llm.achat(call.messages, call.sampling, max_tokens=call.max_tokens,
-                                                    stop=call.stop, options=call.options,
-                                                    ignore_eos=call.ignore_eos)])
+    try:  # rendering, grammars and tokenizing may take long: never on the event loop
+        prompt = await asyncio.to_thread(llm.prepare_chat, call.messages, call.options)
+    except BaseException:
+        lease.release()
+        raise
+    [stream] = submit_all(lease, [lambda: llm.achat(prompt, call.sampling, max_tokens=call.max_tokens,
+                                                    stop=call.stop, ignore_eos=call.ignore_eos)])
     return Running(ctx, lease, stream)
 
 
@@ -109,8 +112,7 @@ async def count_prompt(ctx: ServerContext, model: str, messages: list[dict[str, 
     async with await ctx.runner.acquire(model) as lease:
         llm = lease.llm
 
-        def count() -> int:
-            prompt, _stops = llm.render_chat(messages, options)
-            return len(chat_prompt_tokens(llm.model, prompt, messages))
+        def count() -> int:  # the very tokens a request with these messages would submit
+            return len(llm.prepare_chat(messages, options).tokens)
 
         return await asyncio.to_thread(count)

@@ -14,8 +14,9 @@ from litestar.response import Stream
 from mr.errors import ModelNotFoundError
 from mr.server import runtime
 from mr.server.context import Req, ServerContext, server_context
+from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid
-from mr.server.progress import error_message, thread_events
+from mr.server.progress import error_message, first_event, thread_events
 
 NDJSON = "application/x-ndjson"
 
@@ -43,8 +44,16 @@ async def create_model(request: Req, data: Annotated[CreateRequest, Body()]) -> 
         raise invalid("from", "from must name a model")
     store.check_reference(data.from_)
 
+    pulling = thread_events(lambda sink, guard: store.pull(data.from_, on_progress=sink, guard=guard))
+    # A pull that fails at once gets its own status; a client that leaves meanwhile cancels it.
+    first = await until_disconnect(request, first_event(pulling), lambda: None)
+
     async def events() -> AsyncIterator[bytes]:
-        async for item in thread_events(lambda sink: store.pull(data.from_, on_progress=sink)):
+        if first is None:
+            yield _ndjson({"type": "success", "message": "Model pulled successfully"})
+            return
+        yield _ndjson(first)
+        async for item in pulling:
             if isinstance(item, BaseException):
                 yield _ndjson({"type": "error", "message": error_message(item)})
                 return
@@ -117,7 +126,7 @@ def _push(ctx: ServerContext, name: Annotated[str, Parameter()]) -> Stream:
     store.check_reference(name)
 
     async def events() -> AsyncIterator[bytes]:
-        async for item in thread_events(lambda sink: store.push(name, on_progress=sink)):
+        async for item in thread_events(lambda sink, _guard: store.push(name, on_progress=sink)):
             if isinstance(item, BaseException):
                 yield _ndjson({"type": "error", "message": error_message(item)})
                 return

@@ -1,44 +1,101 @@
-"""Run a blocking store operation (pull, push) in a thread and stream its progress events."""
+"""Run a blocking store transfer (pull, push) in a thread and stream its progress events.
+
+Transfers run on their own daemon threads, at most MAX_TRANSFERS at once (the others wait, and
+a cancel ends their wait), never on the default executor that request work shares. Each has a
+TransferGuard: it is cancelled when its consumer stops listening (the client went away) and by
+`cancel_all` at shutdown, and it bounds the transfer's time and rate. Shutdown never waits on a
+transfer: the threads are daemons and their sockets are aborted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from mr.errors import MrError
 from mr.server.errors import scrub
+from mr.store.transfer import TransferGuard
 
+MAX_TRANSFERS = 2
 _DONE = object()
 Event = dict[str, Any]
+Work = Callable[[Callable[[Event], None], TransferGuard], Any]
+
+_slots = threading.BoundedSemaphore(MAX_TRANSFERS)
+_active: set[TransferGuard] = set()
+_active_lock = threading.Lock()
 
 
-Work = Callable[[Callable[[Event], None]], Any]
+def cancel_all(why: str = "the server is shutting down") -> None:
+    with _active_lock:
+        guards = list(_active)
+    for guard in guards:
+        guard.cancel(why)
+
+
+def active() -> int:
+    with _active_lock:
+        return len(_active)
+
+
+def _run(work: Work, sink: Callable[[Event], None], guard: TransferGuard) -> None:
+    while not _slots.acquire(timeout=0.25):
+        guard.check()
+    try:
+        guard.check()
+        work(sink, guard)
+    finally:
+        _slots.release()
 
 
 async def thread_events(work: Work) -> AsyncIterator[Event | BaseException]:
-    """Yields the events `work(sink)` emits from its thread, then its exception if it failed."""
+    """Yields the events `work(sink, guard)` emits from its thread, then its exception if it
+    failed. Closing the iterator early cancels the transfer."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
+    guard = TransferGuard()
 
-    def sink(event: Event) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, event)
+    def put(item: Any) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(queue.put_nowait, item)
 
     def run() -> None:
         try:
-            work(sink)
+            _run(work, put, guard)
         except BaseException as exc:
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
+            put(exc)
         finally:
-            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+            put(_DONE)
 
-    future = loop.run_in_executor(None, run)
-    while True:
-        item = await queue.get()
-        if item is _DONE:
-            break
-        yield item
-    await future
+    with _active_lock:
+        _active.add(guard)
+    threading.Thread(target=run, name="mr-transfer", daemon=True).start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        guard.cancel("the client went away")  # a no-op for a transfer that finished
+        guard.close()
+        with _active_lock:
+            _active.discard(guard)
+
+
+async def first_event(events: AsyncIterator[Event | BaseException]) -> Event | None:
+    """The first event, so that a transfer failing at once (no such model, bad credentials)
+    is answered with its own status instead of a 200 with the error inside."""
+    try:
+        item = await anext(events)
+    except StopAsyncIteration:
+        return None
+    if isinstance(item, BaseException):
+        await events.aclose()  # type: ignore[attr-defined]
+        raise item
+    return item
 
 
 def error_message(exc: BaseException) -> str:

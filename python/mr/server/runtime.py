@@ -81,8 +81,10 @@ async def engines_unload(request: Req, data: Annotated[UnloadRequest, Body()]) -
     runner = server_context(request).runner
     if not data.all and not data.models:
         raise invalid("models", "give models to unload, or all: true")
-    count = await runner.unload(None if data.all else data.models)
-    return {"unloaded_runners": count}
+    unloaded, draining = await runner.unload(None if data.all else data.models)
+    # A busy model is not unloaded yet: it finishes its requests first (still in ps, still in
+    # the memory budget), so it is reported apart.
+    return {"unloaded_runners": unloaded, "draining_runners": draining}
 
 
 @post("/engines/configure", summary="Persist per-model settings", tags=["Runtime"], status_code=200)

@@ -1,7 +1,9 @@
 """Request screening before any route runs: one ASGI middleware, no allocations on the happy path.
 
-- Host header allow-list (DNS rebinding): loopback names, the bind address, configured extras.
-  Enforced while the server listens on loopback or when an allow-list is configured.
+- Host header allow-list (DNS rebinding): loopback names, the bind address (for a wildcard
+  bind, the machine's name and addresses), configured extras; always on (`*` switches it off).
+- Without an API key, routes that change the store or the runtime answer loopback clients only
+  (see mr.server.exposure).
 - CORS: loopback origins only unless configured; preflights answered here; requests from other
   origins refused (403) so a web page cannot drive the API from a visitor's browser.
 - 415 for POST/PUT/PATCH bodies that are not JSON (a cross-site form or text/plain POST).
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from mr.server.errors import envelope
+from mr.server.exposure import is_loopback_client, is_mutating, machine_names
 from mr.server.settings import LOOPBACK, Settings
 
 DEFAULT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "host.docker.internal",
@@ -46,14 +49,14 @@ class Policy:
     def __init__(self, settings: Settings) -> None:
         self.api_key = settings.api_key.encode() if settings.api_key else None
         extra = {_host_name(h) for h in settings.allowed_hosts}
-        self.check_host = settings.is_loopback or bool(extra)
         self.any_host = "*" in extra
-        self.hosts = DEFAULT_HOSTS | extra | {_host_name(settings.host)}
+        self.hosts = DEFAULT_HOSTS | extra | {_host_name(h) for h in machine_names(settings.host)}
+        self.local_mutations_only = self.api_key is None and not settings.is_loopback
         self.any_origin = "*" in settings.cors_origins
         self.origins = frozenset(o.rstrip("/").lower() for o in settings.cors_origins)
 
     def host_ok(self, host: str | None) -> bool:
-        if not self.check_host or self.any_host:
+        if self.any_host:
             return True
         return host is not None and _host_name(host) in self.hosts
 
@@ -84,6 +87,7 @@ def _has_body(headers: dict[bytes, bytes]) -> bool:
 
 Rejection = tuple[int, bytes, list[tuple[bytes, bytes]]]
 UNSUPPORTED = "request bodies must be JSON (Content-Type: application/json)"
+LOCAL_ONLY = "this route changes the store or the runtime: it needs a loopback client or an API key"
 
 
 async def _reply(send: Send, rejection: Rejection) -> None:
@@ -107,6 +111,11 @@ def _preflight(cors: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]) -> 
 def screen(policy: Policy, scope: Scope) -> tuple[Rejection | None, list[tuple[bytes, bytes]]]:
     """(a response to send instead of running the app, or None; CORS headers to add)."""
     headers = dict(scope["headers"])
+    if b"content-length" in headers and b"transfer-encoding" in headers:
+        # Two framings: a proxy in front may read another request boundary (smuggling).
+        body = envelope(400, "Content-Length and Transfer-Encoding together are refused", None,
+                        "bad_framing")
+        return (400, body, [(b"connection", b"close")]), []
     host = headers.get(b"host")
     if not policy.host_ok(host.decode("latin-1") if host is not None else None):
         return (403, envelope(403, "host not allowed", None, "host_not_allowed"), []), []
@@ -121,6 +130,10 @@ def screen(policy: Policy, scope: Scope) -> tuple[Rejection | None, list[tuple[b
     if scope["path"] not in OPEN_PATHS and not policy.key_ok(headers):
         body = envelope(401, "missing or invalid API key", None, "invalid_api_key")
         return (401, body, [*cors, (b"www-authenticate", b"Bearer")]), cors
+    if (policy.local_mutations_only and is_mutating(scope["method"], scope["path"])
+            and not is_loopback_client(scope.get("client"))):
+        body = envelope(403, LOCAL_ONLY, None, "loopback_only")
+        return (403, body, cors), cors
     wants_body = scope["method"].encode() in BODY_METHODS and _has_body(headers)
     if wants_body and not _is_json(headers.get(b"content-type", b"")):
         return (415, envelope(415, UNSUPPORTED, None, "unsupported_media_type"), cors), cors

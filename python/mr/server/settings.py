@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, kw_only=True):
     host: str = DEFAULT_HOST
     port: int = mr_config.DEFAULT_PORT
     api_key: str | None = None
+    no_auth: bool = False  # off loopback without a key: start anyway (mutations stay loopback-only)
     parallel: int = 4  # slots per model
     ctx_size: int | None = None  # context per model (all slots share it, as in llama.cpp)
     keep_alive: float = 300.0  # seconds; math.inf: never unload; 0: unload when idle
@@ -36,6 +37,8 @@ class Settings(msgspec.Struct, kw_only=True):
     cors_origins: list[str] = msgspec.field(default_factory=list)  # extra origins; "*" for any
     max_body_bytes: int = DEFAULT_MAX_BODY
     load_timeout: float = 300.0
+    header_timeout: float = 10.0  # seconds for a request's headers (slowloris)
+    body_timeout: float = 120.0  # seconds for a request's body once its headers are in
     threads: int = 0
     gpu_layers: int = -1
     flash_attn: str = "auto"  # "auto" (llama.cpp's choice: on where supported), "on" or "off"
@@ -127,6 +130,7 @@ def _bool(raw: str) -> bool:
 _ENV = [
     ("MR_PORT", "port", int),
     ("MR_API_KEY", "api_key", str),
+    ("MR_NO_AUTH", "no_auth", _bool),
     ("MR_PARALLEL", "parallel", int),
     ("MR_CTX_SIZE", "ctx_size", int),
     ("MR_KEEP_ALIVE", "keep_alive", _keep_alive),
@@ -137,6 +141,8 @@ _ENV = [
     ("MR_CORS_ORIGINS", "cors_origins", _csv),
     ("MR_MAX_BODY_BYTES", "max_body_bytes", int),
     ("MR_LOAD_TIMEOUT", "load_timeout", float),
+    ("MR_HEADER_TIMEOUT", "header_timeout", float),
+    ("MR_BODY_TIMEOUT", "body_timeout", float),
     ("MR_THREADS", "threads", int),
     ("MR_GPU_LAYERS", "gpu_layers", int),
     ("MR_FLASH_ATTN", "flash_attn", _flash_attn),

@@ -200,9 +200,11 @@ class BlobStore:
         return digest
 
     def import_file(
-        self, src: Path, on_bytes: Callable[[int], None] | None = None
+        self, src: Path, on_bytes: Callable[[int], None] | None = None,
+        before_commit: Callable[[str], None] | None = None,
     ) -> tuple[str, int]:
-        """Copy a local file in while hashing it; returns (digest, size)."""
+        """Copy a local file in while hashing it; returns (digest, size). `before_commit(digest)`
+        runs once the digest is known, before the blob is in place (a packager's lease)."""
         total = src.stat().st_size
         tmp = self._temp()
         hasher = hashlib.sha256()
@@ -222,6 +224,12 @@ class BlobStore:
             raise_if_disk_full(exc, tmp.parent, total)
             raise
         digest = digests.from_hasher(hasher)
+        try:
+            if before_commit is not None:
+                before_commit(digest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         with self.lock(digest):
             self._commit_temp(tmp, digest)
         return digest, size

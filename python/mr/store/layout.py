@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from filelock import FileLock
 from mr.store import digest as digests
 from mr.store.errors import DiskFullError, StoreCorruptError
 
+log = logging.getLogger("mr.store")
 LAYOUT_VERSION = "1.0.0"
 LOCK_TIMEOUT_S = 120.0
 
@@ -59,9 +61,12 @@ class Index:
     """The models.json contents; a tag belongs to one model only."""
 
     def __init__(self, entries: list[IndexEntry] | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, quarantined: list[Any] | None = None) -> None:
         self.entries: list[IndexEntry] = entries or []
         self.extra: dict[str, Any] = extra or {}  # top-level keys other tools wrote
+        # Entries that failed validation: never used, never dropped (kept under "quarantined"
+        # in models.json), and their blobs are never collected.
+        self.quarantined: list[Any] = quarantined or []
 
     def get(self, model_id: str) -> IndexEntry | None:
         return next((e for e in self.entries if e.id == model_id), None)
@@ -96,7 +101,18 @@ class Index:
         return entry
 
     def referenced(self) -> set[str]:
-        return {f for e in self.entries for f in e.files}
+        return {f for e in self.entries for f in e.files} | _digests_in(self.quarantined)
+
+
+def _digests_in(value: Any) -> set[str]:
+    """Every valid digest string anywhere inside `value` (a quarantined entry's blobs)."""
+    if isinstance(value, str):
+        return {value} if digests.is_valid(value) else set()
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return set().union(*(_digests_in(v) for v in value)) if value else set()
+    return set()
 
 
 def fsync_dir(path: Path) -> None:
@@ -220,11 +236,26 @@ class Layout:
             raise StoreCorruptError("the store's models.json is not valid JSON") from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("models") or [], list):
             raise StoreCorruptError("the store's models.json is not a model index")
-        entries = [e for e in map(_entry, raw.get("models") or []) if e is not None]
-        return Index(entries, {k: v for k, v in raw.items() if k != "models"})
+        entries, bad = [], []
+        for item in raw.get("models") or []:
+            entry = _entry(item)
+            if entry is None:
+                bad.append(item)
+            else:
+                entries.append(entry)
+        if bad:
+            log.warning("models.json: %d entr%s failed validation (a path outside the store, a bad "
+                        "digest); quarantined: kept under \"quarantined\", not used, blobs kept",
+                        len(bad), "y" if len(bad) == 1 else "ies")
+        earlier = raw.get("quarantined")
+        quarantined = [*(earlier if isinstance(earlier, list) else []), *bad]
+        extra = {k: v for k, v in raw.items() if k not in ("models", "quarantined")}
+        return Index(entries, extra, quarantined)
 
     def write_index(self, index: Index) -> None:
         payload = {**index.extra, "models": [e.to_json() for e in index.entries]}
+        if index.quarantined:
+            payload["quarantined"] = index.quarantined
         atomic_write(self.index_path, json.dumps(payload, indent=2).encode() + b"\n")
 
     @contextlib.contextmanager

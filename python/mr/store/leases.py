@@ -20,10 +20,12 @@ from filelock import FileLock, Timeout
 from mr.store import digest as digests
 from mr.store.layout import Layout, atomic_write
 
+IN_USE = "inuse"  # held by a server for a loaded model's blobs: `rm` keeps its files
+
 
 class Lease:
-    def __init__(self, layout: Layout, needed: Iterable[str]) -> None:
-        self._dir = layout.locks_dir / "leases"
+    def __init__(self, layout: Layout, needed: Iterable[str], kind: str = "leases") -> None:
+        self._dir = layout.locks_dir / kind
         name = uuid.uuid4().hex
         self._json = self._dir / f"{name}.json"
         self._lock = FileLock(str(self._dir / f"{name}.lock"), timeout=0)
@@ -34,6 +36,12 @@ class Lease:
         self._lock.acquire()
         atomic_write(self._json, json.dumps({"pid": os.getpid(), "digests": self.digests}).encode())
         return self
+
+    def add(self, digest: str) -> None:
+        """Protect one more digest (a packager that just hashed a file); call under the index
+        lock, which GC holds while it reads the leases."""
+        self.digests = sorted({*self.digests, digests.validate(digest)})
+        atomic_write(self._json, json.dumps({"pid": os.getpid(), "digests": self.digests}).encode())
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
@@ -49,9 +57,12 @@ class Lease:
         self.release()
 
 
-def protected_digests(layout: Layout) -> set[str]:
-    """Digests named by live leases; stale leases (their holder died) are removed."""
-    directory = layout.locks_dir / "leases"
+def protected_digests(layout: Layout, kind: str | None = None) -> set[str]:
+    """Digests named by live leases (of `kind`, or of every kind); stale leases (their holder
+    died) are removed."""
+    if kind is None:
+        return protected_digests(layout, "leases") | protected_digests(layout, IN_USE)
+    directory = layout.locks_dir / kind
     protected: set[str] = set()
     if not directory.is_dir():
         return protected

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mr.errors import InvalidArgumentError, ModelNotFoundError
 from mr.store import artifact
@@ -60,10 +61,22 @@ def package_gguf(store: Store, gguf_path: Path | str, target_ref: str,
         raise DiskFullError(f"not enough disk space to package: need {human_bytes(needed)}, "
                             f"free {human_bytes(free)}")
 
+    with store.lease(()) as lease:  # before the first blob lands: GC must not take any of them
+        return _package(store, ref, lease, weights, info, license_files, template, projector,
+                        context_size)
+
+
+def _package(store: Store, ref: Any, lease: Any, weights: list[Path], info: Any,
+             license_files: list[Path], template: Path | None, projector: Path | None,
+             context_size: int | None) -> LocalModel:
     layers: list[artifact.Descriptor] = []
 
+    def protect(digest: str) -> None:
+        with store.layout.index_lock():
+            lease.add(digest)
+
     def add(path: Path, media_type: str) -> None:
-        digest, size = store.blobs.import_file(path)
+        digest, size = store.blobs.import_file(path, before_commit=protect)
         layers.append(artifact.Descriptor(media_type, digest, size, {artifact.TITLE: path.name}))
 
     for p in weights:
@@ -85,13 +98,13 @@ def package_gguf(store: Store, gguf_path: Path | str, target_ref: str,
         context_size=int(context_size) if context_size is not None else None,
     )
     config_bytes = artifact.build_config(model_config, [d.digest for d in layers])
+    protect(digests.of_bytes(config_bytes))
     config_digest = store.blobs.put_bytes(config_bytes)
     config_desc = artifact.Descriptor(artifact.CONFIG_DOCKER, config_digest, len(config_bytes))
     manifest_bytes = artifact.build_manifest(config_desc, layers)
     manifest = artifact.parse_manifest(manifest_bytes)
     model_id = digests.of_bytes(manifest_bytes)
-    with store.lease(d.digest for d in manifest.blobs):
-        store.commit(model_id, manifest_bytes, manifest, ref.stored)
+    store.commit(model_id, manifest_bytes, manifest, ref.stored)
     return store.resolve(model_id)
 
 

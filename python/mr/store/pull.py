@@ -22,6 +22,7 @@ from mr.store.model import LocalModel
 from mr.store.progress import EventSink, Progress
 from mr.store.registry import NETWORK_ERRORS, RegistryClient
 from mr.store.store import Store
+from mr.store.transfer import TransferGuard
 
 # Small enough that a cut connection loses little (urllib3 drops a short read's bytes).
 NET_CHUNK = 128 * 1024
@@ -110,10 +111,14 @@ class BlobDownloader:
                     for chunk in resp.iter_content(NET_CHUNK):
                         partial.write(chunk)
                         received += len(chunk)
+                        if self.client.guard is not None:
+                            self.client.guard.advance(len(chunk))
                         self.report.advance(partial.digest, len(chunk))
                         if partial.overflow:
                             break
                 except NETWORK_ERRORS as exc:
+                    partial.flush()
+                    self.client.check()  # cancelled or too slow: stop, keep the partial
                     failures = 0 if partial.offset > before else failures + 1
                     if failures >= policy.attempts:
                         raise RegistryError(
@@ -137,10 +142,11 @@ def _check_space(store: Store, missing: list[artifact.Descriptor], name: str) ->
 
 
 def pull(store: Store, reference: str, *, progress: bool = False,
-         on_progress: EventSink | None = None, client: RegistryClient | None = None) -> PullResult:
+         on_progress: EventSink | None = None, client: RegistryClient | None = None,
+         guard: TransferGuard | None = None) -> PullResult:
     ref = refs.parse(reference)
     store.layout.ensure()
-    client = client or RegistryClient(ref.registry)
+    client = client or RegistryClient(ref.registry, guard=guard)
     data, content_type, model_id = client.get_manifest(ref)
     manifest = artifact.parse_manifest(data, content_type)
     tag = ref.stored

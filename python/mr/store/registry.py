@@ -8,6 +8,7 @@ another host or downgrade to plain HTTP, timeouts so a stalled transfer fails, a
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -33,6 +34,7 @@ from mr.store.errors import (
     RemoteModelNotFoundError,
 )
 from mr.store.reference import Reference, is_insecure, wire_host
+from mr.store.transfer import TransferGuard
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -91,13 +93,43 @@ class _TimeoutAdapter(HTTPAdapter):
         return super().send(request, **kwargs)
 
 
+MAX_ERROR_BYTES = 64 * 1024  # a registry's error body: only its first messages are shown
+MAX_TOKEN_BYTES = 1 << 20
+
+
+def read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
+    """At most `limit` bytes of a streamed body; longer bodies are an error, never buffered."""
+    chunks, total = [], 0
+    for chunk in resp.iter_content(16 * 1024):
+        total += len(chunk)
+        if total > limit:
+            raise RegistryError(f"the registry's {what} is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _buffer_capped(resp: requests.Response) -> None:
+    """Read a small reply (HEAD, upload, manifest PUT) into `resp.content`, at most
+    MAX_ERROR_BYTES of it: requests itself would buffer any size."""
+    body = bytearray()
+    with resp:
+        for chunk in resp.iter_content(16 * 1024):
+            body += chunk
+            if len(body) >= MAX_ERROR_BYTES:
+                break
+    resp._content = bytes(body[:MAX_ERROR_BYTES])
+    resp._content_consumed = True
+
+
 def _registry_message(resp: requests.Response) -> str:
     try:
-        errors = resp.json().get("errors") or []
+        consumed = getattr(resp, "_content_consumed", False)
+        body = resp.content if consumed else read_capped(resp, MAX_ERROR_BYTES, "error body")
+        errors = json.loads(body).get("errors") or []
         text = "; ".join(
             str(e.get("message") or e.get("code")) for e in errors if isinstance(e, dict)
         )
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RegistryError, *NETWORK_ERRORS):
         text = ""
     text = "".join(ch for ch in text if ch.isprintable())[:200]
     return f"HTTP {resp.status_code}" + (f": {text}" if text else "")
@@ -113,15 +145,17 @@ class RegistryClient:
         insecure: bool | None = None,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         basic_auth: str | None = None,
+        guard: TransferGuard | None = None,
     ) -> None:
         self.registry = registry
         self.host = wire_host(registry)
         self.insecure = is_insecure(registry) if insecure is None else insecure
         self.scheme = "http" if self.insecure else "https"
         self.retry = retry or RetryPolicy()
-        self._sleep = sleep
+        self.guard = guard
+        self._sleep = sleep or (guard.sleep if guard is not None else time.sleep)
         connect = _env_float("MR_REGISTRY_CONNECT_TIMEOUT", 15.0)
         read = _env_float("MR_REGISTRY_READ_TIMEOUT", 60.0)
         self._oras = oras.provider.Registry(hostname=self.host, insecure=self.insecure)
@@ -156,9 +190,11 @@ class RegistryClient:
         """Send with auth, redirects and retries (network errors, 429, 5xx)."""
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
+            self.check()
             try:
                 resp = self._send(method, url, dict(headers or {}), body, stream)
             except NETWORK_ERRORS as exc:
+                self.check()  # a guard that tripped explains the error: no retry
                 if last:
                     raise RegistryError(
                         f"cannot reach registry {self.host}: {_reason(exc)}"
@@ -172,6 +208,11 @@ class RegistryClient:
                 continue
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def check(self) -> None:
+        """Raise TransferAbortedError when this pull was cancelled, too slow or too long."""
+        if self.guard is not None:
+            self.guard.check()
 
     def _send(self, method: str, url: str, headers: dict[str, str], body: Any,
               stream: bool) -> requests.Response:
@@ -188,8 +229,14 @@ class RegistryClient:
             if self._auth_header and urlsplit(url).netloc == self.host:  # never to another host
                 sent["Authorization"] = self._auth_header
             data = body() if callable(body) else body
-            resp = self.session.request(method, url, headers=sent, data=data, stream=stream,
+            # Always streamed: no body (an error page included) is read without a size cap.
+            resp = self.session.request(method, url, headers=sent, data=data, stream=True,
                                         allow_redirects=False, verify=self._oras._tls_verify)
+            if self.guard is not None:
+                self.guard.opened(resp)
+            if not stream:
+                _buffer_capped(resp)
+
             location = resp.headers.get("Location")
             if resp.status_code not in REDIRECTS or not location:
                 return resp
@@ -221,7 +268,7 @@ class RegistryClient:
             if realm.scheme == "http" and not (self.insecure or is_insecure(realm.netloc)):
                 raise RegistryAuthError(f"registry {self.host} wants credentials over plain HTTP")
             try:
-                token = self._oras.auth.request_token(h)
+                token = self._request_token(h)
             except NETWORK_ERRORS as exc:
                 raise RegistryError(f"cannot reach the token service of {self.host}") from exc
             except ValueError as exc:
@@ -235,6 +282,21 @@ class RegistryClient:
             return False
         self._auth_header = header
         return True
+
+    def _request_token(self, h: Any) -> str | None:
+        """A bearer token from the challenge's realm; the reply is read with a size cap."""
+        params = {k: v for k, v in (("service", h.service), ("scope", h.scope)) if v}
+        headers = {"Accept": "application/json"}
+        if self._basic:
+            headers["Authorization"] = f"Basic {self._basic}"
+        resp = self.session.get(h.realm, headers=headers, params=params, stream=True,
+                                verify=self._oras._tls_verify)
+        with resp:
+            if resp.status_code != 200:
+                return None
+            info = json.loads(read_capped(resp, MAX_TOKEN_BYTES, "token reply"))
+        token = info.get("token") or info.get("access_token") if isinstance(info, dict) else None
+        return token if isinstance(token, str) else None
 
     # -- API ----------------------------------------------------------------------------------
     def _raise(self, resp: requests.Response, what: str) -> None:

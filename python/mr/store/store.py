@@ -22,6 +22,7 @@ from mr.store.model import LocalModel, ensure_bundle
 if TYPE_CHECKING:
     from mr.store.progress import EventSink
     from mr.store.pull import PullResult
+    from mr.store.transfer import TransferGuard
 
 
 @dataclass
@@ -31,6 +32,7 @@ class DiskUsage:
     unreferenced_bytes: int  # committed blobs no model references
     partial_bytes: int  # `.incomplete` downloads
     manifests_bytes: int
+    quarantined: int = 0  # index entries that failed validation (kept, not used)
 
     @property
     def total_bytes(self) -> int:
@@ -44,7 +46,8 @@ class DiskUsage:
     def to_dict(self) -> dict[str, int]:
         return {"models": self.models, "models_disk_usage": self.models_bytes,
                 "unreferenced_bytes": self.unreferenced_bytes, "partial_bytes": self.partial_bytes,
-                "total_bytes": self.total_bytes, "reclaimable_bytes": self.reclaimable_bytes}
+                "total_bytes": self.total_bytes, "reclaimable_bytes": self.reclaimable_bytes,
+                "quarantined_entries": self.quarantined}
 
 
 class Store:
@@ -201,12 +204,38 @@ class Store:
                 lines += [f"Untagged: {refs.display(t)}" for t in entry.tags]
             index.remove(entry.id)
             self.layout.write_index(index)
+            if set(entry.files) & leases.protected_digests(self.layout, leases.IN_USE):
+                # A server has it loaded: it disappears from the index now, its files when the
+                # server unloads it (see release_in_use).
+                lines.append(f"Deleted: {entry.id} (its files stay until a server unloads it)")
+                return lines
             self._delete_files(entry, index)
             lines.append(f"Deleted: {entry.id}")
             return lines
 
+    def hold_in_use(self, model_id: str, files: Sequence[str]) -> leases.Lease:
+        """A server's hold on a loaded model: `rm` keeps its files until `release_in_use`."""
+        self.layout.ensure()
+        lease = leases.Lease(self.layout, files, kind=leases.IN_USE)
+        with self.layout.index_lock():
+            lease.acquire()
+        return lease
+
+    def release_in_use(self, lease: leases.Lease, model_id: str) -> None:
+        """Drop the hold; a model removed meanwhile now loses its files."""
+        with self.layout.index_lock():
+            lease.release()
+            index = self.layout.read_index()
+            if index.get(model_id) is not None or not self.layout.manifest_path(model_id).exists():
+                return
+            entry = IndexEntry(id=model_id, files=list(lease.digests))
+            if not set(entry.files) & leases.protected_digests(self.layout, leases.IN_USE):
+                self._delete_files(entry, index)
+
     def _delete_files(self, entry: IndexEntry, index: Index) -> None:
-        """Under the index lock: bundle, manifest, then blobs nobody else needs."""
+        """Under the index lock: bundle, manifest, then blobs nobody else needs. Blob lock
+        files stay: a packager or a pull may hold one (unlinking it would let a second
+        process lock a new file and write the same blob at once)."""
         bundle = self.layout.bundle_dir(entry.id)
         if bundle.exists():
             shutil.rmtree(bundle, ignore_errors=True)
@@ -218,8 +247,6 @@ class Store:
         for d in entry.files:
             if d not in keep:  # no model and no pull in progress (it would hold a lease) needs it
                 self.blobs.remove(d)
-                with contextlib.suppress(FileNotFoundError):
-                    self.layout.blob_lock_path(d).unlink()
 
     def df(self) -> DiskUsage:
         index = self.layout.read_index()
@@ -241,15 +268,16 @@ class Store:
             manifests += sum(p.stat().st_size for p in algorithm_dir.iterdir() if p.is_file())
         return DiskUsage(models=len(index.entries), models_bytes=used,
                          unreferenced_bytes=unreferenced, partial_bytes=partial,
-                         manifests_bytes=manifests)
+                         manifests_bytes=manifests, quarantined=len(index.quarantined))
 
     # -- registry -----------------------------------------------------------------------------
     def pull(self, reference: str, progress: bool = False,
-             on_progress: EventSink | None = None) -> PullResult:
-        """Pull from the registry; returns PullResult(model, downloaded, bytes_downloaded)."""
+             on_progress: EventSink | None = None, guard: TransferGuard | None = None) -> PullResult:
+        """Pull from the registry; returns PullResult(model, downloaded, bytes_downloaded).
+        `guard` bounds it (cancel, deadline, minimum rate; see mr.store.transfer)."""
         from mr.store.pull import pull
 
-        return pull(self, reference, progress=progress, on_progress=on_progress)
+        return pull(self, reference, progress=progress, on_progress=on_progress, guard=guard)
 
     def push(self, reference: str, target: str | None = None, progress: bool = False,
              on_progress: EventSink | None = None) -> str:

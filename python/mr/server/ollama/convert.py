@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mr.engine import ChatOptions, SamplingOptions, ToolCall
+from mr.engine.limits import INT32_MAX
 from mr.runner import parse_duration
 from mr.server.errors import invalid
 from mr.server.ollama.protocol import Format, KeepAlive, Message, Options, Timings
@@ -39,6 +40,10 @@ def sampling(options: Options | None) -> tuple[SamplingOptions, int, list[str]]:
         fields["seed"] = options.seed % 0xFFFFFFFF
     if options.repeat_last_n is not None:
         fields["penalty_last_n"] = max(options.repeat_last_n, 0)
+    for name in ("num_predict", "top_k", "repeat_last_n"):
+        value = getattr(options, name)
+        if value is not None and abs(value) > INT32_MAX:  # the engine's counts are 32-bit
+            raise invalid(f"options.{name}", f"options.{name} must be at most {INT32_MAX}")
     limit = options.num_predict if options.num_predict and options.num_predict > 0 else -1
     stops = [s for s in options.stop or [] if s]
     return SamplingOptions(**fields), limit, stops

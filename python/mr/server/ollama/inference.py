@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from mr.runner import Lease
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid, stream_error
-from mr.server.ollama import convert
+from mr.server.ollama import convert, ignored
 from mr.server.ollama.protocol import ChatRequest, GenerateRequest
 from mr.server.sse import guarded
 from mr.server.thinking import from_ollama
@@ -57,12 +58,14 @@ async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[A
     clock.mark_loaded()
     try:
         options = thinking.apply(options, lease.model.think)
-        stream = lease.llm.achat(messages, sampling, max_tokens=limit, stop=stop, options=options)
+        prompt = await asyncio.to_thread(lease.llm.prepare_chat, messages, options)  # off the loop
+        stream = lease.llm.achat(prompt, sampling, max_tokens=limit, stop=stop)
     except BaseException:
         lease.release()
         raise
     lease.track(stream)
-    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, chat=True)
+    extra = ignored.headers(ignored.of_chat(data), request.url.path)
+    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, True, extra)
 
 
 @post("/generate", summary="Ollama generate", tags=["Ollama"], status_code=200)
@@ -81,32 +84,36 @@ async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Re
     try:
         llm = lease.llm
         stream: AsyncStream | AsyncChatStream
-        if data.raw:
-            stream = llm.agenerate(data.prompt, sampling, max_tokens=limit, stop=stop)
+        if data.raw:  # the caller wrote the template's markers themselves: they are tokens
+            tokens = await asyncio.to_thread(llm.tokenize, data.prompt, True, True)
+            stream = llm.agenerate(tokens, sampling, max_tokens=limit, stop=stop)
         else:
             messages = ([{"role": "system", "content": data.system}] if data.system else []) + [
                 {"role": "user", "content": data.prompt}]
             options = from_ollama(data.think).apply(options, lease.model.think)
-            stream = llm.achat(messages, sampling, max_tokens=limit, stop=stop, options=options)
+            prompt = await asyncio.to_thread(llm.prepare_chat, messages, options)
+            stream = llm.achat(prompt, sampling, max_tokens=limit, stop=stop)
     except BaseException:
         lease.release()
         raise
     lease.track(stream)
-    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, chat=False)
+    extra = ignored.headers(ignored.of_generate(data), request.url.path)
+    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, False, extra)
 
 
 async def _respond(request: Req, ctx: ServerContext, lease: Lease, stream: AsyncStream | AsyncChatStream,
-                   model: str, streaming: bool, clock: convert.Clock, chat: bool) -> Response[Any]:
+                   model: str, streaming: bool, clock: convert.Clock, chat: bool,
+                   headers: dict[str, str] | None) -> Response[Any]:
     if streaming:
         body = guarded(_lines(ctx, lease, stream, model, clock, chat), lambda: _finish(lease, stream))
-        return Stream(body, media_type=NDJSON)
+        return Stream(body, media_type=NDJSON, headers=headers)
     try:
         text = await until_disconnect(request, _collect(stream), stream.close)
     finally:
         _finish(lease, stream)
     body = _final(stream, model, clock, chat, text)
     ctx.metrics.tokens(lease.model.name, stream.usage.prompt_tokens, stream.usage.completion_tokens)
-    return Response(_encode(body), media_type="application/json")
+    return Response(_encode(body), media_type="application/json", headers=headers)
 
 
 async def _collect(stream: AsyncStream | AsyncChatStream) -> str:

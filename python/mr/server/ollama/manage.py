@@ -13,7 +13,10 @@ from litestar.response import Stream
 
 from mr.errors import ModelNotFoundError
 from mr.server.context import Req, server_context
+from mr.server.disconnect import until_disconnect
 from mr.server.dmr import remove_model
+from mr.server.embedding import Item, check_count
+from mr.server.embedding import run as run_embeddings
 from mr.server.errors import invalid
 from mr.server.ollama import convert
 from mr.server.ollama.protocol import (
@@ -120,19 +123,22 @@ async def pull(request: Req, data: Annotated[PullRequest, Body()]) -> Response[A
     if not data.target:
         raise invalid("model", "model is required")
     store.check_reference(data.target)
-    lines = _pull_lines(store, data.target)
+    pulling = thread_events(lambda sink, guard: store.pull(data.target, on_progress=sink, guard=guard))
     if data.stream:
-        return Stream(lines, media_type="application/x-ndjson")
-    last = b""
-    async for line in lines:
-        last = line
-    status = 500 if b'"error"' in last else 200
-    return Response(last, media_type="application/json", status_code=status)
+        return Stream(_pull_lines(pulling), media_type="application/x-ndjson")
+    await until_disconnect(request, _last(pulling), lambda: None)  # leaving cancels the pull
+    return Response(_encode({"status": "success"}), media_type="application/json")
 
 
-async def _pull_lines(store: Any, name: str) -> AsyncIterator[bytes]:
+async def _last(pulling: AsyncIterator[Any]) -> None:
+    async for item in pulling:
+        if isinstance(item, BaseException):
+            raise item  # its own status: 404 for a model the registry does not have
+
+
+async def _pull_lines(pulling: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     yield _encode({"status": "pulling manifest"}) + b"\n"
-    async for item in thread_events(lambda sink: store.pull(name, on_progress=sink)):
+    async for item in pulling:
         if isinstance(item, BaseException):
             yield _encode({"error": error_message(item)}) + b"\n"
             return
@@ -157,31 +163,24 @@ async def delete_model(request: Req, data: Annotated[ModelRequest, Body()]) -> N
 @post("/embed", summary="Embeddings", tags=["Ollama"], status_code=200)
 async def embed(request: Req, data: Annotated[EmbedRequest, Body()]) -> Response[bytes]:
     ctx = server_context(request)
-    texts = [data.input] if isinstance(data.input, str) else list(data.input)
-    if not texts:
-        raise invalid("input", "input must not be empty")
+    texts: list[Item] = [data.input] if isinstance(data.input, str) else list(data.input)
+    check_count(texts)
     clock = convert.Clock()
     async with await ctx.runner.acquire(data.model, convert.keep_alive(data.keep_alive)) as lease:
         clock.mark_loaded()
-        async with lease.model.embed_lock:
-            matrix, n_tokens = await asyncio.to_thread(_embed, lease.llm, texts, data.truncate)
+        matrix, n_tokens = await run_embeddings(ctx, lease, texts, truncate=data.truncate)
     rows = shape(matrix, data.dimensions).tolist()
     t = clock.timings(n_tokens, 0)
     return _json({"model": data.model, "embeddings": rows, "total_duration": t.total_duration,
                   "load_duration": t.load_duration, "prompt_eval_count": n_tokens})
 
 
-def _embed(llm: Any, texts: list[str], truncate: bool) -> tuple[Any, int]:
-    matrix = llm.embed(texts, True, truncate)
-    return matrix, sum(len(llm.tokenize(t)) for t in texts)
-
-
 @post("/embeddings", summary="Embedding of one prompt (older API)", tags=["Ollama"], status_code=200)
 async def embeddings(request: Req, data: Annotated[LegacyEmbeddingsRequest, Body()]) -> Response[bytes]:
     ctx = server_context(request)
     lease = await ctx.runner.acquire(data.model, convert.keep_alive(data.keep_alive))
-    async with lease, lease.model.embed_lock:
-        matrix = await asyncio.to_thread(lease.llm.embed, [data.prompt], False, True)
+    async with lease:
+        matrix, _ = await run_embeddings(ctx, lease, [data.prompt], truncate=True, normalize=False)
     return _json({"embedding": matrix[0].tolist()})
 
 

@@ -12,7 +12,7 @@ from litestar import Response, post
 from litestar.params import Body
 from litestar.response import Stream
 
-from mr.engine import AsyncChatStream, ChatDelta, ChatOptions
+from mr.engine import AsyncChatStream, ChatDelta, ChatOptions, ChatPrompt
 from mr.runner import Lease
 from mr.server import sse
 from mr.server.context import Req, ServerContext, server_context
@@ -54,15 +54,23 @@ def _prepare(data: ChatCompletionRequest) -> _Prepared:
                      thinking=from_openai(data.reasoning_effort, data.chat_template_kwargs, budget))
 
 
-def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared) -> list[AsyncChatStream]:
-    """One engine stream per choice (seed + i)."""
+async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared,
+                  max_queue: int) -> list[AsyncChatStream]:
+    """One engine stream per choice (seed + i). Rendering, the grammar and tokenizing run in a
+    worker thread, once: they may take long enough to stall every other client of the loop."""
     llm = lease.llm
     options = p.thinking.apply(p.options, lease.model.think)
+    try:
+        params.check_fits(data.n, lease.model.n_slots, max_queue, "n")
+        prompt: ChatPrompt = await asyncio.to_thread(llm.prepare_chat, p.messages, options)
+    except BaseException:
+        lease.release()
+        raise
 
     def start(i: int) -> Callable[[], AsyncChatStream]:
         sampling = params.sampling(data, llm.model.n_vocab, i)
-        return lambda: llm.achat(p.messages, sampling, max_tokens=p.max_tokens, stop=p.stop,
-                                 options=options, ignore_eos=data.ignore_eos, logprobs=p.logprobs)
+        return lambda: llm.achat(prompt, sampling, max_tokens=p.max_tokens, stop=p.stop,
+                                 ignore_eos=data.ignore_eos, logprobs=p.logprobs)
 
     return submit_all(lease, (start(i) for i in range(data.n)))
 
@@ -73,7 +81,7 @@ async def chat_completions(request: Req, data: Annotated[ChatCompletionRequest, 
     await params.log_unknown_fields(request, ChatCompletionRequest)
     prepared = _prepare(data)
     lease = await ctx.runner.acquire(data.model)
-    streams = _submit(lease, data, prepared)
+    streams = await _submit(lease, data, prepared, ctx.runner.config.max_queue)
     want_logprobs = prepared.logprobs is not None
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)

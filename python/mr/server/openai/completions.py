@@ -7,11 +7,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
+import numpy as np
 from litestar import Response, post
 from litestar.params import Body
 from litestar.response import Stream
 
 from mr.engine import LLM, AsyncStream, TokenLogprob
+from mr.errors import InvalidArgumentError
 from mr.runner import Lease
 from mr.server import sse
 from mr.server.context import Req, ServerContext, server_context
@@ -56,18 +58,28 @@ def _check(req: CompletionRequest) -> None:
         raise invalid("suffix", "suffix (fill-in-the-middle) is not supported")
 
 
-def _submit(lease: Lease, data: CompletionRequest, items: list[Prompt]) -> list[AsyncStream]:
+def _encode(llm: LLM, items: list[Prompt]) -> list[np.ndarray]:
+    """Every prompt as token ids (blocking: run in a worker thread). Out-of-range ids are a 400."""
+    out = []
+    for prompt in items:
+        try:
+            out.append(llm.tokenize(prompt) if isinstance(prompt, str) else llm.prompt_tokens(prompt))
+        except InvalidArgumentError as exc:
+            raise invalid("prompt", str(exc)) from None
+    return out
+
+
+def _submit(lease: Lease, data: CompletionRequest, encoded: list[np.ndarray], limit: int,
+            stop: list[str]) -> list[AsyncStream]:
     """n streams per prompt (seed + i)."""
-    limit = params.max_tokens(data, "max_tokens")
-    stop = params.stops(data.stop)
     llm = lease.llm
 
-    def start(prompt: Prompt, i: int) -> Callable[[], AsyncStream]:
+    def start(prompt: np.ndarray, i: int) -> Callable[[], AsyncStream]:
         sampling = params.sampling(data, llm.model.n_vocab, i)
         return lambda: llm.agenerate(prompt, sampling, max_tokens=limit, stop=stop,
                                      ignore_eos=data.ignore_eos, logprobs=data.logprobs)
 
-    return submit_all(lease, (start(prompt, i) for prompt in items for i in range(data.n)))
+    return submit_all(lease, (start(prompt, i) for prompt in encoded for i in range(data.n)))
 
 
 @post("/completions", summary="Create a text completion", tags=["OpenAI"], status_code=200)
@@ -76,10 +88,17 @@ async def completions(request: Req, data: Annotated[CompletionRequest, Body()]) 
     await params.log_unknown_fields(request, CompletionRequest)
     _check(data)
     items = prompts(data)
-    params.stops(data.stop)  # validated before a model is loaded
+    limit = params.max_tokens(data, "max_tokens")  # validated before a model is loaded
+    stop = params.stops(data.stop)
     lease = await ctx.runner.acquire(data.model)
-    streams = _submit(lease, data, items)
-    echoes = [_echo(lease.llm, items[k // data.n]) if data.echo else "" for k in range(len(streams))]
+    try:  # every failure before the streams exist releases the lease here
+        params.check_fits(len(items) * data.n, lease.model.n_slots, ctx.runner.config.max_queue, "n")
+        encoded = await asyncio.to_thread(_encode, lease.llm, items)
+        echoes = [_echo(lease.llm, p) if data.echo else "" for p in items for _ in range(data.n)]
+    except BaseException:
+        lease.release()
+        raise
+    streams = _submit(lease, data, encoded, limit, stop)
     want_lp = data.logprobs is not None
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
@@ -97,7 +116,6 @@ async def completions(request: Req, data: Annotated[CompletionRequest, Body()]) 
 
 def _echo(llm: LLM, prompt: Prompt) -> str:
     return prompt if isinstance(prompt, str) else llm.detokenize(prompt)
-
 
 
 def _logprobs(items: list[TokenLogprob], offset: int) -> CompletionLogprobs:

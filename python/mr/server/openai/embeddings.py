@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Annotated, Any
 
@@ -10,41 +9,21 @@ import numpy as np
 from litestar import Response, post
 from litestar.params import Body
 
-from mr.engine import LLM
-from mr.server import sse
+from mr.server import embedding, sse
 from mr.server.context import Req, server_context
+from mr.server.embedding import Item
 from mr.server.errors import invalid
 from mr.server.openai import params
 from mr.server.openai.completions import token_or_text_batch
 from mr.server.openai.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 
-MAX_INPUTS = 2048
 
-
-def texts_of(llm: LLM, raw: str | list[Any]) -> list[str]:
+def items_of(raw: str | list[Any]) -> list[Item]:
+    """Texts, or token lists embedded as given (their ids are checked by the engine)."""
     if isinstance(raw, str):
         return [params.checked_text(raw, "input")]
-    if not raw:
-        raise invalid("input", "input must not be empty")
-    if len(raw) > MAX_INPUTS:
-        raise invalid("input", f"input has {len(raw)} items; at most {MAX_INPUTS} per request")
-    items = token_or_text_batch(raw, "input")
-    n_vocab = llm.model.n_vocab
-    out = []
-    for item in items:
-        if isinstance(item, list):
-            if any(not 0 <= t < n_vocab for t in item):
-                raise invalid("input", f"input token ids must be in [0, {n_vocab})")
-            item = llm.detokenize(item)
-        out.append(item)
-    return out
-
-
-def embed(llm: LLM, texts: list[str]) -> tuple[np.ndarray, int]:
-    """The vectors and the number of input tokens (blocking: run in a thread)."""
-    matrix = llm.embed(texts, normalize=True, truncate=False)
-    n_tokens = sum(len(llm.tokenize(t)) for t in texts)
-    return matrix, n_tokens
+    embedding.check_count(raw)
+    return token_or_text_batch(raw, "input")
 
 
 def shape(matrix: np.ndarray, dimensions: int | None) -> np.ndarray:
@@ -69,10 +48,9 @@ def encode_rows(matrix: np.ndarray, fmt: str) -> list[list[float] | str]:
 async def embeddings(request: Req, data: Annotated[EmbeddingRequest, Body()]) -> Response[bytes]:
     ctx = server_context(request)
     await params.log_unknown_fields(request, EmbeddingRequest)
+    items = items_of(data.input)
     async with await ctx.runner.acquire(data.model) as lease:
-        texts = texts_of(lease.llm, data.input)
-        async with lease.model.embed_lock:
-            matrix, n_tokens = await asyncio.to_thread(embed, lease.llm, texts)
+        matrix, n_tokens = await embedding.run(ctx, lease, items)
     rows = encode_rows(shape(matrix, data.dimensions), data.encoding_format)
     ctx.metrics.tokens(lease.model.name, n_tokens, 0)
     body = EmbeddingResponse(

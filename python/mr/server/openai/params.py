@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from mr.engine import ChatOptions, SamplingOptions
+from mr.engine.limits import INT32_MAX
 from mr.server.context import Req
 from mr.server.errors import invalid
 from mr.server.openai.protocol import ChatCompletionRequest, ChatMessageIn, SamplingFields
@@ -52,10 +53,18 @@ def max_tokens(req: SamplingFields, *names: str) -> int:
         value = getattr(req, name, None)
         if value is None:
             continue
-        if value == 0:
-            raise invalid(name, f"{name} must be >= 1 (or -1 for no limit)")
+        if value == 0 or value < -1 or value > INT32_MAX:
+            raise invalid(name, f"{name} must be in [1, {INT32_MAX}] (or -1 for no limit)")
         return int(value)
     return -1
+
+
+def check_fits(n_streams: int, n_slots: int, max_queue: int, param: str) -> None:
+    """A request that could never be admitted whole (more streams than slots plus queue) is a
+    400: a 503 would send the client into retrying forever."""
+    if n_streams > n_slots + max_queue:
+        raise invalid(param, f"this request needs {n_streams} parallel generations; the model runs "
+                             f"{n_slots} at a time with {max_queue} waiting at most")
 
 
 def stops(stop: str | list[str] | None) -> list[str]:
@@ -132,7 +141,9 @@ def chat_options(req: ChatCompletionRequest) -> ChatOptions | None:
     response_format = msgspec.to_builtins(fmt) if fmt is not None and fmt.type != "text" else None
     if tools is None and tool_choice is None and response_format is None:
         return None
-    parallel = True if req.parallel_tool_calls is None else req.parallel_tool_calls
+    # One call unless parallel calls are asked for (llama-server's default too): a forced call
+    # list a small model may otherwise repeat until max_tokens.
+    parallel = bool(req.parallel_tool_calls)
     return ChatOptions(tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel,
                        response_format=response_format)
 

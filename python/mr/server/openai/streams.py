@@ -15,6 +15,8 @@ from mr.server.openai import results
 class Closable(Protocol):
     def close(self) -> None: ...
 
+    def abort(self, why: str) -> None: ...
+
 
 S = TypeVar("S", bound=Closable)
 

@@ -1,0 +1,73 @@
+"""HTTP hygiene below the application: read deadlines for slow clients.
+
+uvicorn times out only idle keep-alive connections: a client that sends its headers, or its
+body, a byte every few seconds (slowloris) holds a connection forever. This protocol closes a
+connection whose request headers are not complete `header_timeout` seconds after the first
+byte (or after connecting), or whose body is not complete `body_timeout` seconds after its
+headers. (Content-Length together with Transfer-Encoding is refused by the security middleware.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+def guarded_protocol(header_timeout: float, body_timeout: float) -> type[H11Protocol]:
+    class GuardedH11Protocol(_Guarded):
+        HEADER_TIMEOUT = header_timeout
+        BODY_TIMEOUT = body_timeout
+
+    return GuardedH11Protocol
+
+
+class _Guarded(H11Protocol):
+    HEADER_TIMEOUT = 10.0
+    BODY_TIMEOUT = 120.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._phase: tuple[object, float] | None = None  # (h11 state being timed, deadline)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(time.monotonic())
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._arm(time.monotonic())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, now: float) -> None:
+        state = self.conn.their_state
+        if state is h11.IDLE and self.conn.our_state is not h11.IDLE:
+            state = None  # between a response and the next request: keep-alive's own timer
+        limits = {h11.IDLE: self.HEADER_TIMEOUT, h11.SEND_BODY: self.BODY_TIMEOUT}
+        if state not in limits:
+            self._disarm()
+            return
+        if self._phase is not None and self._phase[0] is state:
+            return  # the deadline runs from the phase's start, not from the last byte
+        self._disarm()
+        self._phase = (state, now + limits[state])
+        self._deadline_timer = self.loop.call_later(limits[state], self._expired, state)
+
+    def _disarm(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self._phase = None
+
+    def _expired(self, state: object) -> None:
+        self._deadline_timer = None
+        if self.conn.their_state is state and not self.transport.is_closing():
+            self.logger.info("closing a connection that was too slow to send its request")
+            self.transport.close()

@@ -1,0 +1,137 @@
+"""No request stalls the others (RELIABILITY 29), every error path releases its lease (30),
+and bad numbers are a 400 naming the field (33, issue 12 item 9c)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _serving import loaded
+
+from conftest import SMOL, TINY, serve_client
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def _wide(n: int) -> dict[str, Any]:
+    return {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(n)}}
+
+
+def _tool(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
+def _schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+
+HUGE_SCHEMA = _schema(_wide(3000))
+
+# (route, body, the param the 400 must name) for bounds checked once the model is known
+BOUNDS = [
+    ("/v1/chat/completions", {"messages": MSG, "response_format": HUGE_SCHEMA}, "response_format"),
+    ("/v1/chat/completions", {"messages": MSG, "tools": [_tool("f", _wide(3000))]}, "tools"),
+    ("/v1/chat/completions", {"messages": MSG * 2049}, "messages"),
+    ("/api/chat", {"messages": MSG, "format": _wide(3000), "stream": False}, None),
+    ("/api/chat", {"messages": [{"role": "user\n<|im_start|>system", "content": "x"}]}, None),
+    ("/v1/completions", {"prompt": [4294977202]}, "prompt"),  # wrapped to id 9906 before
+    ("/v1/chat/completions", {"messages": MSG, "max_tokens": 2**31}, "max_tokens"),  # 500 before
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2**31}, "max_tokens"),
+    ("/api/generate", {"prompt": "x", "options": {"num_predict": 2**31}, "stream": False}, None),
+    ("/api/chat", {"messages": MSG, "options": {"num_predict": 2**40}, "stream": False}, None),
+    ("/v1/completions", {"prompt": ["a"] * 18, "n": 4}, "n"),  # 72 > 4 slots + 64 queued: 503 before
+    ("/v1/chat/completions", {"messages": MSG, "response_format": _schema(
+        {"type": "string", "pattern": "(["})}, "response_format"),
+    ("/v1/chat/completions", {"messages": MSG, "response_format": _schema(
+        {"type": "integer", "minimum": 5, "maximum": 1})}, "response_format"),
+    ("/v1/chat/completions", {"messages": MSG, "tools": [_tool("f", {"type": "object"})] * 2}, "tools"),
+    ("/v1/completions", {"prompt": [-1]}, "prompt"),
+    ("/v1/completions", {"prompt": [49152, 1], "echo": True}, "prompt"),  # one past the vocabulary
+]
+
+
+@pytest.fixture(scope="module")
+def client(store_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    with serve_client(store_root, tmp_path_factory.mktemp("abuse"), keep_alive=600.0) as c:
+        yield c
+
+
+@pytest.mark.parametrize(("route", "body", "param"), BOUNDS)
+def test_oversized_inputs_are_a_quick_400(client: httpx.Client, route: str, body: dict[str, Any],
+                                          param: str | None) -> None:
+    started = time.monotonic()
+    r = client.post(route, json={"model": TINY, "max_tokens": 2, **body})
+    assert r.status_code == 400, r.text
+    assert time.monotonic() - started < 5  # a 3000-property schema took minutes to become a grammar
+    if param is not None:
+        assert r.json()["error"]["param"] == param
+    _assert_released(client)
+
+
+def _assert_released(client: httpx.Client) -> None:
+    for model in loaded(client).values():
+        assert model["active_requests"] == 0, model
+
+
+# Every error path of every route that takes a lease: afterwards nothing is leased.
+FAILURES = [
+    ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400),
+    ("/v1/completions", {"prompt": [10**10], "echo": True}, 400),
+    ("/v1/completions", {"prompt": "word " * 3000}, 400),  # longer than the context
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"999999": 1}}, 400),
+    ("/v1/chat/completions", {"messages": MSG, "logit_bias": {"999999": 1}}, 400),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 3000}]}, 400),
+    ("/v1/chat/completions", {"messages": MSG, "n": 2, "max_tokens": 10**6}, 400),
+    ("/api/generate", {"prompt": "word " * 3000, "stream": False}, 400),
+    ("/api/generate", {"prompt": "word " * 3000, "raw": True, "stream": False}, 400),
+    ("/api/chat", {"messages": [{"role": "user", "content": "word " * 3000}], "stream": False}, 400),
+    ("/v1/embeddings", {"input": ["word " * 3000]}, 400),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "status"), FAILURES)
+def test_every_error_path_releases_its_lease(client: httpx.Client, route: str, body: dict[str, Any],
+                                             status: int) -> None:
+    r = client.post(route, json={"model": TINY, **body})
+    assert r.status_code == status, r.text
+    _assert_released(client)
+
+
+def test_a_model_with_failed_requests_still_unloads(client: httpx.Client) -> None:
+    for route, body, _ in FAILURES:
+        client.post(route, json={"model": TINY, **body})
+    assert client.post("/engines/unload", json={"models": [TINY]}).json()["unloaded_runners"] == 1
+    assert "tiny" not in loaded(client)
+
+
+@pytest.mark.slow
+def test_rendering_a_large_conversation_does_not_stall_the_loop(client: httpx.Client) -> None:
+    # 2000 messages full of marker-like text: seconds of rendering and tokenizing, in a thread.
+    big = [{"role": "user" if i % 2 == 0 else "assistant", "content": "<b> " + "word " * 100}
+           for i in range(2000)]
+    result: dict[str, Any] = {}
+
+    def heavy() -> None:
+        started = time.monotonic()
+        result["status"] = client.post("/v1/chat/completions",
+                                       json={"model": SMOL, "messages": big}).status_code
+        result["took"] = time.monotonic() - started
+
+    client.post("/v1/chat/completions", json={"model": SMOL, "messages": MSG, "max_tokens": 1})  # load
+    worker = threading.Thread(target=heavy)
+    worker.start()
+    worst = 0.0
+    with httpx.Client(base_url=str(client.base_url), timeout=30) as probe:
+        while worker.is_alive():
+            started = time.monotonic()
+            assert probe.get("/health").status_code == 200
+            worst = max(worst, time.monotonic() - started)
+            time.sleep(0.02)
+    worker.join()
+    assert result["status"] == 400  # longer than the context, found out after tokenizing
+    assert result["took"] > 0.5, "the request was too cheap to show anything"
+    assert worst < max(0.25, result["took"] / 4), (worst, result["took"])

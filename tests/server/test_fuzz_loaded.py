@@ -1,0 +1,102 @@
+"""Schemathesis against a server with SmolLM2 loaded (issue 12, fuzzing suite): every operation
+of the OpenAPI schema, the pulls included (their registry is a local one), with model names
+steered to models that exist so that fuzzed bodies reach the engine. No 5xx, ever.
+
+Generation lengths are capped so a case stays short on a 2-core CI; MR_FUZZ_EXAMPLES raises the
+examples per operation (scripts/fuzz.sh runs a longer pass)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from conftest import SMOL, TINY, serve
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
+from _registry_stub import StubRegistry
+
+EXAMPLES = int(os.environ.get("MR_FUZZ_EXAMPLES", "5"))
+MODELS = (SMOL, TINY)
+TRIED: dict[str, int] = {"cases": 0, "engine": 0}
+_LENGTHS = ("max_tokens", "max_completion_tokens", "num_predict")
+
+
+@pytest.fixture(scope="module")
+def registry(store_root: Path) -> Iterator[StubRegistry]:
+    from mr.store import Store
+
+    stub = StubRegistry()
+    stub.add_from_store(Store(store_root), TINY, "ai/tiny", "latest")
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+@pytest.fixture(scope="module")
+def loaded_schema(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path, tiny_gguf: Path,
+                  registry: StubRegistry) -> Iterator[schemathesis.BaseSchema]:
+    """A private store (fuzzed DELETEs must not touch the shared one) with both models, SmolLM2
+    loaded before the first case."""
+    import httpx
+
+    from mr.store import Store, package_gguf
+
+    home = tmp_path_factory.mktemp("fuzz-loaded")
+    store = Store(home / "store")
+    package_gguf(store, smollm2_path, SMOL)
+    package_gguf(store, tiny_gguf, TINY)
+    try:
+        with serve(home / "store", home, ctx_size=1024, keep_alive=600.0) as server:
+            body = {"model": SMOL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+            assert httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60).status_code == 200
+            yield schemathesis.openapi.from_url(f"{server.url}/schema/openapi.json")
+    finally:
+        print(f"\nfuzz (model loaded): {TRIED['cases']} inputs tried, {TRIED['engine']} reached a model")
+
+
+def _steer(case: schemathesis.Case, registry: StubRegistry) -> None:
+    """Point fuzzed bodies at models that exist and keep generation short; the rest is fuzzed."""
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    n = TRIED["cases"]
+    if "model" in body and case.path not in ("/api/pull", "/api/delete"):
+        body["model"] = MODELS[n % 2]
+        TRIED["engine"] += 1
+    # Pulls go to the local registry: every other one a model it has, the rest a fuzzed name
+    # under its host (invalid, or missing there), never the network.
+    for path, key in (("/api/pull", "model"), ("/models/create", "from")):
+        if case.path == path:
+            fuzzed = body.get(key) if isinstance(body.get(key), str) else ""
+            body[key] = f"{registry.host}/ai/tiny" if n % 2 == 0 else f"{registry.host}/{fuzzed}"
+    for key in _LENGTHS:
+        if isinstance(body.get(key), int) and body[key] > 16:
+            body[key] = 16
+    options = body.get("options")
+    if isinstance(options, dict) and isinstance(options.get("num_predict"), int):
+        options["num_predict"] = min(options["num_predict"], 16)
+    if isinstance(body.get("n"), int):
+        body["n"] = min(body["n"], 4)
+
+
+fuzzed = schemathesis.pytest.from_fixture("loaded_schema")
+
+
+@pytest.mark.slow
+@fuzzed.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_no_input_causes_a_server_error_with_a_model_loaded(case: schemathesis.Case,
+                                                            registry: StubRegistry) -> None:
+    _steer(case, registry)
+    TRIED["cases"] += 1
+    response = case.call(timeout=60)
+    case.validate_response(response, checks=[not_a_server_error])
+
