@@ -13,7 +13,7 @@ import openai
 import pytest
 from _serving import ServerThread
 
-from conftest import SMOL, TINY, serve_client
+from conftest import SMOL, TINY, make_settings, serve_client
 
 CHAT = "/v1/chat/completions"
 OK_BODY = {"model": SMOL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -71,7 +71,6 @@ def _lan_address() -> str | None:
 
 
 def test_without_a_key_mutating_routes_answer_loopback_clients_only(store_root: Path, tmp_path: Path) -> None:
-    from conftest import make_settings
     from mr.server import create_app
 
     lan = _lan_address()
