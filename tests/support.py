@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,16 +54,8 @@ def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, 
     for i in range(n_layer):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            tensor(f"blk.{i}.{part}.weight", n_embd, n_embd)
-        tensor(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
-        tensor(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
-        tensor(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return dest
+        _block_weights(tensor, i, n_embd, n_ff)
+    return _finish(writer, dest)
 
 
 def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 1,
@@ -105,11 +98,20 @@ def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 6
         norms = (("attn_norm", n_embd), ("ffn_norm", n_embd), ("attn_q_norm", head), ("attn_k_norm", head))
         for norm, n in norms:
             ones(f"blk.{i}.{norm}.weight", n)
-        for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            tensor(f"blk.{i}.{part}.weight", n_embd, n_embd)
-        tensor(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
-        tensor(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
-        tensor(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+        _block_weights(tensor, i, n_embd, n_ff)
+    return _finish(writer, dest)
+
+
+def _block_weights(tensor: Any, i: int, n_embd: int, n_ff: int) -> None:
+    """Attention and feed-forward matrices of layer i (llama and Qwen3 share the names)."""
+    for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
+        tensor(f"blk.{i}.{part}.weight", n_embd, n_embd)
+    tensor(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+    tensor(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+    tensor(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+
+
+def _finish(writer: Any, dest: Path) -> Path:
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
