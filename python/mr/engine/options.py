@@ -88,7 +88,7 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
 
         mr keeps llama.cpp's default, by measurement (bench/README.md, "Flash attention"): on the
         CPU flash attention wins while the context is short and loses as it fills (a 2-core Xeon
-        decoded 3x slower with it at 2,048 cells), but without it one sequence's logits depend on
+        decoded 2.5x slower with it at 2,048 cells), but without it one sequence's logits depend on
         what else shares its batch (the plain path's matrix kernels change their summation order
         with the batch shape), so a busy server would answer a greedy request differently than an
         idle one. `off` is there for long-context CPU serving that can give that up."""
