@@ -19,16 +19,7 @@ def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, 
 
     reader = gguf.GGUFReader(str(src))
     writer = gguf.GGUFWriter(str(dest), arch="llama")
-    n_head, n_ff, n_ctx = 4, 4 * n_embd, 512
-    writer.add_context_length(n_ctx)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head)
-    writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    _n_head, n_ff = _tiny_header(writer, n_layer, n_embd, rms_eps=1e-5)
     n_vocab = 0
     for name, field in reader.fields.items():
         if not name.startswith("tokenizer.") or (chat_template is not None
@@ -67,18 +58,9 @@ def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 6
 
     reader = gguf.GGUFReader(str(src))
     writer = gguf.GGUFWriter(str(dest), arch="qwen3")
-    n_head, n_ff = 4, 4 * n_embd
-    writer.add_context_length(512)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head)
-    writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_layer_norm_rms_eps(1e-6)
+    n_head, n_ff = _tiny_header(writer, n_layer, n_embd, rms_eps=1e-6)
     writer.add_pooling_type(gguf.PoolingType.RANK)
     writer.add_classifier_output_labels(["yes", "no"])
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     n_vocab = _copy_tokenizer(reader, writer)
     if rerank_template is not None:
         writer.add_key_value("tokenizer.chat_template.rerank", rerank_template, gguf.GGUFValueType.STRING)
@@ -100,6 +82,24 @@ def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 6
             ones(f"blk.{i}.{norm}.weight", n)
         _block_weights(tensor, i, n_embd, n_ff)
     return _finish(writer, dest)
+
+
+def _tiny_header(writer: Any, n_layer: int, n_embd: int, rms_eps: float) -> tuple[int, int]:
+    """The shape keys both tiny models share (4 heads, n_ff = 4 n_embd, 512 positions, F16);
+    returns (n_head, n_ff)."""
+    import gguf
+
+    n_head, n_ff = 4, 4 * n_embd
+    writer.add_context_length(512)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_layer_norm_rms_eps(rms_eps)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    return n_head, n_ff
 
 
 def _block_weights(tensor: Any, i: int, n_embd: int, n_ff: int) -> None:
