@@ -7,6 +7,8 @@ mid-stream and while queued, unload/reload, idle gaps longer than the keep-alive
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import random
@@ -28,8 +30,13 @@ class Report:
     unaccounted: list[str] = field(default_factory=list)  # anything that is not ok or a clean error
     rss_start: int = 0
     rss_end: int = 0
-    fds_start: int = 0
-    fds_end: int = 0
+    fds_start: dict[int, str] = field(default_factory=dict)  # fd -> what it points at
+    fds_end: dict[int, str] = field(default_factory=dict)
+
+    def new_fds(self) -> dict[int, str]:
+        """Descriptors open at the end that were not open at the start (a number reused for
+        another file counts as new)."""
+        return {fd: what for fd, what in self.fds_end.items() if self.fds_start.get(fd) != what}
 
     @property
     def requests(self) -> int:
@@ -40,7 +47,8 @@ class Report:
         faults = sum(v for k, v in self.outcomes.items() if k.startswith(("disconnect", "unload", "idle")))
         return (f"soak: {self.requests} requests ({dict(sorted(self.outcomes.items()))}), {faults} faults "
                 f"injected, RSS {self.rss_start >> 20} -> {self.rss_end >> 20} MiB ({growth:+.1f}%), "
-                f"fds {self.fds_start} -> {self.fds_end}, unaccounted {len(self.unaccounted)}")
+                f"fds {len(self.fds_start)} -> {len(self.fds_end)} (new: {self.new_fds()}), "
+                f"unaccounted {len(self.unaccounted)}")
 
 
 def rss() -> int:
@@ -50,8 +58,14 @@ def rss() -> int:
     return 0
 
 
-def fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def fds() -> dict[int, str]:
+    """This process's open descriptors and their targets (socket:[inode], pipe:[...], paths)."""
+    gc.collect()  # a socket only a garbage cycle still holds is not a leak of the server's
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, or one closed meanwhile
+            found[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return found
 
 
 def _clean_error(r: httpx.Response) -> bool:
