@@ -1,6 +1,7 @@
 """`python -m bench [PART ...]`: mr side by side with llama.cpp's tools, printed as ratios.
 
-Parts: decode (with the roofline), concurrency, http, prefix, embeddings, load; none named = all.
+Parts: decode (with the roofline), concurrency, http, ceiling, prefix, embeddings, load, pull;
+none named = all.
 Results go to bench/results/<timestamp>/: results.jsonl, summary.md, *.png, server logs.
 """
 
@@ -26,13 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parts() -> dict[str, Callable[[Context], None]]:
-    from bench import concurrency, decode, embeddings, load, prefix, pull, serving
+    from bench import ceiling, concurrency, decode, embeddings, load, prefix, pull, serving
 
-    return {"decode": decode.run, "concurrency": concurrency.run, "http": serving.run, "prefix": prefix.run,
-            "embeddings": embeddings.run, "load": load.run, "pull": pull.run}
+    return {"decode": decode.run, "concurrency": concurrency.run, "http": serving.run,
+            "ceiling": ceiling.run, "prefix": prefix.run, "embeddings": embeddings.run, "load": load.run,
+            "pull": pull.run}
 
 
-PART_NAMES = ("decode", "concurrency", "http", "prefix", "embeddings", "load", "pull")
+PART_NAMES = ("decode", "concurrency", "http", "ceiling", "prefix", "embeddings", "load", "pull")
 
 
 def _levels(text: str) -> tuple[int, ...]:
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                   quiet_wait=args.quiet_wait)
     names = [n for n in PART_NAMES if n in (args.parts or PART_NAMES)]
     if args.no_http:
-        names = [n for n in names if n != "http"]
+        names = [n for n in names if n not in ("http", "ceiling")]
     print(f"[bench] {device.describe(dev)}\n[bench] model {model.name}, {threads} threads, parts: "
           f"{' '.join(names)}; results in {out}", file=sys.stderr)
     failed = _run_parts(ctx, names)

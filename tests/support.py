@@ -3,50 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from bench.tiny_model import block_weights, copy_tokenizer, finish, tiny_header, write_tiny_llama
 
-
-def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 0,
-                     chat_template: str | None = None) -> Path:
-    """A 2-layer llama with random F16 weights and SmolLM2's real tokenizer (about 14 MB).
-
-    It loads and generates (nonsense), which is all the fast engine-mechanics tests need.
-    `chat_template` replaces SmolLM2's template in the file's metadata.
-    """
-    import gguf
-
-    reader = gguf.GGUFReader(str(src))
-    writer = gguf.GGUFWriter(str(dest), arch="llama")
-    _n_head, n_ff = _tiny_header(writer, n_layer, n_embd, rms_eps=1e-5)
-    n_vocab = 0
-    for name, field in reader.fields.items():
-        if not name.startswith("tokenizer.") or (chat_template is not None
-                                                   and name == "tokenizer.chat_template"):
-            continue
-        value = field.contents()
-        if name == "tokenizer.ggml.tokens":
-            n_vocab = len(value)
-        if isinstance(value, list):
-            writer.add_array(name, value)
-        else:
-            writer.add_key_value(name, value, field.types[0])
-    if chat_template is not None:
-        writer.add_chat_template(chat_template)
-    rng = np.random.default_rng(seed)
-
-    def tensor(name: str, *shape: int) -> None:
-        writer.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float16))
-
-    tensor("token_embd.weight", n_vocab, n_embd)
-    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
-    tensor("output.weight", n_vocab, n_embd)
-    for i in range(n_layer):
-        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        _block_weights(tensor, i, n_embd, n_ff)
-    return _finish(writer, dest)
+__all__ = ["write_tiny_llama", "write_tiny_reranker"]
 
 
 def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 1,
@@ -58,10 +19,10 @@ def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 6
 
     reader = gguf.GGUFReader(str(src))
     writer = gguf.GGUFWriter(str(dest), arch="qwen3")
-    n_head, n_ff = _tiny_header(writer, n_layer, n_embd, rms_eps=1e-6)
+    n_head, n_ff = tiny_header(writer, n_layer, n_embd, rms_eps=1e-6)
     writer.add_pooling_type(gguf.PoolingType.RANK)
     writer.add_classifier_output_labels(["yes", "no"])
-    n_vocab = _copy_tokenizer(reader, writer)
+    n_vocab = copy_tokenizer(reader, writer)
     if rerank_template is not None:
         writer.add_key_value("tokenizer.chat_template.rerank", rerank_template, gguf.GGUFValueType.STRING)
     rng = np.random.default_rng(seed)
@@ -80,56 +41,5 @@ def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 6
         norms = (("attn_norm", n_embd), ("ffn_norm", n_embd), ("attn_q_norm", head), ("attn_k_norm", head))
         for norm, n in norms:
             ones(f"blk.{i}.{norm}.weight", n)
-        _block_weights(tensor, i, n_embd, n_ff)
-    return _finish(writer, dest)
-
-
-def _tiny_header(writer: Any, n_layer: int, n_embd: int, rms_eps: float) -> tuple[int, int]:
-    """The shape keys both tiny models share (4 heads, n_ff = 4 n_embd, 512 positions, F16);
-    returns (n_head, n_ff)."""
-    import gguf
-
-    n_head, n_ff = 4, 4 * n_embd
-    writer.add_context_length(512)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head)
-    writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_layer_norm_rms_eps(rms_eps)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    return n_head, n_ff
-
-
-def _block_weights(tensor: Any, i: int, n_embd: int, n_ff: int) -> None:
-    """Attention and feed-forward matrices of layer i (llama and Qwen3 share the names)."""
-    for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
-        tensor(f"blk.{i}.{part}.weight", n_embd, n_embd)
-    tensor(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
-    tensor(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
-    tensor(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
-
-
-def _finish(writer: Any, dest: Path) -> Path:
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return dest
-
-
-def _copy_tokenizer(reader: object, writer: object) -> int:
-    """Copies the tokenizer.* keys (not the chat template); returns the vocabulary size."""
-    n_vocab = 0
-    for name, field in reader.fields.items():  # type: ignore[attr-defined]
-        if not name.startswith("tokenizer.") or name.startswith("tokenizer.chat_template"):
-            continue
-        value = field.contents()
-        if name == "tokenizer.ggml.tokens":
-            n_vocab = len(value)
-        if isinstance(value, list):
-            writer.add_array(name, value)  # type: ignore[attr-defined]
-        else:
-            writer.add_key_value(name, value, field.types[0])  # type: ignore[attr-defined]
-    return n_vocab
+        block_weights(tensor, i, n_embd, n_ff)
+    return finish(writer, dest)

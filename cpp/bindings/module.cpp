@@ -10,6 +10,7 @@
 #include "mr/errors.hpp"
 #include "mr/log.hpp"
 #include "mr/model.hpp"
+#include "mr/text.hpp"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -59,15 +60,25 @@ py::array_t<float> to_matrix(mr::Embeddings&& e) {
     return py::array_t<float>({e.n_rows, e.n_embd}, owned->data(), free_when_done);
 }
 
+// (id, token, text, frame, finish, logprob, end): `frame` is None unless the request has a
+// FrameFormat; `logprob` is (logprob, top, piece) when asked for; `end` is set on a finish:
+// (n_prompt, n_generated, n_cached, error, queue_ms, prefill_ms, decode_ms, stop_index).
 py::list to_py(std::vector<mr::Event>&& events) {
     py::list out(events.size());
     for (size_t i = 0; i < events.size(); ++i) {
         auto& ev = events[i];
-        py::object top = py::none();
-        if (!ev.top.empty()) top = py::cast(ev.top);
-        out[i] = py::make_tuple(ev.id, ev.token, py::bytes(ev.piece), static_cast<int>(ev.finish), ev.n_prompt,
-                                ev.n_generated, ev.error, ev.n_cached, ev.logprob, top,
-                                py::make_tuple(ev.queue_ms, ev.prefill_ms, ev.decode_ms));
+        py::object frame = ev.frame.empty() ? py::none() : py::object(py::bytes(ev.frame));
+        py::object logprob = py::none();
+        if (ev.has_logprob) {
+            py::object top = ev.top.empty() ? py::none() : py::object(py::cast(ev.top));
+            logprob = py::make_tuple(ev.logprob, top, py::bytes(ev.piece));
+        }
+        py::object end = py::none();
+        if (ev.finish != mr::Finish::None) {
+            end = py::make_tuple(ev.n_prompt, ev.n_generated, ev.n_cached, ev.error, ev.queue_ms, ev.prefill_ms,
+                                 ev.decode_ms, ev.stop_index);
+        }
+        out[i] = py::make_tuple(ev.id, ev.token, py::str(ev.text), frame, static_cast<int>(ev.finish), logprob, end);
     }
     return out;
 }
@@ -100,6 +111,19 @@ PYBIND11_MODULE(_native, m) {
     m.def("set_log_handler", &set_log_handler, "handler"_a, "min_level"_a);
     m.def("set_log_level", &mr::log::set_level, "min_level"_a);
     m.def("clear_log_handler", &mr::log::clear_sink, release_gil());
+
+    py::class_<mr::TextAssembler>(m, "TextAssembler")
+        .def(py::init<std::vector<std::string>>(), "stops"_a = std::vector<std::string>{})
+        .def("feed", [](mr::TextAssembler& self, const py::bytes& piece) { return self.feed(std::string_view(piece)); },
+             "piece"_a)
+        .def("flush", &mr::TextAssembler::flush)
+        .def_property_readonly("stopped", &mr::TextAssembler::stopped)
+        .def_property_readonly("matched", &mr::TextAssembler::matched);
+    m.def("render_frame",
+          [](const py::bytes& head, const py::bytes& tail, bool chunked, const std::string& text) {
+              return py::bytes(mr::FrameFormat{std::string(head), std::string(tail), chunked}.render(text));
+          },
+          "head"_a, "tail"_a, "chunked"_a, "text"_a);
 
     py::class_<mr::Model, std::shared_ptr<mr::Model>>(m, "Model")
         .def(py::init([](const std::string& path, int n_gpu_layers, bool use_mmap, bool repack) {
@@ -196,9 +220,12 @@ PYBIND11_MODULE(_native, m) {
         .def("submit",
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,
                 const mr::SamplingParams& sampling, int max_tokens, bool ignore_eos,
-                const std::vector<int32_t>& stop_tokens, int n_logprobs) {
+                const std::vector<int32_t>& stop_tokens, int n_logprobs, std::vector<std::string> stop_strings,
+                const py::bytes& frame_head, const py::bytes& frame_tail, bool frame_chunked) {
                  mr::Request r;
                  r.n_logprobs = n_logprobs;
+                 r.stop_strings = std::move(stop_strings);
+                 r.frame = mr::FrameFormat{std::string(frame_head), std::string(frame_tail), frame_chunked};
                  r.prompt = to_tokens(prompt);
                  r.sampling = sampling;
                  r.max_tokens = max_tokens;
@@ -208,7 +235,9 @@ PYBIND11_MODULE(_native, m) {
                  return self.submit(std::move(r));
              },
              "prompt"_a, "sampling"_a, "max_tokens"_a = -1, "ignore_eos"_a = false,
-             "stop_tokens"_a = std::vector<int32_t>{}, "n_logprobs"_a = -1)
+             "stop_tokens"_a = std::vector<int32_t>{}, "n_logprobs"_a = -1,
+             "stop_strings"_a = std::vector<std::string>{}, "frame_head"_a = py::bytes(), "frame_tail"_a = py::bytes(),
+             "frame_chunked"_a = false)
         .def("cancel", &mr::Engine::cancel, "id"_a, release_gil())
         .def("poll",
              [](mr::Engine& self, int timeout_ms) {

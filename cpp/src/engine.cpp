@@ -217,6 +217,7 @@ void Engine::start(Pending p) {
     slot.admitted = ++admissions_;
     slot.request = std::move(p.request);
     slot.sampler = std::move(p.sampler);
+    slot.text = TextAssembler(slot.request.stop_strings);
     slot.n_prompt_done = reused;
     slot.n_past = reused;
     slot.n_cached = reused;
@@ -462,16 +463,25 @@ void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
     Event ev;
     ev.id = slot.id;
     ev.token = token;
-    ev.piece = model_->token_to_piece(token, false);
+    std::string piece = model_->token_to_piece(token, false);
+    std::string text = slot.text.feed(piece);
     ev.n_prompt = static_cast<int>(slot.request.prompt.size());
     ev.n_generated = slot.n_generated;
     ev.n_cached = slot.n_cached;
-    if (slot.request.n_logprobs >= 0) add_logprobs(ev, logits_idx, slot.request.n_logprobs);
-    if (slot.request.max_tokens > 0 && slot.n_generated >= slot.request.max_tokens) {
+    if (slot.request.n_logprobs >= 0) {
+        add_logprobs(ev, logits_idx, slot.request.n_logprobs);
+        ev.piece = std::move(piece);
+    }
+    if (slot.text.stopped()) {  // a stop string: the slot is free at once, not after a cancel
+        ev.finish = Finish::Stop;
+        ev.stop_index = slot.text.matched();
+    } else if (slot.request.max_tokens > 0 && slot.n_generated >= slot.request.max_tokens) {
         ev.finish = Finish::Length;
     } else if (slot.n_past >= n_ctx_seq_) {  // no cell left to decode this token into
         ev.finish = Finish::Length;
     }
+    if (ev.finish == Finish::Length) text += slot.text.flush();
+    add_text(ev, slot, std::move(text));
     if (ev.finish != Finish::None) add_timings(ev, slot);
     out_.push_back(std::move(ev));
     if (out_.back().finish != Finish::None) {
@@ -479,6 +489,11 @@ void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
     } else {
         slot.pending = token;
     }
+}
+
+void Engine::add_text(Event& ev, const Slot& slot, std::string text) {
+    if (!text.empty() && !slot.request.frame.empty()) ev.frame = slot.request.frame.render(text);
+    ev.text = std::move(text);
 }
 
 // log-softmax of the raw logits: the model's own distribution, before any sampler touched it.
@@ -489,6 +504,7 @@ void Engine::add_logprobs(Event& ev, int logits_idx, int n_top) const {
     double sum = 0.0;
     for (int i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max));
     const float log_z = max + static_cast<float>(std::log(sum));
+    ev.has_logprob = true;
     ev.logprob = logits[ev.token] - log_z;
     if (n_top <= 0) return;
     std::vector<llama_token> ids(n_vocab);
@@ -507,6 +523,9 @@ void Engine::finish(Slot& slot, Finish reason, std::string error, bool keep_cach
     ev.n_prompt = static_cast<int>(slot.request.prompt.size());
     ev.n_generated = slot.n_generated;
     ev.n_cached = slot.n_cached;
+    // A natural end (end of generation, a stop token) emits what was held back for stop strings;
+    // an answer cut short or cancelled does not: the consumer is told it is incomplete.
+    if (reason == Finish::Stop && error.empty()) add_text(ev, slot, slot.text.flush());
     ev.error = std::move(error);
     add_timings(ev, slot);
     out_.push_back(std::move(ev));

@@ -79,12 +79,33 @@ class SamplingParams:
     reasoning_prefill: str
     def __init__(self) -> None: ...
 
-# (id, token, piece, finish, n_prompt, n_generated, error, n_cached, logprob, top, timings);
-# finish: 0 none, 1 stop, 2 length, 3 cancelled, 4 error; token -1 when the event only finishes
-# the request; top: [(token, logprob), ...] best first, or None unless top logprobs were asked;
-# timings: (queue_ms, prefill_ms, decode_ms), set on the finishing event.
+# (id, token, text, frame, finish, logprob, end):
+# token: -1 when the event only finishes the request; text: output ready to emit (whole UTF-8
+# characters, stop strings cut; may be ""); frame: `text` rendered by the request's frame format
+# (head + JSON string body + tail, as an HTTP chunk if asked), None without one or without text;
+# finish: 0 none, 1 stop, 2 length, 3 cancelled, 4 error;
+# logprob: (logprob, top, piece) when logprobs were asked for, top [(token, logprob), ...] best
+# first or None, piece the token's own bytes; end: set on the finishing event, (n_prompt,
+# n_generated, n_cached, error, queue_ms, prefill_ms, decode_ms, stop_index).
 Top = list[tuple[int, float]] | None
-RawEvent = tuple[int, int, bytes, int, int, int, str, int, float, Top, tuple[float, float, float]]
+Logprob = tuple[float, Top, bytes]
+End = tuple[int, int, int, str, float, float, float, int]
+RawEvent = tuple[int, int, str, bytes | None, int, Logprob | None, End | None]
+
+class TextAssembler:
+    """Token bytes in, text out: whole UTF-8 characters (invalid bytes as U+FFFD, as Python's
+    "replace" decoding), cut before the first stop string; what may begin one is held back."""
+
+    def __init__(self, stops: list[str] = ...) -> None: ...
+    def feed(self, piece: bytes) -> str: ...
+    def flush(self) -> str: ...
+    @property
+    def stopped(self) -> bool: ...
+    @property
+    def matched(self) -> int: ...
+
+def render_frame(head: bytes, tail: bytes, chunked: bool, text: str) -> bytes:
+    """`head` + `text` as a JSON string body + `tail`; with `chunked`, as one HTTP/1.1 chunk."""
 
 class Engine:
     def __init__(
@@ -107,6 +128,10 @@ class Engine:
         ignore_eos: bool = False,
         stop_tokens: list[int] = ...,
         n_logprobs: int = -1,
+        stop_strings: list[str] = ...,
+        frame_head: bytes = b"",
+        frame_tail: bytes = b"",
+        frame_chunked: bool = False,
     ) -> int: ...
     def cancel(self, id: int) -> None: ...
     def poll(self, timeout_ms: int = 0) -> list[RawEvent]: ...

@@ -10,8 +10,8 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mr._native import TextAssembler
 from mr.engine.chatformat import ChatFormat
-from mr.engine.text import StopMatcher, Utf8Stream
 from mr.engine.types import ChatMessage, ToolCall
 from mr.errors import MrError
 
@@ -28,7 +28,7 @@ def _splits(data: bytes | str, cuts: list[int]) -> list:
 @SETTINGS
 @given(st.text(), st.lists(st.integers(0, 10_000), max_size=30))
 def test_utf8_pieces_are_whole_characters_and_join_to_the_text(text: str, cuts: list[int]) -> None:
-    stream = Utf8Stream()
+    stream = TextAssembler()
     pieces = [stream.feed(p) for p in _splits(text.encode("utf-8", "surrogatepass"), cuts)]
     pieces.append(stream.flush())
     joined = "".join(pieces)
@@ -41,7 +41,7 @@ def test_utf8_pieces_are_whole_characters_and_join_to_the_text(text: str, cuts: 
 @SETTINGS
 @given(st.binary(max_size=200), st.lists(st.integers(0, 1000), max_size=20))
 def test_any_bytes_decode_like_a_one_shot_decode(data: bytes, cuts: list[int]) -> None:
-    stream = Utf8Stream()
+    stream = TextAssembler()
     joined = "".join(stream.feed(p) for p in _splits(data, cuts)) + stream.flush()
     assert joined == data.decode("utf-8", "replace")
 
@@ -52,8 +52,8 @@ def test_any_bytes_decode_like_a_one_shot_decode(data: bytes, cuts: list[int]) -
        st.lists(st.integers(0, 100), max_size=10))
 def test_stop_matching_cuts_at_a_stop_and_never_emits_one(text: str, stops: list[str],
                                                           cuts: list[int]) -> None:
-    matcher = StopMatcher(stops)
-    out = "".join(matcher.feed(p) for p in _splits(text, cuts)) + matcher.flush()
+    matcher = TextAssembler(stops)
+    out = "".join(matcher.feed(p.encode()) for p in _splits(text, cuts)) + matcher.flush()
     assert text.startswith(out)
     assert not any(s in out for s in stops)  # a stop string (or what follows it) never leaks
     if any(s in text for s in stops):

@@ -1,22 +1,26 @@
-"""UTF-8-safe incremental text and stop strings split across pieces (no model needed)."""
+"""The engine's text assembly (cpp/src/text.cpp): UTF-8-safe incremental text, stop strings split
+across pieces, and the wire frames rendered in the engine step (no model needed)."""
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import pytest
 
-from mr.engine.text import StopMatcher, Utf8Stream
+from mr._native import TextAssembler, render_frame
 
 
 def test_character_split_across_tokens_is_held_back() -> None:
     data = "é🐆東".encode()
-    stream = Utf8Stream()
+    stream = TextAssembler()
     out = [stream.feed(data[i : i + 1]) for i in range(len(data))]
     assert "".join(out) + stream.flush() == "é🐆東"
     assert [p for p in out if p] == ["é", "🐆", "東"]  # each piece a whole character
 
 
 def test_invalid_bytes_become_replacement_not_errors() -> None:
-    stream = Utf8Stream()
+    stream = TextAssembler()
     assert stream.feed(b"a\xffb") == "a\ufffdb"
     assert stream.feed(b"\xe6\x9d") == ""
     assert stream.flush() == "\ufffd"
@@ -30,9 +34,32 @@ def test_invalid_bytes_become_replacement_not_errors() -> None:
         (["no stop", " here"], ["zzz"], "no stop here"),
         (["x<", "y"], ["<|end|>"], "x<y"),  # a partial match that fails is released
         (["stop", "A then B"], ["B", "A"], "stop"),  # the earliest stop wins
+        (["caf", "\u00e9", "!"], ["\u00e9!"], "caf"),  # a multi-byte stop string
     ],
 )
 def test_stop_strings(pieces: list[str], stops: list[str], expected: str) -> None:
-    matcher = StopMatcher(stops)
-    out = "".join(matcher.feed(p) for p in pieces) + matcher.flush()
+    matcher = TextAssembler(stops)
+    out = "".join(matcher.feed(p.encode()) for p in pieces) + matcher.flush()
     assert out == expected
+
+
+def test_after_a_stop_nothing_more_comes_out() -> None:
+    matcher = TextAssembler(["END"])
+    assert matcher.feed(b"a END b") == "a "
+    assert (matcher.feed(b"more"), matcher.flush()) == ("", "")
+    assert matcher.matched == 0
+
+
+@pytest.mark.parametrize("text", ["plain", 'quote " back \\ slash', "line\nbreak\ttab\r\b\f",
+                                  "\x00\x01\x1f\x7f", "caf\u00e9 \U0001f406 \u2028"])
+def test_frames_carry_the_text_as_json_does(text: str) -> None:
+    """The engine's JSON string escaping reads back as the text, like msgspec's encoding."""
+    frame = render_frame(b'{"t":"', b'"}', False, text)
+    assert json.loads(frame) == {"t": text}
+    assert frame == msgspec.json.encode({"t": text})
+
+
+def test_chunked_frames_are_http_chunks() -> None:
+    frame = render_frame(b"data: ", b"\n\n", True, "hi")
+    size, _, rest = frame.partition(b"\r\n")
+    assert rest.endswith(b"\r\n") and int(size, 16) == len(rest) - 2 == len(b'data: hi\n\n')

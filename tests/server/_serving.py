@@ -24,8 +24,11 @@ class ServerThread:
         self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        from mr.server.hygiene import guarded_protocol
+
+        # mr serve's own HTTP protocol: it is what hands streams the connection (mr.server.wire)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, http=guarded_protocol(10.0, 120.0))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

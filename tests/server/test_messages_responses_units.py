@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from mr._native import TextAssembler
 from mr.engine import ChatDelta, ChatOptions, ToolCallDelta, Usage
-from mr.engine.text import StopMatcher
 from mr.server.anthropic.events import EventWriter
 from mr.server.responses.events import ResponseEvents
 from mr.server.responses.output import Skeleton
@@ -138,11 +138,11 @@ def test_responses_events_accumulate_in_order_with_sequence_numbers() -> None:
 # ---- stop sequences, thinking ----
 
 def test_stop_matcher_reports_which_stop_ended_the_text() -> None:
-    matcher = StopMatcher(["END", "STOP"])
-    assert matcher.feed("abc ST") == "abc "
-    assert matcher.feed("OP and END") == ""
-    assert matcher.stopped and matcher.matched == "STOP"
-    assert StopMatcher(["x"]).matched is None
+    matcher = TextAssembler(["END", "STOP"])
+    assert matcher.feed(b"abc ST") == "abc "
+    assert matcher.feed(b"OP and END") == ""
+    assert matcher.stopped and matcher.matched == 1  # STOP
+    assert TextAssembler(["x"]).matched == -1
 
 
 THINKING_TEMPLATE = (

@@ -22,6 +22,7 @@
 #include "mr/context.hpp"
 #include "mr/notifier.hpp"
 #include "mr/sampler.hpp"
+#include "mr/text.hpp"
 
 namespace mr {
 
@@ -45,7 +46,9 @@ struct Request {
     int max_tokens = -1;  // -1: until end-of-generation or the context is full
     bool ignore_eos = false;
     std::vector<llama_token> stop_tokens;
+    std::vector<std::string> stop_strings;  // the output ends before the first one it contains
     int n_logprobs = -1;  // -1: none; 0: the chosen token's; N: also the N most likely tokens
+    FrameFormat frame;    // when set, each event's text also comes rendered as a wire frame
 };
 
 enum class Finish : int { None = 0, Stop = 1, Length = 2, Cancelled = 3, Error = 4 };
@@ -53,8 +56,11 @@ enum class Finish : int { None = 0, Stop = 1, Length = 2, Cancelled = 3, Error =
 struct Event {
     uint64_t id = 0;
     llama_token token = -1;  // -1: this event carries no token (a finish on its own)
-    std::string piece;       // the token's bytes; may end inside a UTF-8 character
+    std::string text;        // output text ready to emit: whole UTF-8 characters, stop strings cut
+    std::string frame;       // `text` rendered by the request's FrameFormat (when it has one)
+    std::string piece;       // the token's own bytes, only when logprobs were asked for
     Finish finish = Finish::None;
+    int stop_index = -1;     // the stop string that ended the output (Finish::Stop), or -1
     int n_prompt = 0;
     int n_generated = 0;
     int n_cached = 0;  // prompt tokens whose KV cells were reused, not recomputed
@@ -62,6 +68,7 @@ struct Event {
     // Set on the event that finishes a request: milliseconds waiting for a slot, from admission
     // to the first token (prefill), and from the first token to the end (decode).
     float queue_ms = 0.0f, prefill_ms = 0.0f, decode_ms = 0.0f;
+    bool has_logprob = false;                          // logprobs were asked for
     float logprob = 0.0f;                              // of `token`, when logprobs were asked
     std::vector<std::pair<llama_token, float>> top;    // most likely tokens, best first
 };
@@ -118,6 +125,7 @@ private:
         uint64_t admitted = 0;           // admission order, for evicting the newest first
         Request request;
         std::unique_ptr<Sampler> sampler;
+        TextAssembler text;
         size_t n_prompt_done = 0;        // prompt tokens already in the KV cache
         int n_past = 0;                  // next position
         int n_cached = 0;                // prompt tokens reused from the cache on admission
@@ -142,6 +150,7 @@ private:
     void finish(Slot& slot, Finish reason, std::string error = {}, bool keep_cache = true);
     void release(Slot& slot, bool keep_cache);
     void emit_token(Slot& slot, llama_token token, int logits_idx);
+    static void add_text(Event& ev, const Slot& slot, std::string text);
     void add_logprobs(Event& ev, int logits_idx, int n_top) const;
     static void add_timings(Event& ev, const Slot& slot);
     void start(Pending p);

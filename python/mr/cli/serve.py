@@ -174,7 +174,8 @@ def run(settings: Any) -> None:
                             access_log=False, lifespan="on", server_header=False,
                             timeout_graceful_shutdown=10, ssl_certfile=settings.tls_cert,
                             ssl_keyfile=settings.tls_key,
-                            http=guarded_protocol(settings.header_timeout, settings.body_timeout))
+                            http=guarded_protocol(settings.header_timeout, settings.body_timeout,
+                                                 settings.direct_streams))
     server = _Server(config, on_exit=lambda: (ctx.runner.drain(), cancel_transfers()))
     scheme = "https" if settings.tls_cert else "http"
     click.echo(f"mr serve: listening on {scheme}://{_url_host(settings.host)}:{settings.port} "

@@ -32,7 +32,7 @@ class _ChatOutput:
 
     def __init__(self, fmt: ChatFormat) -> None:
         self._fmt = fmt
-        self._plain = type(fmt) is ChatFormat  # content only: every piece is its own delta
+        self._plain = fmt.plain
         self._text = ""
         self._pieces: list[str] = []
         self._finished = False

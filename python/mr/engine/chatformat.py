@@ -26,6 +26,11 @@ class ChatFormat:
         self.budget: dict[str, object] = {}  # SamplingOptions' reasoning_* fields, when capped
         self._call_ids: list[str] = []
 
+    @property
+    def plain(self) -> bool:
+        """Content only (maybe grammar-constrained): every piece of text is its own delta."""
+        return type(self) is ChatFormat
+
     def fresh(self) -> ChatFormat:
         """A copy without parsing state, for another answer to the same prompt."""
         clone = copy.copy(self)

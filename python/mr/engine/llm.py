@@ -18,13 +18,14 @@ from mr.engine.chat import AsyncChatStream, ChatPrompt, ChatStream
 from mr.engine.chatformat import ChatFormat
 from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
 from mr.engine.prompt import SpecialGuard, check_roles
-from mr.engine.pump import Event, EventPump
+from mr.engine.pump import EventPump
 from mr.engine.render import render
 from mr.engine.stream import AsyncStream, Stream
 from mr.engine.types import ChatOptions
 from mr.errors import InvalidArgumentError
 
 Prompt = str | Sequence[int] | np.ndarray
+Frame = tuple[bytes, bytes, bool]  # head, tail, chunked: see LLM.agenerate
 
 
 class LLM:
@@ -77,21 +78,40 @@ class LLM:
 
         logprobs: None for none, 0 for the chosen tokens' log-probabilities, N (<= 20) to add
         the N most likely tokens at each step (`Stream.logprobs`)."""
+        stops = list(stop)
         args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special, logprobs)
-        request_id, route = self._pump.submit_sync(*args)
-        return Stream(request_id, route, list(stop), self._pump.cancel, self._piece_of(logprobs))
+        request_id, route = self._pump.submit_sync(*args, stops)
+        return Stream(request_id, route, stops, self._pump.cancel, self._piece_of(logprobs), len(args[0]))
 
     def agenerate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
                   max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
                   ignore_eos: bool = False, parse_special: bool = False,
-                  logprobs: int | None = None) -> AsyncStream:
-        """Like generate(), for asyncio: call it on the running loop, then `async for` the result."""
-        loop = asyncio.get_running_loop()
-        self._pump.attach(loop)
+                  logprobs: int | None = None, frame: Frame | None = None) -> AsyncStream:
+        """Like generate(), for asyncio: call it on the running loop, then `async for` the result.
+
+        frame: (head, tail, chunked): the engine also renders each piece of text as `head` + the
+        text as a JSON string body + `tail` (an HTTP chunk if `chunked`), for AsyncStream.go_direct."""
+        self._attach_current()
+        stops = list(stop)
         args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special, logprobs)
-        route: asyncio.Queue[Event] = asyncio.Queue()
-        request_id = self._pump.submit(route.put_nowait, *args)
-        return AsyncStream(request_id, route, list(stop), self._pump.cancel, self._piece_of(logprobs))
+        stream = AsyncStream(0, stops, self._pump.cancel, self._piece_of(logprobs), len(args[0]))
+        stream.id = self._pump.submit(stream.put, *args, stops, frame)
+        return stream
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drain this engine's events on `loop` (call on it). agenerate() attaches by itself; a
+        server that submits from a worker thread (a grammar to compile) attaches first."""
+        self._pump.attach(loop)
+
+    def _attach_current(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a worker thread: the loop the pump drains on takes the events
+            if self._pump.loop is None or not self._pump.loop.is_running():
+                raise RuntimeError("agenerate() needs a running event loop, or LLM.attach(loop) "
+                                   "first") from None
+            return
+        self._pump.attach(loop)
 
     def chat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
              max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
@@ -105,13 +125,15 @@ class LLM:
 
     def achat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
               max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
-              logprobs: int | None = None, ignore_eos: bool = False) -> AsyncChatStream:
+              logprobs: int | None = None, ignore_eos: bool = False,
+              frame: Frame | None = None) -> AsyncChatStream:
         """Like chat(), for asyncio (see agenerate). On a server, pass prepare_chat's result
         (computed in a worker thread): rendering and tokenizing must not run on the loop."""
         prepared = self._prepared(messages, options)
         fmt = prepared.fmt.fresh()
         stream = self.agenerate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
-                                stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos)
+                                stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos,
+                                frame=frame)
         return AsyncChatStream(stream, fmt)
 
     def prepare_chat(self, messages: list[dict[str, Any]], options: ChatOptions | None = None) -> ChatPrompt:

@@ -1,8 +1,10 @@
 """The bridge between the engine thread and Python consumers.
 
-The native engine publishes events (request id, token, bytes, finish, counts) in batches. They
-are drained in one call per engine step and routed to the queue of their request, so GIL
-crossings are per step, not per token. Two ways to drain:
+The native engine publishes events in batches, their text already assembled in the engine step
+(whole UTF-8 characters, stop strings cut) and, for a request that asked for it, already rendered
+as the bytes of a wire frame. They are drained in one call per engine step and handed to the
+sink of their request, so GIL crossings and wake-ups are per step, not per token. Two ways to
+drain:
 
 - a daemon thread that waits in `poll` with the GIL released (CLI, scripts, tests);
 - once `attach(loop)` is called, the asyncio loop itself, woken by the engine's file descriptor
@@ -17,24 +19,15 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 from mr import _native
 
+if TYPE_CHECKING:
+    from mr._native import RawEvent
 
-class Event(NamedTuple):
-    id: int
-    token: int
-    piece: bytes
-    finish: int  # 0 none, 1 stop, 2 length, 3 cancelled, 4 error
-    n_prompt: int
-    n_generated: int
-    error: str
-    n_cached: int
-    logprob: float
-    top: list[tuple[int, float]] | None
-    timings: tuple[float, float, float]  # queue, prefill, decode ms (set when finished)
-
+# A RawEvent is (id, token, text, frame, finish, logprob, end): see mr._native.
+ID, TOKEN, TEXT, FRAME, FINISH, LOGPROB, END = range(7)
 
 LOG = logging.getLogger("mr.engine")
 
@@ -45,7 +38,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
     except RuntimeError:
         return None
 FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled", 4: "error"}
-Sink = Callable[[Event], None]
+Sink = Callable[["RawEvent"], None]
 
 
 class EventPump:
@@ -61,16 +54,18 @@ class EventPump:
         self._thread.start()
 
     def submit(self, sink: Sink, prompt: object, sampling: _native.SamplingParams, max_tokens: int,
-               ignore_eos: bool, stop_tokens: list[int], n_logprobs: int) -> int:
+               ignore_eos: bool, stop_tokens: list[int], n_logprobs: int, stops: list[str],
+               frame: tuple[bytes, bytes, bool] | None = None) -> int:
+        head, tail, chunked = frame or (b"", b"", False)
         with self._lock:
             request_id = self._engine.submit(prompt, sampling, max_tokens, ignore_eos, stop_tokens,
-                                             n_logprobs)
+                                             n_logprobs, stops, head, tail, chunked)
             self._sinks[request_id] = sink
         return request_id
 
-    def submit_sync(self, *args: object) -> tuple[int, queue.SimpleQueue[Event]]:
+    def submit_sync(self, *args: object) -> tuple[int, queue.SimpleQueue[RawEvent]]:
         self._detach_if_idle()
-        route: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        route: queue.SimpleQueue[RawEvent] = queue.SimpleQueue()
         return self.submit(route.put, *args), route  # type: ignore[arg-type]
 
     def cancel(self, request_id: int) -> None:
@@ -142,16 +137,16 @@ class EventPump:
     def _drain_now(self) -> None:
         self._route(self._engine.poll(0))
 
-    def _route(self, events: list[_native.RawEvent]) -> None:
+    def _route(self, events: list[RawEvent]) -> None:
         if not events:
             return
+        sinks = self._sinks
         with self._lock:
             for raw in events:
-                event = Event(*raw)
-                sink = self._sinks.pop(event.id) if event.finish else self._sinks.get(event.id)
+                sink = sinks.pop(raw[ID], None) if raw[FINISH] else sinks.get(raw[ID])
                 if sink is None:
                     continue
                 try:
-                    sink(event)
+                    sink(raw)
                 except Exception:  # one consumer's failure must not starve the others
-                    LOG.exception("delivering an event of request %d failed", event.id)
+                    LOG.exception("delivering an event of request %d failed", raw[ID])

@@ -1,16 +1,26 @@
-"""One request's output as an iterator (or async iterator) of UTF-8-safe text pieces."""
+"""One request's output as an iterator (or async iterator) of text pieces.
+
+The text comes assembled from the engine step (whole UTF-8 characters, stop strings cut): what
+is left here is bookkeeping per event. A stream can also go *direct* (`AsyncStream.go_direct`):
+the engine renders each piece as wire bytes and the event pump writes them straight out, so a
+streamed token costs the event loop one write and no task wake-up.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import queue
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
 
-from mr.engine.pump import FINISH_NAMES, Event
-from mr.engine.text import StopMatcher, Utf8Stream
+from mr.engine.pump import FINISH_NAMES
 from mr.engine.types import Timings, TokenLogprob, TopLogprob, Usage
 from mr.errors import CutShortError, EngineError
+
+if TYPE_CHECKING:
+    from mr._native import End, Logprob, RawEvent
 
 # Finish codes whose error text means the request was ended by the engine, not by its own stop
 # condition (KV cache full: "length" + text; engine shut down: "cancelled" + text).
@@ -18,20 +28,21 @@ _CUT_SHORT = (2, 3)
 
 
 class _Output:
-    """Turns a request's events into text: UTF-8 assembly, stop strings, counts, finish reason."""
+    """A request's events as text: counts, log-probabilities, finish reason."""
 
     def __init__(self, request_id: int, stops: list[str], cancel: Callable[[int], None],
-                 piece_of: Callable[[int], bytes] | None, deliver: Callable[[Event], None]) -> None:
+                 piece_of: Callable[[int], bytes] | None, deliver: Callable[[RawEvent], None],
+                 n_prompt: int = 0) -> None:
         self.id = request_id
         self._cancel = cancel
         self._deliver = deliver  # puts an event on this stream's own route
+        self._stops = stops
         self.error: str | None = None  # why the answer was cut short, when it was
         self._piece_of = piece_of  # set when logprobs were asked for
-        self._utf8 = Utf8Stream()
-        self._stops = StopMatcher(stops)
         self.done = False
         self.finish_reason: str | None = None
-        self.n_prompt = 0
+        self.stop_sequence: str | None = None  # the stop string that ended the output, if one did
+        self.n_prompt = n_prompt
         self.n_generated = 0
         self.n_cached = 0
         self.tokens: list[int] = []
@@ -42,11 +53,6 @@ class _Output:
     def usage(self) -> Usage:
         return Usage(prompt_tokens=self.n_prompt, completion_tokens=self.n_generated,
                      cached_tokens=self.n_cached)
-
-    @property
-    def stop_sequence(self) -> str | None:
-        """The stop string that ended the output, if one did (Anthropic reports which)."""
-        return self._stops.matched
 
     def close(self) -> None:
         if not self.done:
@@ -61,41 +67,41 @@ class _Output:
         if self.done:
             return
         self._cancel(self.id)
-        self._deliver(Event(self.id, -1, b"", 3, self.n_prompt, self.n_generated, why, self.n_cached,
-                            0.0, None, (0.0, 0.0, 0.0)))
+        end = (self.n_prompt, len(self.tokens), self.n_cached, why, 0.0, 0.0, 0.0, -1)
+        self._deliver((self.id, -1, "", None, 3, None, end))
 
-    def _logprob(self, event: Event) -> TokenLogprob:
+    def _logprob(self, token: int, lp: Logprob) -> TokenLogprob:
         assert self._piece_of is not None
-        top = [TopLogprob(token=t, text=self._piece_of(t), logprob=lp) for t, lp in event.top or ()]
-        return TokenLogprob(token=event.token, text=event.piece, logprob=event.logprob, top=top)
+        logprob, top, piece = lp
+        alternatives = [TopLogprob(token=t, text=self._piece_of(t), logprob=v) for t, v in top or ()]
+        return TokenLogprob(token=token, text=piece, logprob=logprob, top=alternatives)
 
-    def step(self, event: Event) -> str:
-        self.n_prompt = event.n_prompt
-        self.n_generated = max(self.n_generated, event.n_generated)
-        self.n_cached = event.n_cached
-        text = ""
-        if event.token >= 0:
-            self.tokens.append(event.token)
-            if self._piece_of is not None:
-                self.logprobs.append(self._logprob(event))
-            text = self._stops.feed(self._utf8.feed(event.piece))
-            if self._stops.stopped:
-                self.close()
-                self.finish_reason = "stop"
-                return text
-        if event.finish:
-            self.done = True
-            self.timings = Timings(queue_ms=event.timings[0], prefill_ms=event.timings[1],
-                                   decode_ms=event.timings[2])
-            if event.finish == 4:
-                raise EngineError(event.error or "generation failed")
-            if event.error and event.finish in _CUT_SHORT:
-                self.finish_reason, self.error = "error", event.error
-                raise CutShortError(f"the answer was cut short: {event.error}")
-            self.finish_reason = FINISH_NAMES.get(event.finish, "stop")
-            text += self._stops.feed(self._utf8.flush())
-            text += self._stops.flush()
+    def step(self, raw: RawEvent) -> str:
+        _id, token, text, _frame, finish, lp, end = raw
+        if token >= 0:
+            self.tokens.append(token)
+            if lp is not None and self._piece_of is not None:
+                self.logprobs.append(self._logprob(token, lp))
+        if finish:
+            assert end is not None
+            self._end(finish, end)
         return text
+
+    def _end(self, finish: int, end: End) -> None:
+        self.done = True
+        n_prompt, n_generated, self.n_cached, error, queue_ms, prefill_ms, decode_ms, stop = end
+        self.n_prompt = n_prompt or self.n_prompt
+        self.n_generated = max(n_generated, len(self.tokens))
+        self.timings = Timings(queue_ms=queue_ms, prefill_ms=prefill_ms, decode_ms=decode_ms)
+        if finish == 4:
+            raise EngineError(error or "generation failed")
+        if error and finish in _CUT_SHORT:
+            self.finish_reason, self.error = "error", error
+            raise CutShortError(f"the answer was cut short: {error}")
+        self.finish_reason = FINISH_NAMES.get(finish, "stop")
+        if stop >= 0:
+            self.stop_sequence = self._stops[stop]
+            self.finish_reason = "stop"
 
 
 class Stream(_Output, Iterator[str]):
@@ -104,9 +110,10 @@ class Stream(_Output, Iterator[str]):
     it) cancels the request, which frees its slot within one engine step. An answer the engine
     cut short (KV cache full, engine shut down, `abort`) raises CutShortError instead of ending."""
 
-    def __init__(self, request_id: int, route: queue.SimpleQueue[Event], stops: list[str],
-                 cancel: Callable[[int], None], piece_of: Callable[[int], bytes] | None = None) -> None:
-        super().__init__(request_id, stops, cancel, piece_of, route.put)
+    def __init__(self, request_id: int, route: queue.SimpleQueue[RawEvent], stops: list[str],
+                 cancel: Callable[[int], None], piece_of: Callable[[int], bytes] | None = None,
+                 n_prompt: int = 0) -> None:
+        super().__init__(request_id, stops, cancel, piece_of, route.put, n_prompt)
         self._route = route
 
     def __iter__(self) -> Stream:
@@ -129,13 +136,37 @@ class Stream(_Output, Iterator[str]):
 
 
 class AsyncStream(_Output, AsyncIterator[str]):
-    """The asyncio twin of Stream, fed on the event loop's thread (see EventPump.attach).
-    Cancelling the task that iterates it (e.g. a client disconnect) cancels the request."""
+    """The asyncio twin of Stream, fed on the event loop's thread (see EventPump.attach): `put`
+    is the request's sink. Cancelling the task that iterates it (e.g. a client disconnect)
+    cancels the request. Events that are waiting when the consumer wakes come out as one piece."""
 
-    def __init__(self, request_id: int, route: asyncio.Queue[Event], stops: list[str],
-                 cancel: Callable[[int], None], piece_of: Callable[[int], bytes] | None = None) -> None:
-        super().__init__(request_id, stops, cancel, piece_of, route.put_nowait)
-        self._route = route
+    def __init__(self, request_id: int, stops: list[str], cancel: Callable[[int], None],
+                 piece_of: Callable[[int], bytes] | None = None, n_prompt: int = 0) -> None:
+        super().__init__(request_id, stops, cancel, piece_of, self.put, n_prompt)
+        self._pending: collections.deque[RawEvent] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._write: Callable[[bytes], None] | None = None
+
+    def put(self, raw: RawEvent) -> None:
+        frame = raw[3]
+        if self._write is not None and frame is not None:
+            self._write(frame)
+            if not raw[4]:
+                return  # nothing left for the consumer: no wake-up at all
+            raw = (raw[0], raw[1], "", None, raw[4], raw[5], raw[6])
+        self._pending.append(raw)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def go_direct(self, write: Callable[[bytes], None]) -> None:
+        """From now on each event's frame goes to `write` as it is drained; only the finish
+        reaches the consumer. Frames already waiting are written first, in order. Only for a
+        request submitted with a frame format, and whose consumer needs no per-token text."""
+        waiting, self._pending = self._pending, collections.deque()
+        self._write = write
+        for raw in waiting:
+            self.put(raw)
 
     def __aiter__(self) -> AsyncStream:
         return self
@@ -143,8 +174,19 @@ class AsyncStream(_Output, AsyncIterator[str]):
     async def __anext__(self) -> str:
         try:
             while not self.done:
-                event = self._route.get_nowait() if not self._route.empty() else await self._route.get()
-                text = self.step(event)
+                if not self._pending:
+                    self._waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                    continue
+                pieces: list[str] = []
+                while self._pending and not self.done:
+                    if self._pending[0][4] and pieces:
+                        break  # the finish on its own next time: an error must not eat this text
+                    pieces.append(self.step(self._pending.popleft()))
+                text = "".join(pieces)
                 if text:
                     return text
         except asyncio.CancelledError:
@@ -154,6 +196,11 @@ class AsyncStream(_Output, AsyncIterator[str]):
 
     async def text(self) -> str:
         return "".join([piece async for piece in self])
+
+    async def wait(self) -> None:
+        """Until the request ends (a direct stream: its frames are all written by then)."""
+        async for _ in self:
+            pass
 
     async def aclose(self) -> None:
         self.close()

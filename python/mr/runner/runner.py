@@ -273,18 +273,25 @@ class Runner:
     def _close(self, model: LoadedModel) -> None:
         for stream in list(model.streams):
             stream.abort("the model was unloaded")
-        try:
-            model.llm.close()
-        except Exception:
-            log.exception("closing %s failed", model.name)
         model.closing = True
         model.draining = False
         self._draining.discard(model)
         hold, model.hold = model.hold, None
-        self._release_files(hold, model.resolved)
-        if self._loop is not None and not self._loop.is_closed():
-            # once the callers holding the model have let go of it (this very step)
-            self._loop.call_later(0.5, release_freed_memory)
+        loop = self._loop
+        if loop is None or loop.is_closed() or not _on_loop(loop):
+            _close_llm(model)
+            self._release_files(hold, model.resolved)
+            return
+        # Stopping the engine joins its thread, which first finishes its step (long on a big
+        # model): a worker thread waits for it, never the event loop.
+        closing = loop.run_in_executor(None, _close_llm, model)
+
+        def closed(_: object) -> None:
+            self._release_files(hold, model.resolved)
+            if not loop.is_closed():  # once the callers holding the model have let go of it
+                loop.call_later(0.5, release_freed_memory)
+
+        closing.add_done_callback(closed)
 
     def _release_files(self, hold: object, resolved: ResolvedModel) -> None:
         release = getattr(self.source, "release", None)
@@ -379,3 +386,17 @@ class Runner:
             self._unload(model)
         for model in list(self._draining):
             self._close(model)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _close_llm(model: LoadedModel) -> None:
+    try:
+        model.llm.close()
+    except Exception:
+        log.exception("closing %s failed", model.name)

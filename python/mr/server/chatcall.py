@@ -22,7 +22,7 @@ from mr.runner import Lease
 from mr.server import sse
 from mr.server.context import Req, ServerContext
 from mr.server.disconnect import until_disconnect
-from mr.server.openai.streams import finish_all, submit_all
+from mr.server.openai.streams import asubmit_all, finish_all
 
 
 def new_id(prefix: str) -> str:
@@ -75,8 +75,9 @@ async def start(ctx: ServerContext, call: ChatCall) -> Running:
     except BaseException:
         lease.release()
         raise
-    [stream] = submit_all(lease, [lambda: llm.achat(prompt, call.sampling, max_tokens=call.max_tokens,
-                                                    stop=call.stop, ignore_eos=call.ignore_eos)])
+    start = [lambda: llm.achat(prompt, call.sampling, max_tokens=call.max_tokens, stop=call.stop,
+                               ignore_eos=call.ignore_eos)]
+    [stream] = await asubmit_all(lease, start, off_loop=bool(prompt.fmt.grammar))
     return Running(ctx, lease, stream)
 
 

@@ -1,4 +1,5 @@
-"""HTTP hygiene below the application: read deadlines for slow clients.
+"""HTTP below the application: read deadlines for slow clients, and the connection handed to
+the streaming routes (mr.server.wire).
 
 uvicorn times out only idle keep-alive connections: a client that sends its headers, or its
 body, a byte every few seconds (slowloris) holds a connection forever. This protocol closes a
@@ -16,11 +17,16 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from mr.server import wire
 
-def guarded_protocol(header_timeout: float, body_timeout: float) -> type[H11Protocol]:
+
+def guarded_protocol(header_timeout: float, body_timeout: float, direct: bool = True) -> type[H11Protocol]:
+    """`direct`: hand each request its connection, for streams written past ASGI (mr.server.wire)."""
+
     class GuardedH11Protocol(_Guarded):
         HEADER_TIMEOUT = header_timeout
         BODY_TIMEOUT = body_timeout
+        DIRECT = direct
 
     return GuardedH11Protocol
 
@@ -28,6 +34,7 @@ def guarded_protocol(header_timeout: float, body_timeout: float) -> type[H11Prot
 class _Guarded(H11Protocol):
     HEADER_TIMEOUT = 10.0
     BODY_TIMEOUT = 120.0
+    DIRECT = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -41,6 +48,12 @@ class _Guarded(H11Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._arm(time.monotonic())
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        cycle = self.cycle  # a new request's task is created, not yet started: its scope can grow
+        if self.DIRECT and cycle is not None and wire.wire_of(cycle.scope) is None:
+            wire.attach(cycle.scope, wire.Wire(self.transport, cycle.scope["http_version"] == "1.1"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

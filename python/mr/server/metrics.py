@@ -8,14 +8,16 @@ loaded models and their memory) is read from the runner at scrape time.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from litestar import Request, Response, get
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -28,20 +30,52 @@ TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64,
 
 
 class StreamTimer:
-    """Time to first token, then the gaps between tokens, for one request."""
+    """Time to first token, then the gaps between tokens, for one request. A token costs one
+    timestamp in a list (`times`, which mr.server.wire appends to directly); the histograms are
+    updated once, in `done`, under one lock."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._start = time.perf_counter()
-        self._last: float | None = None
+        self.times: list[float] = []
 
     def token(self) -> None:
-        now = time.perf_counter()
-        if self._last is None:
-            self._metrics.ttft_seconds.observe(now - self._start)
-        else:
-            self._metrics.itl_seconds.observe(now - self._last)
-        self._last = now
+        self.times.append(time.perf_counter())
+
+    def done(self) -> None:
+        """Record this request's latencies (once; later calls do nothing)."""
+        times, self.times = self.times, []
+        if not times:
+            return
+        self._metrics.ttft_seconds.observe(times[0] - self._start)
+        if len(times) > 1:
+            self._metrics.itl_seconds.observe_many(np.diff(np.asarray(times)))
+
+
+class BulkHistogram(Collector):
+    """A Prometheus histogram that takes a request's worth of observations in one call (the
+    client library's Histogram takes them one at a time, each under its lock)."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self._name, self._doc = name, documentation
+        self._bounds = np.asarray(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last one: +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray) -> None:
+        counts = np.bincount(np.searchsorted(self._bounds, values, side="left"),
+                             minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            cumulative, total = np.cumsum(self._counts), self._sum
+        labels = [*(repr(float(b)) for b in self._bounds), "+Inf"]
+        yield HistogramMetricFamily(self._name, self._doc, sum_value=total,
+                                    buckets=list(zip(labels, (int(c) for c in cumulative), strict=True)))
 
 
 class Metrics:
@@ -54,8 +88,12 @@ class Metrics:
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.ttft_seconds = Histogram("mr_time_to_first_token_seconds", "Time to first token",
                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.itl_seconds = Histogram("mr_inter_token_latency_seconds", "Time between streamed tokens",
-                                     buckets=TOKEN_BUCKETS, registry=r)
+        self.itl_seconds = BulkHistogram("mr_inter_token_latency_seconds", "Time between streamed tokens",
+                                         TOKEN_BUCKETS)
+        r.register(self.itl_seconds)
+        self.streams = Counter("mr_streamed_responses", "Streamed responses by how their tokens reached the "
+                               "socket: direct (rendered in the engine, written by the event pump) or asgi",
+                               ["path"], registry=r)
         self.prompt_tokens = Counter("mr_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
         self.generated_tokens = Counter("mr_generated_tokens", "Tokens generated", ["model"], registry=r)
         self.cached_tokens = Counter("mr_cached_prompt_tokens", "Prompt tokens reused from the cache",
@@ -63,7 +101,9 @@ class Metrics:
         if runner is not None:
             r.register(RunnerCollector(runner))
 
-    def stream_timer(self) -> StreamTimer:
+    def stream_timer(self, direct: bool = False) -> StreamTimer:
+        """A streamed response's timer; counts the response by its path."""
+        self.streams.labels("direct" if direct else "asgi").inc()
         return StreamTimer(self)
 
     def ttft(self, seconds: float) -> None:

@@ -39,6 +39,7 @@ class Settings(msgspec.Struct, kw_only=True):
     load_timeout: float = 300.0
     header_timeout: float = 10.0  # seconds for a request's headers (slowloris)
     body_timeout: float = 120.0  # seconds for a request's body once its headers are in
+    direct_streams: bool = True  # plain streamed tokens go to the socket past ASGI (mr.server.wire)
     threads: int = 0
     gpu_layers: int = -1
     flash_attn: str = "auto"  # "auto" (llama.cpp's choice: on where supported), "on" or "off"
@@ -143,6 +144,7 @@ _ENV = [
     ("MR_LOAD_TIMEOUT", "load_timeout", float),
     ("MR_HEADER_TIMEOUT", "header_timeout", float),
     ("MR_BODY_TIMEOUT", "body_timeout", float),
+    ("MR_DIRECT_STREAMS", "direct_streams", _bool),
     ("MR_THREADS", "threads", int),
     ("MR_GPU_LAYERS", "gpu_layers", int),
     ("MR_FLASH_ATTN", "flash_attn", _flash_attn),

@@ -55,8 +55,20 @@ class ChunkFrames:
             b"}", self._tail,
         ))
 
+    def text_frame(self, index: int, key: bytes, chunked: bool) -> tuple[bytes, bytes, bool]:
+        """The (head, tail, chunked) frame format the engine renders a choice's text pieces with:
+        `choice(index, <key> + encode(text))` byte for byte, `key` being e.g. `"delta":{"content":`
+        (its closing braces follow the string)."""
+        closing = b"}" * key.count(b"{")
+        return (self._head + b'{"index":' + str(index).encode() + b"," + key + b'"',
+                b'"' + closing + b',"logprobs":null,"finish_reason":null}' + self._tail, chunked)
+
     def usage_frame(self, usage: Any) -> bytes:
         return self._head + b'],"usage":' + encode(usage) + b"}\n\n"
+
+
+CONTENT_KEY = b'"delta":{"content":'
+TEXT_KEY = b'"text":'
 
 
 def delta_content(text: str) -> bytes:

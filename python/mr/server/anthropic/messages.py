@@ -79,6 +79,8 @@ async def _events(running: Running, call: ChatCall) -> AsyncIterator[bytes]:
             yield frame
     except Exception as exc:
         yield _error(exc)
+    finally:
+        timer.done()
 
 
 def _error(exc: Exception) -> bytes:

@@ -19,7 +19,7 @@ from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.metrics import StreamTimer
 from mr.server.openai import params, results
-from mr.server.openai.merge import merge
+from mr.server.openai.merge import finished, merge
 from mr.server.openai.protocol import (
     ChatChoice,
     ChatCompletion,
@@ -28,8 +28,9 @@ from mr.server.openai.protocol import (
     ChoiceLogprobs,
     DeltaOut,
 )
-from mr.server.openai.streams import finish_all, sse_response, submit_all
+from mr.server.openai.streams import asubmit_all, finish_all, sse_response
 from mr.server.thinking import Thinking, from_openai
+from mr.server.wire import Capture, DirectWriter, Wire, capture_of, wire_of
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,12 @@ def _prepare(data: ChatCompletionRequest) -> _Prepared:
                      thinking=from_openai(data.reasoning_effort, data.chat_template_kwargs, budget))
 
 
-async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared,
-                  max_queue: int) -> list[AsyncChatStream]:
-    """One engine stream per choice (seed + i). Rendering, the grammar and tokenizing run in a
-    worker thread, once: they may take long enough to stall every other client of the loop."""
+async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared, max_queue: int,
+                  direct: tuple[sse.ChunkFrames, Wire] | None) -> tuple[list[AsyncChatStream], bool]:
+    """One engine stream per choice (seed + i), and whether they stream direct (mr.server.wire):
+    plain content with no logprobs, on a connection that allows it. Rendering, the grammar and
+    tokenizing run in a worker thread, once: they may take long enough to stall every other
+    client of the loop."""
     llm = lease.llm
     options = p.thinking.apply(p.options, lease.model.think)
     try:
@@ -66,13 +69,17 @@ async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared,
     except BaseException:
         lease.release()
         raise
+    if not prompt.fmt.plain or p.logprobs is not None:
+        direct = None
 
     def start(i: int) -> Callable[[], AsyncChatStream]:
         sampling = params.sampling(data, llm.model.n_vocab, i)
+        frame = direct[0].text_frame(i, sse.CONTENT_KEY, direct[1].chunked) if direct else None
         return lambda: llm.achat(prompt, sampling, max_tokens=p.max_tokens, stop=p.stop,
-                                 ignore_eos=data.ignore_eos, logprobs=p.logprobs)
+                                 ignore_eos=data.ignore_eos, logprobs=p.logprobs, frame=frame)
 
-    return submit_all(lease, (start(i) for i in range(data.n)))
+    streams = await asubmit_all(lease, [start(i) for i in range(data.n)], off_loop=bool(prompt.fmt.grammar))
+    return streams, direct is not None
 
 
 @post("/chat/completions", summary="Create a chat completion", tags=["OpenAI"], status_code=200)
@@ -81,12 +88,21 @@ async def chat_completions(request: Req, data: Annotated[ChatCompletionRequest, 
     await params.log_unknown_fields(request, ChatCompletionRequest)
     prepared = _prepare(data)
     lease = await ctx.runner.acquire(data.model)
-    streams = await _submit(lease, data, prepared, ctx.runner.config.max_queue)
+    include_usage = bool(data.stream_options and data.stream_options.include_usage)
+    frames = sse.ChunkFrames(results.new_id("chatcmpl"), int(time.time()), data.model,
+                             "chat.completion.chunk", include_usage)
+    wire = wire_of(request.scope) if data.stream else None
+    streams, direct = await _submit(lease, data, prepared, ctx.runner.config.max_queue,
+                                    (frames, wire) if wire is not None else None)
     want_logprobs = prepared.logprobs is not None
     if data.stream:
-        include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        timer = ctx.metrics.stream_timer()
-        body = _stream(ctx, lease, streams, data.model, include_usage, want_logprobs, timer)
+        timer = ctx.metrics.stream_timer(direct)
+        if direct:
+            assert wire is not None
+            choices = _direct_frames(streams, frames, wire, timer, capture_of(request.scope))
+        else:
+            choices = _choice_frames(streams, frames, want_logprobs, timer)
+        body = sse_response(ctx, lease, streams, frames, include_usage, choices, timer)
         body = sse.guarded(body, lambda: finish_all(lease, streams))
         return Stream(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     try:
@@ -118,12 +134,18 @@ async def _collect(ctx: ServerContext, streams: list[AsyncChatStream], model: st
                           choices=choices, usage=usage)
 
 
-def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncChatStream], model: str,
-            include_usage: bool, want_logprobs: bool, timer: StreamTimer) -> AsyncIterator[bytes]:
-    frames = sse.ChunkFrames(results.new_id("chatcmpl"), int(time.time()), model,
-                             "chat.completion.chunk", include_usage)
-    choices = _choice_frames(streams, frames, want_logprobs, timer)
-    return sse_response(ctx, lease, streams, frames, include_usage, choices)
+async def _direct_frames(streams: list[AsyncChatStream], frames: sse.ChunkFrames, wire: Wire,
+                         timer: StreamTimer, capture: Capture | None) -> AsyncIterator[bytes]:
+    """The role frames through ASGI, then the engine's frames straight to the socket, then each
+    choice's finish frame through ASGI again as it ends."""
+    for i in range(len(streams)):
+        yield frames.choice(i, sse.ROLE_DELTA)
+    # Resumed only once Litestar has sent the frames above: direct bytes follow them on the wire.
+    write = DirectWriter(wire, timer.times, lambda: [s.close() for s in streams], capture)
+    for s in streams:
+        s.stream.go_direct(write)
+    async for i in finished([s.stream for s in streams]):
+        yield frames.choice(i, sse.EMPTY_DELTA, results.finish_reason(streams[i].finish_reason))
 
 
 async def _choice_frames(streams: list[AsyncChatStream], frames: sse.ChunkFrames, want_logprobs: bool,

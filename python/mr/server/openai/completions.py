@@ -21,9 +21,10 @@ from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid
 from mr.server.metrics import StreamTimer
 from mr.server.openai import params, results
-from mr.server.openai.merge import merge
+from mr.server.openai.merge import finished, merge
 from mr.server.openai.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
 from mr.server.openai.streams import finish_all, sse_response, submit_all
+from mr.server.wire import Capture, DirectWriter, Wire, capture_of, wire_of
 
 Prompt = str | list[int]
 
@@ -70,16 +71,18 @@ def _encode(llm: LLM, items: list[Prompt]) -> list[np.ndarray]:
 
 
 def _submit(lease: Lease, data: CompletionRequest, encoded: list[np.ndarray], limit: int,
-            stop: list[str]) -> list[AsyncStream]:
-    """n streams per prompt (seed + i)."""
+            stop: list[str], direct: tuple[sse.ChunkFrames, Wire] | None) -> list[AsyncStream]:
+    """n streams per prompt (seed + i); with `direct`, rendering their frames in the engine."""
     llm = lease.llm
 
-    def start(prompt: np.ndarray, i: int) -> Callable[[], AsyncStream]:
+    def start(prompt: np.ndarray, i: int, index: int) -> Callable[[], AsyncStream]:
         sampling = params.sampling(data, llm.model.n_vocab, i)
+        frame = direct[0].text_frame(index, sse.TEXT_KEY, direct[1].chunked) if direct else None
         return lambda: llm.agenerate(prompt, sampling, max_tokens=limit, stop=stop,
-                                     ignore_eos=data.ignore_eos, logprobs=data.logprobs)
+                                     ignore_eos=data.ignore_eos, logprobs=data.logprobs, frame=frame)
 
-    return submit_all(lease, (start(prompt, i) for prompt in encoded for i in range(data.n)))
+    starts = (start(prompt, i, p * data.n + i) for p, prompt in enumerate(encoded) for i in range(data.n))
+    return submit_all(lease, starts)
 
 
 @post("/completions", summary="Create a text completion", tags=["OpenAI"], status_code=200)
@@ -98,14 +101,22 @@ async def completions(request: Req, data: Annotated[CompletionRequest, Body()]) 
     except BaseException:
         lease.release()
         raise
-    streams = _submit(lease, data, encoded, limit, stop)
     want_lp = data.logprobs is not None
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        body = _stream(ctx, lease, streams, data.model, include_usage, echoes, want_lp,
-                       ctx.metrics.stream_timer())
+        frames = sse.ChunkFrames(results.new_id("cmpl"), int(time.time()), data.model, "text_completion",
+                                 include_usage)
+        wire = None if want_lp else wire_of(request.scope)
+        streams = _submit(lease, data, encoded, limit, stop, (frames, wire) if wire else None)
+        timer = ctx.metrics.stream_timer(wire is not None)
+        if wire is not None:
+            choices = _direct_frames(streams, frames, echoes, wire, timer, capture_of(request.scope))
+        else:
+            choices = _choice_frames(streams, frames, echoes, want_lp, timer)
+        body = sse_response(ctx, lease, streams, frames, include_usage, choices, timer)
         body = sse.guarded(body, lambda: finish_all(lease, streams))
         return Stream(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    streams = _submit(lease, data, encoded, limit, stop, None)
     try:
         work = _collect(ctx, streams, data.model, echoes, want_lp, lease.model.name)
         result = await until_disconnect(request, work, lambda: [s.close() for s in streams])
@@ -145,13 +156,19 @@ async def _collect(ctx: ServerContext, streams: list[AsyncStream], model: str, e
                       choices=choices, usage=usage)
 
 
-def _stream(ctx: ServerContext, lease: Lease, streams: list[AsyncStream], model: str,
-            include_usage: bool, echoes: list[str], want_lp: bool,
-            timer: StreamTimer) -> AsyncIterator[bytes]:
-    frames = sse.ChunkFrames(results.new_id("cmpl"), int(time.time()), model, "text_completion",
-                             include_usage)
-    choices = _choice_frames(streams, frames, echoes, want_lp, timer)
-    return sse_response(ctx, lease, streams, frames, include_usage, choices)
+async def _direct_frames(streams: list[AsyncStream], frames: sse.ChunkFrames, echoes: list[str],
+                         wire: Wire, timer: StreamTimer, capture: Capture | None) -> AsyncIterator[bytes]:
+    """Echoes through ASGI, then the engine's frames straight to the socket (mr.server.wire),
+    then each choice's finish frame through ASGI as it ends."""
+    for i, echo in enumerate(echoes):
+        if echo:
+            yield frames.choice(i, sse.text_body(echo))
+    # On the first resumption the response has started (headers and echoes are on the wire).
+    write = DirectWriter(wire, timer.times, lambda: [s.close() for s in streams], capture)
+    for s in streams:
+        s.go_direct(write)
+    async for i in finished(streams):
+        yield frames.choice(i, sse.text_body(""), results.finish_reason(streams[i].finish_reason))
 
 
 async def _choice_frames(streams: list[AsyncStream], frames: sse.ChunkFrames, echoes: list[str],

@@ -1,11 +1,11 @@
-"""Interleave the deltas of n streams (n choices) as they come."""
+"""Interleave the deltas of n streams (n choices) as they come, or just their ends."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 _END = object()
@@ -47,3 +47,27 @@ async def merge(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple[int,
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+
+
+class Waitable(Protocol):
+    async def wait(self) -> None: ...
+
+
+async def finished(streams: Sequence[Waitable]) -> AsyncIterator[int]:
+    """The index of each stream as it ends (streams written direct: only their ends are news).
+    Errors propagate."""
+    if len(streams) == 1:
+        await streams[0].wait()
+        yield 0
+        return
+    pending = {asyncio.ensure_future(s.wait()): i for i, s in enumerate(streams)}
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                index = pending.pop(task)
+                task.result()
+                yield index
+    finally:
+        for task in pending:
+            task.cancel()

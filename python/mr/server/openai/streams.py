@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
@@ -9,6 +10,7 @@ from mr.runner import Lease
 from mr.server import sse
 from mr.server.context import ServerContext
 from mr.server.errors import stream_error
+from mr.server.metrics import StreamTimer
 from mr.server.openai import results
 
 
@@ -35,6 +37,22 @@ def submit_all(lease: Lease, starts: Iterable[Callable[[], S]]) -> list[S]:
     return streams
 
 
+async def asubmit_all(lease: Lease, starts: Iterable[Callable[[], S]], off_loop: bool) -> list[S]:
+    """submit_all; in a worker thread when starting is costly (a grammar is compiled when its
+    request is submitted: milliseconds to seconds, which must not stall the other clients). A
+    caller cancelled meanwhile leaves nothing behind: the streams are finished once started."""
+    if not off_loop:
+        return submit_all(lease, starts)
+    lease.llm.attach(asyncio.get_running_loop())  # the streams' events are drained on this loop
+    work = asyncio.ensure_future(asyncio.to_thread(submit_all, lease, list(starts)))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        work.add_done_callback(lambda done: done.cancelled() or done.exception() is not None
+                               or finish_all(lease, done.result()))
+        raise
+
+
 def finish_all(lease: Lease, streams: list[S]) -> None:
     for s in streams:
         s.close()
@@ -43,9 +61,11 @@ def finish_all(lease: Lease, streams: list[S]) -> None:
 
 
 async def sse_response(ctx: ServerContext, lease: Lease, streams: list[Any], frames: sse.ChunkFrames,
-                       include_usage: bool, choices: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+                       include_usage: bool, choices: AsyncIterator[bytes],
+                       timer: StreamTimer) -> AsyncIterator[bytes]:
     """An SSE body: the choice frames, then the usage frame (when asked) and `[DONE]`. An error
-    mid-way becomes an error event; the streams are finished whatever happens."""
+    mid-way becomes an error event; the streams are finished and the latencies recorded
+    whatever happens."""
     try:
         async for frame in choices:
             yield frame
@@ -58,3 +78,4 @@ async def sse_response(ctx: ServerContext, lease: Lease, streams: list[Any], fra
         yield sse.event(stream_error(exc))
     finally:
         finish_all(lease, streams)
+        timer.done()

@@ -11,6 +11,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from mr.server.requestlog.log import Record, RequestLog
 from mr.server.requestlog.usage import token_counts
+from mr.server.wire import CAPTURE_KEY
 
 # The routes that run a model (the same at each prefix they are mounted at).
 _SUFFIXES = ("/chat/completions", "/completions", "/embeddings", "/rerank", "/score", "/messages",
@@ -63,6 +64,16 @@ class _Exchange:
                 self.head += chunk[: self.log.body_limit - len(self.head)]
             self.tail = (self.tail + chunk)[-TAIL:]
 
+    def direct_chunk(self, data: bytes, chunked: bool) -> None:
+        """A frame written past ASGI (mr.server.wire), HTTP chunk framing and all: counted, and
+        kept while the head has room (the stream's end, with its usage, comes through ASGI)."""
+        start, end = (data.index(b"\r\n") + 2, len(data) - 2) if chunked else (0, len(data))
+        if self.first_byte is None:
+            self.first_byte = time.perf_counter()
+        self.response_bytes += end - start
+        if len(self.head) < self.log.body_limit:
+            self.head += data[start:min(end, start + self.log.body_limit - len(self.head))]
+
     def record(self, scope: Scope) -> Record | None:
         model = _model_of(bytes(self.request))
         if model is None:
@@ -100,6 +111,10 @@ def requestlog_middleware(log: RequestLog | None) -> Any:
                 await app(scope, receive, send)
                 return
             exchange = _Exchange(log)
+            extensions = scope.get("extensions")
+            if extensions is None:
+                scope["extensions"] = extensions = {}
+            extensions[CAPTURE_KEY] = exchange.direct_chunk
 
             async def receive_wrapper() -> Message:
                 message = await receive()

@@ -86,6 +86,8 @@ async def _events(running: Running, turn: _Turn) -> AsyncIterator[bytes]:
             yield frame
     except Exception as exc:
         yield events.failed(_error(exc))
+    finally:
+        timer.done()
 
 
 def _error(exc: Exception) -> dict[str, str]:
