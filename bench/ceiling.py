@@ -2,6 +2,10 @@
 costs (almost) nothing. A tiny random-weights model with the real tokenizer (1 layer, 32 wide:
 bench/tiny_model.py) makes the server, not the kernels, the bottleneck; mr serve and llama-server
 (one slot per client, same context per slot) stream to 16/64/128 clients at once, A B A B.
+Two more mr serve variants show what each part of its streaming stack is worth: the plain asyncio
+event loop instead of uvloop (`MR_LOOP=asyncio`), and the ASGI path for every token instead of
+the engine's frames written straight to the socket (`MR_DIRECT_STREAMS=0`, also asyncio: the
+serving path as it was before).
 
 The load generator must not be the bottleneck, so it is lean: raw asyncio sockets, one connection
 per request, frames counted in the received bytes rather than parsed, the token count taken from
@@ -27,6 +31,8 @@ if TYPE_CHECKING:
     from bench.context import Context
 
 PART = "ceiling"
+ASYNCIO, ASGI = "mr-serve (asyncio loop)", "mr-serve (asyncio, asgi path)"
+VARIANTS = {ASYNCIO: {"MR_LOOP": "asyncio"}, ASGI: {"MR_LOOP": "asyncio", "MR_DIRECT_STREAMS": "0"}}
 LEVELS, QUICK_LEVELS = (16, 64, 128), (4,)
 TOKENS, QUICK_TOKENS = 256, 16  # per request
 CELLS_PER_SLOT = 512
@@ -104,6 +110,8 @@ def run(ctx: Context) -> None:
         pool = ServerPool(tiny)
         try:
             servers = [s for s in pool.start() if s.name in (MR, LLAMA) and s.proc is not None]
+            if any(s.name == MR for s in servers):
+                servers += [v for name, env in VARIANTS.items() if (v := pool.add_variant(name, env))]
             if not servers:
                 res.note(PART, "no server could be started")
                 return
@@ -119,10 +127,10 @@ def run(ctx: Context) -> None:
 def _level(ctx: Context, servers: list[Server], n: int, tokens: int, params: dict[str, Any]) -> None:
     res = ctx.results
 
-    def measured(server: Server, rep: int) -> tuple[Load, float]:
-        cpu0 = server.cpu_seconds()
+    def measured(server: Server, rep: int) -> tuple[Load, float, float]:
+        cpu0, main0 = server.cpu_seconds(), server.cpu_seconds(main_thread_only=True)
         load = wave(server, n, 1000 * rep + n, tokens)
-        return load, server.cpu_seconds() - cpu0
+        return load, server.cpu_seconds() - cpu0, server.cpu_seconds(main_thread_only=True) - main0
 
     reps = iter(range(1_000_000))
     runs = paired([lambda s=s: measured(s, next(reps)) for s in servers], max(2, ctx.budget.reps),
@@ -135,8 +143,14 @@ def _level(ctx: Context, servers: list[Server], n: int, tokens: int, params: dic
         figures[server.name] = res.add(Measure(PART, f"aggregate@{n}", server.name, "tok/s",
                                                [ld.tokens / ld.wall for ld in loads if ld.tokens], params))
         res.add(Measure(PART, f"server cpu per token@{n}", server.name, "us/token",
-                        [cpu / ld.tokens * 1e6 for ld, cpu in results if ld.tokens], params,
-                        note="CPU time of the whole server process per streamed token"))
+                        [cpu / ld.tokens * 1e6 for ld, cpu, _ in results if ld.tokens], params,
+                        note="CPU time of the whole server process per streamed token (the compute "
+                             "threads' spin-waits between steps included)"))
+        if server.name != LLAMA:
+            res.add(Measure(PART, f"event-loop cpu per token@{n}", server.name, "us/token",
+                            [main / ld.tokens * 1e6 for ld, _, main in results if ld.tokens], params,
+                            note="CPU of mr's event-loop thread per streamed token, per-request work "
+                                 "included"))
         res.add(Measure(PART, f"client cpu per token@{n}", server.name, "us/token",
                         [ld.client_cpu / ld.tokens * 1e6 for ld in loads if ld.tokens], params,
                         note="the load generator's own CPU per token: far below the servers' means it "
@@ -144,3 +158,6 @@ def _level(ctx: Context, servers: list[Server], n: int, tokens: int, params: dic
     if MR in figures and LLAMA in figures:
         res.add_ratio(ratio(PART, f"mr-serve / llama-server aggregate@{n} (tiny model)", figures[MR],
                             figures[LLAMA], ">= 1.00" if n == 64 else ""))
+    for variant in VARIANTS:
+        if MR in figures and variant in figures:
+            res.add_ratio(ratio(PART, f"mr-serve / {variant} aggregate@{n}", figures[MR], figures[variant]))

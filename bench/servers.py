@@ -162,13 +162,13 @@ def package_mr(ctx: Context, home: Path) -> None:
                    env=_mr_env(home), check=True, capture_output=True, timeout=300)
 
 
-def start_mr(ctx: Context, home: Path) -> Server:
-    env = _mr_env(home)
+def start_mr(ctx: Context, home: Path, name: str = MR, env: dict[str, str] | None = None) -> Server:
+    """mr serve; `env` overrides its settings (e.g. MR_LOOP) for a variant named `name`."""
     port = free_port()
     cmd = [*mr_serve_command(), "--port", str(port), "--parallel", str(ctx.slots), "--ctx-size",
            str(ctx.ctx_size), "--threads", str(ctx.threads), "--keep-alive", "-1", "--quiet"]
-    proc, log, spawned = _spawn(MR, cmd, ctx.out, env)
-    return Server(Target(MR, f"http://127.0.0.1:{port}/v1", MODEL_NAME), proc, log, spawned,
+    proc, log, spawned = _spawn(name, cmd, ctx.out, {**_mr_env(home), **(env or {})})
+    return Server(Target(name, f"http://127.0.0.1:{port}/v1", MODEL_NAME), proc, log, spawned,
                   f"http://127.0.0.1:{port}/v1/models")
 
 
@@ -240,6 +240,12 @@ class ServerPool:
                 server.stop()
             return
         self.servers.append(server)
+
+    def add_variant(self, name: str, env: dict[str, str]) -> Server | None:
+        """Another mr serve on the same model and settings but `env` (after start())."""
+        self._starters[name] = lambda: start_mr(self.ctx, self._home, name, env)
+        self._add(self._starters[name])
+        return self.get(name)
 
     def get(self, name: str) -> Server | None:
         return next((s for s in self.servers if s.name == name), None)

@@ -55,7 +55,7 @@ def test_quick_suite_runs_every_part(quick: dict[str, Any]) -> None:
     failed = [r["text"] for r in quick["records"] if r["kind"] == "note" and "FAILED" in r["text"]]
     assert not failed
     assert {r["part"] for r in quick["records"] if r["kind"] == "measure"} >= {
-        "decode", "roofline", "concurrency", "http", "prefix", "embeddings", "load"}
+        "decode", "roofline", "concurrency", "http", "ceiling", "prefix", "embeddings", "load"}
 
 
 def test_every_figure_is_finite_positive_and_in_known_units(quick: dict[str, Any]) -> None:
@@ -79,6 +79,9 @@ def test_mr_figures_are_there(quick: dict[str, Any]) -> None:
                 ("concurrency", "itl p50@2", "mr-engine"),
                 ("http", "aggregate@2", "mr-serve"), ("http", "ttft p50@1", "mr-serve"),
                 ("http", "event-loop cpu per extra token", "mr-serve"), ("http", "peak RSS", "mr-serve"),
+                ("ceiling", "aggregate@4", "mr-serve"), ("ceiling", "event-loop cpu per token@4", "mr-serve"),
+                ("ceiling", "client cpu per token@4", "mr-serve"),
+                ("ceiling", "aggregate@4", "mr-serve (asyncio, asgi path)"),
                 ("prefix", "ttft cold", "mr-engine"), ("prefix", "ttft cached", "mr-engine"),
                 ("prefix", "ttft cached", "mr-serve"), ("embeddings", "embed", "mr-engine"),
                 ("load", "model load", "mr-engine"), ("load", "peak RSS", "mr-engine"),

@@ -171,7 +171,7 @@ def run(settings: Any) -> None:
     app = create_app(settings)
     ctx = app.state[STATE_KEY]
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=False, lifespan="on", server_header=False,
+                            loop=settings.loop, access_log=False, lifespan="on", server_header=False,
                             timeout_graceful_shutdown=10, ssl_certfile=settings.tls_cert,
                             ssl_keyfile=settings.tls_key,
                             http=guarded_protocol(settings.header_timeout, settings.body_timeout,

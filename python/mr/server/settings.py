@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, kw_only=True):
     header_timeout: float = 10.0  # seconds for a request's headers (slowloris)
     body_timeout: float = 120.0  # seconds for a request's body once its headers are in
     direct_streams: bool = True  # plain streamed tokens go to the socket past ASGI (mr.server.wire)
+    loop: str = "auto"  # the event loop: "auto" (uvloop when installed), "asyncio" or "uvloop"
     threads: int = 0
     gpu_layers: int = -1
     flash_attn: str = "auto"  # "auto" (llama.cpp's choice: on where supported), "on" or "off"
@@ -124,6 +125,12 @@ def _flash_attn(raw: str) -> str:
     return raw
 
 
+def _loop(raw: str) -> str:
+    if raw not in ("auto", "asyncio", "uvloop"):
+        raise ValueError(f"MR_LOOP must be auto, asyncio or uvloop, not {raw!r}")
+    return raw
+
+
 def _bool(raw: str) -> bool:
     return raw.lower() not in ("0", "false", "no", "off", "")
 
@@ -145,6 +152,7 @@ _ENV = [
     ("MR_HEADER_TIMEOUT", "header_timeout", float),
     ("MR_BODY_TIMEOUT", "body_timeout", float),
     ("MR_DIRECT_STREAMS", "direct_streams", _bool),
+    ("MR_LOOP", "loop", _loop),
     ("MR_THREADS", "threads", int),
     ("MR_GPU_LAYERS", "gpu_layers", int),
     ("MR_FLASH_ATTN", "flash_attn", _flash_attn),
