@@ -18,6 +18,7 @@ from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid, stream_error
 from mr.server.ollama import convert, ignored
 from mr.server.ollama.protocol import ChatRequest, GenerateRequest
+from mr.server.openai.streams import asubmit_all
 from mr.server.sse import guarded
 from mr.server.thinking import from_ollama
 
@@ -59,11 +60,11 @@ async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[A
     try:
         options = thinking.apply(options, lease.model.think)
         prompt = await asyncio.to_thread(lease.llm.prepare_chat, messages, options)  # off the loop
-        stream = lease.llm.achat(prompt, sampling, max_tokens=limit, stop=stop)
     except BaseException:
         lease.release()
         raise
-    lease.track(stream)
+    start = [lambda: lease.llm.achat(prompt, sampling, max_tokens=limit, stop=stop)]
+    [stream] = await asubmit_all(lease, start, off_loop=bool(prompt.fmt.grammar))
     extra = ignored.headers(ignored.of_chat(data), request.url.path)
     return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, True, extra)
 
@@ -92,7 +93,8 @@ async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Re
                 {"role": "user", "content": data.prompt}]
             options = from_ollama(data.think).apply(options, lease.model.think)
             prompt = await asyncio.to_thread(llm.prepare_chat, messages, options)
-            stream = llm.achat(prompt, sampling, max_tokens=limit, stop=stop)
+            start = [lambda: llm.achat(prompt, sampling, max_tokens=limit, stop=stop)]
+            [stream] = await asubmit_all(lease, start, off_loop=bool(prompt.fmt.grammar))  # tracked
     except BaseException:
         lease.release()
         raise

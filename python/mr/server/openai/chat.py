@@ -78,7 +78,7 @@ async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared, max_q
         return lambda: llm.achat(prompt, sampling, max_tokens=p.max_tokens, stop=p.stop,
                                  ignore_eos=data.ignore_eos, logprobs=p.logprobs, frame=frame)
 
-    streams = await asubmit_all(lease, [start(i) for i in range(data.n)], off_loop=bool(prompt.fmt.grammar))
+    streams = await asubmit_all(lease, (start(i) for i in range(data.n)), off_loop=bool(prompt.fmt.grammar))
     return streams, direct is not None
 
 

@@ -44,7 +44,7 @@ async def asubmit_all(lease: Lease, starts: Iterable[Callable[[], S]], off_loop:
     if not off_loop:
         return submit_all(lease, starts)
     lease.llm.attach(asyncio.get_running_loop())  # the streams' events are drained on this loop
-    work = asyncio.ensure_future(asyncio.to_thread(submit_all, lease, list(starts)))
+    work = asyncio.ensure_future(asyncio.to_thread(submit_all, lease, starts))  # `starts` may raise
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
