@@ -16,6 +16,7 @@ import socket
 
 import httpx
 import pytest
+from _serving import wait_for
 
 from conftest import SMOL, serve
 
@@ -150,6 +151,11 @@ def test_an_http10_client_gets_the_stream_unchunked(base_url: str, oai) -> None:
     assert payload.endswith(b"data: [DONE]\n\n")
 
 
+def _records(client: httpx.Client) -> list[dict]:
+    found = client.get("/engines/requests").json()
+    return found if isinstance(found, list) else found["requests"]
+
+
 def test_the_request_log_still_sees_a_direct_stream(store_root, tmp_path) -> None:
     from conftest import serve_client
 
@@ -158,9 +164,10 @@ def test_the_request_log_still_sees_a_direct_stream(store_root, tmp_path) -> Non
         with client.stream("POST", "/v1/chat/completions", json=body) as r:
             streamed = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
                                for line in r.iter_lines() if line.startswith("data: {"))
-        records = client.get("/engines/requests").json()
+        # recorded as the response ends on the server, a moment after the client has read it all
+        assert wait_for(lambda: bool(_records(client)), 10)
+        record = _records(client)[-1]
         assert streams_by_path(client).get("direct") == 1
-    record = records[-1] if isinstance(records, list) else records["requests"][-1]
     logged = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
                      for line in record["response"].split("\n") if line.startswith("data: {"))
     assert streamed and logged == streamed

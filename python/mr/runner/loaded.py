@@ -47,6 +47,7 @@ class LoadedModel:
     embedder_memory: int = 0  # the embedding context, counted once it is created
     draining: bool = False  # unloaded while busy: still running, still in memory
     hold: Any = None  # the source's hold on the model's files (StoreSource.hold)
+    closed: asyncio.Future[None] | None = None  # set while its engine stops in a worker thread
 
     @property
     def memory(self) -> int:

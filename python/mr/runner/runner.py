@@ -284,14 +284,14 @@ class Runner:
             return
         # Stopping the engine joins its thread, which first finishes its step (long on a big
         # model): a worker thread waits for it, never the event loop.
-        closing = loop.run_in_executor(None, _close_llm, model)
+        model.closed = loop.run_in_executor(None, _close_llm, model)
 
         def closed(_: object) -> None:
             self._release_files(hold, model.resolved)
             if not loop.is_closed():  # once the callers holding the model have let go of it
                 loop.call_later(0.5, release_freed_memory)
 
-        closing.add_done_callback(closed)
+        model.closed.add_done_callback(closed)
 
     def _release_files(self, hold: object, resolved: ResolvedModel) -> None:
         release = getattr(self.source, "release", None)
@@ -317,6 +317,8 @@ class Runner:
                     targets.append(model)
         for model in targets:
             self._unload(model)
+        # Answered once the closed ones are really gone (engine stopped, files released).
+        await asyncio.gather(*(m.closed for m in targets if m.closed is not None), return_exceptions=True)
         draining = sum(1 for m in targets if m.draining)
         return len(targets) - draining, draining
 
