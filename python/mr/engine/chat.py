@@ -32,20 +32,12 @@ class _ChatOutput:
 
     def __init__(self, fmt: ChatFormat) -> None:
         self._fmt = fmt
-        self._plain = fmt.plain
-        self._text = ""
-        self._pieces: list[str] = []
         self._finished = False
-        self._message = ChatMessage()
 
     @property
     def message(self) -> ChatMessage:
         """The assistant message so far (whole once the stream is done)."""
-        if self._pieces:  # plain content: joined on demand, never once per token
-            self._text += "".join(self._pieces)
-            self._pieces.clear()
-            self._message = ChatMessage(content=self._text)
-        return self._message
+        return self._fmt.message()
 
     def close(self) -> None:
         """Cancel the request (frees its slot within one engine step)."""
@@ -69,16 +61,7 @@ class _ChatOutput:
         return self._stream.timings
 
     def _feed(self, piece: str, final: bool) -> ChatDelta | None:
-        if self._plain:
-            if not piece:
-                return None
-            self._pieces.append(piece)
-            return ChatDelta(content=piece)
-        self._text += piece
-        message = self._fmt.parse(self._text, partial=not final)
-        delta = self._fmt.diff(self._message, message)
-        self._message = message
-        return delta
+        return self._fmt.feed(piece, final)
 
 
 class ChatStream(_ChatOutput, Iterator[ChatDelta]):

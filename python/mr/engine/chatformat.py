@@ -3,6 +3,10 @@
 NativeFormat wraps llama.cpp's common chat library (the code llama-server runs): the template's
 own tool-call syntax, grammar and parser. GenericToolFormat (mr.engine.tools) takes over for
 templates that cannot express tools. ChatFormat itself is plain content.
+
+A format is fed the answer piece by piece (`feed`) and keeps the message so far (`message`).
+Plain content and mr's generic tool format cost O(1) per piece; NativeFormat re-parses the whole
+answer with llama.cpp's parser at each piece (that parser has no incremental mode).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class ChatFormat:
         self.grammar = grammar
         self.budget: dict[str, object] = {}  # SamplingOptions' reasoning_* fields, when capped
         self._call_ids: list[str] = []
+        self._pieces: list[str] = []  # plain content, joined on demand (never once per piece)
 
     @property
     def plain(self) -> bool:
@@ -39,6 +44,18 @@ class ChatFormat:
 
     def _reset(self) -> None:
         self._call_ids = []
+        self._pieces = []
+
+    def feed(self, piece: str, final: bool) -> ChatDelta | None:
+        """What `piece` (the answer's next text; "" with `final` at the end) adds to the message."""
+        if not piece:
+            return None
+        self._pieces.append(piece)
+        return ChatDelta(content=piece)
+
+    def message(self) -> ChatMessage:
+        """The assistant message so far (whole once fed the final piece)."""
+        return ChatMessage(content="".join(self._pieces))
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
         """The request's sampling, plus the grammar this format constrains it with (if any)."""
@@ -81,10 +98,24 @@ class NativeFormat(ChatFormat):
         self._prompt = prompt
         self._from_template = from_template  # the chat library built it: it covers the prompt's tail
         self._last = ChatMessage()
+        self._text = ""
+        self._sofar = ChatMessage()
 
     def _reset(self) -> None:
         super()._reset()
         self._last = ChatMessage()
+        self._text = ""
+        self._sofar = ChatMessage()
+
+    def feed(self, piece: str, final: bool) -> ChatDelta | None:
+        self._text += piece
+        message = self.parse(self._text, partial=not final)
+        delta = self.diff(self._sofar, message)
+        self._sofar = message
+        return delta
+
+    def message(self) -> ChatMessage:
+        return self._sofar
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
         if not self.grammar:

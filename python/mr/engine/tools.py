@@ -14,7 +14,7 @@ from typing import Any
 
 from mr import _native
 from mr.engine.chatformat import ChatFormat
-from mr.engine.types import ChatMessage, ToolCall
+from mr.engine.types import ChatDelta, ChatMessage, ToolCall, ToolCallDelta
 from mr.errors import InvalidArgumentError
 
 MAX_PARALLEL_CALLS = 4
@@ -111,19 +111,54 @@ def rewrite_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]]
 
 
 class GenericToolFormat(ChatFormat):
-    """Parses `{"tool_calls": [...]}` replies; other replies are content."""
+    """Parses `{"tool_calls": [...]}` replies; other replies are content. Which of the two a reply
+    is shows at its first non-blank character: content then streams piece by piece, a call is
+    held back and parsed once, at the end (O(1) per piece either way)."""
 
     def __init__(self, tools: list[dict[str, Any]], required: bool, parallel: bool) -> None:
         grammar = _native.json_schema_to_grammar(json.dumps(tool_schema(tools, parallel))) if required else ""
         super().__init__(grammar)
         self._names = {_function(t)["name"] for t in tools}
+        self._reset()
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._call: bool | None = None  # None: only blanks so far
+        self._calls_found: list[ToolCall] = []
+
+    def feed(self, piece: str, final: bool) -> ChatDelta | None:
+        if self._call is None:
+            self._pieces.append(piece)
+            lead = "".join(self._pieces)
+            if not lead.strip() and not final:
+                return None  # blanks: either kind may follow
+            self._call = lead.lstrip().startswith("{")
+            self._pieces = []
+            piece = lead
+        if not self._call:
+            return super().feed(piece, final)
+        self._pieces.append(piece)
+        if not final:
+            return None  # maybe a tool call: held back until the reply is complete
+        text = "".join(self._pieces)
+        self._calls_found = self._calls(text.lstrip())
+        if not self._calls_found:
+            self._call = False
+            return ChatDelta(content=text) if text else None
+        return ChatDelta(tool_calls=[ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+                                     for i, c in enumerate(self._calls_found)])
+
+    def message(self) -> ChatMessage:
+        if self._call and self._calls_found:
+            return ChatMessage(tool_calls=self._calls_found)
+        return super().message() if not self._call else ChatMessage()
 
     def parse(self, text: str, partial: bool) -> ChatMessage:
         stripped = text.lstrip()
         if not stripped.startswith("{"):
             return ChatMessage(content=text)
         if partial:
-            return ChatMessage()  # maybe a tool call: hold it back until the reply is complete
+            return ChatMessage()
         calls = self._calls(stripped)
         return ChatMessage(tool_calls=calls) if calls else ChatMessage(content=text)
 
