@@ -15,7 +15,7 @@ namespace mr {
 class Model;
 
 struct EmbedderParams {
-    int n_ctx = 2048;     // also the longest input, in tokens
+    int n_ctx = 2048;     // the longest input, in tokens (rounded up: see n_ctx() and embedder.cpp)
     int n_seq_max = 32;   // inputs per batch
     int n_threads = 0;    // 0: llama.cpp's count of math cores
     bool rank = false;    // rank pooling: one relevance score per (query, document) pair
@@ -43,7 +43,7 @@ public:
     Embeddings embed_tokens(std::vector<std::vector<int32_t>> inputs, bool normalize, bool truncate);
     // The pooling actually used: the model's, or mean pooling for a generative model.
     int pooling_type() const { return pooling_; }
-    int n_ctx() const { return n_ctx_; }
+    int n_ctx() const { return n_ctx_; }  // the longest input: n_ctx rounded up to what llama.cpp allocates
 
     bool rank() const { return params_.rank; }
     int n_out() const;  // floats per row

@@ -41,9 +41,13 @@ class LLM:
         self.options.validate()
         self.model = _native.Model(str(path), self.options.n_gpu_layers, self.options.use_mmap,
                                    self.options.repack)
-        self.n_ctx = self.options.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP)
+        self.n_ctx = config.kv_cells(self.options.n_ctx or min(self.model.n_ctx_train or 4096,
+                                                              config.DEFAULT_CTX_CAP))
         o = self.options
-        self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, o.n_batch, o.n_ubatch,
+        # llama.cpp caps a context's batch at its size, and a batch beyond the cap aborts the
+        # process (GGML_ASSERT in llama_decode): the engine must never build a larger one.
+        n_batch = min(o.n_batch, self.n_ctx)
+        self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, n_batch, min(o.n_ubatch, n_batch),
                                       o.n_threads, o.max_queue, o.prefill_chunk,
                                       o.native_flash_attn)
         self._pump = EventPump(self._engine)
@@ -180,11 +184,10 @@ class LLM:
         many per batch. Needs a reranker (rank pooling and a classifier head)."""
         if isinstance(documents, str) or not documents:
             raise InvalidArgumentError("documents must be a non-empty list of texts")
-        if self._ranker is None:
-            self._ranker = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads, True)
-        matrix, n_tokens, n_batches = self._ranker.rerank(
+        matrix, n_tokens, n_batches = self._ranker_ctx().rerank(
             _checked_text(query), [_checked_text(d) for d in documents], truncate)
         return matrix[:, 0].copy(), n_tokens, n_batches
+
     def embed_tokens(self, inputs: Sequence[Sequence[int]], normalize: bool = True,
                      truncate: bool = False) -> tuple[np.ndarray, int]:
         """One row per token list, embedded as given; and the number of tokens embedded."""
@@ -192,6 +195,12 @@ class LLM:
             raise InvalidArgumentError("input must not be empty")
         lists = [[int(t) for t in ids] for ids in inputs]
         return self._embedder_ctx().embed_tokens(lists, normalize, truncate)
+
+    def _ranker_ctx(self) -> _native.Embedder:
+        with self._init_lock:  # one context, however many threads rerank at once
+            if self._ranker is None:
+                self._ranker = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads, True)
+            return self._ranker
 
     @property
     def has_embedder(self) -> bool:
