@@ -88,6 +88,7 @@ Embedder::Embedder(std::shared_ptr<Model> model, const EmbedderParams& params)
             ctx_ = make_context(*model_, embedding_params(params_, LLAMA_POOLING_TYPE_MEAN));
         }
     }
+    llama_set_abort_callback(ctx_.get(), &Embedder::aborting, this);
     pooling_ = llama_pooling_type(ctx_.get());
     // The longest input: what one micro-batch holds (a longer batch would abort in llama_decode).
     n_ctx_ = static_cast<int>(std::min({llama_n_ctx(ctx_.get()), llama_n_batch(ctx_.get()), llama_n_ubatch(ctx_.get())}));
@@ -164,13 +165,36 @@ std::vector<llama_token> Embedder::rerank_pair(const std::string& query, const s
     return out;
 }
 
+void Embedder::cancel(const std::string& why) {
+    {
+        std::lock_guard<std::mutex> lock(why_mutex_);
+        why_ = why;
+    }
+    cancels_.fetch_add(1);
+}
+
+bool Embedder::cancelled() const {
+    return cancels_.load(std::memory_order_relaxed) != epoch_.load(std::memory_order_relaxed);
+}
+
+bool Embedder::aborting(void* self) { return static_cast<const Embedder*>(self)->cancelled(); }
+
+void Embedder::throw_if_cancelled() const {
+    if (!cancelled()) return;
+    std::lock_guard<std::mutex> lock(why_mutex_);
+    throw Cancelled("the embedding was cancelled: " + why_);
+}
+
 Embeddings Embedder::run(std::vector<std::vector<llama_token>> inputs, bool normalize) {
     Embeddings out;
     out.n_rows = static_cast<int>(inputs.size());
     out.n_embd = n_out();
     out.data.assign(static_cast<size_t>(out.n_rows) * out.n_embd, 0.0f);
 
+    const uint64_t epoch = cancels_.load();  // before the wait: a cancel() meanwhile ends it too
     std::lock_guard<std::mutex> lock(mutex_);
+    epoch_.store(epoch);
+    throw_if_cancelled();
     Batch batch(n_ctx_, 1);
     int first_row = 0, n_seqs = 0;
     for (const auto& tokens : inputs) {
@@ -199,6 +223,7 @@ void Embedder::run_batch(Batch& batch, int n_seqs, float* out, bool normalize) {
     const bool encoder_only = model_->has_encoder() && !model_->has_decoder();
     const int ret = encoder_only ? llama_encode(ctx_.get(), batch.get()) : llama_decode(ctx_.get(), batch.get());
     batch.clear();
+    throw_if_cancelled();  // an aborted compute returns non-zero: say why
     if (ret != 0) throw Error("embedding failed: llama.cpp returned " + std::to_string(ret));
     const int n_embd = n_out();
     for (int s = 0; s < n_seqs; ++s) {

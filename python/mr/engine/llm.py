@@ -202,6 +202,14 @@ class LLM:
                 self._ranker = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads, True)
             return self._ranker
 
+    def cancel_embeddings(self, why: str) -> None:
+        """End the embed and rerank calls running or waiting on this model (CutShortError, with
+        `why`) within one compute step; later calls run as usual. Thread-safe."""
+        with self._init_lock:
+            contexts = [c for c in (self._embedder, self._ranker) if c is not None]
+        for context in contexts:
+            context.cancel(why)
+
     @property
     def has_embedder(self) -> bool:
         """Whether the embedding context (its own KV cache and buffers) exists yet."""
@@ -229,7 +237,9 @@ class LLM:
         return any(name in ("AMX", "CPU_REPACK", "CPU_KLEIDIAI") for name in self.model.weight_buffers)
 
     def close(self) -> None:
-        """Stop the engine (running requests end as cut short) and its event pump. Idempotent."""
+        """Stop the engine (running requests end as cut short, embeddings too) and its event
+        pump. Idempotent."""
+        self.cancel_embeddings("the model was closed")
         self._finalizer()
 
     def __enter__(self) -> LLM:
