@@ -99,7 +99,7 @@ def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: in
         if text.strip():
             messages = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": text}]
-            stream_reply(backend.chat(messages, options), verbose)
+            stream_reply(backend.chat(messages, options), verbose, interrupt_exits=True)
         else:
             Session(backend, options, system, verbose, model).run()
     finally:
