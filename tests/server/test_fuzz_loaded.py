@@ -5,7 +5,7 @@ steered to models that exist so that fuzzed bodies reach the engine. No 5xx, eve
 Generation lengths are capped (and set where a body has none) so a case stays short on a 2-core
 CI; MR_FUZZ_EXAMPLES raises the examples per operation (scripts/fuzz.sh runs a longer pass).
 Fuzzed `/engines/configure` calls stay in: they found the context sizes that made llama.cpp abort
-(tests/server/test_context_shapes.py)."""
+(tests/server/test_configured_context_sizes.py)."""
 
 from __future__ import annotations
 
