@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
 . .venv/bin/activate
-export MR_FUZZ_EXAMPLES="${1:-40}" MR_FUZZ_LOADED=1
+export MR_FUZZ_EXAMPLES="${1:-40}"
 exec timeout 3600 python -m pytest -q -s -p no:cacheprovider \
   tests/server/test_fuzz_loaded.py tests/engine/test_properties.py tests/server/test_openapi.py

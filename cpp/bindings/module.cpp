@@ -39,6 +39,8 @@ void translate(std::exception_ptr p) {
         raise_mr("OverloadedError", e.what());
     } catch (const mr::TemplateError& e) {
         raise_mr("TemplateError", e.what());
+    } catch (const mr::Cancelled& e) {
+        raise_mr("CutShortError", e.what());
     } catch (const mr::Error& e) {
         raise_mr("EngineError", e.what());
     }
@@ -310,6 +312,7 @@ PYBIND11_MODULE(_native, m) {
                  return py::make_tuple(to_matrix(std::move(e)), n_tokens);
              },
              "inputs"_a, "normalize"_a = true, "truncate"_a = false)
+        .def("cancel", &mr::Embedder::cancel, "why"_a, release_gil())
         .def_property_readonly("pooling_type", &mr::Embedder::pooling_type)
         .def_property_readonly("n_ctx", &mr::Embedder::n_ctx);
 

@@ -10,13 +10,30 @@
 namespace mr {
 namespace {
 
+constexpr int kCellStep = 256;  // llama.cpp pads every context's KV cache to a multiple of this
+
+int round_up(int n, int step) { return (n + step - 1) / step * step; }
+
+// The tokens one batch holds, for a requested context of n_ctx. A whole input must fit one
+// micro-batch (non-causal models need it; pooling over several would keep only the last part),
+// so micro-batch = batch = context, and two llama.cpp rules shape it. It allocates KV cells in
+// steps of 256 but caps the batch at the context as requested: asking for the padded size
+// makes both agree. And when it reserves the compute graph it rounds the micro-batch up to a
+// multiple of n_seq_max while keeping one output per token of the unrounded size: with mean
+// pooling that multiplies mismatched matrices, GGML_ASSERT(ggml_can_mul_mat(a, b)), an abort
+// (a context size of 1000 with 32 inputs per batch was enough).
+int batch_window(const EmbedderParams& p) {
+    return round_up(round_up(p.n_ctx, kCellStep), p.n_seq_max);
+}
+
 llama_context_params embedding_params(const EmbedderParams& p, enum llama_pooling_type pooling) {
     llama_context_params cp = llama_context_default_params();
     cp.embeddings = true;
     cp.pooling_type = pooling;
-    cp.n_ctx = p.n_ctx;
-    cp.n_batch = p.n_ctx;   // non-causal models need a whole input in one micro-batch
-    cp.n_ubatch = p.n_ctx;
+    const int window = batch_window(p);
+    cp.n_ctx = window;
+    cp.n_batch = window;
+    cp.n_ubatch = window;
     cp.n_seq_max = p.n_seq_max;
     cp.kv_unified = true;
     cp.n_threads = p.n_threads > 0 ? p.n_threads : default_threads();
@@ -71,8 +88,10 @@ Embedder::Embedder(std::shared_ptr<Model> model, const EmbedderParams& params)
             ctx_ = make_context(*model_, embedding_params(params_, LLAMA_POOLING_TYPE_MEAN));
         }
     }
+    llama_set_abort_callback(ctx_.get(), &Embedder::aborting, this);
     pooling_ = llama_pooling_type(ctx_.get());
-    n_ctx_ = static_cast<int>(llama_n_ctx(ctx_.get()));
+    // The longest input: what one micro-batch holds (a longer batch would abort in llama_decode).
+    n_ctx_ = static_cast<int>(std::min({llama_n_ctx(ctx_.get()), llama_n_batch(ctx_.get()), llama_n_ubatch(ctx_.get())}));
 }
 
 int Embedder::n_out() const {
@@ -146,13 +165,36 @@ std::vector<llama_token> Embedder::rerank_pair(const std::string& query, const s
     return out;
 }
 
+void Embedder::cancel(const std::string& why) {
+    {
+        std::lock_guard<std::mutex> lock(why_mutex_);
+        why_ = why;
+    }
+    cancels_.fetch_add(1);
+}
+
+bool Embedder::cancelled() const {
+    return cancels_.load(std::memory_order_relaxed) != epoch_.load(std::memory_order_relaxed);
+}
+
+bool Embedder::aborting(void* self) { return static_cast<const Embedder*>(self)->cancelled(); }
+
+void Embedder::throw_if_cancelled() const {
+    if (!cancelled()) return;
+    std::lock_guard<std::mutex> lock(why_mutex_);
+    throw Cancelled("the embedding was cancelled: " + why_);
+}
+
 Embeddings Embedder::run(std::vector<std::vector<llama_token>> inputs, bool normalize) {
     Embeddings out;
     out.n_rows = static_cast<int>(inputs.size());
     out.n_embd = n_out();
     out.data.assign(static_cast<size_t>(out.n_rows) * out.n_embd, 0.0f);
 
+    const uint64_t epoch = cancels_.load();  // before the wait: a cancel() meanwhile ends it too
     std::lock_guard<std::mutex> lock(mutex_);
+    epoch_.store(epoch);
+    throw_if_cancelled();
     Batch batch(n_ctx_, 1);
     int first_row = 0, n_seqs = 0;
     for (const auto& tokens : inputs) {
@@ -181,6 +223,7 @@ void Embedder::run_batch(Batch& batch, int n_seqs, float* out, bool normalize) {
     const bool encoder_only = model_->has_encoder() && !model_->has_decoder();
     const int ret = encoder_only ? llama_encode(ctx_.get(), batch.get()) : llama_decode(ctx_.get(), batch.get());
     batch.clear();
+    throw_if_cancelled();  // an aborted compute returns non-zero: say why
     if (ret != 0) throw Error("embedding failed: llama.cpp returned " + std::to_string(ret));
     const int n_embd = n_out();
     for (int s = 0; s < n_seqs; ++s) {

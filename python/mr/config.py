@@ -43,3 +43,12 @@ def log_level() -> str:
 # Context size used when neither the user nor the model's package says otherwise:
 # the model's training context, capped so a small machine is not asked for a huge KV cache.
 DEFAULT_CTX_CAP = 8192
+
+KV_CELL_STEP = 256  # llama.cpp allocates a context's KV cache in steps of this many cells
+
+
+def kv_cells(n_ctx: int) -> int:
+    """The context llama.cpp really allocates for a requested `n_ctx` (a multiple of 256 cells).
+    Asking for exactly that keeps mr's context, the engine's batch cap and llama.cpp's own in
+    agreement (sequences may fill every allocated cell anyway)."""
+    return -(-n_ctx // KV_CELL_STEP) * KV_CELL_STEP

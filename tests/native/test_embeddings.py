@@ -35,3 +35,30 @@ def test_bad_inputs(smollm2) -> None:
     with pytest.raises(InvalidArgumentError, match="context"):
         smollm2.embed([too_long])
     assert smollm2.embed([too_long], truncate=True).shape == (1, smollm2.model.n_embd)
+
+
+def test_cancel_ends_a_running_embedding_and_the_embedder_still_works(smollm2) -> None:
+    import threading
+    import time
+
+    from mr.errors import CutShortError
+
+    before = smollm2.embed(["hello world"])
+    outcome: list[BaseException | None] = []
+
+    def big() -> None:
+        try:
+            smollm2.embed(["word " * 900] * 400)  # minutes of work on a small CPU
+            outcome.append(None)
+        except BaseException as exc:  # the test inspects it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=big)
+    worker.start()
+    time.sleep(1.0)  # well inside its first batches
+    started = time.monotonic()
+    smollm2.cancel_embeddings("a test said so")
+    worker.join(timeout=30)
+    assert not worker.is_alive() and time.monotonic() - started < 5
+    assert isinstance(outcome[0], CutShortError) and "a test said so" in str(outcome[0])
+    np.testing.assert_allclose(smollm2.embed(["hello world"]), before, atol=1e-5)  # usable again

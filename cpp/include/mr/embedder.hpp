@@ -2,6 +2,7 @@
 // In rank mode the same machinery scores (query, document) pairs with the model's classifier head.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -15,7 +16,7 @@ namespace mr {
 class Model;
 
 struct EmbedderParams {
-    int n_ctx = 2048;     // also the longest input, in tokens
+    int n_ctx = 2048;     // the longest input, in tokens (rounded up: see n_ctx() and embedder.cpp)
     int n_seq_max = 32;   // inputs per batch
     int n_threads = 0;    // 0: llama.cpp's count of math cores
     bool rank = false;    // rank pooling: one relevance score per (query, document) pair
@@ -41,9 +42,12 @@ public:
     Embeddings rerank(const std::string& query, const std::vector<std::string>& documents, bool truncate);
     // One row per token list, embedded as given (ids are checked against the vocabulary).
     Embeddings embed_tokens(std::vector<std::vector<int32_t>> inputs, bool normalize, bool truncate);
+    // Ends every call running or waiting on this embedder with Cancelled(why), within one graph
+    // node of llama.cpp's compute; later calls run as usual. Thread-safe.
+    void cancel(const std::string& why);
     // The pooling actually used: the model's, or mean pooling for a generative model.
     int pooling_type() const { return pooling_; }
-    int n_ctx() const { return n_ctx_; }
+    int n_ctx() const { return n_ctx_; }  // the longest input: n_ctx rounded up to what llama.cpp allocates
 
     bool rank() const { return params_.rank; }
     int n_out() const;  // floats per row
@@ -53,6 +57,9 @@ private:
     std::vector<llama_token> checked(std::vector<llama_token> tokens, size_t index, bool truncate) const;
     std::vector<llama_token> rerank_pair(const std::string& query, const std::string& document) const;
     void run_batch(Batch& batch, int n_seqs, float* out, bool normalize);
+    bool cancelled() const;
+    void throw_if_cancelled() const;
+    static bool aborting(void* self);  // llama.cpp's abort callback
 
     std::shared_ptr<Model> model_;
     EmbedderParams params_;
@@ -60,6 +67,11 @@ private:
     int pooling_ = 0;
     int n_ctx_ = 0;
     std::mutex mutex_;  // one embed() at a time on this context
+    // cancel() bumps cancels_; a call runs while cancels_ still equals the epoch_ it started in.
+    std::atomic<uint64_t> cancels_{0};
+    std::atomic<uint64_t> epoch_{0};
+    mutable std::mutex why_mutex_;
+    std::string why_;
 };
 
 }  // namespace mr

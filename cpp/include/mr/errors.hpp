@@ -32,6 +32,11 @@ struct Overloaded : Error {
     using Error::Error;
 };
 
+// Work stopped from outside before it finished: cancelled, e.g. at shutdown (CutShortError).
+struct Cancelled : Error {
+    using Error::Error;
+};
+
 // A chat template could not be rendered (TemplateError).
 struct TemplateError : Error {
     using Error::Error;

@@ -20,6 +20,7 @@ class RunOptions:
     seed: int | None = None
     max_tokens: int = -1
     ctx_size: int | None = None
+    ignore_eos: bool = False  # generate max_tokens tokens whatever the model says (benchmarks, tests)
     extra: dict[str, float] = field(default_factory=dict)  # /set parameter NAME VALUE
 
 
@@ -82,7 +83,7 @@ class LocalBackend:
         params = {k: v for k, v in options.extra.items() if k in SamplingOptions.__struct_fields__}
         temperature = defaults.temperature if options.temperature is None else options.temperature
         sampling = SamplingOptions(**{"temperature": temperature, "seed": options.seed, **params})
-        stream = llm.chat(messages, sampling, max_tokens=options.max_tokens)
+        stream = llm.chat(messages, sampling, max_tokens=options.max_tokens, ignore_eos=options.ignore_eos)
         reply = Reply(pieces=iter(()), close=stream.close)
 
         def pieces() -> Iterator[tuple[str, str]]:
@@ -135,6 +136,8 @@ class RemoteBackend:
             body["seed"] = options.seed
         if options.max_tokens > 0:
             body["max_tokens"] = options.max_tokens
+        if options.ignore_eos:
+            body["ignore_eos"] = True
         context = self._client.stream("POST", "/v1/chat/completions", json=body)
         response = context.__enter__()
         if response.status_code == 404 and not self._pulled:

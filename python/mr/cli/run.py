@@ -71,13 +71,14 @@ def _read_piped_stdin() -> str:
 @click.option("--seed", type=int, default=None, help="Random seed for reproducible sampling.")
 @click.option("--max-tokens", type=int, default=-1, show_default=True, help="-1: until the model stops.")
 @click.option("--ctx-size", type=int, default=None, help="Context size in tokens.")
+@click.option("--ignore-eos", is_flag=True, help="Generate --max-tokens tokens, past the model's end too.")
 @click.option("--system", default=None, help="A system message.")
 @click.option("--local", is_flag=True, help="Run in this process even when a server is running.")
 @click.option("--verbose", is_flag=True, help="Print prompt and generation speed after each answer.")
 @click.option("-d", "--detach", is_flag=True, help="Load MODEL into the running server and return (no chat).")
 def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: int | None,
-        max_tokens: int, ctx_size: int | None, system: str | None, local: bool, verbose: bool,
-        detach: bool) -> None:
+        max_tokens: int, ctx_size: int | None, ignore_eos: bool, system: str | None, local: bool,
+        verbose: bool, detach: bool) -> None:
     """Run MODEL (a store name or a .gguf path): answer PROMPT, or chat when there is none.
 
     Piped input is appended to the prompt: cat notes.txt | mr run ai/smollm2 "Summarise:"
@@ -91,13 +92,14 @@ def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: in
     piped = _read_piped_stdin()
     if piped:
         text = f"{text}\n\n{piped}" if text else piped
-    options = RunOptions(temperature=temperature, seed=seed, max_tokens=max_tokens, ctx_size=ctx_size)
+    options = RunOptions(temperature=temperature, seed=seed, max_tokens=max_tokens, ctx_size=ctx_size,
+                         ignore_eos=ignore_eos)
     backend = open_backend(model, local)
     try:
         if text.strip():
             messages = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": text}]
-            stream_reply(backend.chat(messages, options), verbose)
+            stream_reply(backend.chat(messages, options), verbose, interrupt_exits=True)
         else:
             Session(backend, options, system, verbose, model).run()
     finally:

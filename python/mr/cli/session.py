@@ -136,8 +136,10 @@ class Session:
             lines.append(more)
 
 
-def stream_reply(reply: Reply, verbose: bool) -> str:
-    """Print an answer as it comes (reasoning dimmed, apart from it); Ctrl+C stops it."""
+def stream_reply(reply: Reply, verbose: bool, interrupt_exits: bool = False) -> str:
+    """Print an answer as it comes (reasoning dimmed, apart from it); Ctrl+C stops it (the
+    request is cancelled at once). With `interrupt_exits` (a one-shot `mr run`) the interrupt
+    then propagates, so the command exits 130 rather than as if the answer were complete."""
     answer: list[str] = []
     thinking = False
     try:
@@ -156,6 +158,8 @@ def stream_reply(reply: Reply, verbose: bool) -> str:
     except KeyboardInterrupt:
         reply.close()
         click.echo()
+        if interrupt_exits:
+            raise
         return "".join(answer)
     click.echo()
     if verbose:

@@ -42,9 +42,13 @@ class LLM:
         self.options.validate()
         self.model = _native.Model(str(path), self.options.n_gpu_layers, self.options.use_mmap,
                                    self.options.repack)
-        self.n_ctx = self.options.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP)
+        self.n_ctx = config.kv_cells(self.options.n_ctx or min(self.model.n_ctx_train or 4096,
+                                                              config.DEFAULT_CTX_CAP))
         o = self.options
-        self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, o.n_batch, o.n_ubatch,
+        # llama.cpp caps a context's batch at its size, and a batch beyond the cap aborts the
+        # process (GGML_ASSERT in llama_decode): the engine must never build a larger one.
+        n_batch = min(o.n_batch, self.n_ctx)
+        self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, n_batch, min(o.n_ubatch, n_batch),
                                       o.n_threads, o.max_queue, o.prefill_chunk,
                                       o.native_flash_attn)
         self._pump = EventPump(self._engine)
@@ -202,11 +206,10 @@ class LLM:
         many per batch. Needs a reranker (rank pooling and a classifier head)."""
         if isinstance(documents, str) or not documents:
             raise InvalidArgumentError("documents must be a non-empty list of texts")
-        if self._ranker is None:
-            self._ranker = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads, True)
-        matrix, n_tokens, n_batches = self._ranker.rerank(
+        matrix, n_tokens, n_batches = self._ranker_ctx().rerank(
             _checked_text(query), [_checked_text(d) for d in documents], truncate)
         return matrix[:, 0].copy(), n_tokens, n_batches
+
     def embed_tokens(self, inputs: Sequence[Sequence[int]], normalize: bool = True,
                      truncate: bool = False) -> tuple[np.ndarray, int]:
         """One row per token list, embedded as given; and the number of tokens embedded."""
@@ -214,6 +217,20 @@ class LLM:
             raise InvalidArgumentError("input must not be empty")
         lists = [[int(t) for t in ids] for ids in inputs]
         return self._embedder_ctx().embed_tokens(lists, normalize, truncate)
+
+    def _ranker_ctx(self) -> _native.Embedder:
+        with self._init_lock:  # one context, however many threads rerank at once
+            if self._ranker is None:
+                self._ranker = _native.Embedder(self.model, self.n_ctx, 32, self.options.n_threads, True)
+            return self._ranker
+
+    def cancel_embeddings(self, why: str) -> None:
+        """End the embed and rerank calls running or waiting on this model (CutShortError, with
+        `why`) within one compute step; later calls run as usual. Thread-safe."""
+        with self._init_lock:
+            contexts = [c for c in (self._embedder, self._ranker) if c is not None]
+        for context in contexts:
+            context.cancel(why)
 
     @property
     def has_embedder(self) -> bool:
@@ -242,7 +259,9 @@ class LLM:
         return any(name in ("AMX", "CPU_REPACK", "CPU_KLEIDIAI") for name in self.model.weight_buffers)
 
     def close(self) -> None:
-        """Stop the engine (running requests end as cut short) and its event pump. Idempotent."""
+        """Stop the engine (running requests end as cut short, embeddings too) and its event
+        pump. Idempotent."""
+        self.cancel_embeddings("the model was closed")
         self._finalizer()
 
     def __enter__(self) -> LLM:

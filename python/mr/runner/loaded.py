@@ -44,7 +44,8 @@ class LoadedModel:
     timer: asyncio.TimerHandle | None = None
     embed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     embed_waiting: int = 0  # embedding requests queued behind embed_lock
-    embedder_memory: int = 0  # the embedding context, counted once it is created
+    embedder_memory: int = 0  # the embedding contexts, counted once each is reserved
+    contexts: set[str] = field(default_factory=set)  # which ones: "embed", "rank"
     draining: bool = False  # unloaded while busy: still running, still in memory
     hold: Any = None  # the source's hold on the model's files (StoreSource.hold)
     closed: asyncio.Future[None] | None = None  # set while its engine stops in a worker thread

@@ -240,10 +240,11 @@ class Runner:
             log.info("evicting %s to %s", victim.name, purpose)
             self._unload(victim)
 
-    def reserve_embedder(self, model: LoadedModel) -> None:
-        """Count the embedding context (created on first use: its own KV cache and compute
-        buffers) in the budget before it exists, making room as for a load."""
-        if model.embedder_memory:
+    def reserve_embedder(self, model: LoadedModel, kind: str = "embed") -> None:
+        """Count an embedding context (`embed`, or `rank` for reranking; each is created on
+        first use, with its own KV cache and compute buffers) in the budget before it exists,
+        making room as for a load."""
+        if kind in model.contexts:
             return
         extra = model.estimate.kv_cache + model.estimate.compute
         if model.memory + extra > self._pool():
@@ -252,7 +253,8 @@ class Runner:
                 f"than the memory budget of {human(self._pool())} leaves; raise the budget "
                 f"(--memory-budget) or lower the context size")
         self._evict_for(extra, f"create the embedding context of {model.name}", keep=model)
-        model.embedder_memory = extra
+        model.embedder_memory += extra
+        model.contexts.add(kind)
 
     # ---- unloading ----
 
@@ -376,11 +378,13 @@ class Runner:
     # ---- shutdown ----
 
     def drain(self) -> None:
-        """End every in-flight stream (server shutdown): their clients get an error saying so."""
+        """End every in-flight stream and embedding (server shutdown): their clients get an
+        error saying so, and no native call keeps a worker thread (and the process) alive."""
         self._closed = True
-        for model in list(self._loaded.values()):
+        for model in [*self._loaded.values(), *self._draining]:
             for stream in list(model.streams):
                 stream.abort("the server is shutting down")
+            model.llm.cancel_embeddings("the server is shutting down")
 
     async def close(self) -> None:
         self.drain()

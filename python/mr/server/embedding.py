@@ -6,7 +6,9 @@ before it is created, and token-id inputs embedded as given."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from mr.server.errors import invalid
 
 MAX_INPUTS = 2048  # OpenAI's cap, for every embedding route
 Item = str | Sequence[int]
+T = TypeVar("T")
 
 
 def check_count(items: Sequence[object], param: str = "input") -> None:
@@ -31,20 +34,45 @@ async def run(ctx: ServerContext, lease: Lease, items: list[Item], truncate: boo
               normalize: bool = True) -> tuple[np.ndarray, int]:
     """(one row per input, input tokens). One request at a time uses a model's embedding
     context; at most `max_embed_queue` wait for it."""
+    async with turn(ctx, lease, "embed"):
+        return await in_worker(lease.llm, lambda: _embed(lease.llm, items, truncate, normalize))
+
+
+@contextlib.asynccontextmanager
+async def turn(ctx: ServerContext, lease: Lease, kind: str) -> AsyncIterator[None]:
+    """A turn on the model's embedding contexts (embeddings and rerank alike): a bounded wait
+    (503 + Retry-After past it, like the generation queue), their memory counted in the budget
+    before they are created."""
     model = lease.model
     if model.embed_waiting >= ctx.runner.config.max_embed_queue:
         raise OverloadedError(f"too many embedding requests are waiting for {model.name} "
                               f"({model.embed_waiting}); try again shortly")
-    ctx.runner.reserve_embedder(model)
+    ctx.runner.reserve_embedder(model, kind)
     model.embed_waiting += 1
     try:
         await model.embed_lock.acquire()
     finally:
         model.embed_waiting -= 1
     try:
-        return await asyncio.to_thread(_embed, lease.llm, items, truncate, normalize)
+        yield
     finally:
         model.embed_lock.release()
+
+
+async def in_worker(llm: LLM, call: Callable[[], T]) -> T:
+    """Run a native embedding call in a worker thread. If this task is cancelled (the client
+    left, the server shuts down) the native work is cancelled too, and the turn ends only once
+    the thread has let go of the context: an abandoned call would otherwise hold the context
+    (and a worker thread) for as long as its batches take, minutes for a large request, and
+    keep a stopping server from exiting."""
+    work = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        llm.cancel_embeddings("the request was cancelled")
+        with contextlib.suppress(BaseException):
+            await work
+        raise
 
 
 def _embed(llm: LLM, items: list[Item], truncate: bool, normalize: bool) -> tuple[np.ndarray, int]:

@@ -168,7 +168,8 @@ async def embed(request: Req, data: Annotated[EmbedRequest, Body()]) -> Response
     clock = convert.Clock()
     async with await ctx.runner.acquire(data.model, convert.keep_alive(data.keep_alive)) as lease:
         clock.mark_loaded()
-        matrix, n_tokens = await run_embeddings(ctx, lease, texts, truncate=data.truncate)
+        matrix, n_tokens = await until_disconnect(
+            request, run_embeddings(ctx, lease, texts, truncate=data.truncate), lambda: None)
     rows = shape(matrix, data.dimensions).tolist()
     t = clock.timings(n_tokens, 0)
     return _json({"model": data.model, "embeddings": rows, "total_duration": t.total_duration,
@@ -180,7 +181,8 @@ async def embeddings(request: Req, data: Annotated[LegacyEmbeddingsRequest, Body
     ctx = server_context(request)
     lease = await ctx.runner.acquire(data.model, convert.keep_alive(data.keep_alive))
     async with lease:
-        matrix, _ = await run_embeddings(ctx, lease, [data.prompt], truncate=True, normalize=False)
+        matrix, _ = await until_disconnect(
+            request, run_embeddings(ctx, lease, [data.prompt], truncate=True, normalize=False), lambda: None)
     return _json({"embedding": matrix[0].tolist()})
 
 

@@ -11,6 +11,7 @@ from litestar.params import Body
 
 from mr.server import embedding, sse
 from mr.server.context import Req, server_context
+from mr.server.disconnect import until_disconnect
 from mr.server.embedding import Item
 from mr.server.errors import invalid
 from mr.server.openai import params
@@ -50,7 +51,8 @@ async def embeddings(request: Req, data: Annotated[EmbeddingRequest, Body()]) ->
     await params.log_unknown_fields(request, EmbeddingRequest)
     items = items_of(data.input)
     async with await ctx.runner.acquire(data.model) as lease:
-        matrix, n_tokens = await embedding.run(ctx, lease, items)
+        # a client that leaves cancels the native work (see embedding.in_worker)
+        matrix, n_tokens = await until_disconnect(request, embedding.run(ctx, lease, items), lambda: None)
     rows = encode_rows(shape(matrix, data.dimensions), data.encoding_format)
     ctx.metrics.tokens(lease.model.name, n_tokens, 0)
     body = EmbeddingResponse(

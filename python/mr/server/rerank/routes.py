@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from typing import Annotated
@@ -12,8 +11,9 @@ from litestar import Response, post
 from litestar.params import Body
 
 from mr.runner import Lease, Runner
-from mr.server import sse
-from mr.server.context import Req, server_context
+from mr.server import embedding, sse
+from mr.server.context import Req, ServerContext, server_context
+from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid
 from mr.server.rerank.protocol import (
     DocumentIn,
@@ -37,11 +37,12 @@ async def require_reranker(runner: Runner, model: str) -> None:
                                f"`mr configure --mode reranking {name}`")
 
 
-async def score_pairs(lease: Lease, query: str, documents: list[str],
+async def score_pairs(ctx: ServerContext, lease: Lease, query: str, documents: list[str],
                       truncate: bool) -> tuple[np.ndarray, int]:
     """Scores of `documents` against `query` and the tokens processed (one embedder at a time)."""
-    async with lease.model.embed_lock:
-        scores, n_tokens, _batches = await asyncio.to_thread(lease.llm.rerank, query, documents, truncate)
+    async with embedding.turn(ctx, lease, "rank"):
+        scores, n_tokens, _batches = await embedding.in_worker(
+            lease.llm, lambda: lease.llm.rerank(query, documents, truncate))
     return scores, n_tokens
 
 
@@ -55,7 +56,8 @@ async def rerank(request: Req, data: Annotated[RerankRequest, Body()]) -> Respon
     texts = [_text(d) for d in data.documents]
     await require_reranker(ctx.runner, data.model)
     async with await ctx.runner.acquire(data.model) as lease:
-        scores, n_tokens = await score_pairs(lease, data.query, texts, data.truncate)
+        scores, n_tokens = await until_disconnect(
+            request, score_pairs(ctx, lease, data.query, texts, data.truncate), lambda: None)
     order = sorted(range(len(texts)), key=lambda i: -float(scores[i]))[: data.top_n]
     results = [RerankResult(index=i, relevance_score=float(scores[i]),
                             document=DocumentOut(text=texts[i]) if data.return_documents else None)
@@ -90,7 +92,9 @@ async def score(request: Req, data: Annotated[ScoreRequest, Body()]) -> Response
     await require_reranker(ctx.runner, data.model)
     async with await ctx.runner.acquire(data.model) as lease:
         for query, indices in by_query.items():  # one batched call per distinct first text
-            scores, n_tokens = await score_pairs(lease, query, [pairs[i][1] for i in indices], data.truncate)
+            documents = [pairs[i][1] for i in indices]
+            scores, n_tokens = await until_disconnect(
+                request, score_pairs(ctx, lease, query, documents, data.truncate), lambda: None)
             out[indices] = scores
             total += n_tokens
     ctx.metrics.tokens(lease.model.name, total, 0)
