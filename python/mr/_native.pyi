@@ -161,10 +161,13 @@ class Embedder:
     def embed_tokens(
         self, inputs: list[list[int]], normalize: bool = True, truncate: bool = False
     ) -> tuple[npt.NDArray[np.float32], int]: ...
+    def cancel(self, why: str) -> None:
+        """End every call running or waiting on this embedder with CutShortError(why)."""
     @property
     def pooling_type(self) -> int: ...
     @property
-    def n_ctx(self) -> int: ...
+    def n_ctx(self) -> int:
+        """The longest input: the context asked for, rounded up to what llama.cpp allocates."""
 
 class ChatParser:
     def parse(self, text: str, partial: bool) -> str: ...
