@@ -10,6 +10,7 @@
 #include "mr/errors.hpp"
 #include "mr/log.hpp"
 #include "mr/model.hpp"
+#include "mr/rpc.hpp"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -72,6 +73,20 @@ py::list to_py(std::vector<mr::Event>&& events) {
     return out;
 }
 
+// (endpoint, device name, free bytes, total bytes) per worker device.
+py::list to_py(const std::vector<mr::rpc::WorkerDevice>& devices) {
+    py::list out;
+    for (const auto& d : devices) out.append(py::make_tuple(d.endpoint, d.name, d.free, d.total));
+    return out;
+}
+
+// (device, host, layers, output) per device holding layers.
+py::list to_py(const std::vector<mr::Placement>& placement) {
+    py::list out;
+    for (const auto& p : placement) out.append(py::make_tuple(p.device, p.host, p.layers, p.output));
+    return out;
+}
+
 void set_log_handler(py::function handler, int min_level) {
     auto shared = std::make_shared<py::function>(std::move(handler));
     mr::log::set_sink(
@@ -101,11 +116,35 @@ PYBIND11_MODULE(_native, m) {
     m.def("set_log_level", &mr::log::set_level, "min_level"_a);
     m.def("clear_log_handler", &mr::log::clear_sink, release_gil());
 
+    m.def(
+        "probe_workers",
+        [](const std::vector<std::string>& endpoints) {
+            std::vector<mr::rpc::WorkerDevice> devices;
+            {
+                py::gil_scoped_release nogil;
+                devices = mr::rpc::Workers(endpoints).devices();
+            }
+            return to_py(devices);
+        },
+        "endpoints"_a);
+    m.def(
+        "serve_worker",
+        [](const std::string& host, int port, int n_threads, size_t mem_limit,
+           std::function<void(const std::string&, bool)> on_client) {
+            mr::rpc::serve({host, port, n_threads, mem_limit}, std::move(on_client));
+        },
+        "host"_a, "port"_a, "n_threads"_a, "mem_limit"_a, "on_client"_a, release_gil());
+
     py::class_<mr::Model, std::shared_ptr<mr::Model>>(m, "Model")
-        .def(py::init([](const std::string& path, int n_gpu_layers, bool use_mmap, bool repack) {
-                 return mr::Model::load({path, n_gpu_layers, use_mmap, repack});
+        .def(py::init([](const std::string& path, int n_gpu_layers, bool use_mmap, bool repack,
+                         const std::vector<std::string>& rpc_workers) {
+                 return mr::Model::load({path, n_gpu_layers, use_mmap, repack, rpc_workers});
              }),
-             "path"_a, "n_gpu_layers"_a = -1, "use_mmap"_a = true, "repack"_a = true, release_gil())
+             "path"_a, "n_gpu_layers"_a = -1, "use_mmap"_a = true, "repack"_a = true,
+             "rpc_workers"_a = std::vector<std::string>{}, release_gil())
+        .def_property_readonly("placement", [](const mr::Model& self) { return to_py(self.placement()); })
+        .def_property_readonly("workers", [](const mr::Model& self) { return to_py(self.workers()); })
+        .def_property_readonly("lost_worker", &mr::Model::lost_worker)
         .def_property_readonly("weight_buffers",
                                [](const mr::Model& self) {
                                    py::dict out;
