@@ -64,14 +64,11 @@ Workers::Workers(const std::vector<std::string>& endpoints) : endpoints_(endpoin
     }
     for (const auto& endpoint : endpoints_) {
         try {
-            // A backend holds the connection: llama.cpp's loads and queries reuse it.
-            holders_.emplace_back(ggml_backend_rpc_init(endpoint.c_str(), 0));
+            // A backend holds the connection: llama.cpp's loads and queries reuse it. A failed
+            // connection (a model that lost this worker and is still unloading) is replaced.
+            holders_.emplace_back(ggml_backend_rpc_connect(endpoint.c_str()));
         } catch (const std::exception& e) {
             throw ModelLoadError(e.what());
-        }
-        if (ggml_backend_rpc_endpoint_failed(endpoint.c_str())) {
-            throw ModelLoadError("the connection to the RPC worker at " + endpoint +
-                                 " was lost and the model that used it is still unloading; try again");
         }
         ggml_backend_reg_t reg = ggml_backend_rpc_add_server(endpoint.c_str());
         for (size_t i = 0; reg != nullptr && i < ggml_backend_reg_dev_count(reg); ++i) {
@@ -88,10 +85,8 @@ Workers::Workers(const std::vector<std::string>& endpoints) : endpoints_(endpoin
 }
 
 std::string Workers::lost() const {
-    for (const auto& endpoint : endpoints_) {
-        if (ggml_backend_rpc_endpoint_failed(endpoint.c_str())) {
-            return "lost the connection to the RPC worker at " + endpoint;
-        }
+    for (size_t i = 0; i < holders_.size(); ++i) {
+        if (ggml_backend_rpc_failed(holders_[i].get())) return "lost the connection to the RPC worker at " + endpoints_[i];
     }
     return {};
 }

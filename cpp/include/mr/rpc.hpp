@@ -4,7 +4,7 @@
 // The RPC protocol has no authentication: a worker must only be reachable on a trusted network.
 // A worker serves one client (one mr process) at a time; a connection that fails is marked failed
 // by ggml (vendor/patches/0002-*): its calls then complete at once and the model using it ends its
-// requests with an error instead of taking the process down.
+// requests with an error instead of taking the process down; the next load opens a new one.
 #pragma once
 
 #include <cstddef>
