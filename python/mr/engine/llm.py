@@ -22,7 +22,9 @@ from mr.engine.pump import Event, EventPump
 from mr.engine.render import render
 from mr.engine.stream import AsyncStream, Stream
 from mr.engine.types import ChatOptions
+from mr.engine.workers import placement_of
 from mr.errors import InvalidArgumentError
+from mr.rpc import LayerPlacement
 
 Prompt = str | Sequence[int] | np.ndarray
 
@@ -40,7 +42,7 @@ class LLM:
         self.options = options or EngineOptions()
         self.options.validate()
         self.model = _native.Model(str(path), self.options.n_gpu_layers, self.options.use_mmap,
-                                   self.options.repack)
+                                   self.options.repack, list(self.options.rpc))
         self.n_ctx = self.options.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP)
         o = self.options
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, o.n_batch, o.n_ubatch,
@@ -218,6 +220,17 @@ class LLM:
     def repacked(self) -> bool:
         """Whether the CPU backend repacked the weights (AMX tiles, interleaved SIMD blocks)."""
         return any(name in ("AMX", "CPU_REPACK", "CPU_KLEIDIAI") for name in self.model.weight_buffers)
+
+    @property
+    def placement(self) -> list[LayerPlacement]:
+        """Where the layers live: this machine's devices and the RPC workers'."""
+        return placement_of(self.model)
+
+    @property
+    def lost_worker(self) -> str:
+        """Why an RPC worker's connection failed ("" while all are up, or without workers): the
+        model's requests then end with that error until it is loaded again."""
+        return self.model.lost_worker
 
     def close(self) -> None:
         """Stop the engine (running requests end as cut short) and its event pump. Idempotent."""

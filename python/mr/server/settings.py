@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, kw_only=True):
     request_log_body_bytes: int = 64 << 10  # each recorded body is cut at this size
     tls_cert: str | None = None  # PEM certificate (chain): serve HTTPS
     tls_key: str | None = None  # its PEM private key
+    rpc: list[str] = msgspec.field(default_factory=list)  # llama.cpp RPC workers for the models' layers
 
     @property
     def is_loopback(self) -> bool:
@@ -154,6 +155,7 @@ _ENV = [
     ("MR_REQUEST_LOG_BODY_BYTES", "request_log_body_bytes", int),
     ("MR_TLS_CERT", "tls_cert", str),
     ("MR_TLS_KEY", "tls_key", str),
+    ("MR_RPC", "rpc", _csv),
 ]
 
 FOREVER = math.inf
