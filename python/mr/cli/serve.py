@@ -76,6 +76,10 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="The certificate's PEM private key [MR_TLS_KEY].")
 @click.option("--request-log", "request_log_size", type=click.IntRange(0, 10000), default=None,
               help="Requests kept per model for `mr requests`; 0 = off [MR_REQUEST_LOG_SIZE; default 10].")
+@click.option("--repack/--no-repack", default=None,
+              help="Repack weights for the CPU's fastest kernels (AMX, AVX-512); RPC workers never "
+                   "do, so --no-repack gives a split model the local model's exact answers "
+                   "[MR_REPACK; default on].")
 @click.option("--rpc", default=None,
               help="llama.cpp RPC workers (`mr worker`) that take a share of every model's layers: "
                    "HOST:PORT[,HOST:PORT...]; per model: mr configure --rpc [MR_RPC].")
@@ -108,7 +112,8 @@ def _settings(options: dict[str, Any]) -> Any:
                "ctx_size": "ctx_size", "keep_alive": "keep_alive", "models_dir": "models_dir",
                "max_queue": "max_queue", "memory_budget": "memory_budget", "threads": "threads",
                "gpu_layers": "gpu_layers", "tls_cert": "tls_cert", "tls_key": "tls_key",
-               "request_log_size": "request_log_size", "flash_attn": "flash_attn", "no_auth": "no_auth"}
+               "request_log_size": "request_log_size", "flash_attn": "flash_attn", "no_auth": "no_auth",
+               "repack": "repack"}
     for option, field in mapping.items():
         if options.get(option) is not None:
             setattr(settings, field, options[option])

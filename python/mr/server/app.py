@@ -36,7 +36,8 @@ def runner_config(settings: Settings) -> RunnerConfig:
                         max_queue=settings.max_queue, memory_budget=settings.memory_budget,
                         load_timeout=settings.load_timeout,
                         n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
-                        flash_attn=settings.flash_attn, rpc=parse_endpoints(settings.rpc))
+                        flash_attn=settings.flash_attn, repack=settings.repack,
+                        rpc=parse_endpoints(settings.rpc))
 
 
 def build_context(settings: Settings, store: Store | None = None,
