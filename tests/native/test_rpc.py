@@ -4,6 +4,8 @@ crash or a hang."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +82,32 @@ def test_a_worker_killed_mid_generation_ends_the_request_with_an_error(
         assert again.lost_worker == ""
         assert len(again.generate(PROMPT, GREEDY, max_tokens=4).text()) > 0
     llm.close()
+
+
+CLIENT = """
+import sys
+from mr.engine import LLM, EngineOptions, SamplingOptions
+llm = LLM(sys.argv[1], EngineOptions(n_ctx=4096, n_slots=1, rpc=(sys.argv[2],)))
+for i, _ in enumerate(llm.generate("Tell me", SamplingOptions(temperature=0), max_tokens=int(sys.argv[3]),
+                                   ignore_eos=True)):
+    if i == 3:
+        print("streaming", flush=True)
+"""
+
+
+def test_a_client_killed_mid_generation_leaves_the_worker_serving_the_next(
+        six_layers: Path, tmp_path: Path) -> None:
+    with Worker(tmp_path) as worker:
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, str(six_layers), worker.endpoint, "4000"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert client.stdout is not None and client.stdout.readline().strip() == "streaming"
+        client.kill()
+        client.wait(timeout=30)
+        again = subprocess.run([sys.executable, "-c", CLIENT, str(six_layers), worker.endpoint, "8"],
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert worker.proc is not None and worker.proc.poll() is None
+        assert sum(line.endswith(" connected") for line in worker.clients()) == 2
 
 
 def test_a_worker_reports_the_memory_it_was_given(tmp_path: Path) -> None:
