@@ -2,8 +2,9 @@
 
 - rpc: single-stream decode of the model on this process alone, and split across this process
   and two `mr worker` processes on loopback ports (llama.cpp's RPC backend, the layers spread by
-  memory: about a third each). Workers compute with ggml's plain CPU kernels, so the split is also
-  compared with the local model without repacking: that ratio is the RPC cost per step alone.
+  memory: about a third each). Once with one thread per process and no repacking (workers compute
+  with ggml's plain CPU kernels; no process waits for a core): the RPC cost per step alone; once
+  as mr runs by default (the suite's threads in each process, repacking on).
 - replicas: aggregate tokens/s of N streaming requests against one `mr serve`, against the same
   server behind HAProxy (deploy/haproxy.cfg: the balancer's own cost), and against two replicas
   behind it, each with half the threads (the same cores in all).
@@ -52,10 +53,10 @@ def run(ctx: Context) -> None:
 
 # ---- a model over RPC workers ----
 
-def _worker(ctx: Context, stack: ExitStack, name: str) -> str:
+def _worker(ctx: Context, stack: ExitStack, name: str, threads: int) -> str:
     """An `mr worker` on a free loopback port, stopped with the stack; its endpoint."""
     port = free_port()
-    cmd = [sys.executable, "-m", "mr", "worker", "--port", str(port), "--threads", str(ctx.threads)]
+    cmd = [sys.executable, "-m", "mr", "worker", "--port", str(port), "--threads", str(threads)]
     proc, log, _ = _spawn(name, cmd, ctx.out)
     stack.callback(_stop, proc, log)
     _wait(lambda: "serving this machine" in (ctx.out / f"{name}.log").read_text() and _listening(port),
@@ -70,24 +71,28 @@ def _listening(port: int) -> bool:
 
 
 def rpc_split(ctx: Context) -> None:
+    """Twice: one thread in every process, no repacking (the same arithmetic and no process
+    waiting for a core: the RPC cost alone), then as mr runs by default (every process with the
+    suite's threads, repacking on): three processes then share this machine's cores."""
     b, res = ctx.budget, ctx.results
-    with ExitStack() as stack:
-        workers = (_worker(ctx, stack, "rpc-worker-1"), _worker(ctx, stack, "rpc-worker-2"))
-        # the models are gone (their connections closed) before the workers stop
-        measured = _measure_split(ctx, workers)
-    figures = {name: res.add(Measure(PART, f"tg{b.tg_tokens} {name}", "mr-engine", "tok/s", values, params))
-               for name, (values, params) in measured.items()}
-    res.add_ratio(ratio(PART, "split 1+2 / local tg", figures["split 1+2"], figures["local"]))
-    res.add_ratio(ratio(PART, "split 1+2 / local tg (no repack)", figures["split 1+2 (no repack)"],
-                        figures["local (no repack)"]))
-    per_step = [(1 / s - 1 / lo) * 1e3 for s, lo in zip(figures["split 1+2 (no repack)"].runs,
-                                                        figures["local (no repack)"].runs, strict=True)]
-    res.add(Measure(PART, "rpc cost per step", "mr-engine", "ms", per_step, {"workers": 2},
-                    note="split minus local time per decode step, same kernels (no repack), pairwise"))
+    for threads, repack, label in ((1, False, "1 thread each, no repack"),
+                                   (ctx.threads, True, f"{ctx.threads} threads each")):
+        with ExitStack() as stack:
+            workers = tuple(_worker(ctx, stack, f"rpc-worker-{i}-t{threads}", threads) for i in (1, 2))
+            # the models are gone (their connections closed) before the workers stop
+            measured = _measure_split(ctx, workers, threads, repack)
+        local, split = (res.add(Measure(PART, f"tg{b.tg_tokens} {name} ({label})", "mr-engine", "tok/s",
+                                        values, params)) for name, (values, params) in measured.items())
+        res.add_ratio(ratio(PART, f"split 1+2 / local tg ({label})", split, local))
+        per_step = [(1 / sp - 1 / lo) * 1e3 for sp, lo in zip(split.runs, local.runs, strict=True)]
+        res.add(Measure(PART, f"rpc cost per step ({label})", "mr-engine", "ms", per_step,
+                        {"workers": 2, "threads": threads, "repack": repack},
+                        note="split minus local time per decode step, pairwise"))
 
 
-def _measure_split(ctx: Context, workers: tuple[str, ...]) -> dict[str, tuple[list[float], dict]]:
-    """tgN of the model local and split, with and without repacking, A B C D A B C D."""
+def _measure_split(ctx: Context, workers: tuple[str, ...], threads: int,
+                   repack: bool) -> dict[str, tuple[list[float], dict]]:
+    """tgN of the model in this process alone and split with the workers, A B A B."""
     import msgspec
 
     from mr.engine import LLM
@@ -95,27 +100,24 @@ def _measure_split(ctx: Context, workers: tuple[str, ...]) -> dict[str, tuple[li
     b = ctx.budget
     systems: dict[str, LLM] = {}
     try:
-        variants = (("local", True, ()), ("split 1+2", True, workers),
-                    ("local (no repack)", False, ()), ("split 1+2 (no repack)", False, workers))
-        for name, repack, rpc in variants:
+        for name, rpc in (("local", ()), ("split 1+2", workers)):
             options = ctx.engine_options(slots=1, n_ctx=b.tg_tokens + 64, repack=repack)
-            options = msgspec.structs.replace(options, rpc=rpc)
+            options = msgspec.structs.replace(options, rpc=rpc, n_threads=threads)
             systems[name] = LLM(ctx.model, options)
             mr_tg(systems[name], 8)  # warm-up
         runs = [lambda llm=llm: mr_tg(llm, b.tg_tokens) for llm in systems.values()]
         out = paired(runs, b.decode_reps, ctx.deadline(), ctx.settle)
-        return {name: (values, _split_params(ctx, llm)) for (name, llm), values
+        return {name: (values, _split_params(llm, threads)) for (name, llm), values
                 in zip(systems.items(), out, strict=True)}
     finally:
         for llm in systems.values():
             llm.close()
 
 
-def _split_params(ctx: Context, llm: LLM) -> dict[str, object]:
+def _split_params(llm: LLM, threads: int) -> dict[str, object]:
     placement = [f"{p.device}@{p.host or 'local'}:{p.layers}{'+out' if p.output else ''}"
                  for p in llm.placement]
-    return {"threads": ctx.threads, "worker_threads": ctx.threads, "repack": llm.repacked,
-            "placement": placement}
+    return {"threads": threads, "worker_threads": threads, "repack": llm.repacked, "placement": placement}
 
 
 # ---- replicas behind HAProxy ----

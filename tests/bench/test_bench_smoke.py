@@ -23,6 +23,7 @@ SIGNED = ("host overhead", "event-loop cpu per extra token", "event-loop user cp
           "rpc cost per step")  # split minus local: noise on a busy machine can make it negative
 
 pytestmark = pytest.mark.slow
+ONE = "1 thread each, no repack"  # the scale part's RPC figures without core contention
 
 
 def built(tool: str) -> bool:
@@ -84,10 +85,11 @@ def test_mr_figures_are_there(quick: dict[str, Any]) -> None:
                 ("prefix", "ttft cold", "mr-engine"), ("prefix", "ttft cached", "mr-engine"),
                 ("prefix", "ttft cached", "mr-serve"), ("embeddings", "embed", "mr-engine"),
                 ("load", "model load", "mr-engine"), ("load", "peak RSS", "mr-engine"),
-                ("pull", "pull", "mr-store"), ("scale", "tg16 local", "mr-engine"),
-                ("scale", "tg16 split 1+2", "mr-engine"), ("scale", "rpc cost per step", "mr-engine")]:
+                ("pull", "pull", "mr-store"), ("scale", f"tg16 local ({ONE})", "mr-engine"),
+                ("scale", f"tg16 split 1+2 ({ONE})", "mr-engine"),
+                ("scale", f"rpc cost per step ({ONE})", "mr-engine")]:
         assert key in found, key
-    split = found[("scale", "tg16 split 1+2", "mr-engine")]["params"]["placement"]
+    split = found[("scale", f"tg16 split 1+2 ({ONE})", "mr-engine")]["params"]["placement"]
     assert len(split) == 3 and all("RPC" in p for p in split[1:])  # this process and two workers
     if shutil.which("haproxy") or os.path.exists("/usr/sbin/haproxy"):
         for name in ("one server", "one server behind haproxy", "two replicas behind haproxy"):
