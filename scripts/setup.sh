@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Sets up everything mr needs on a fresh Debian/Ubuntu machine, idempotently:
-# system packages (ccache for fast rebuilds, docker-registry for the store tests), a virtual
-# environment in .venv, and an editable build of mr with a persistent build directory.
+# system packages (ccache for fast rebuilds, docker-registry for the store tests, haproxy for the
+# replica tests), a virtual environment in .venv, and an editable build of mr with a persistent
+# build directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v ccache >/dev/null 2>&1 || need+=(ccache)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)  # the replica tests run deploy/haproxy.cfg
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -11,6 +11,7 @@
 #include "mr/log.hpp"
 #include "mr/model.hpp"
 #include "mr/text.hpp"
+#include "mr/rpc.hpp"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -85,6 +86,49 @@ py::list to_py(std::vector<mr::Event>&& events) {
     return out;
 }
 
+// (endpoint, device name, free bytes, total bytes) per worker device.
+py::list to_py(const std::vector<mr::rpc::WorkerDevice>& devices) {
+    py::list out;
+    for (const auto& d : devices) out.append(py::make_tuple(d.endpoint, d.name, d.free, d.total));
+    return out;
+}
+
+// (device, host, layers, output) per device holding layers.
+py::list to_py(const std::vector<mr::Placement>& placement) {
+    py::list out;
+    for (const auto& p : placement) out.append(py::make_tuple(p.device, p.host, p.layers, p.output));
+    return out;
+}
+
+// Runs `free` without the GIL when this thread holds it. Freeing a native object can wait on
+// native threads (an engine's, an RPC connection's) that may be waiting for the GIL themselves,
+// to hand a log line to Python: with the GIL held here, both would wait forever.
+template <class F>
+void without_gil(F&& free) {
+    if (PyGILState_Check()) {
+        py::gil_scoped_release nogil;
+        free();
+    } else {
+        free();
+    }
+}
+
+struct FreeWithoutGil {
+    template <class T>
+    void operator()(T* p) const {
+        without_gil([p] { delete p; });
+    }
+};
+
+template <class T>
+using Owned = std::unique_ptr<T, FreeWithoutGil>;
+
+// The model as Python holds it: the last reference, wherever it goes, is dropped without the GIL.
+std::shared_ptr<mr::Model> held(std::shared_ptr<mr::Model> model) {
+    mr::Model* raw = model.get();
+    return std::shared_ptr<mr::Model>(raw, [model](mr::Model*) mutable { without_gil([&model] { model.reset(); }); });
+}
+
 void set_log_handler(py::function handler, int min_level) {
     auto shared = std::make_shared<py::function>(std::move(handler));
     mr::log::set_sink(
@@ -126,12 +170,35 @@ PYBIND11_MODULE(_native, m) {
               return py::bytes(mr::FrameFormat{std::string(head), std::string(tail), chunked}.render(text));
           },
           "head"_a, "tail"_a, "chunked"_a, "text"_a);
+    m.def(
+        "probe_workers",
+        [](const std::vector<std::string>& endpoints) {
+            std::vector<mr::rpc::WorkerDevice> devices;
+            {
+                py::gil_scoped_release nogil;
+                devices = mr::rpc::Workers(endpoints).devices();
+            }
+            return to_py(devices);
+        },
+        "endpoints"_a);
+    m.def(
+        "serve_worker",
+        [](const std::string& host, int port, int n_threads, size_t mem_limit,
+           std::function<void(const std::string&, bool)> on_client) {
+            mr::rpc::serve({host, port, n_threads, mem_limit}, std::move(on_client));
+        },
+        "host"_a, "port"_a, "n_threads"_a, "mem_limit"_a, "on_client"_a, release_gil());
 
     py::class_<mr::Model, std::shared_ptr<mr::Model>>(m, "Model")
-        .def(py::init([](const std::string& path, int n_gpu_layers, bool use_mmap, bool repack) {
-                 return mr::Model::load({path, n_gpu_layers, use_mmap, repack});
+        .def(py::init([](const std::string& path, int n_gpu_layers, bool use_mmap, bool repack,
+                         const std::vector<std::string>& rpc_workers) {
+                 return held(mr::Model::load({path, n_gpu_layers, use_mmap, repack, rpc_workers}));
              }),
-             "path"_a, "n_gpu_layers"_a = -1, "use_mmap"_a = true, "repack"_a = true, release_gil())
+             "path"_a, "n_gpu_layers"_a = -1, "use_mmap"_a = true, "repack"_a = true,
+             "rpc_workers"_a = std::vector<std::string>{}, release_gil())
+        .def_property_readonly("placement", [](const mr::Model& self) { return to_py(self.placement()); })
+        .def_property_readonly("workers", [](const mr::Model& self) { return to_py(self.workers()); })
+        .def_property_readonly("lost_worker", &mr::Model::lost_worker)
         .def_property_readonly("weight_buffers",
                                [](const mr::Model& self) {
                                    py::dict out;
@@ -202,7 +269,7 @@ PYBIND11_MODULE(_native, m) {
         .def_readwrite("reasoning_end", &mr::SamplingParams::reasoning_end)
         .def_readwrite("reasoning_prefill", &mr::SamplingParams::reasoning_prefill);
 
-    py::class_<mr::Engine>(m, "Engine")
+    py::class_<mr::Engine, Owned<mr::Engine>>(m, "Engine")
         .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_slots, int n_batch, int n_ubatch,
                          int n_threads, int max_queue, int prefill_chunk, int flash_attn) {
                  mr::EngineParams p;
@@ -215,7 +282,7 @@ PYBIND11_MODULE(_native, m) {
                  p.max_queue = max_queue;
                  p.prefill_chunk = prefill_chunk;
                  p.flash_attn = flash_attn;
-                 return std::make_unique<mr::Engine>(std::move(model), p);
+                 return Owned<mr::Engine>(new mr::Engine(std::move(model), p));
              }),
              "model"_a, "n_ctx"_a = 4096, "n_slots"_a = 4, "n_batch"_a = 512, "n_ubatch"_a = 512,
              "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, "flash_attn"_a = -1, release_gil())
@@ -272,10 +339,10 @@ PYBIND11_MODULE(_native, m) {
              })
         .def("shutdown", &mr::Engine::shutdown, release_gil());
 
-    py::class_<mr::Embedder>(m, "Embedder")
+    py::class_<mr::Embedder, Owned<mr::Embedder>>(m, "Embedder")
         .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_seq_max, int n_threads, bool rank) {
-                 return std::make_unique<mr::Embedder>(std::move(model),
-                                                       mr::EmbedderParams{n_ctx, n_seq_max, n_threads, rank});
+                 return Owned<mr::Embedder>(
+                     new mr::Embedder(std::move(model), mr::EmbedderParams{n_ctx, n_seq_max, n_threads, rank}));
              }),
              "model"_a, "n_ctx"_a = 2048, "n_seq_max"_a = 32, "n_threads"_a = 0, "rank"_a = false, release_gil())
         .def("embed",

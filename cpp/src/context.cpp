@@ -30,8 +30,11 @@ bool resolved_flash_attn(const llama_context_params& params, const log::Capture&
 // threads than there are cores it throttles its barrier spinning to a few hundred spins and
 // every one of the hundreds of barriers in a decode step turns into a futex sleep and wake
 // (3x slower decode on a 2-core AMX machine). A pool per context spins on its own atomics.
-ggml_threadpool* make_threadpool(const llama_context_params& params) {
+ggml_threadpool* make_threadpool(const llama_context_params& params, bool remote) {
     ggml_threadpool_params tp = ggml_threadpool_params_default(std::max(params.n_threads, params.n_threads_batch));
+    // With RPC workers a step also waits on the network: spinning through that wait would take
+    // the cores a worker on this machine computes on. The threads sleep between graphs instead.
+    if (remote) tp.poll = 0;
     ggml_threadpool* pool = ggml_threadpool_new(&tp);
     if (pool == nullptr) throw ModelLoadError("could not start " + std::to_string(tp.n_threads) + " CPU threads");
     return pool;
@@ -42,7 +45,7 @@ ggml_threadpool* make_threadpool(const llama_context_params& params) {
 ContextPtr make_context(const Model& model, const llama_context_params& params, bool* flash_attn) {
     log::take_last_error();
     log::Capture probe("Flash Attention");
-    ContextDeleter owner{make_threadpool(params)};
+    ContextDeleter owner{make_threadpool(params, !model.workers().empty())};
     llama_context* ctx = llama_init_from_model(model.get(), params);
     if (ctx == nullptr) {
         ggml_threadpool_free(owner.pool);

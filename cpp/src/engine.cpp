@@ -417,16 +417,18 @@ bool Engine::decode_batch() {
     while (build_batch() > 0) {
         lap.to(us_batch_);
         const int ret = llama_decode(ctx_.get(), batch_.get());
+        // A lost RPC worker shows once the step's results are read: fail the step here, before a
+        // token is sampled from logits that never arrived ("" without workers).
+        const std::string lost = model_->check_workers(ctx_.get());
         lap.to(us_decode_);
-        if (ret == 0) return true;
-        if (ret == 1) {  // no room in the KV cache; nothing was written, so make room and retry
+        if (ret == 0 && lost.empty()) return true;
+        if (ret == 1 && lost.empty()) {  // no room in the KV cache; nothing was written, so make room and retry
             if (!drop_idle_cache()) evict_newest("the KV cache is full");
             continue;
         }
+        const std::string why = lost.empty() ? "llama_decode failed with code " + std::to_string(ret) : lost;
         for (Slot& slot : slots_) {
-            if (slot.active && slot.n_in_batch > 0) {
-                finish(slot, Finish::Error, "llama_decode failed with code " + std::to_string(ret), false);
-            }
+            if (slot.active && slot.n_in_batch > 0) finish(slot, Finish::Error, why, false);
         }
         return false;
     }

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <regex>
 
+#include "gguf.h"
 #include "mr/errors.hpp"
 #include "mr/log.hpp"
 
@@ -46,6 +47,50 @@ std::vector<WeightBuffer> parse_weight_buffers(const std::vector<std::string>& l
     return out;
 }
 
+// "load_tensors: layer  12 assigned to device RPC0, is_swa = 0" (llama.cpp's debug log) for each
+// repeating layer, then once more for the output layer.
+std::vector<Placement> parse_placement(const std::vector<std::string>& lines, const rpc::Workers* workers) {
+    static const std::regex re(R"(layer\s+(\d+) assigned to device ([^,\s]+))");
+    std::vector<Placement> out;
+    auto entry = [&](const std::string& device) -> Placement& {
+        for (auto& p : out) {
+            if (p.device == device) return p;
+        }
+        out.push_back({device, workers ? workers->endpoint_of(device) : "", 0, false});
+        return out.back();
+    };
+    for (size_t i = 0; i < lines.size(); ++i) {
+        std::smatch m;
+        if (!std::regex_search(lines[i], m, re)) continue;
+        Placement& p = entry(m[2].str());
+        if (i + 1 == lines.size()) {
+            p.output = true;
+        } else {
+            p.layers++;
+        }
+    }
+    return out;
+}
+
+// The model's layer count from its GGUF header, before llama.cpp loads it: the split over the
+// RPC workers depends on it.
+int block_count(const std::string& path) {
+    gguf_init_params gp{};
+    gp.no_alloc = true;
+    std::unique_ptr<gguf_context, decltype(&gguf_free)> g(gguf_init_from_file(path.c_str(), gp), gguf_free);
+    if (!g) throw ModelLoadError("llama.cpp could not read the GGUF header of " + display_name(path));
+    const int64_t arch = gguf_find_key(g.get(), "general.architecture");
+    const std::string key = std::string(arch < 0 ? "llama" : gguf_get_val_str(g.get(), arch)) + ".block_count";
+    const int64_t id = gguf_find_key(g.get(), key.c_str());
+    if (id < 0) throw ModelLoadError(display_name(path) + " has no " + key);
+    switch (gguf_get_kv_type(g.get(), id)) {
+        case GGUF_TYPE_UINT32: return static_cast<int>(gguf_get_val_u32(g.get(), id));
+        case GGUF_TYPE_INT32: return gguf_get_val_i32(g.get(), id);
+        case GGUF_TYPE_UINT64: return static_cast<int>(gguf_get_val_u64(g.get(), id));
+        default: throw ModelLoadError(display_name(path) + ": " + key + " is not an integer");
+    }
+}
+
 }  // namespace
 
 void init_backend() {
@@ -58,10 +103,10 @@ std::string system_info() {
     return llama_print_system_info();
 }
 
-Model::Model(std::unique_ptr<llama_model, ModelDeleter> model, std::string path,
-             std::vector<WeightBuffer> weight_buffers)
-    : model_(std::move(model)), vocab_(llama_model_get_vocab(model_.get())), path_(std::move(path)),
-      weight_buffers_(std::move(weight_buffers)) {}
+Model::Model(std::unique_ptr<rpc::Workers> workers, std::unique_ptr<llama_model, ModelDeleter> model,
+             std::string path, std::vector<WeightBuffer> weight_buffers, std::vector<Placement> placement)
+    : workers_(std::move(workers)), model_(std::move(model)), vocab_(llama_model_get_vocab(model_.get())),
+      path_(std::move(path)), weight_buffers_(std::move(weight_buffers)), placement_(std::move(placement)) {}
 
 std::shared_ptr<Model> Model::load(const ModelParams& params) {
     init_backend();
@@ -70,19 +115,44 @@ std::shared_ptr<Model> Model::load(const ModelParams& params) {
     mp.n_gpu_layers = params.n_gpu_layers < 0 ? 999 : params.n_gpu_layers;
     mp.load_mode = params.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
     mp.use_extra_bufts = params.repack;
+    std::unique_ptr<rpc::Workers> workers;
+    rpc::Split split;
+    if (!params.rpc_workers.empty()) {
+        workers = std::make_unique<rpc::Workers>(params.rpc_workers);
+        split = rpc::plan_split(*workers, block_count(params.path), params.n_gpu_layers);
+        mp.devices = split.devices.data();
+        mp.tensor_split = split.tensor_split.data();
+        mp.n_gpu_layers = split.n_gpu_layers;
+    }
     log::take_last_error();
+    log::Capture layers("assigned to device");
     log::Capture buffers("model buffer size");
     llama_model* raw = llama_model_load_from_file(params.path.c_str(), mp);
-    if (raw == nullptr) {
-        std::string why = log::take_last_error();
+    std::unique_ptr<llama_model, ModelDeleter> owned(raw);
+    const std::string lost = workers ? workers->lost() : "";
+    if (raw == nullptr || !lost.empty()) {  // a worker lost during the load left zeros behind
+        std::string why = lost.empty() ? log::take_last_error() : lost;
         throw ModelLoadError("llama.cpp could not load " + display_name(params.path) +
                              (why.empty() ? "" : ": " + why));
     }
-    std::unique_ptr<llama_model, ModelDeleter> owned(raw);
     if (llama_model_get_vocab(raw) == nullptr || llama_vocab_n_tokens(llama_model_get_vocab(raw)) <= 0) {
         throw ModelLoadError("model has no vocabulary: " + display_name(params.path));
     }
-    return std::shared_ptr<Model>(new Model(std::move(owned), params.path, parse_weight_buffers(buffers.lines())));
+    auto placement = parse_placement(layers.lines(), workers.get());
+    return std::shared_ptr<Model>(new Model(std::move(workers), std::move(owned), params.path,
+                                            parse_weight_buffers(buffers.lines()), std::move(placement)));
+}
+
+std::vector<rpc::WorkerDevice> Model::workers() const {
+    return workers_ ? workers_->devices() : std::vector<rpc::WorkerDevice>{};
+}
+
+std::string Model::lost_worker() const { return workers_ ? workers_->lost() : ""; }
+
+std::string Model::check_workers(llama_context* ctx) const {
+    if (!workers_) return {};
+    llama_synchronize(ctx);
+    return workers_->lost();
 }
 
 std::string Model::meta_value(const char* key) const {

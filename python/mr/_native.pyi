@@ -12,12 +12,32 @@ def set_log_handler(handler: Callable[[int, str], None], min_level: int) -> None
 def set_log_level(min_level: int) -> None: ...
 def clear_log_handler() -> None: ...
 
+# (endpoint, device name, free bytes, total bytes) per device of each RPC worker
+WorkerDevice = tuple[str, str, int, int]
+
+def probe_workers(endpoints: list[str]) -> list[WorkerDevice]: ...
+def serve_worker(
+    host: str, port: int, n_threads: int, mem_limit: int, on_client: Callable[[str, bool], None]
+) -> None: ...
+
 class Model:
     def __init__(
-        self, path: str, n_gpu_layers: int = -1, use_mmap: bool = True, repack: bool = True
+        self,
+        path: str,
+        n_gpu_layers: int = -1,
+        use_mmap: bool = True,
+        repack: bool = True,
+        rpc_workers: list[str] = ...,
     ) -> None: ...
     @property
     def weight_buffers(self) -> dict[str, float]: ...
+    # (device, worker "host:port" or "" for this machine, repeating layers, holds the output layer)
+    @property
+    def placement(self) -> list[tuple[str, str, int, bool]]: ...
+    @property
+    def workers(self) -> list[WorkerDevice]: ...
+    @property
+    def lost_worker(self) -> str: ...
     @property
     def path(self) -> str: ...
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,11 @@ TOOLS = ROOT / "bench" / "build" / "bin"
 UNITS = {"tok/s", "ms", "us/token", "inputs/s", "GB/s", "MB/s", "MB", "MiB", "s"}
 # differences and tick-counted CPU times: noise can make them zero or negative
 SIGNED = ("host overhead", "event-loop cpu per extra token", "event-loop user cpu", "event-loop system cpu",
-          "step ")  # the engine's per-step split: a part under a microsecond counts as 0
+          "step ",  # the engine's per-step split: a part under a microsecond counts as 0
+          "rpc cost per step")  # split minus local: noise on a busy machine can make it negative
 
 pytestmark = pytest.mark.slow
+ONE = "1 thread each, no repack"  # the scale part's RPC figures without core contention
 
 
 def built(tool: str) -> bool:
@@ -55,7 +58,7 @@ def test_quick_suite_runs_every_part(quick: dict[str, Any]) -> None:
     failed = [r["text"] for r in quick["records"] if r["kind"] == "note" and "FAILED" in r["text"]]
     assert not failed
     assert {r["part"] for r in quick["records"] if r["kind"] == "measure"} >= {
-        "decode", "roofline", "concurrency", "http", "ceiling", "prefix", "embeddings", "load"}
+        "decode", "roofline", "concurrency", "http", "ceiling", "prefix", "embeddings", "load", "scale"}
 
 
 def test_every_figure_is_finite_positive_and_in_known_units(quick: dict[str, Any]) -> None:
@@ -85,8 +88,15 @@ def test_mr_figures_are_there(quick: dict[str, Any]) -> None:
                 ("prefix", "ttft cold", "mr-engine"), ("prefix", "ttft cached", "mr-engine"),
                 ("prefix", "ttft cached", "mr-serve"), ("embeddings", "embed", "mr-engine"),
                 ("load", "model load", "mr-engine"), ("load", "peak RSS", "mr-engine"),
-                ("pull", "pull", "mr-store")]:
+                ("pull", "pull", "mr-store"), ("scale", f"tg16 local ({ONE})", "mr-engine"),
+                ("scale", f"tg16 split 1+2 ({ONE})", "mr-engine"),
+                ("scale", f"rpc cost per step ({ONE})", "mr-engine")]:
         assert key in found, key
+    split = found[("scale", f"tg16 split 1+2 ({ONE})", "mr-engine")]["params"]["placement"]
+    assert len(split) == 3 and all("RPC" in p for p in split[1:])  # this process and two workers
+    if shutil.which("haproxy") or os.path.exists("/usr/sbin/haproxy"):
+        for name in ("one server", "one server behind haproxy", "two replicas behind haproxy"):
+            assert ("scale", f"aggregate@2 {name}", "mr-serve") in found, name
     assert found[("concurrency", "aggregate@2", "mr-engine")]["params"]["completion_tokens"] == [8, 8]
     low, high = found[("prefix", "ttft cached", "mr-engine")]["params"]["cached_tokens"]
     assert 0 <= low <= high  # how many were reused is the engine's business (tests/native)

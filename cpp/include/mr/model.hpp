@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "llama.h"
+#include "mr/rpc.hpp"
 
 namespace mr {
 
@@ -19,6 +20,8 @@ struct ModelParams {
     // Let the CPU backend repack weights into its extra buffer types (AMX tiles, AVX-512/NEON
     // interleaved blocks) as llama.cpp's tools do by default; off keeps the GGUF layout.
     bool repack = true;
+    // RPC workers ("host:port") that take a share of the layers (mr::rpc::plan_split).
+    std::vector<std::string> rpc_workers;
 };
 
 // One backend buffer holding model weights, as llama.cpp reported it while loading
@@ -26,6 +29,14 @@ struct ModelParams {
 struct WeightBuffer {
     std::string name;
     double mib = 0.0;
+};
+
+// Where the model's layers live: one entry per device that holds any.
+struct Placement {
+    std::string device;  // ggml's name: "CPU", "CUDA0", "RPC0"
+    std::string host;    // the worker's "host:port"; "" for this machine
+    int layers = 0;      // repeating layers (of n_layer)
+    bool output = false; // it also holds the output layer
 };
 
 struct ModelDeleter {
@@ -53,6 +64,14 @@ public:
     bool has_encoder() const { return llama_model_has_encoder(model_.get()); }
     bool has_decoder() const { return llama_model_has_decoder(model_.get()); }
     const std::vector<WeightBuffer>& weight_buffers() const { return weight_buffers_; }
+    const std::vector<Placement>& placement() const { return placement_; }
+    // The RPC workers' devices (empty for a model that uses none).
+    std::vector<rpc::WorkerDevice> workers() const;
+    // Why a worker's connection failed ("lost the connection to the RPC worker at ..."), or "".
+    std::string lost_worker() const;
+    // The engine's check after a decode: waits for `ctx`'s step (only with workers: a lost
+    // worker shows once the results are read) and says whether a worker was lost meanwhile.
+    std::string check_workers(llama_context* ctx) const;
 
     // Vocabulary.
     int n_vocab() const { return llama_vocab_n_tokens(vocab_); }
@@ -69,14 +88,16 @@ public:
     void check_token(llama_token token) const;
 
 private:
-    Model(std::unique_ptr<llama_model, ModelDeleter> model, std::string path,
-          std::vector<WeightBuffer> weight_buffers);
+    Model(std::unique_ptr<rpc::Workers> workers, std::unique_ptr<llama_model, ModelDeleter> model,
+          std::string path, std::vector<WeightBuffer> weight_buffers, std::vector<Placement> placement);
     std::string meta_value(const char* key) const;
 
+    std::unique_ptr<rpc::Workers> workers_;  // before model_: the connections outlive the weights
     std::unique_ptr<llama_model, ModelDeleter> model_;
     const llama_vocab* vocab_;
     std::string path_;
     std::vector<WeightBuffer> weight_buffers_;
+    std::vector<Placement> placement_;
 };
 
 // One-time backend setup (idempotent; called by Model::load).

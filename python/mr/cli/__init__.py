@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "mr.cli.store_cmds:inspect",
     "df": "mr.cli.store_cmds:df",
     "serve": "mr.cli.serve:serve",
+    "worker": "mr.cli.worker:worker",
     "ps": "mr.cli.runtime_cmds:ps",
     "unload": "mr.cli.runtime_cmds:unload",
     "configure": "mr.cli.runtime_cmds:configure",

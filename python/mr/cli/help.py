@@ -20,6 +20,7 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Running", [
         ("run", "Run MODEL (a store name or a .gguf path): answer PROMPT, or chat when there is none."),
         ("serve", "Serve the models of the store over HTTP (OpenAI, Docker Model Runner and Ollama APIs)."),
+        ("worker", "Serve this machine's backend to mr servers over llama.cpp's RPC protocol."),
         ("ps", "List the models the server has loaded."),
         ("unload", "Unload MODELS (or --all) from the server's memory."),
         ("configure", "Persist runtime settings for MODEL (applied at its next load; keep-alive at once)."),

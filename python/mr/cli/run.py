@@ -30,14 +30,15 @@ def resolve_model(model: str) -> tuple[Path, str | None]:
     return local.gguf_path, template.read_text(encoding="utf-8") if template else None
 
 
-def open_backend(model: str, local: bool) -> Backend:
+def open_backend(model: str, local: bool, rpc: tuple[str, ...] = ()) -> Backend:
     """A running server when one answers at MR_HOST (the model stays warm), else in-process.
-    A .gguf path always runs in-process: the server only serves models from its store."""
+    A .gguf path always runs in-process: the server only serves models from its store; so does a
+    run with RPC workers (they are this process's: the server has its own, `mr serve --rpc`)."""
     from mr.cli.backends import LocalBackend, RemoteBackend, server_url
 
     is_file = model.endswith(".gguf") or Path(model).expanduser().exists()
-    url = None if (local or is_file) else server_url()
-    return RemoteBackend(url, model) if url else LocalBackend(model)
+    url = None if (local or is_file or rpc) else server_url()
+    return RemoteBackend(url, model) if url else LocalBackend(model, rpc)
 
 
 def preload(model: str) -> None:
@@ -76,9 +77,12 @@ def _read_piped_stdin() -> str:
 @click.option("--local", is_flag=True, help="Run in this process even when a server is running.")
 @click.option("--verbose", is_flag=True, help="Print prompt and generation speed after each answer.")
 @click.option("-d", "--detach", is_flag=True, help="Load MODEL into the running server and return (no chat).")
+@click.option("--rpc", default=None,
+              help="Split MODEL's layers with these llama.cpp RPC workers (`mr worker`), "
+                   "HOST:PORT[,HOST:PORT...]; runs in this process.")
 def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: int | None,
         max_tokens: int, ctx_size: int | None, ignore_eos: bool, system: str | None, local: bool,
-        verbose: bool, detach: bool) -> None:
+        verbose: bool, detach: bool, rpc: str | None) -> None:
     """Run MODEL (a store name or a .gguf path): answer PROMPT, or chat when there is none.
 
     Piped input is appended to the prompt: cat notes.txt | mr run ai/smollm2 "Summarise:"
@@ -94,7 +98,9 @@ def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: in
         text = f"{text}\n\n{piped}" if text else piped
     options = RunOptions(temperature=temperature, seed=seed, max_tokens=max_tokens, ctx_size=ctx_size,
                          ignore_eos=ignore_eos)
-    backend = open_backend(model, local)
+    from mr.rpc import parse_endpoints
+
+    backend = open_backend(model, local, parse_endpoints(rpc))
     try:
         if text.strip():
             messages = ([{"role": "system", "content": system}] if system else []) + [

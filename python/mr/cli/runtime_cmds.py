@@ -85,8 +85,18 @@ def ps(as_json: bool) -> None:
         click.echo(json.dumps(models, indent=2))
         return
     rows = [[m["model_name"], m["backend_name"], m["mode"], m["until"], str(m["context_size"]),
-             str(m["parallel"]), _mib(m["memory"])] for m in models]
-    click.echo(_table(rows, ["MODEL NAME", "BACKEND", "MODE", "UNTIL", "CONTEXT", "SLOTS", "MEMORY"]))
+             str(m["parallel"]), _mib(m["memory"]), _layers(m)] for m in models]
+    click.echo(_table(rows, ["MODEL NAME", "BACKEND", "MODE", "UNTIL", "CONTEXT", "SLOTS", "MEMORY",
+                             "LAYERS"]))
+
+
+def _layers(model: dict[str, Any]) -> str:
+    """Where the layers live: "CPU 10, RPC0@10.0.0.2:50052 11+out"."""
+    parts = []
+    for p in model.get("placement") or []:
+        where = f"{p['device']}@{p['host']}" if p.get("host") else p["device"]
+        parts.append(f"{where} {p['layers']}{'+out' if p.get('output') else ''}")
+    return ", ".join(parts) or "-"
 
 
 @click.command()
@@ -113,25 +123,34 @@ def unload(unload_all: bool, models: tuple[str, ...]) -> None:
               help="What the model serves (default: what its GGUF says; rerankers say reranking).")
 @click.option("--think", type=click.Choice(["on", "off"]), default=None,
               help="Thinking by default for reasoning templates (a request's own field wins).")
+@click.option("--rpc", default=None,
+              help="llama.cpp RPC workers for its layers, HOST:PORT[,HOST:PORT...]; none: this "
+                   "machine only (default: the server's --rpc).")
 @click.argument("model")
 def configure(context_size: int | None, parallel: int | None, keep_alive: str | None, mode: str | None,
-              think: str | None, model: str) -> None:
+              think: str | None, rpc: str | None, model: str) -> None:
     """Persist runtime settings for MODEL (applied at its next load; keep-alive at once)."""
+    from mr.rpc import parse_endpoints
     from mr.runner import ModelSettings, parse_duration
 
-    if all(v is None for v in (context_size, parallel, keep_alive, mode, think)):
-        raise click.UsageError("give --context-size, --parallel, --keep-alive, --mode or --think")
+    if all(v is None for v in (context_size, parallel, keep_alive, mode, think, rpc)):
+        raise click.UsageError("give --context-size, --parallel, --keep-alive, --mode, --think or --rpc")
+    workers = None if rpc is None else list(parse_endpoints(rpc))
     body = {"model": model, "context_size": context_size, "parallel": parallel, "keep_alive": keep_alive,
-            "mode": mode, "think": think}
+            "mode": mode, "think": think, "rpc": workers}
     try:
         result = _request("POST", "/engines/configure", body)
     except ServerNotRunningError:
         settings = ModelSettings(context_size=context_size, parallel=parallel,
                                  keep_alive=parse_duration(keep_alive), mode=mode,
-                                 think=None if think is None else think == "on")
+                                 think=None if think is None else think == "on", rpc=workers)
         result = _configure_offline(model, settings)
-    click.echo(f"Configured {model}: " + ", ".join(f"{k}={v}" for k, v in result.items()
+    click.echo(f"Configured {model}: " + ", ".join(f"{k}={_shown(v)}" for k, v in result.items()
                                                     if k != "model" and v is not None))
+
+
+def _shown(value: Any) -> str:
+    return (",".join(value) or "none") if isinstance(value, list) else str(value)
 
 
 def _configure_offline(model: str, settings: Any) -> dict[str, Any]:
@@ -144,7 +163,7 @@ def _configure_offline(model: str, settings: Any) -> dict[str, Any]:
     merged = SettingsFile(config.home() / "model-settings.json").set(key, settings)
     return {"context_size": merged.context_size, "parallel": merged.parallel,
             "keep_alive": format_duration(merged.keep_alive) or None, "mode": merged.mode,
-            "think": merged.think}
+            "think": merged.think, "rpc": merged.rpc}
 
 
 @click.command()

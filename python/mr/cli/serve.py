@@ -76,6 +76,13 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="The certificate's PEM private key [MR_TLS_KEY].")
 @click.option("--request-log", "request_log_size", type=click.IntRange(0, 10000), default=None,
               help="Requests kept per model for `mr requests`; 0 = off [MR_REQUEST_LOG_SIZE; default 10].")
+@click.option("--repack/--no-repack", default=None,
+              help="Repack weights for the CPU's fastest kernels (AMX, AVX-512); RPC workers never "
+                   "do, so --no-repack gives a split model the local model's exact answers "
+                   "[MR_REPACK; default on].")
+@click.option("--rpc", default=None,
+              help="llama.cpp RPC workers (`mr worker`) that take a share of every model's layers: "
+                   "HOST:PORT[,HOST:PORT...]; per model: mr configure --rpc [MR_RPC].")
 @click.option("--quiet", is_flag=True, help="No per-request log lines.")
 def serve(**options: Any) -> None:
     """Serve the models of the store over HTTP (OpenAI, Docker Model Runner and Ollama APIs)."""
@@ -105,7 +112,8 @@ def _settings(options: dict[str, Any]) -> Any:
                "ctx_size": "ctx_size", "keep_alive": "keep_alive", "models_dir": "models_dir",
                "max_queue": "max_queue", "memory_budget": "memory_budget", "threads": "threads",
                "gpu_layers": "gpu_layers", "tls_cert": "tls_cert", "tls_key": "tls_key",
-               "request_log_size": "request_log_size", "flash_attn": "flash_attn", "no_auth": "no_auth"}
+               "request_log_size": "request_log_size", "flash_attn": "flash_attn", "no_auth": "no_auth",
+               "repack": "repack"}
     for option, field in mapping.items():
         if options.get(option) is not None:
             setattr(settings, field, options[option])
@@ -115,11 +123,23 @@ def _settings(options: dict[str, Any]) -> Any:
         settings.cors_origins = [*settings.cors_origins, *options["cors_origins"]]
     if options.get("quiet"):
         settings.log_requests = False
+    if options.get("rpc") is not None:
+        settings.rpc = _endpoints(options["rpc"])
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if settings.tls_cert:
         _check_tls(settings.tls_cert, settings.tls_key)
     return settings
+
+
+def _endpoints(value: str) -> list[str]:
+    from mr.errors import InvalidArgumentError
+    from mr.rpc import parse_endpoints
+
+    try:
+        return list(parse_endpoints(value))
+    except InvalidArgumentError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rpc") from None
 
 
 def _check_tls(cert: str, key: str) -> None:
@@ -180,6 +200,9 @@ def run(settings: Any) -> None:
     scheme = "https" if settings.tls_cert else "http"
     click.echo(f"mr serve: listening on {scheme}://{_url_host(settings.host)}:{settings.port} "
                f"(models in {settings.models_root()}, {settings.parallel} slots per model)", err=True)
+    if settings.rpc:
+        click.echo(f"mr serve: model layers are split with the RPC workers {', '.join(settings.rpc)}",
+                   err=True)
     server.run()
     click.echo("mr serve: stopped", err=True)
 

@@ -22,7 +22,9 @@ from mr.engine.pump import EventPump
 from mr.engine.render import render
 from mr.engine.stream import AsyncStream, Stream
 from mr.engine.types import ChatOptions
+from mr.engine.workers import placement_of
 from mr.errors import InvalidArgumentError
+from mr.rpc import LayerPlacement
 
 Prompt = str | Sequence[int] | np.ndarray
 Frame = tuple[bytes, bytes, bool]  # head, tail, chunked: see LLM.agenerate
@@ -41,7 +43,7 @@ class LLM:
         self.options = options or EngineOptions()
         self.options.validate()
         self.model = _native.Model(str(path), self.options.n_gpu_layers, self.options.use_mmap,
-                                   self.options.repack)
+                                   self.options.repack, list(self.options.rpc))
         self.n_ctx = config.kv_cells(self.options.n_ctx or min(self.model.n_ctx_train or 4096,
                                                               config.DEFAULT_CTX_CAP))
         o = self.options
@@ -257,6 +259,17 @@ class LLM:
     def repacked(self) -> bool:
         """Whether the CPU backend repacked the weights (AMX tiles, interleaved SIMD blocks)."""
         return any(name in ("AMX", "CPU_REPACK", "CPU_KLEIDIAI") for name in self.model.weight_buffers)
+
+    @property
+    def placement(self) -> list[LayerPlacement]:
+        """Where the layers live: this machine's devices and the RPC workers'."""
+        return placement_of(self.model)
+
+    @property
+    def lost_worker(self) -> str:
+        """Why an RPC worker's connection failed ("" while all are up, or without workers): the
+        model's requests then end with that error until it is loaded again."""
+        return self.model.lost_worker
 
     def close(self) -> None:
         """Stop the engine (running requests end as cut short, embeddings too) and its event

@@ -69,6 +69,7 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     use_mmap: bool = True
     repack: bool = True  # let the CPU backend repack weights (AMX, AVX-512 layouts), as llama.cpp does
     flash_attn: str = "auto"  # "auto", "on" or "off" (see native_flash_attn)
+    rpc: tuple[str, ...] = ()  # llama.cpp RPC workers ("host:port") that hold a share of the layers
 
     def validate(self) -> None:
         _check("n_ctx", self.n_ctx is None or 0 < self.n_ctx <= 1 << 20, "in [1, 1048576]")
@@ -80,6 +81,9 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
         _check("prefill_chunk", 0 <= self.prefill_chunk <= 1 << 16, "in [0, 65536]")
         _check("n_gpu_layers", self.n_gpu_layers >= -1, ">= -1")
         _check("flash_attn", self.flash_attn in FLASH_ATTN, "one of auto, on, off")
+        from mr.rpc import parse_endpoints
+
+        parse_endpoints(self.rpc)  # raises on a malformed or repeated endpoint
 
     @property
     def native_flash_attn(self) -> int:

@@ -8,9 +8,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
+from mr.rpc import LayerPlacement
 from mr.runner.duration import format_duration
 from mr.runner.memory import MemoryEstimate
 from mr.runner.source import ResolvedModel
+from mr.runner.workers import WorkerPlan
 
 if TYPE_CHECKING:
     from mr.engine import LLM
@@ -49,10 +53,25 @@ class LoadedModel:
     draining: bool = False  # unloaded while busy: still running, still in memory
     hold: Any = None  # the source's hold on the model's files (StoreSource.hold)
     closed: asyncio.Future[None] | None = None  # set while its engine stops in a worker thread
+    placement: list[LayerPlacement] = field(default_factory=list)  # where its layers live
+    plan: WorkerPlan | None = None  # its share on this machine and on each RPC worker
 
     @property
     def memory(self) -> int:
-        return self.estimate.total + self.embedder_memory
+        """What it takes of this machine's budget (its workers' shares are counted apart)."""
+        local = self.plan.local if self.plan is not None else self.estimate.total
+        return local + self.embedder_memory
+
+    @property
+    def worker_memory(self) -> dict[str, int]:
+        return dict(self.plan.remote) if self.plan is not None else {}
+
+    def lost_worker(self) -> str:
+        """Why one of its RPC workers is gone, or ""."""
+        try:
+            return self.llm.lost_worker
+        except Exception:  # closed under us
+            return ""
 
     @property
     def id(self) -> str:
@@ -88,6 +107,8 @@ class LoadedModel:
             "busy_slots": stats.get("busy_slots", 0), "queued": stats.get("queued", 0),
             "memory": self.memory, "size": self.resolved.size, "on_gpu": self.on_gpu,
             "status": "draining" if self.draining else "loaded",
+            "placement": msgspec.to_builtins(self.placement),
+            "workers": [{"endpoint": ep, "memory": n} for ep, n in self.worker_memory.items()],
         }
 
 

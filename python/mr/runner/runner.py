@@ -14,9 +14,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mr.rpc import WorkerMemory
+from mr.runner import workers
 from mr.runner.errors import InsufficientMemoryError, LoadTimeoutError, ModelBusyError
 from mr.runner.loaded import Lease, LoadedModel
-from mr.runner.memory import MemoryEstimate, default_budget, estimate, human
+from mr.runner.memory import MemoryEstimate, default_budget, estimate, human, system_memory
 from mr.runner.modes import model_mode
 from mr.runner.settings import ModelSettings, SettingsFile
 from mr.runner.source import ModelSource, ResolvedModel
@@ -26,6 +28,13 @@ if TYPE_CHECKING:
     from mr.engine import LLM
 
 log = logging.getLogger("mr.runner")
+
+
+def probe_workers(endpoints: tuple[str, ...]) -> list[WorkerMemory]:
+    """Each RPC worker's memory (blocking; ModelLoadError names one that cannot be reached)."""
+    from mr.engine.workers import probe
+
+    return probe(endpoints)
 
 
 @dataclass
@@ -40,6 +49,8 @@ class RunnerConfig:
     n_threads: int = 0
     n_gpu_layers: int = -1
     flash_attn: str = "auto"  # "auto", "on" or "off" (EngineOptions.native_flash_attn says why)
+    repack: bool = True  # EngineOptions.repack
+    rpc: tuple[str, ...] = ()  # `mr serve --rpc`: RPC workers for every model without its own
 
 
 class Runner:
@@ -84,6 +95,14 @@ class Runner:
     def used_memory(self) -> int:
         return sum(m.memory for m in (*self._loaded.values(), *self._draining))
 
+    def worker_memory(self) -> dict[str, int]:
+        """RPC worker -> the bytes the loaded models put on it."""
+        used: dict[str, int] = {}
+        for m in (*self._loaded.values(), *self._draining):
+            for endpoint, n in m.worker_memory.items():
+                used[endpoint] = used.get(endpoint, 0) + n
+        return used
+
     # ---- leases ----
 
     async def acquire(self, name: str, keep_alive: float | None = None) -> Lease:
@@ -94,7 +113,7 @@ class Runner:
         resolved = await self._resolve(name)
         for _ in range(3):
             model = self._loaded.get(resolved.id)
-            if model is not None and not model.closing:
+            if model is not None and not model.closing and not self._drop_if_lost(model):
                 return self._lease(model, keep_alive)
             await self._wait_loaded(resolved)
         raise ModelBusyError(f"model {name} was unloaded while loading; try again")
@@ -118,7 +137,7 @@ class Runner:
         model = lease.model
         model.active -= 1
         model.last_used = time.time()
-        if model.active > 0:
+        if self._drop_if_lost(model) or model.active > 0:
             return
         if model.closing or self._loaded.get(model.id) is not model:
             self._close(model)
@@ -176,14 +195,17 @@ class Runner:
         settings = self.model_settings(resolved)
         n_ctx = settings.context_size or self.config.n_ctx or resolved.context_size
         est = await asyncio.to_thread(estimate, resolved.gguf_paths, n_ctx)
-        self._make_room(resolved, est)
+        rpc = tuple(settings.rpc) if settings.rpc is not None else self.config.rpc
+        # An unreachable worker fails the load here, named, before anything is allocated.
+        reported = await asyncio.to_thread(probe_workers, rpc) if rpc else []
+        self._make_room(resolved, est, reported)
         n_slots = settings.parallel or self.config.n_slots
         keep_alive = settings.keep_alive if settings.keep_alive is not None else self.config.keep_alive
         started = time.perf_counter()
         hold = getattr(self.source, "hold", None)
         files = await asyncio.to_thread(hold, resolved) if hold is not None else None
         try:
-            llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots)
+            llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots, rpc)
             if self._closed:
                 llm.close()
                 raise ModelBusyError("the server is shutting down")
@@ -192,7 +214,10 @@ class Runner:
             raise
         model = LoadedModel(resolved=resolved, llm=llm, estimate=est, n_ctx=llm.n_ctx, n_slots=n_slots,
                             keep_alive=keep_alive, on_gpu=self._uses_gpu(), hold=files,
-                            mode=model_mode(resolved.config, settings), think=settings.think)
+                            mode=model_mode(resolved.config, settings), think=settings.think,
+                            placement=llm.placement)
+        if rpc:
+            model.plan = workers.actual(est, model.placement, llm.model.n_layer)
         self._loaded[resolved.id] = model
         self.loads[resolved.name] = self.loads.get(resolved.name, 0) + 1
         log.info("loaded %s in %.2fs: %s", resolved.name, time.perf_counter() - started, est.describe())
@@ -206,7 +231,7 @@ class Runner:
             model.expires_at = time.time() + model.keep_alive
             model.timer = asyncio.get_running_loop().call_later(model.keep_alive, self._expire, model)
 
-    def _open(self, resolved: ResolvedModel, n_ctx: int, n_slots: int) -> LLM:
+    def _open(self, resolved: ResolvedModel, n_ctx: int, n_slots: int, rpc: tuple[str, ...]) -> LLM:
         from mr.engine import LLM, EngineOptions
 
         template = None
@@ -214,11 +239,22 @@ class Runner:
             template = resolved.chat_template_path.read_text(encoding="utf-8")
         c = self.config
         options = EngineOptions(n_ctx=n_ctx, n_slots=n_slots, max_queue=c.max_queue,
-                                n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers, flash_attn=c.flash_attn)
+                                n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers, flash_attn=c.flash_attn,
+                                repack=c.repack, rpc=rpc)
         return LLM(resolved.gguf_paths[0], options, chat_template=template)
 
-    def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate) -> None:
+    def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate,
+                   reported: list[WorkerMemory]) -> None:
         pool = self._pool()
+        if reported:  # a share goes to the workers: each must have room for its part
+            plan = workers.predict(est, reported, self._local_weight())
+            room = workers.room(workers.reported_totals(reported), self.worker_memory())
+            why = workers.refusal(resolved.name, est, plan, pool, room)
+            if why:
+                raise InsufficientMemoryError(f"{why}; add workers, lower its context size (mr "
+                                              "configure --context-size) or raise the budget")
+            self._evict_for(plan.local, f"load {resolved.name}")
+            return
         if est.total > pool:
             raise InsufficientMemoryError(
                 f"model {resolved.name} needs {est.describe()}, more than the memory budget of "
@@ -239,6 +275,24 @@ class Runner:
             victim = idle.pop(0)
             log.info("evicting %s to %s", victim.name, purpose)
             self._unload(victim)
+
+    def _local_weight(self) -> int:
+        """What the engine weighs this machine's share by (a device's free memory, as ggml
+        reports it: all of RAM for the CPU)."""
+        vram = self.budget[1]
+        return vram if self._uses_gpu() and vram is not None else system_memory()
+
+    def _drop_if_lost(self, model: LoadedModel) -> bool:
+        """Unload a model whose RPC worker went away (its requests fail until it is loaded
+        again; the next request reloads it, once the worker is back). True when it was."""
+        why = model.lost_worker() if not model.closing else ""
+        if not why:
+            return False
+        log.warning("unloading %s: %s", model.name, why)
+        for stream in list(model.streams):
+            stream.abort(why)
+        self._unload(model)
+        return True
 
     def reserve_embedder(self, model: LoadedModel, kind: str = "embed") -> None:
         """Count an embedding context (`embed`, or `rank` for reranking; each is created on

@@ -1,4 +1,5 @@
-"""Per-model runtime settings (context size, parallel slots, keep-alive), persisted as JSON.
+"""Per-model runtime settings (context size, parallel slots, keep-alive, RPC workers), persisted
+as JSON.
 
 `mr configure --context-size 8192 --keep-alive 10m smollm2` (or POST /engines/configure) writes
 them; the runner reads them each time it loads the model. Keys are canonical model references
@@ -21,6 +22,7 @@ import msgspec
 from filelock import FileLock
 
 from mr.errors import InvalidArgumentError
+from mr.rpc import parse_endpoints
 
 log = logging.getLogger("mr.runner")
 MAX_CTX = 1 << 20
@@ -34,6 +36,7 @@ class ModelSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
     keep_alive: float | None = None  # seconds; math.inf = forever (stored as -1)
     mode: str | None = None  # completion | embedding | reranking; None: what the GGUF says
     think: bool | None = None  # default for reasoning templates; None: the template's own
+    rpc: list[str] | None = None  # RPC workers for its layers; [] none; None: the server's --rpc
 
     def validate(self) -> ModelSettings:
         if self.context_size is not None and not 0 < self.context_size <= MAX_CTX:
@@ -42,6 +45,11 @@ class ModelSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
             raise _invalid("parallel", f"parallel must be in [1, {MAX_SLOTS}]")
         if self.mode is not None and self.mode not in MODES:
             raise _invalid("mode", f"mode must be one of {', '.join(MODES)}")
+        if self.rpc is not None:
+            try:
+                parse_endpoints(self.rpc)
+            except InvalidArgumentError as exc:
+                raise _invalid("rpc", str(exc)) from None
         return self
 
     def merged(self, other: ModelSettings) -> ModelSettings:
@@ -52,6 +60,7 @@ class ModelSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
             keep_alive=other.keep_alive if other.keep_alive is not None else self.keep_alive,
             mode=other.mode if other.mode is not None else self.mode,
             think=other.think if other.think is not None else self.think,
+            rpc=other.rpc if other.rpc is not None else self.rpc,
         )
 
 
@@ -67,6 +76,7 @@ class _Stored(msgspec.Struct, kw_only=True, omit_defaults=True):
     keep_alive: float | None = None  # -1 = forever (JSON has no infinity)
     mode: str | None = None
     think: bool | None = None
+    rpc: list[str] | None = None
 
 
 class SettingsFile:
@@ -142,14 +152,14 @@ def _from_stored(s: _Stored) -> ModelSettings:
     keep = s.keep_alive
     return ModelSettings(context_size=s.context_size, parallel=s.parallel,
                          keep_alive=float("inf") if keep is not None and keep < 0 else keep,
-                         mode=s.mode, think=s.think)
+                         mode=s.mode, think=s.think, rpc=s.rpc)
 
 
 def _to_stored(s: ModelSettings) -> _Stored:
     keep = s.keep_alive
     return _Stored(context_size=s.context_size, parallel=s.parallel,
                    keep_alive=-1.0 if keep is not None and keep == float("inf") else keep,
-                   mode=s.mode, think=s.think)
+                   mode=s.mode, think=s.think, rpc=s.rpc)
 
 
 def parse_switch(value: bool | str | None, param: str) -> bool | None:

@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from mr import __version__
+from mr.rpc import parse_endpoints
 from mr.runner import Runner, RunnerConfig, SettingsFile, StoreSource
 from mr.server import anthropic, dmr, ollama, openai, progress, purge, rerank, responses, tokenize
 from mr.server.context import STATE_KEY, ServerContext
@@ -35,7 +36,8 @@ def runner_config(settings: Settings) -> RunnerConfig:
                         max_queue=settings.max_queue, memory_budget=settings.memory_budget,
                         load_timeout=settings.load_timeout,
                         n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
-                        flash_attn=settings.flash_attn)
+                        flash_attn=settings.flash_attn, repack=settings.repack,
+                        rpc=parse_endpoints(settings.rpc))
 
 
 def build_context(settings: Settings, store: Store | None = None,

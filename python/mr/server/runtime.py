@@ -11,6 +11,8 @@ from litestar import get, post
 from litestar.params import Body
 
 from mr import __version__
+from mr.errors import InvalidArgumentError
+from mr.rpc import parse_endpoints
 from mr.runner import ModelSettings, parse_duration
 from mr.runner.duration import format_duration
 from mr.runner.settings import parse_switch
@@ -32,6 +34,7 @@ class ConfigureRequest(msgspec.Struct, kw_only=True, rename={"context_size_dash"
     keep_alive: str | float | None = None
     mode: str | None = None  # completion | embedding | reranking
     think: bool | str | None = None  # true/false or "on"/"off"
+    rpc: str | list[str] | None = None  # "host:port,host:port", a list, or "none" for local only
 
 
 @get("/", summary="Liveness text", tags=["Runtime"], media_type="text/plain")
@@ -58,7 +61,8 @@ async def engines_status(request: Req) -> dict[str, Any]:
         "running": True, "version": __version__, "backend": "llama.cpp",
         "uptime_s": round(time.time() - ctx.started_at, 1), "loaded_models": len(runner.loaded()),
         "memory": {"budget": runner.pool_size, "ram_budget": ram, "vram_budget": vram,
-                   "used": runner.used_memory()},
+                   "used": runner.used_memory(), "workers": runner.worker_memory()},
+        "rpc": list(runner.config.rpc),
         "defaults": {"parallel": runner.config.n_slots, "context_size": runner.config.n_ctx,
                      "keep_alive": format_duration(runner.config.keep_alive)},
     }
@@ -102,11 +106,22 @@ async def _configure(request: Req, data: ConfigureRequest) -> dict[str, Any]:
     runner = server_context(request).runner
     settings = ModelSettings(context_size=data.context_size or data.context_size_dash,
                              parallel=data.parallel, keep_alive=parse_duration(data.keep_alive),
-                             mode=data.mode, think=parse_switch(data.think, "think"))
+                             mode=data.mode, think=parse_switch(data.think, "think"),
+                             rpc=_rpc(data.rpc))
     merged = await runner.configure(data.model, settings.validate())
     return {"model": data.model, "context_size": merged.context_size, "parallel": merged.parallel,
             "keep_alive": format_duration(merged.keep_alive) or None, "mode": merged.mode,
-            "think": merged.think}
+            "think": merged.think, "rpc": merged.rpc}
+
+
+def _rpc(value: str | list[str] | None) -> list[str] | None:
+    """The workers a configure request names (checked); None when it names none."""
+    if value is None:
+        return None
+    try:
+        return list(parse_endpoints(value))
+    except InvalidArgumentError as exc:
+        raise invalid("rpc", str(exc)) from None
 
 
 HANDLERS = [root, health, version, engines_status, engines_ps, engines_df, engines_unload, engines_configure,

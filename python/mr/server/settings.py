@@ -44,6 +44,7 @@ class Settings(msgspec.Struct, kw_only=True):
     threads: int = 0
     gpu_layers: int = -1
     flash_attn: str = "auto"  # "auto" (llama.cpp's choice: on where supported), "on" or "off"
+    repack: bool = True  # repack weights for the CPU's fastest kernels (AMX, AVX-512 layouts)
     settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
     log_requests: bool = True
     responses_ttl: float = 3600.0  # seconds a stored Responses API answer is kept
@@ -53,6 +54,7 @@ class Settings(msgspec.Struct, kw_only=True):
     request_log_body_bytes: int = 64 << 10  # each recorded body is cut at this size
     tls_cert: str | None = None  # PEM certificate (chain): serve HTTPS
     tls_key: str | None = None  # its PEM private key
+    rpc: list[str] = msgspec.field(default_factory=list)  # llama.cpp RPC workers for the models' layers
 
     @property
     def is_loopback(self) -> bool:
@@ -156,6 +158,7 @@ _ENV = [
     ("MR_THREADS", "threads", int),
     ("MR_GPU_LAYERS", "gpu_layers", int),
     ("MR_FLASH_ATTN", "flash_attn", _flash_attn),
+    ("MR_REPACK", "repack", _bool),
     ("MR_LOG_REQUESTS", "log_requests", _bool),
     ("MR_RESPONSES_TTL", "responses_ttl", _ttl),
     ("MR_RESPONSES_MAX_ENTRIES", "responses_max_entries", int),
@@ -164,6 +167,7 @@ _ENV = [
     ("MR_REQUEST_LOG_BODY_BYTES", "request_log_body_bytes", int),
     ("MR_TLS_CERT", "tls_cert", str),
     ("MR_TLS_KEY", "tls_key", str),
+    ("MR_RPC", "rpc", _csv),
 ]
 
 FOREVER = math.inf
