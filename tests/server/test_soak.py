@@ -32,9 +32,22 @@ def _settled(url: str) -> tuple[int, dict[int, str]]:
 
     assert wait_for(lambda: _idle(url), 30), "slots or queues still busy"
     assert wait_for(lambda: httpx.get(f"{url}/engines/ps", timeout=10).json() == [], 30)
-    time.sleep(1)
+    _threads_settled()  # an unloaded engine stops in a worker thread: its memory goes with it
     release_freed_memory()
     return rss(), fds()
+
+
+def _threads_settled(quiet: float = 1.5, limit: float = 20.0) -> None:
+    """Until this process's thread count (engine and compute threads included) has not changed
+    for `quiet` seconds."""
+    last, since, deadline = -1, time.monotonic(), time.monotonic() + limit
+    while time.monotonic() < deadline:
+        now = len(os.listdir("/proc/self/task"))
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
 
 
 @pytest.mark.slow

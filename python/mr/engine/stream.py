@@ -31,11 +31,9 @@ class _Output:
     """A request's events as text: counts, log-probabilities, finish reason."""
 
     def __init__(self, request_id: int, stops: list[str], cancel: Callable[[int], None],
-                 piece_of: Callable[[int], bytes] | None, deliver: Callable[[RawEvent], None],
-                 n_prompt: int = 0) -> None:
+                 piece_of: Callable[[int], bytes] | None, n_prompt: int = 0) -> None:
         self.id = request_id
         self._cancel = cancel
-        self._deliver = deliver  # puts an event on this stream's own route
         self._stops = stops
         self.error: str | None = None  # why the answer was cut short, when it was
         self._piece_of = piece_of  # set when logprobs were asked for
@@ -69,6 +67,11 @@ class _Output:
         self._cancel(self.id)
         end = (self.n_prompt, len(self.tokens), self.n_cached, why, 0.0, 0.0, 0.0, -1)
         self._deliver((self.id, -1, "", None, 3, None, end))
+
+    def _deliver(self, raw: RawEvent) -> None:
+        """Put an event on this stream's own route (a method, not a stored bound method: that
+        would be a reference cycle, and a stream and its engine would wait for the collector)."""
+        raise NotImplementedError
 
     def _logprob(self, token: int, lp: Logprob) -> TokenLogprob:
         assert self._piece_of is not None
@@ -113,8 +116,11 @@ class Stream(_Output, Iterator[str]):
     def __init__(self, request_id: int, route: queue.SimpleQueue[RawEvent], stops: list[str],
                  cancel: Callable[[int], None], piece_of: Callable[[int], bytes] | None = None,
                  n_prompt: int = 0) -> None:
-        super().__init__(request_id, stops, cancel, piece_of, route.put, n_prompt)
+        super().__init__(request_id, stops, cancel, piece_of, n_prompt)
         self._route = route
+
+    def _deliver(self, raw: RawEvent) -> None:
+        self._route.put(raw)
 
     def __iter__(self) -> Stream:
         return self
@@ -142,22 +148,28 @@ class AsyncStream(_Output, AsyncIterator[str]):
 
     def __init__(self, request_id: int, stops: list[str], cancel: Callable[[int], None],
                  piece_of: Callable[[int], bytes] | None = None, n_prompt: int = 0) -> None:
-        super().__init__(request_id, stops, cancel, piece_of, self.put, n_prompt)
+        super().__init__(request_id, stops, cancel, piece_of, n_prompt)
         self._pending: collections.deque[RawEvent] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._write: Callable[[bytes], None] | None = None
 
     def put(self, raw: RawEvent) -> None:
-        frame = raw[3]
-        if self._write is not None and frame is not None:
-            self._write(frame)
-            if not raw[4]:
-                return  # nothing left for the consumer: no wake-up at all
-            raw = (raw[0], raw[1], "", None, raw[4], raw[5], raw[6])
+        frame, write = raw[3], self._write
+        if write is not None:
+            if raw[4]:
+                self._write = None  # the writer holds its streams: no cycle outlives the request
+            if frame is not None:
+                write(frame)
+                if not raw[4]:
+                    return  # nothing left for the consumer: no wake-up at all
+                raw = (raw[0], raw[1], "", None, raw[4], raw[5], raw[6])
         self._pending.append(raw)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _deliver(self, raw: RawEvent) -> None:
+        self.put(raw)
 
     def go_direct(self, write: Callable[[bytes], None]) -> None:
         """From now on each event's frame goes to `write` as it is drained; only the finish

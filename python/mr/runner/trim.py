@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger("mr.runner")
@@ -46,6 +47,9 @@ def limit_arenas(count: int = 2) -> None:
 
 
 def release_freed_memory() -> None:
+    """After an unload: collect garbage cycles first (an engine a cycle still reaches keeps its
+    KV cache and buffers until a full collection), then return the free heap pages."""
+    gc.collect()
     trim = _malloc_trim()
     if trim is not None:
         try:
