@@ -43,6 +43,8 @@ BOUNDS = [
     ("/v1/completions", {"prompt": "x", "max_tokens": 2**31}, "max_tokens"),
     ("/api/generate", {"prompt": "x", "options": {"num_predict": 2**31}, "stream": False}, None),
     ("/api/chat", {"messages": MSG, "options": {"num_predict": 2**40}, "stream": False}, None),
+    ("/v1/messages", {"messages": MSG, "max_tokens": 2**31}, None),  # 500 before (the loaded fuzz run)
+    ("/v1/responses", {"input": "x", "max_output_tokens": 2**31}, "max_output_tokens"),  # 500 before
     ("/v1/completions", {"prompt": ["a"] * 18, "n": 4}, "n"),  # 72 > 4 slots + 64 queued: 503 before
     ("/v1/chat/completions", {"messages": MSG, "response_format": _schema(
         {"type": "string", "pattern": "(["})}, "response_format"),

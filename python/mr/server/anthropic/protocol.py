@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from mr.engine.limits import INT32_MAX
+
 MAX_MESSAGES = 4096  # past this a request is abuse, not a conversation
 MAX_BLOCKS = 4096
 JSON = dict[str, Any]
@@ -106,7 +108,7 @@ class PromptFields(Struct, kw_only=True):
 
 
 class MessagesRequest(PromptFields, kw_only=True):
-    max_tokens: Annotated[int, Meta(ge=1)]
+    max_tokens: Annotated[int, Meta(ge=1, le=INT32_MAX)]  # the engine's counts are 32-bit
     stop_sequences: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=16)] | None = None
     temperature: Annotated[float, Meta(ge=0, le=1)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
+from mr.engine.limits import INT32_MAX
+
 MAX_ITEMS = 4096  # input items per request: past this it is abuse, not a conversation
 JSON = dict[str, Any]
 
@@ -63,7 +65,7 @@ class ResponseRequest(Struct, kw_only=True):
     model: Annotated[str, Meta(min_length=1, max_length=512)]
     input: str | Annotated[list[InputItem], Meta(max_length=MAX_ITEMS)]
     instructions: str | None = None
-    max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_output_tokens: Annotated[int, Meta(ge=1, le=INT32_MAX)] | None = None  # 32-bit in the engine
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     tools: Annotated[list[FunctionTool], Meta(max_length=512)] | None = None
