@@ -162,7 +162,7 @@ PYBIND11_MODULE(_native, m) {
         .def(py::init<std::vector<std::string>>(), "stops"_a = std::vector<std::string>{})
         .def("feed", [](mr::TextAssembler& self, const py::bytes& piece) { return self.feed(std::string_view(piece)); },
              "piece"_a)
-        .def("flush", &mr::TextAssembler::flush)
+        .def("flush", &mr::TextAssembler::flush, "cut"_a = false)
         .def_property_readonly("stopped", &mr::TextAssembler::stopped)
         .def_property_readonly("matched", &mr::TextAssembler::matched);
     m.def("render_frame",

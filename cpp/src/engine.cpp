@@ -482,7 +482,7 @@ void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
     } else if (slot.n_past >= n_ctx_seq_) {  // no cell left to decode this token into
         ev.finish = Finish::Length;
     }
-    if (ev.finish == Finish::Length) text += slot.text.flush();
+    if (ev.finish == Finish::Length) text += slot.text.flush(/*cut=*/true);
     add_text(ev, slot, std::move(text));
     if (ev.finish != Finish::None) add_timings(ev, slot);
     out_.push_back(std::move(ev));

@@ -48,8 +48,9 @@ std::string TextAssembler::feed(std::string_view piece) {
     return release();
 }
 
-std::string TextAssembler::flush() {
+std::string TextAssembler::flush(bool cut) {
     if (stopped()) return {};
+    if (cut) pending_.clear();
     decode({}, true);
     std::string out = release();
     out += held_;  // the end: nothing can complete a stop string any more

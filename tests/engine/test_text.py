@@ -43,6 +43,13 @@ def test_stop_strings(pieces: list[str], stops: list[str], expected: str) -> Non
     assert out == expected
 
 
+def test_a_length_cut_drops_an_unfinished_character() -> None:
+    """max_tokens may end an answer inside a character: it ends before it, not with U+FFFD."""
+    stream = TextAssembler()
+    assert stream.feed(b"ab" + "東".encode()[:2]) == "ab"
+    assert stream.flush(cut=True) == ""
+
+
 def test_after_a_stop_nothing_more_comes_out() -> None:
     matcher = TextAssembler(["END"])
     assert matcher.feed(b"a END b") == "a "

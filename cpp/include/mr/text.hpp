@@ -19,8 +19,9 @@ public:
 
     // The text that is safe to emit after `piece` (possibly empty).
     std::string feed(std::string_view piece);
-    // The end of the output: held text, an incomplete last character as U+FFFD.
-    std::string flush();
+    // The end of the output: held text, and an incomplete last character as U+FFFD; with `cut`
+    // (the output was cut by a length limit, mid-character) that character is dropped instead.
+    std::string flush(bool cut = false);
 
     bool stopped() const { return matched_ >= 0; }
     int matched() const { return matched_; }  // index of the stop string that ended the text, or -1
