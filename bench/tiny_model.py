@@ -11,17 +11,20 @@ import numpy as np
 
 
 def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 0,
-                     chat_template: str | None = None) -> Path:
+                     chat_template: str | None = None, pooling: int | None = None) -> Path:
     """A 2-layer llama with random F16 weights and SmolLM2's real tokenizer (about 14 MB).
 
     It loads and generates (nonsense), which is all the fast engine-mechanics tests need.
-    `chat_template` replaces SmolLM2's template in the file's metadata.
+    `chat_template` replaces SmolLM2's template in the file's metadata; `pooling` (llama.cpp's
+    pooling type: 1 mean, 2 CLS, 3 last) marks it an embedding model.
     """
     import gguf
 
     reader = gguf.GGUFReader(str(src))
     writer = gguf.GGUFWriter(str(dest), arch="llama")
     _n_head, n_ff = tiny_header(writer, n_layer, n_embd, rms_eps=1e-5)
+    if pooling is not None:
+        writer.add_pooling_type(gguf.PoolingType(pooling))
     n_vocab = 0
     for name, field in reader.fields.items():
         if not name.startswith("tokenizer.") or (chat_template is not None

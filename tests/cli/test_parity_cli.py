@@ -16,9 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from mr.cli import COMMANDS, cli
-from support import write_tiny_reranker
+from support import write_tiny_llama, write_tiny_reranker
 
 THINK = Path(__file__).parents[1] / "data" / "think.jinja"
+TOOLS = Path(__file__).parents[1] / "data" / "hermes_tools.jinja"
 
 
 @pytest.fixture
@@ -70,6 +71,24 @@ def test_show_summarises_a_model(store_env: dict[str, str]) -> None:
     absent = subprocess.run([sys.executable, "-m", "mr", "show", "ai/absent"], capture_output=True, text=True,
                             env={**os.environ, **store_env, "MR_DEBUG": ""}, timeout=60)
     assert absent.returncode == 4 and absent.stderr.strip() == "Error: no such model: ai/absent"
+
+
+def test_show_names_tools_vision_and_embedding(store_env: dict[str, str], tiny_gguf: Path,
+                                               smollm2_path: Path, tmp_path: Path) -> None:
+    from mr.store import Store, package_gguf
+
+    store = Store(Path(store_env["MR_MODELS_DIR"]))
+    package_gguf(store, tiny_gguf, "ai/tiny-tools", chat_template=TOOLS)
+    package_gguf(store, tiny_gguf, "ai/tiny-vision", mmproj=tiny_gguf)
+    package_gguf(store, write_tiny_llama(smollm2_path, tmp_path / "embed.gguf", pooling=1), "ai/tiny-embed")
+
+    def caps(ref: str) -> list[str]:
+        return json.loads(invoke(store_env, "show", ref, "--json").output)["capabilities"]
+
+    assert caps("ai/tiny-tools") == ["completion", "tools"]
+    assert caps("ai/tiny-vision") == ["completion", "vision"]
+    assert caps("ai/tiny-embed") == ["embedding"]
+    assert "embedding" in invoke(store_env, "show", "ai/tiny-embed").output
 
 
 def test_purge_asks_or_needs_force(store_env: dict[str, str]) -> None:

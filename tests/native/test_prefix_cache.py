@@ -75,3 +75,34 @@ def test_unrelated_request_does_not_overwrite_a_long_cache(smollm2_path) -> None
         again = llm.chat([*system, {"role": "user", "content": "Hello"}], GREEDY, max_tokens=2)
         again.collect()
         assert again.usage.cached_tokens >= 1000
+
+
+def _three_idle_caches_then_two_running(llm: LLM) -> tuple[int, int]:
+    """Three idle caches of ~80 cells, then two requests at once; (cached tokens, prompt tokens)
+    of a repeat of the oldest one."""
+    for word in ("alpha", "beta", "gamma"):
+        llm.generate(word * 20, GREEDY, max_tokens=60, ignore_eos=True).text()
+    running = [llm.generate(w, GREEDY, max_tokens=30, ignore_eos=True) for w in ("delta", "epsilon")]
+    for stream in running:
+        stream.text()
+    again = llm.generate("alpha" * 20, GREEDY, max_tokens=2)
+    again.text()
+    return again.n_cached, again.n_prompt
+
+
+def test_idle_caches_are_trimmed_while_several_requests_run(tiny_gguf) -> None:
+    # idle cells slow every running sequence's decode steps (EngineParams::idle_cache)
+    with LLM(tiny_gguf, EngineOptions(n_ctx=2048, n_slots=6, idle_cache=0.1)) as llm:
+        assert _three_idle_caches_then_two_running(llm)[0] == 0  # ~240 idle cells > 204: oldest gone
+    with LLM(tiny_gguf, EngineOptions(n_ctx=2048, n_slots=6, idle_cache=1.0)) as llm:
+        cached, n_prompt = _three_idle_caches_then_two_running(llm)
+        assert cached == n_prompt - 1 > 10
+
+
+def test_one_request_at_a_time_keeps_every_idle_cache(tiny_gguf) -> None:
+    with LLM(tiny_gguf, EngineOptions(n_ctx=2048, n_slots=6, idle_cache=0.0)) as llm:
+        llm.generate("alpha" * 20, GREEDY, max_tokens=60, ignore_eos=True).text()
+        llm.generate("beta" * 20, GREEDY, max_tokens=60, ignore_eos=True).text()
+        again = llm.generate("alpha" * 20, GREEDY, max_tokens=2)
+        again.text()
+        assert again.n_cached == again.n_prompt - 1 > 10

@@ -108,3 +108,38 @@ def test_bad_thinking_fields_are_400(tc: httpx.Client) -> None:
         r = tc.post("/v1/chat/completions", json={**body, **extra})
         assert r.status_code == 400, (extra, r.text)
     assert tc.post("/engines/configure", json={"model": THINK, "think": "maybe"}).status_code == 400
+
+
+def test_anthropic_thinking(tc: httpx.Client) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=str(tc.base_url), api_key="unused", max_retries=0)
+    ask = dict(model=THINK, max_tokens=24, messages=[{"role": "user", "content": "hi"}],
+               extra_body={"temperature": 0})  # this SDK version has no temperature argument
+    default = client.messages.create(**ask)  # the template's own default: it thinks
+    assert [b.type for b in default.content][:1] == ["thinking"] and default.content[0].thinking
+    off = client.messages.create(thinking={"type": "disabled"}, **ask)
+    assert [b.type for b in off.content] == ["text"] and off.content[0].text
+    capped = client.messages.create(thinking={"type": "enabled", "budget_tokens": 4}, **ask)
+    kinds = [b.type for b in capped.content]
+    assert kinds == ["thinking", "text"], kinds  # the budget closed the block, the answer followed
+    assert n_tokens(tc, capped.content[0].thinking) <= 6
+    counted = client.messages.count_tokens(model=THINK, messages=ask["messages"],
+                                           thinking={"type": "disabled"})
+    def prompt(usage: anthropic.types.Usage) -> int:  # Anthropic counts cache reads apart
+        return usage.input_tokens + (usage.cache_read_input_tokens or 0)
+
+    assert counted.input_tokens == prompt(off.usage) != prompt(default.usage)
+
+
+def test_responses_reasoning_effort(tc: httpx.Client) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{tc.base_url}/v1", api_key="unused", max_retries=0)
+    ask = dict(model=THINK, input="hi", max_output_tokens=16, temperature=0, store=False)
+    thought = client.responses.create(**ask)
+    assert [item.type for item in thought.output][:1] == ["reasoning"]
+    plain = client.responses.create(reasoning={"effort": "none"}, **ask)
+    assert [item.type for item in plain.output] == ["message"] and plain.output_text
+    bad = tc.post("/v1/responses", json={"model": THINK, "input": "hi", "reasoning": {"effort": "huge"}})
+    assert bad.status_code == 400 and "reasoning.effort" in bad.text

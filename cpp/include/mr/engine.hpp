@@ -38,6 +38,11 @@ struct EngineParams {
     int max_queue = 64;    // requests waiting for a slot; one more is refused (Overloaded)
     int prefill_chunk = 0; // most prompt tokens one slot adds to a step; 0: n_batch
     int flash_attn = -1;   // -1: llama.cpp decides (auto), 0: off, 1: on
+    // The largest share of the cells that idle slots' caches (prefixes kept for the next turn)
+    // may hold while several requests run: in a cache shared by the slots every decode step
+    // attends over the whole used range, so idle cells slow every running sequence
+    // (Engine::trim_idle_caches).
+    float idle_cache = 0.1f;
 };
 
 struct Request {
@@ -158,6 +163,7 @@ private:
     size_t pick_slot(const std::vector<llama_token>& prompt) const;
     int reuse_prefix(size_t seq, const std::vector<llama_token>& prompt);
     bool drop_idle_cache();
+    void trim_idle_caches();
     void clear_seq(size_t seq);
     void evict_newest(const std::string& why);
     void publish();

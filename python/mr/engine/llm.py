@@ -52,7 +52,7 @@ class LLM:
         n_batch = min(o.n_batch, self.n_ctx)
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, n_batch, min(o.n_ubatch, n_batch),
                                       o.n_threads, o.max_queue, o.prefill_chunk,
-                                      o.native_flash_attn)
+                                      o.native_flash_attn, o.idle_cache)
         self._pump = EventPump(self._engine)
         # Freed when dropped: the pump thread holds the engine, not this object, so the finalizer
         # (which must not hold `self` either) stops both once the last reference goes. It also

@@ -69,6 +69,9 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     use_mmap: bool = True
     repack: bool = True  # let the CPU backend repack weights (AMX, AVX-512 layouts), as llama.cpp does
     flash_attn: str = "auto"  # "auto", "on" or "off" (see native_flash_attn)
+    # The share of the KV cells idle slots' caches may keep while several requests run (the
+    # engine's trim_idle_caches says why): 0 keeps none, 1 keeps them until the cache is full.
+    idle_cache: float = 0.1
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers ("host:port") that hold a share of the layers
 
     def validate(self) -> None:
@@ -81,6 +84,7 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
         _check("prefill_chunk", 0 <= self.prefill_chunk <= 1 << 16, "in [0, 65536]")
         _check("n_gpu_layers", self.n_gpu_layers >= -1, ">= -1")
         _check("flash_attn", self.flash_attn in FLASH_ATTN, "one of auto, on, off")
+        _check("idle_cache", 0.0 <= self.idle_cache <= 1.0, "in [0, 1]")
         from mr.rpc import parse_endpoints
 
         parse_endpoints(self.rpc)  # raises on a malformed or repeated endpoint

@@ -41,7 +41,7 @@ class _Output:
         self.finish_reason: str | None = None
         self.stop_sequence: str | None = None  # the stop string that ended the output, if one did
         self.n_prompt = n_prompt
-        self.n_generated = 0
+        self._n_generated = 0  # the engine's count, known at the finish
         self.n_cached = 0
         self.tokens: list[int] = []
         self.logprobs: list[TokenLogprob] = []
@@ -51,6 +51,11 @@ class _Output:
     def usage(self) -> Usage:
         return Usage(prompt_tokens=self.n_prompt, completion_tokens=self.n_generated,
                      cached_tokens=self.n_cached)
+
+    @property
+    def n_generated(self) -> int:
+        """Tokens generated so far (the events carry no counts; the finish carries the engine's)."""
+        return max(self._n_generated, len(self.tokens))
 
     def close(self) -> None:
         if not self.done:
@@ -94,7 +99,7 @@ class _Output:
         self.done = True
         n_prompt, n_generated, self.n_cached, error, queue_ms, prefill_ms, decode_ms, stop = end
         self.n_prompt = n_prompt or self.n_prompt
-        self.n_generated = max(n_generated, len(self.tokens))
+        self._n_generated = n_generated
         self.timings = Timings(queue_ms=queue_ms, prefill_ms=prefill_ms, decode_ms=decode_ms)
         if finish == 4:
             raise EngineError(error or "generation failed")

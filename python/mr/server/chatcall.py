@@ -23,6 +23,7 @@ from mr.server import sse
 from mr.server.context import Req, ServerContext
 from mr.server.disconnect import until_disconnect
 from mr.server.openai.streams import asubmit_all, finish_all
+from mr.server.thinking import Thinking
 
 
 def new_id(prefix: str) -> str:
@@ -41,6 +42,7 @@ class ChatCall:
     max_tokens: int = -1
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    thinking: Thinking = field(default_factory=Thinking)  # with the model's configured default
 
 
 @dataclass
@@ -70,8 +72,9 @@ class Running:
 async def start(ctx: ServerContext, call: ChatCall) -> Running:
     lease = await ctx.runner.acquire(call.model)
     llm = lease.llm
+    options = call.thinking.apply(call.options, lease.model.think)
     try:  # rendering, grammars and tokenizing may take long: never on the event loop
-        prompt = await asyncio.to_thread(llm.prepare_chat, call.messages, call.options)
+        prompt = await asyncio.to_thread(llm.prepare_chat, call.messages, options)
     except BaseException:
         lease.release()
         raise
@@ -107,11 +110,11 @@ def event_stream(running: Running, body: Callable[[Running], AsyncIterator[bytes
     return Stream(sse.guarded(frames(), running.finish), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
-async def count_prompt(ctx: ServerContext, model: str, messages: list[dict[str, Any]],
-                       options: ChatOptions | None) -> int:
-    """How many tokens the rendered prompt of `messages` takes (what usage would report)."""
-    async with await ctx.runner.acquire(model) as lease:
+async def count_prompt(ctx: ServerContext, call: ChatCall) -> int:
+    """How many tokens the rendered prompt of `call` takes (what usage would report)."""
+    async with await ctx.runner.acquire(call.model) as lease:
         llm = lease.llm
+        messages, options = call.messages, call.thinking.apply(call.options, lease.model.think)
 
         def count() -> int:  # the very tokens a request with these messages would submit
             return len(llm.prepare_chat(messages, options).tokens)

@@ -60,8 +60,13 @@ def from_openai(reasoning_effort: str | None, chat_template_kwargs: dict[str, An
     return Thinking(enable=enable, kwargs=kwargs, budget=budget)
 
 
+def from_effort(value: str | None, param: str) -> Thinking:
+    """An effort level alone (the Responses API's `reasoning.effort`)."""
+    enable, extra = effort(value, param)
+    return Thinking(enable=enable, kwargs=extra or None)
+
+
 def from_ollama(think: bool | str | None) -> Thinking:
     if think is None or isinstance(think, bool):
         return Thinking(enable=think)
-    enable, extra = effort(think, "think")
-    return Thinking(enable=enable, kwargs=extra or None)
+    return from_effort(think, "think")

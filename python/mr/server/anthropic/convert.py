@@ -33,6 +33,7 @@ from mr.server.anthropic.protocol import (
 from mr.server.chatcall import ChatCall
 from mr.server.errors import invalid
 from mr.server.openai.params import checked_text
+from mr.server.thinking import Thinking
 
 
 def chat_call(req: MessagesRequest) -> ChatCall:
@@ -41,7 +42,22 @@ def chat_call(req: MessagesRequest) -> ChatCall:
     stops = [checked_text(s, "stop_sequences") for s in req.stop_sequences or []]
     return ChatCall(model=req.model, messages=messages(req), options=options(req),
                     sampling=SamplingOptions(**fields), max_tokens=req.max_tokens, stop=stops,
-                    ignore_eos=req.ignore_eos)
+                    ignore_eos=req.ignore_eos, thinking=thinking(req))
+
+
+def prompt_call(req: PromptFields) -> ChatCall:
+    """Just the prompt of a request (count_tokens): what `chat_call` would render."""
+    return ChatCall(model=req.model, messages=messages(req), options=options(req), thinking=thinking(req))
+
+
+def thinking(req: PromptFields) -> Thinking:
+    """`thinking`: enabled (with its token budget) or adaptive turn it on, disabled off; absent,
+    the model's configured default holds."""
+    config = req.thinking
+    if config is None:
+        return Thinking()
+    budget = config.budget_tokens if config.type == "enabled" else None
+    return Thinking(enable=config.type != "disabled", budget=budget)
 
 
 def messages(req: PromptFields) -> list[dict[str, Any]]:
@@ -129,13 +145,9 @@ def options(req: PromptFields) -> ChatOptions | None:
     if isinstance(choice, ToolChoiceTool) and choice.name not in {t.name for t in req.tools or []}:
         raise invalid("tool_choice", f"tool_choice names {choice.name!r}, which is not in tools")
     parallel = not (choice is not None and getattr(choice, "disable_parallel_tool_use", False))
-    kwargs = None
-    if req.thinking is not None:
-        kwargs = {"enable_thinking": req.thinking.type != "disabled"}
-    if not tools and kwargs is None:
+    if not tools:
         return None
-    return ChatOptions(tools=tools or None, tool_choice=tool_choice, parallel_tool_calls=parallel,
-                       chat_template_kwargs=kwargs)
+    return ChatOptions(tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel)
 
 
 # ---- results ----

@@ -46,7 +46,7 @@ async def create_message(request: Req, data: Annotated[MessagesRequest, Body()])
       status_code=200)
 async def count_tokens(request: Req, data: Annotated[CountTokensRequest, Body()]) -> CountTokensOut:
     ctx = server_context(request)
-    n = await chatcall.count_prompt(ctx, data.model, convert.messages(data), convert.options(data))
+    n = await chatcall.count_prompt(ctx, convert.prompt_call(data))
     return CountTokensOut(input_tokens=n)
 
 

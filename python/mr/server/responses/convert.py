@@ -16,6 +16,7 @@ from mr.server.chatcall import ChatCall, new_id
 from mr.server.errors import invalid
 from mr.server.openai.params import checked_text
 from mr.server.responses.protocol import ContentPart, FunctionTool, InputItem, ResponseRequest
+from mr.server.thinking import from_effort
 
 ROLES = {"user", "assistant", "system", "developer"}
 TEXT_PARTS = {"input_text", "output_text", "text", "refusal"}
@@ -29,7 +30,8 @@ def chat_call(req: ResponseRequest, items: list[dict[str, Any]],
     msgs += history + messages(items)
     fields = {name: getattr(req, name) for name in ("temperature", "top_p") if getattr(req, name) is not None}
     return ChatCall(model=req.model, messages=msgs, options=options(req), sampling=SamplingOptions(**fields),
-                    max_tokens=req.max_output_tokens or -1, ignore_eos=req.ignore_eos)
+                    max_tokens=req.max_output_tokens or -1, ignore_eos=req.ignore_eos,
+                    thinking=from_effort(req.reasoning.effort if req.reasoning else None, "reasoning.effort"))
 
 
 # ---- input items ----

@@ -61,6 +61,12 @@ class TextConfig(Struct, kw_only=True):
     verbosity: str | None = None
 
 
+class ReasoningConfig(Struct, kw_only=True):
+    effort: str | None = None  # none/minimal: thinking off; low/medium/high: on (checked in convert)
+    summary: str | None = None  # accepted; reasoning is returned whole, as reasoning_text
+    generate_summary: str | None = None
+
+
 class ResponseRequest(Struct, kw_only=True):
     model: Annotated[str, Meta(min_length=1, max_length=512)]
     input: str | Annotated[list[InputItem], Meta(max_length=MAX_ITEMS)]
@@ -77,7 +83,7 @@ class ResponseRequest(Struct, kw_only=True):
     previous_response_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     metadata: Annotated[dict[str, Annotated[str, Meta(max_length=512)]], Meta(max_length=16)] | None = None
     user: str | None = None
-    reasoning: Any = None
+    reasoning: ReasoningConfig | None = None
     truncation: Literal["auto", "disabled"] | None = None
     ignore_eos: bool = False  # llama-server's extension, as on chat completions: max_output_tokens tokens
 
