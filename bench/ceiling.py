@@ -2,10 +2,11 @@
 costs (almost) nothing. A tiny random-weights model with the real tokenizer (1 layer, 32 wide:
 bench/tiny_model.py) makes the server, not the kernels, the bottleneck; mr serve and llama-server
 (one slot per client, same context per slot) stream to 16/64/128 clients at once, A B A B.
-Two more mr serve variants show what each part of its streaming stack is worth: the plain asyncio
-event loop instead of uvloop (`MR_LOOP=asyncio`), and the ASGI path for every token instead of
-the engine's frames written straight to the socket (`MR_DIRECT_STREAMS=0`, also asyncio: the
-serving path as it was before).
+Three more mr serve variants show what each part of its streaming stack is worth: the event loop
+writing the engine's frames to the socket instead of the engine thread itself
+(`MR_ENGINE_WRITES=0`), the plain asyncio event loop instead of uvloop (`MR_LOOP=asyncio`, also
+loop writes), and the ASGI path for every token (`MR_DIRECT_STREAMS=0`, also asyncio: the serving
+path as it was before).
 
 The load generator must not be the bottleneck, so it is lean: raw asyncio sockets, one connection
 per request, frames counted in the received bytes rather than parsed, the token count taken from
@@ -31,8 +32,11 @@ if TYPE_CHECKING:
     from bench.context import Context
 
 PART = "ceiling"
-ASYNCIO, ASGI = "mr-serve (asyncio loop)", "mr-serve (asyncio, asgi path)"
-VARIANTS = {ASYNCIO: {"MR_LOOP": "asyncio"}, ASGI: {"MR_LOOP": "asyncio", "MR_DIRECT_STREAMS": "0"}}
+LOOP_WRITES, ASYNCIO = "mr-serve (loop writes)", "mr-serve (asyncio loop)"
+ASGI = "mr-serve (asyncio, asgi path)"
+VARIANTS = {LOOP_WRITES: {"MR_ENGINE_WRITES": "0"},
+            ASYNCIO: {"MR_LOOP": "asyncio", "MR_ENGINE_WRITES": "0"},
+            ASGI: {"MR_LOOP": "asyncio", "MR_DIRECT_STREAMS": "0"}}
 LEVELS, QUICK_LEVELS = (16, 64, 128), (4,)
 TOKENS, QUICK_TOKENS = 256, 16  # per request
 CELLS_PER_SLOT = 512

@@ -65,7 +65,8 @@ py::array_t<float> to_matrix(mr::Embeddings&& e) {
 
 // (id, token, text, frame, finish, logprob, end): `frame` is None unless the request has a
 // FrameFormat; `logprob` is (logprob, top, piece) when asked for; `end` is set on a finish:
-// (n_prompt, n_generated, n_cached, error, queue_ms, prefill_ms, decode_ms, stop_index).
+// (n_prompt, n_generated, n_cached, error, queue_ms, prefill_ms, decode_ms, stop_index, wire), `wire`
+// being (send times, logged payload, payload bytes) for a request with a wire, else None.
 py::list to_py(std::vector<mr::Event>&& events) {
     py::list out(events.size());
     for (size_t i = 0; i < events.size(); ++i) {
@@ -78,8 +79,10 @@ py::list to_py(std::vector<mr::Event>&& events) {
         }
         py::object end = py::none();
         if (ev.finish != mr::Finish::None) {
+            py::object wire = py::none();
+            if (ev.has_wire) wire = py::make_tuple(py::cast(ev.wire_times), py::bytes(ev.wire_log), ev.wire_bytes);
             end = py::make_tuple(ev.n_prompt, ev.n_generated, ev.n_cached, ev.error, ev.queue_ms, ev.prefill_ms,
-                                 ev.decode_ms, ev.stop_index);
+                                 ev.decode_ms, ev.stop_index, wire);
         }
         out[i] = py::make_tuple(ev.id, ev.token, py::str(ev.text), frame, static_cast<int>(ev.finish), logprob, end);
     }
@@ -292,7 +295,8 @@ PYBIND11_MODULE(_native, m) {
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,
                 const mr::SamplingParams& sampling, int max_tokens, bool ignore_eos,
                 const std::vector<int32_t>& stop_tokens, int n_logprobs, std::vector<std::string> stop_strings,
-                const py::bytes& frame_head, const py::bytes& frame_tail, bool frame_chunked) {
+                const py::bytes& frame_head, const py::bytes& frame_tail, bool frame_chunked, int wire_fd,
+                size_t wire_log) {
                  mr::Request r;
                  r.n_logprobs = n_logprobs;
                  r.stop_strings = std::move(stop_strings);
@@ -302,14 +306,18 @@ PYBIND11_MODULE(_native, m) {
                  r.max_tokens = max_tokens;
                  r.ignore_eos = ignore_eos;
                  r.stop_tokens = stop_tokens;
+                 r.wire_fd = wire_fd;
+                 r.wire_log = wire_log;
                  py::gil_scoped_release nogil;
                  return self.submit(std::move(r));
              },
              "prompt"_a, "sampling"_a, "max_tokens"_a = -1, "ignore_eos"_a = false,
              "stop_tokens"_a = std::vector<int32_t>{}, "n_logprobs"_a = -1,
              "stop_strings"_a = std::vector<std::string>{}, "frame_head"_a = py::bytes(), "frame_tail"_a = py::bytes(),
-             "frame_chunked"_a = false)
+             "frame_chunked"_a = false, "wire_fd"_a = -1, "wire_log"_a = 0)
         .def("cancel", &mr::Engine::cancel, "id"_a, release_gil())
+        .def("decide_wire", &mr::Engine::decide_wire, "id"_a, "open"_a, release_gil())
+        .def_property_readonly_static("REST_OF_FRAME", [](const py::object&) { return mr::Engine::kRestOfFrame; })
         .def("poll",
              [](mr::Engine& self, int timeout_ms) {
                  std::vector<mr::Event> events;

@@ -64,7 +64,14 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
       n_ctx_seq_(static_cast<int>(llama_n_ctx_seq(ctx_.get()))),
       batch_(params_.n_batch + params_.n_slots, 1),
       slots_(params_.n_slots) {
-    if (params_.prefill_chunk == 0) params_.prefill_chunk = params_.n_batch;
+    // llama.cpp caps a context's batch at its size; a step beyond the cap would abort the process
+    // (GGML_ASSERT in llama_decode), so the engine never builds one (batch_ keeps its capacity).
+    params_.n_batch = std::min(params_.n_batch, static_cast<int>(llama_n_batch(ctx_.get())));
+    if (params_.n_batch < params_.n_slots) {
+        throw InvalidArgument("n_ctx " + std::to_string(llama_n_ctx(ctx_.get())) + " leaves a batch of " +
+                              std::to_string(params_.n_batch) + " tokens, fewer than n_slots");
+    }
+    if (params_.prefill_chunk == 0 || params_.prefill_chunk > params_.n_batch) params_.prefill_chunk = params_.n_batch;
     thread_ = std::thread([this] { run(); });
 }
 
@@ -92,6 +99,11 @@ uint64_t Engine::submit(Request request) {
     const int need = n_prompt + std::max(request.max_tokens, 1);
     if (need > n_ctx_seq_) throw ContextOverflow(need, n_ctx_seq_);
     auto sampler = std::make_unique<Sampler>(*model_, request.sampling);  // validates sampling
+    std::unique_ptr<WireWriter> wire;
+    if (request.wire_fd >= 0) {
+        if (request.frame.empty()) throw InvalidArgument("a request with a wire needs a frame format");
+        wire = std::make_unique<WireWriter>(request.wire_fd, request.frame.chunked, request.wire_log);
+    }
 
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) throw Error("the engine is shut down");
@@ -99,9 +111,15 @@ uint64_t Engine::submit(Request request) {
         throw Overloaded("the request queue is full (" + std::to_string(params_.max_queue) + " waiting)");
     }
     const uint64_t id = next_id_++;
-    queue_.push_back(Pending{id, std::move(request), std::move(sampler), Clock::now()});
+    queue_.push_back(Pending{id, std::move(request), std::move(sampler), Clock::now(), std::move(wire)});
     work_cv_.notify_one();
     return id;
+}
+
+void Engine::decide_wire(uint64_t id, bool open) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    wire_calls_.emplace_back(id, open);
+    work_cv_.notify_one();
 }
 
 void Engine::cancel(uint64_t id) {
@@ -180,11 +198,12 @@ void Engine::run() {
 bool Engine::wait_for_work() {
     std::unique_lock<std::mutex> lock(mutex_);
     work_cv_.wait(lock, [this] {
-        return stopping_ || !queue_.empty() || !cancels_.empty() || busy_.load() > 0;
+        return stopping_ || !queue_.empty() || !cancels_.empty() || !wire_calls_.empty() || busy_.load() > 0;
     });
     if (stopping_) return false;
     Lap lap;  // waiting for work is idle time, not step time: count from here
     apply_cancels();
+    apply_wires();
     admit();
     lap.to(us_other_);
     return true;
@@ -195,6 +214,33 @@ void Engine::apply_cancels() {
         if (slot.active && cancels_.count(slot.id)) finish(slot, Finish::Cancelled);
     }
     cancels_.clear();  // ids of finished or unknown requests are simply dropped
+}
+
+void Engine::apply_wires() {
+    for (const auto& [id, open] : wire_calls_) {
+        WireWriter* wire = nullptr;
+        for (Slot& s : slots_) {
+            if (s.active && s.id == id) wire = s.wire.get();
+        }
+        for (Pending& p : queue_) {
+            if (p.id == id) wire = p.wire.get();
+        }
+        if (wire == nullptr) continue;  // finished (its held frames went out with its finish)
+        bool rest = false;
+        publish_frames(id, wire->decide(open, rest), rest);
+    }
+    wire_calls_.clear();
+}
+
+// Frames handed back by a wire, in order, as events of their own (no token, no finish).
+void Engine::publish_frames(uint64_t id, std::vector<std::string> frames, bool first_is_rest) {
+    for (size_t i = 0; i < frames.size(); ++i) {
+        Event ev;
+        ev.id = id;
+        ev.token = i == 0 && first_is_rest ? kRestOfFrame : -1;
+        ev.frame = std::move(frames[i]);
+        out_.push_back(std::move(ev));
+    }
 }
 
 void Engine::admit() {
@@ -229,6 +275,7 @@ void Engine::start(Pending p) {
     slot.submitted = p.submitted;
     slot.admitted_at = Clock::now();
     slot.first_token = {};
+    slot.wire = std::move(p.wire);
     busy_++;
     trim_idle_caches();
     if (reused > 0) {
@@ -511,13 +558,43 @@ void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
     }
     if (ev.finish == Finish::Length) text += slot.text.flush(/*cut=*/true);
     add_text(ev, slot, std::move(text));
-    if (ev.finish != Finish::None) add_timings(ev, slot);
-    out_.push_back(std::move(ev));
-    if (out_.back().finish != Finish::None) {
+    const bool finished = ev.finish != Finish::None;
+    if (finished) add_timings(ev, slot);
+    emit(slot, std::move(ev));
+    if (finished) {
         release(slot, true);
     } else {
         slot.pending = token;
     }
+}
+
+// An event of a running request: published, or with a wire, its frame sent (or held) by the
+// engine and nothing published unless the request ends or the wire gives the frame back.
+void Engine::emit(Slot& slot, Event ev) {
+    WireWriter* wire = slot.wire.get();
+    if (wire == nullptr) {
+        out_.push_back(std::move(ev));
+        return;
+    }
+    const bool finished = ev.finish != Finish::None;
+    if (finished && wire->state() == WireWriter::State::Held) {
+        bool rest = false;  // ended before the server decided: its frames go back, in order
+        publish_frames(ev.id, wire->decide(false, rest), rest);
+    }
+    bool rest = false;
+    if (!ev.frame.empty() && !wire->take(ev.frame, rest) && rest) {
+        publish_frames(ev.id, {std::move(ev.frame)}, true);
+        ev.frame.clear();
+    }
+    if (finished) {
+        ev.has_wire = true;
+        ev.wire_times = wire->times();
+        ev.wire_log = wire->log();
+        ev.wire_bytes = wire->bytes();
+    } else if (ev.frame.empty() && !ev.has_logprob) {
+        return;  // sent or held: the server has nothing to do for this token
+    }
+    out_.push_back(std::move(ev));
 }
 
 void Engine::add_text(Event& ev, const Slot& slot, std::string text) {
@@ -557,7 +634,7 @@ void Engine::finish(Slot& slot, Finish reason, std::string error, bool keep_cach
     if (reason == Finish::Stop && error.empty()) add_text(ev, slot, slot.text.flush());
     ev.error = std::move(error);
     add_timings(ev, slot);
-    out_.push_back(std::move(ev));
+    emit(slot, std::move(ev));
     release(slot, keep_cache);
 }
 
@@ -576,6 +653,7 @@ void Engine::release(Slot& slot, bool keep_cache) {
     if (!keep_cache) clear_seq(static_cast<size_t>(&slot - slots_.data()));
     slot.active = false;
     slot.sampler.reset();
+    slot.wire.reset();  // closes the engine's copy of the socket
     slot.pending = -1;
     slot.n_in_batch = 0;
     slot.logits_idx = -1;

@@ -100,16 +100,21 @@ class SamplingParams:
     def __init__(self) -> None: ...
 
 # (id, token, text, frame, finish, logprob, end):
-# token: -1 when the event only finishes the request; text: output ready to emit (whole UTF-8
+# token: -1 when the event only finishes the request or only carries frames a wire gave back,
+# Engine.REST_OF_FRAME (-2) when its frame is the unsent end of one the engine began writing to
+# the request's wire; text: output ready to emit (whole UTF-8
 # characters, stop strings cut; may be ""); frame: `text` rendered by the request's frame format
 # (head + JSON string body + tail, as an HTTP chunk if asked), None without one or without text;
 # finish: 0 none, 1 stop, 2 length, 3 cancelled, 4 error;
 # logprob: (logprob, top, piece) when logprobs were asked for, top [(token, logprob), ...] best
 # first or None, piece the token's own bytes; end: set on the finishing event, (n_prompt,
-# n_generated, n_cached, error, queue_ms, prefill_ms, decode_ms, stop_index).
+# n_generated, n_cached, error, queue_ms, prefill_ms, decode_ms, stop_index, wire), wire being
+# (send times in time.perf_counter() seconds, logged payload, payload bytes) for a request that
+# had a wire, else None.
 Top = list[tuple[int, float]] | None
 Logprob = tuple[float, Top, bytes]
-End = tuple[int, int, int, str, float, float, float, int]
+WireEnd = tuple[list[float], bytes, int]
+End = tuple[int, int, int, str, float, float, float, int, WireEnd | None]
 RawEvent = tuple[int, int, str, bytes | None, int, Logprob | None, End | None]
 
 class TextAssembler:
@@ -153,8 +158,12 @@ class Engine:
         frame_head: bytes = b"",
         frame_tail: bytes = b"",
         frame_chunked: bool = False,
+        wire_fd: int = -1,
+        wire_log: int = 0,
     ) -> int: ...
     def cancel(self, id: int) -> None: ...
+    def decide_wire(self, id: int, open: bool) -> None: ...
+    REST_OF_FRAME: int
     def poll(self, timeout_ms: int = 0) -> list[RawEvent]: ...
     @property
     def event_fd(self) -> int: ...

@@ -23,6 +23,7 @@
 #include "mr/notifier.hpp"
 #include "mr/sampler.hpp"
 #include "mr/text.hpp"
+#include "mr/wire.hpp"
 
 namespace mr {
 
@@ -54,6 +55,10 @@ struct Request {
     std::vector<std::string> stop_strings;  // the output ends before the first one it contains
     int n_logprobs = -1;  // -1: none; 0: the chosen token's; N: also the N most likely tokens
     FrameFormat frame;    // when set, each event's text also comes rendered as a wire frame
+    // With a frame format: the client's socket, which the engine thread then writes the frames to
+    // itself (mr/wire.hpp), once the server decides (decide_wire). -1: frames go in the events.
+    int wire_fd = -1;
+    size_t wire_log = 0;  // payload bytes of the written frames kept for the request log
 };
 
 enum class Finish : int { None = 0, Stop = 1, Length = 2, Cancelled = 3, Error = 4 };
@@ -74,6 +79,12 @@ struct Event {
     // to the first token (prefill), and from the first token to the end (decode).
     float queue_ms = 0.0f, prefill_ms = 0.0f, decode_ms = 0.0f;
     bool has_logprob = false;                          // logprobs were asked for
+    // On the finish of a request with a wire: when each frame sent by the engine went out
+    // (CLOCK_MONOTONIC seconds), their payload (up to Request::wire_log) and its size.
+    bool has_wire = false;
+    std::vector<double> wire_times;
+    std::string wire_log;
+    size_t wire_bytes = 0;
     float logprob = 0.0f;                              // of `token`, when logprobs were asked
     std::vector<std::pair<llama_token, float>> top;    // most likely tokens, best first
 };
@@ -105,6 +116,13 @@ public:
     uint64_t submit(Request request);
     // Frees the request's slot before the next step; a queued request never starts.
     void cancel(uint64_t id);
+    // For a request submitted with a wire: send its frames from the engine thread (open) or
+    // hand them back in events (released). Applied at the next step; frames made before it are
+    // held, so the server's own bytes (the response head) always come first on the wire.
+    void decide_wire(uint64_t id, bool open);
+    // Event::token of an event whose frame is the unsent end of a frame the engine began writing
+    // (the server sends it as it is: it is neither a new token nor a whole frame).
+    static constexpr llama_token kRestOfFrame = -2;
     // Every pending event; waits up to timeout_ms (0: no wait, < 0: forever) when none are.
     std::vector<Event> poll(int timeout_ms);
     int event_fd() const { return notifier_.fd(); }
@@ -122,6 +140,7 @@ private:
         Request request;
         std::unique_ptr<Sampler> sampler;
         Clock::time_point submitted;
+        std::unique_ptr<WireWriter> wire;
     };
     // One sequence of the unified KV cache; seq id = index in slots_.
     struct Slot {
@@ -141,12 +160,14 @@ private:
         llama_token pending = -1;        // sampled, not yet decoded
         int logits_idx = -1;             // batch output to sample from after this step
         int n_in_batch = 0;              // tokens this slot put into the current batch
+        std::unique_ptr<WireWriter> wire;  // the client's socket, for a request that has one
     };
 
     void run();
     bool wait_for_work();  // blocks until there is work; admits and cancels under mutex_
     void admit();          // mutex_ held
     void apply_cancels();  // mutex_ held
+    void apply_wires();    // mutex_ held
     void drain_all();
     void step();
     int build_batch();
@@ -156,6 +177,8 @@ private:
     void release(Slot& slot, bool keep_cache);
     void emit_token(Slot& slot, llama_token token, int logits_idx);
     static void add_text(Event& ev, const Slot& slot, std::string text);
+    void emit(Slot& slot, Event ev);
+    void publish_frames(uint64_t id, std::vector<std::string> frames, bool first_is_rest);
     void add_logprobs(Event& ev, int logits_idx, int n_top) const;
     static void add_timings(Event& ev, const Slot& slot);
     void start(Pending p);
@@ -183,6 +206,7 @@ private:
     std::condition_variable events_cv_;
     std::deque<Pending> queue_;
     std::unordered_set<uint64_t> cancels_;
+    std::vector<std::pair<uint64_t, bool>> wire_calls_;  // decide_wire calls not applied yet
     std::vector<Event> events_;
     uint64_t next_id_ = 1;
     bool stopping_ = false;

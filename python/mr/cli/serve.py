@@ -195,7 +195,7 @@ def run(settings: Any) -> None:
                             timeout_graceful_shutdown=10, ssl_certfile=settings.tls_cert,
                             ssl_keyfile=settings.tls_key,
                             http=guarded_protocol(settings.header_timeout, settings.body_timeout,
-                                                 settings.direct_streams))
+                                                 settings.direct_streams, settings.engine_writes))
     server = _Server(config, on_exit=lambda: (ctx.runner.drain(), cancel_transfers()))
     scheme = "https" if settings.tls_cert else "http"
     click.echo(f"mr serve: listening on {scheme}://{_url_host(settings.host)}:{settings.port} "

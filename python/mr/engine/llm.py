@@ -28,6 +28,7 @@ from mr.rpc import LayerPlacement
 
 Prompt = str | Sequence[int] | np.ndarray
 Frame = tuple[bytes, bytes, bool]  # head, tail, chunked: see LLM.agenerate
+Wire = tuple[int, int]  # socket fd, log bytes: see LLM.agenerate
 
 
 class LLM:
@@ -92,16 +93,20 @@ class LLM:
     def agenerate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
                   max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
                   ignore_eos: bool = False, parse_special: bool = False,
-                  logprobs: int | None = None, frame: Frame | None = None) -> AsyncStream:
+                  logprobs: int | None = None, frame: Frame | None = None,
+                  wire: Wire | None = None) -> AsyncStream:
         """Like generate(), for asyncio: call it on the running loop, then `async for` the result.
 
         frame: (head, tail, chunked): the engine also renders each piece of text as `head` + the
-        text as a JSON string body + `tail` (an HTTP chunk if `chunked`), for AsyncStream.go_direct."""
+        text as a JSON string body + `tail` (an HTTP chunk if `chunked`), for AsyncStream.go_direct.
+        wire: (socket fd, log bytes): the engine may send those frames to the socket itself, once
+        go_direct(..., engine_writes=True) says so; it keeps `log bytes` of them for a log."""
         self._attach_current()
         stops = list(stop)
         args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special, logprobs)
-        stream = AsyncStream(0, stops, self._pump.cancel, self._piece_of(logprobs), len(args[0]))
-        stream.id = self._pump.submit(stream.put, *args, stops, frame)
+        decide = self._pump.decide_wire if wire is not None else None
+        stream = AsyncStream(0, stops, self._pump.cancel, self._piece_of(logprobs), len(args[0]), decide)
+        stream.id = self._pump.submit(stream.put, *args, stops, frame, wire)
         return stream
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -132,14 +137,14 @@ class LLM:
     def achat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
               max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
               logprobs: int | None = None, ignore_eos: bool = False,
-              frame: Frame | None = None) -> AsyncChatStream:
+              frame: Frame | None = None, wire: Wire | None = None) -> AsyncChatStream:
         """Like chat(), for asyncio (see agenerate). On a server, pass prepare_chat's result
         (computed in a worker thread): rendering and tokenizing must not run on the loop."""
         prepared = self._prepared(messages, options)
         fmt = prepared.fmt.fresh()
         stream = self.agenerate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
                                 stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos,
-                                frame=frame)
+                                frame=frame, wire=wire)
         return AsyncChatStream(stream, fmt)
 
     def prepare_chat(self, messages: list[dict[str, Any]], options: ChatOptions | None = None) -> ChatPrompt:

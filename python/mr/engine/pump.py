@@ -55,11 +55,13 @@ class EventPump:
 
     def submit(self, sink: Sink, prompt: object, sampling: _native.SamplingParams, max_tokens: int,
                ignore_eos: bool, stop_tokens: list[int], n_logprobs: int, stops: list[str],
-               frame: tuple[bytes, bytes, bool] | None = None) -> int:
+               frame: tuple[bytes, bytes, bool] | None = None, wire: tuple[int, int] | None = None) -> int:
+        """`wire`: (socket fd, log bytes) for the engine to send the frames to (decide_wire)."""
         head, tail, chunked = frame or (b"", b"", False)
+        wire_fd, wire_log = wire or (-1, 0)
         with self._lock:
             request_id = self._engine.submit(prompt, sampling, max_tokens, ignore_eos, stop_tokens,
-                                             n_logprobs, stops, head, tail, chunked)
+                                             n_logprobs, stops, head, tail, chunked, wire_fd, wire_log)
             self._sinks[request_id] = sink
         return request_id
 
@@ -70,6 +72,9 @@ class EventPump:
 
     def cancel(self, request_id: int) -> None:
         self._engine.cancel(request_id)
+
+    def decide_wire(self, request_id: int, open: bool) -> None:
+        self._engine.decide_wire(request_id, open)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Drain from `loop` (fd readiness) instead of the thread. Call from the loop's thread."""

@@ -15,6 +15,7 @@ import queue
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
+from mr import _native
 from mr.engine.pump import FINISH_NAMES
 from mr.engine.types import Timings, TokenLogprob, TopLogprob, Usage
 from mr.errors import CutShortError, EngineError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 # Finish codes whose error text means the request was ended by the engine, not by its own stop
 # condition (KV cache full: "length" + text; engine shut down: "cancelled" + text).
 _CUT_SHORT = (2, 3)
+_REST_OF_FRAME = _native.Engine.REST_OF_FRAME
 
 
 class _Output:
@@ -46,6 +48,7 @@ class _Output:
         self.tokens: list[int] = []
         self.logprobs: list[TokenLogprob] = []
         self.timings = Timings()
+        self.wire_end: tuple[list[float], bytes, int] | None = None  # what the engine sent itself
 
     @property
     def usage(self) -> Usage:
@@ -70,7 +73,7 @@ class _Output:
         if self.done:
             return
         self._cancel(self.id)
-        end = (self.n_prompt, len(self.tokens), self.n_cached, why, 0.0, 0.0, 0.0, -1)
+        end = (self.n_prompt, len(self.tokens), self.n_cached, why, 0.0, 0.0, 0.0, -1, None)
         self._deliver((self.id, -1, "", None, 3, None, end))
 
     def _deliver(self, raw: RawEvent) -> None:
@@ -97,7 +100,8 @@ class _Output:
 
     def _end(self, finish: int, end: End) -> None:
         self.done = True
-        n_prompt, n_generated, self.n_cached, error, queue_ms, prefill_ms, decode_ms, stop = end
+        n_prompt, n_generated, self.n_cached, error, queue_ms, prefill_ms, decode_ms, stop, wire = end
+        self.wire_end = wire
         self.n_prompt = n_prompt or self.n_prompt
         self._n_generated = n_generated
         self.timings = Timings(queue_ms=queue_ms, prefill_ms=prefill_ms, decode_ms=decode_ms)
@@ -152,11 +156,13 @@ class AsyncStream(_Output, AsyncIterator[str]):
     cancels the request. Events that are waiting when the consumer wakes come out as one piece."""
 
     def __init__(self, request_id: int, stops: list[str], cancel: Callable[[int], None],
-                 piece_of: Callable[[int], bytes] | None = None, n_prompt: int = 0) -> None:
+                 piece_of: Callable[[int], bytes] | None = None, n_prompt: int = 0,
+                 decide_wire: Callable[[int, bool], None] | None = None) -> None:
         super().__init__(request_id, stops, cancel, piece_of, n_prompt)
         self._pending: collections.deque[RawEvent] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._write: Callable[[bytes], None] | None = None
+        self._write: Callable[[bytes, bool], None] | None = None
+        self._decide_wire = decide_wire  # submitted with a wire: the engine may send the frames
 
     def put(self, raw: RawEvent) -> None:
         frame, write = raw[3], self._write
@@ -164,7 +170,7 @@ class AsyncStream(_Output, AsyncIterator[str]):
             if raw[4]:
                 self._write = None  # the writer holds its streams: no cycle outlives the request
             if frame is not None:
-                write(frame)
+                write(frame, raw[1] != _REST_OF_FRAME)
                 if not raw[4]:
                     return  # nothing left for the consumer: no wake-up at all
                 raw = (raw[0], raw[1], "", None, raw[4], raw[5], raw[6])
@@ -176,14 +182,24 @@ class AsyncStream(_Output, AsyncIterator[str]):
     def _deliver(self, raw: RawEvent) -> None:
         self.put(raw)
 
-    def go_direct(self, write: Callable[[bytes], None]) -> None:
-        """From now on each event's frame goes to `write` as it is drained; only the finish
-        reaches the consumer. Frames already waiting are written first, in order. Only for a
-        request submitted with a frame format, and whose consumer needs no per-token text."""
+    @property
+    def wired(self) -> bool:
+        """Submitted with a wire that is not decided yet."""
+        return self._decide_wire is not None
+
+    def go_direct(self, write: Callable[[bytes, bool], None], engine_writes: bool = False) -> None:
+        """From now on each event's frame goes to `write(frame, whole)` as it is drained; only
+        the finish reaches the consumer. Frames already waiting are written first, in order. Only
+        for a request submitted with a frame format, and whose consumer needs no per-token text.
+        With a wire, `engine_writes` lets the engine send the frames itself (those it cannot send
+        come to `write`; `whole` is False for the rest of one it began); else it gives them back."""
         waiting, self._pending = self._pending, collections.deque()
         self._write = write
         for raw in waiting:
             self.put(raw)
+        if self._decide_wire is not None:
+            decide, self._decide_wire = self._decide_wire, None
+            decide(self.id, engine_writes)
 
     def __aiter__(self) -> AsyncStream:
         return self

@@ -50,6 +50,7 @@ class RunnerConfig:
     n_gpu_layers: int = -1
     flash_attn: str = "auto"  # "auto", "on" or "off" (EngineOptions.native_flash_attn says why)
     repack: bool = True  # EngineOptions.repack
+    idle_cache: float = 0.1  # EngineOptions.idle_cache
     rpc: tuple[str, ...] = ()  # `mr serve --rpc`: RPC workers for every model without its own
 
 
@@ -240,7 +241,7 @@ class Runner:
         c = self.config
         options = EngineOptions(n_ctx=n_ctx, n_slots=n_slots, max_queue=c.max_queue,
                                 n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers, flash_attn=c.flash_attn,
-                                repack=c.repack, rpc=rpc)
+                                repack=c.repack, idle_cache=c.idle_cache, rpc=rpc)
         return LLM(resolved.gguf_paths[0], options, chat_template=template)
 
     def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate,

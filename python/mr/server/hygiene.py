@@ -20,13 +20,16 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from mr.server import wire
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float, direct: bool = True) -> type[H11Protocol]:
-    """`direct`: hand each request its connection, for streams written past ASGI (mr.server.wire)."""
+def guarded_protocol(header_timeout: float, body_timeout: float, direct: bool = True,
+                     engine_writes: bool = True) -> type[H11Protocol]:
+    """`direct`: hand each request its connection, for streams written past ASGI (mr.server.wire);
+    `engine_writes`: the engine thread may send to its socket itself."""
 
     class GuardedH11Protocol(_Guarded):
         HEADER_TIMEOUT = header_timeout
         BODY_TIMEOUT = body_timeout
         DIRECT = direct
+        ENGINE_WRITES = engine_writes
 
     return GuardedH11Protocol
 
@@ -35,6 +38,7 @@ class _Guarded(H11Protocol):
     HEADER_TIMEOUT = 10.0
     BODY_TIMEOUT = 120.0
     DIRECT = True
+    ENGINE_WRITES = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -53,7 +57,8 @@ class _Guarded(H11Protocol):
         super().handle_events()
         cycle = self.cycle  # a new request's task is created, not yet started: its scope can grow
         if self.DIRECT and cycle is not None and wire.wire_of(cycle.scope) is None:
-            wire.attach(cycle.scope, wire.Wire(self.transport, cycle.scope["http_version"] == "1.1"))
+            wire.attach(cycle.scope, wire.Wire(self.transport, cycle.scope["http_version"] == "1.1",
+                                               self.ENGINE_WRITES))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -38,6 +38,7 @@ class StreamTimer:
         self._metrics = metrics
         self._start = time.perf_counter()
         self.times: list[float] = []
+        self.engine_frames = 0  # of `times`, those the engine sent itself
 
     def token(self) -> None:
         self.times.append(time.perf_counter())
@@ -45,6 +46,9 @@ class StreamTimer:
     def done(self) -> None:
         """Record this request's latencies (once; later calls do nothing)."""
         times, self.times = self.times, []
+        if self.engine_frames:
+            self._metrics.engine_frames.inc(self.engine_frames)
+            self.engine_frames = 0
         if not times:
             return
         self._metrics.ttft_seconds.observe(times[0] - self._start)
@@ -94,6 +98,8 @@ class Metrics:
         self.streams = Counter("mr_streamed_responses", "Streamed responses by how their tokens reached the "
                                "socket: direct (rendered in the engine, written by the event pump) or asgi",
                                ["path"], registry=r)
+        self.engine_frames = Counter("mr_engine_sent_frames", "Streamed frames the engine thread sent to "
+                                     "the client's socket itself (no event-loop wake-up)", registry=r)
         self.prompt_tokens = Counter("mr_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
         self.generated_tokens = Counter("mr_generated_tokens", "Tokens generated", ["model"], registry=r)
         self.cached_tokens = Counter("mr_cached_prompt_tokens", "Prompt tokens reused from the cache",

@@ -40,11 +40,13 @@ class Settings(msgspec.Struct, kw_only=True):
     header_timeout: float = 10.0  # seconds for a request's headers (slowloris)
     body_timeout: float = 120.0  # seconds for a request's body once its headers are in
     direct_streams: bool = True  # plain streamed tokens go to the socket past ASGI (mr.server.wire)
+    engine_writes: bool = True  # ... sent by the engine thread itself (one choice, plain TCP)
     loop: str = "auto"  # the event loop: "auto" (uvloop when installed), "asyncio" or "uvloop"
     threads: int = 0
     gpu_layers: int = -1
     flash_attn: str = "auto"  # "auto" (llama.cpp's choice: on where supported), "on" or "off"
     repack: bool = True  # repack weights for the CPU's fastest kernels (AMX, AVX-512 layouts)
+    idle_cache: float = 0.1  # share of a model's KV cells idle conversations' caches may keep (0..1)
     settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
     log_requests: bool = True
     responses_ttl: float = 3600.0  # seconds a stored Responses API answer is kept
@@ -121,6 +123,13 @@ def _bytes(raw: str) -> int:
     return _size(raw) or DEFAULT_RESPONSES_BYTES
 
 
+def _share(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"MR_IDLE_CACHE must be between 0 and 1, not {raw!r}")
+    return value
+
+
 def _flash_attn(raw: str) -> str:
     if raw not in ("auto", "on", "off"):
         raise ValueError(f"MR_FLASH_ATTN must be auto, on or off, not {raw!r}")
@@ -154,11 +163,13 @@ _ENV = [
     ("MR_HEADER_TIMEOUT", "header_timeout", float),
     ("MR_BODY_TIMEOUT", "body_timeout", float),
     ("MR_DIRECT_STREAMS", "direct_streams", _bool),
+    ("MR_ENGINE_WRITES", "engine_writes", _bool),
     ("MR_LOOP", "loop", _loop),
     ("MR_THREADS", "threads", int),
     ("MR_GPU_LAYERS", "gpu_layers", int),
     ("MR_FLASH_ATTN", "flash_attn", _flash_attn),
     ("MR_REPACK", "repack", _bool),
+    ("MR_IDLE_CACHE", "idle_cache", _share),
     ("MR_LOG_REQUESTS", "log_requests", _bool),
     ("MR_RESPONSES_TTL", "responses_ttl", _ttl),
     ("MR_RESPONSES_MAX_ENTRIES", "responses_max_entries", int),

@@ -30,7 +30,7 @@ from mr.server.openai.protocol import (
 )
 from mr.server.openai.streams import asubmit_all, finish_all, sse_response
 from mr.server.thinking import Thinking, from_openai
-from mr.server.wire import Capture, DirectWriter, Wire, capture_of, wire_of
+from mr.server.wire import Capture, DirectWriter, Wire, capture_of, engine_wire, go_direct, wire_of
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ def _prepare(data: ChatCompletionRequest) -> _Prepared:
 
 
 async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared, max_queue: int,
-                  direct: tuple[sse.ChunkFrames, Wire] | None) -> tuple[list[AsyncChatStream], bool]:
+                  direct: tuple[sse.ChunkFrames, Wire] | None,
+                  engine: tuple[int, int] | None = None) -> tuple[list[AsyncChatStream], bool]:
     """One engine stream per choice (seed + i), and whether they stream direct (mr.server.wire):
     plain content with no logprobs, on a connection that allows it. Rendering, the grammar and
     tokenizing run in a worker thread, once: they may take long enough to stall every other
@@ -70,13 +71,13 @@ async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared, max_q
         lease.release()
         raise
     if not prompt.fmt.plain or p.logprobs is not None:
-        direct = None
+        direct = engine = None
 
     def start(i: int) -> Callable[[], AsyncChatStream]:
         sampling = params.sampling(data, llm.model.n_vocab, i)
         frame = direct[0].text_frame(i, sse.CONTENT_KEY, direct[1].chunked) if direct else None
         return lambda: llm.achat(prompt, sampling, max_tokens=p.max_tokens, stop=p.stop,
-                                 ignore_eos=data.ignore_eos, logprobs=p.logprobs, frame=frame)
+                                 ignore_eos=data.ignore_eos, logprobs=p.logprobs, frame=frame, wire=engine)
 
     streams = await asubmit_all(lease, (start(i) for i in range(data.n)), off_loop=bool(prompt.fmt.grammar))
     return streams, direct is not None
@@ -92,8 +93,9 @@ async def chat_completions(request: Req, data: Annotated[ChatCompletionRequest, 
     frames = sse.ChunkFrames(results.new_id("chatcmpl"), int(time.time()), data.model,
                              "chat.completion.chunk", include_usage)
     wire = wire_of(request.scope) if data.stream else None
+    engine = engine_wire(wire, data.n, capture_of(request.scope))
     streams, direct = await _submit(lease, data, prepared, ctx.runner.config.max_queue,
-                                    (frames, wire) if wire is not None else None)
+                                    (frames, wire) if wire is not None else None, engine)
     want_logprobs = prepared.logprobs is not None
     if data.stream:
         timer = ctx.metrics.stream_timer(direct)
@@ -142,9 +144,9 @@ async def _direct_frames(streams: list[AsyncChatStream], frames: sse.ChunkFrames
         yield frames.choice(i, sse.ROLE_DELTA)
     # Resumed only once Litestar has sent the frames above: direct bytes follow them on the wire.
     write = DirectWriter(wire, timer.times, lambda: [s.close() for s in streams], capture)
-    for s in streams:
-        s.stream.go_direct(write)
+    go_direct([s.stream for s in streams], write, wire)
     async for i in finished([s.stream for s in streams]):
+        timer.engine_frames += write.engine_sent(streams[i].stream.wire_end)
         yield frames.choice(i, sse.EMPTY_DELTA, results.finish_reason(streams[i].finish_reason))
 
 

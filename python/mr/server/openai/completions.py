@@ -24,7 +24,7 @@ from mr.server.openai import params, results
 from mr.server.openai.merge import finished, merge
 from mr.server.openai.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
 from mr.server.openai.streams import finish_all, sse_response, submit_all
-from mr.server.wire import Capture, DirectWriter, Wire, capture_of, wire_of
+from mr.server.wire import Capture, DirectWriter, Wire, capture_of, engine_wire, go_direct, wire_of
 
 Prompt = str | list[int]
 
@@ -71,15 +71,18 @@ def _encode(llm: LLM, items: list[Prompt]) -> list[np.ndarray]:
 
 
 def _submit(lease: Lease, data: CompletionRequest, encoded: list[np.ndarray], limit: int,
-            stop: list[str], direct: tuple[sse.ChunkFrames, Wire] | None) -> list[AsyncStream]:
-    """n streams per prompt (seed + i); with `direct`, rendering their frames in the engine."""
+            stop: list[str], direct: tuple[sse.ChunkFrames, Wire] | None,
+            engine: tuple[int, int] | None = None) -> list[AsyncStream]:
+    """n streams per prompt (seed + i); with `direct`, rendering their frames in the engine
+    (and with `engine`, mr.server.wire.engine_wire, letting it send them)."""
     llm = lease.llm
 
     def start(prompt: np.ndarray, i: int, index: int) -> Callable[[], AsyncStream]:
         sampling = params.sampling(data, llm.model.n_vocab, i)
         frame = direct[0].text_frame(index, sse.TEXT_KEY, direct[1].chunked) if direct else None
         return lambda: llm.agenerate(prompt, sampling, max_tokens=limit, stop=stop,
-                                     ignore_eos=data.ignore_eos, logprobs=data.logprobs, frame=frame)
+                                     ignore_eos=data.ignore_eos, logprobs=data.logprobs, frame=frame,
+                                     wire=engine)
 
     starts = (start(prompt, i, p * data.n + i) for p, prompt in enumerate(encoded) for i in range(data.n))
     return submit_all(lease, starts)
@@ -107,7 +110,8 @@ async def completions(request: Req, data: Annotated[CompletionRequest, Body()]) 
         frames = sse.ChunkFrames(results.new_id("cmpl"), int(time.time()), data.model, "text_completion",
                                  include_usage)
         wire = None if want_lp else wire_of(request.scope)
-        streams = _submit(lease, data, encoded, limit, stop, (frames, wire) if wire else None)
+        engine = engine_wire(wire, len(items) * data.n, capture_of(request.scope))
+        streams = _submit(lease, data, encoded, limit, stop, (frames, wire) if wire else None, engine)
         timer = ctx.metrics.stream_timer(wire is not None)
         if wire is not None:
             choices = _direct_frames(streams, frames, echoes, wire, timer, capture_of(request.scope))
@@ -165,9 +169,9 @@ async def _direct_frames(streams: list[AsyncStream], frames: sse.ChunkFrames, ec
             yield frames.choice(i, sse.text_body(echo))
     # On the first resumption the response has started (headers and echoes are on the wire).
     write = DirectWriter(wire, timer.times, lambda: [s.close() for s in streams], capture)
-    for s in streams:
-        s.go_direct(write)
+    go_direct(streams, write, wire)
     async for i in finished(streams):
+        timer.engine_frames += write.engine_sent(streams[i].wire_end)
         yield frames.choice(i, sse.text_body(""), results.finish_reason(streams[i].finish_reason))
 
 

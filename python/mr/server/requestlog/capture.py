@@ -74,6 +74,17 @@ class _Exchange:
         if len(self.head) < self.log.body_limit:
             self.head += data[start:min(end, start + self.log.body_limit - len(self.head))]
 
+    def room(self) -> int:
+        return max(0, self.log.body_limit - len(self.head))
+
+    def direct_payload(self, payload: bytes, n_bytes: int, first_sent: float | None) -> None:
+        """Frames the engine sent to the socket itself: their payload (capped there), counted."""
+        if first_sent is not None and (self.first_byte is None or first_sent < self.first_byte):
+            self.first_byte = first_sent
+        self.response_bytes += n_bytes
+        if len(self.head) < self.log.body_limit:
+            self.head += payload[: self.log.body_limit - len(self.head)]
+
     def record(self, scope: Scope) -> Record | None:
         model = _model_of(bytes(self.request))
         if model is None:
@@ -114,7 +125,7 @@ def requestlog_middleware(log: RequestLog | None) -> Any:
             extensions = scope.get("extensions")
             if extensions is None:
                 scope["extensions"] = extensions = {}
-            extensions[CAPTURE_KEY] = exchange.direct_chunk
+            extensions[CAPTURE_KEY] = exchange
 
             async def receive_wrapper() -> Message:
                 message = await receive()
