@@ -289,7 +289,7 @@ PYBIND11_MODULE(_native, m) {
                  return Owned<mr::Engine>(new mr::Engine(std::move(model), p));
              }),
              "model"_a, "n_ctx"_a = 4096, "n_slots"_a = 4, "n_batch"_a = 512, "n_ubatch"_a = 512,
-             "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, "flash_attn"_a = -1, "idle_cache"_a = 0.1f,
+             "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, "flash_attn"_a = -1, "idle_cache"_a = 0.0f,
              release_gil())
         .def("submit",
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,

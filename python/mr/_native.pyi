@@ -144,7 +144,7 @@ class Engine:
         max_queue: int = 64,
         prefill_chunk: int = 0,
         flash_attn: int = -1,
-        idle_cache: float = 0.25,
+        idle_cache: float = 0.0,
     ) -> None: ...
     def submit(
         self,

@@ -39,11 +39,12 @@ struct EngineParams {
     int max_queue = 64;    // requests waiting for a slot; one more is refused (Overloaded)
     int prefill_chunk = 0; // most prompt tokens one slot adds to a step; 0: n_batch
     int flash_attn = -1;   // -1: llama.cpp decides (auto), 0: off, 1: on
-    // The largest share of the cells that idle slots' caches (prefixes kept for the next turn)
-    // may hold while several requests run: in a cache shared by the slots every decode step
-    // attends over the whole used range, so idle cells slow every running sequence
-    // (Engine::trim_idle_caches).
-    float idle_cache = 0.1f;
+    // The share of the cells that idle slots' caches (prefixes kept for the next turn) may hold
+    // once another request starts; while a single one runs, the last idle cache is kept besides
+    // when it is long (512 cells or more).
+    // In a cache shared by the slots every decode step attends over the whole used range, so
+    // idle cells slow every running sequence (Engine::trim_idle_caches says by how much).
+    float idle_cache = 0.0f;
 };
 
 struct Request {

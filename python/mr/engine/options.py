@@ -69,9 +69,10 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     use_mmap: bool = True
     repack: bool = True  # let the CPU backend repack weights (AMX, AVX-512 layouts), as llama.cpp does
     flash_attn: str = "auto"  # "auto", "on" or "off" (see native_flash_attn)
-    # The share of the KV cells idle slots' caches may keep while several requests run (the
-    # engine's trim_idle_caches says why): 0 keeps none, 1 keeps them until the cache is full.
-    idle_cache: float = 0.1
+    # The share of the KV cells idle slots' caches may keep once another request starts (while
+    # a single one runs, the last idle cache is kept besides when it is long; the engine's
+    # trim_idle_caches says why): 0 keeps no other, 1 keeps them until the cache is full.
+    idle_cache: float = 0.0
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers ("host:port") that hold a share of the layers
 
     def validate(self) -> None:

@@ -50,7 +50,7 @@ class RunnerConfig:
     n_gpu_layers: int = -1
     flash_attn: str = "auto"  # "auto", "on" or "off" (EngineOptions.native_flash_attn says why)
     repack: bool = True  # EngineOptions.repack
-    idle_cache: float = 0.1  # EngineOptions.idle_cache
+    idle_cache: float = 0.0  # EngineOptions.idle_cache
     rpc: tuple[str, ...] = ()  # `mr serve --rpc`: RPC workers for every model without its own
 
 
