@@ -83,16 +83,20 @@ def _marginal(ctx: Context, server: Server, params: dict[str, object]) -> None:
     extra = sum(lg[3] - sh[3] for sh, lg in pairs) or 1
     setup = {**params, "max_tokens": long_tokens, "clients": 1}
     res = ctx.results
-    res.add(Measure(PART, "event-loop cpu per extra token", MR, "us/token", _finite(per_token), setup,
-                    note="server overhead: CPU of mr's event-loop thread, (long request - 1-token request) "
-                         "/ extra tokens, pairwise"))
-    user = res.add(Measure(PART, "event-loop user cpu per extra token", MR, "us/token",
+    total = res.add(Measure(PART, "event-loop cpu per extra token", MR, "us/token", _finite(per_token), setup,
+                            note="server overhead: CPU of mr's event-loop thread (user + system, from "
+                                 "schedstat's nanoseconds), (long request - 1-token request) / extra "
+                                 "tokens, pairwise"))
+    res.add(Measure(PART, "event-loop user cpu per extra token", MR, "us/token",
                            _finite([sum(lg[1] - sh[1] for sh, lg in pairs) / extra * 1e6]), setup,
                            note="the same, user time only (Python and the C it calls), pooled"))
     res.add(Measure(PART, "event-loop system cpu per extra token", MR, "us/token",
                     _finite([sum(lg[2] - sh[2] for sh, lg in pairs) / extra * 1e6]), setup,
                     note="the same, system time only (the kernel's socket sends), pooled"))
-    res.add_ratio(Ratio(PART, "mr-serve event-loop user CPU per extra token (us)", user.value, "<= 30"))
+    # The target is user + system: the schedstat figure. The tick-based split is too coarse to
+    # judge by once little is left (a few 10 ms ticks over the whole run, charged to whichever
+    # thread the tick interrupts).
+    res.add_ratio(Ratio(PART, "mr-serve event-loop CPU per extra token (us)", total.value, "<= 30"))
 
 
 def _level(ctx: Context, n: int, servers: list[Server], waves: dict[str, list[Wave]],
