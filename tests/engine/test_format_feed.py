@@ -52,3 +52,47 @@ def test_plain_content_is_its_own_delta_and_the_message_joins_it() -> None:
     assert fmt.message() == ChatMessage(content="abc")
     fresh = fmt.fresh()
     assert fresh.message() == ChatMessage() and fmt.message().content == "abc"
+
+
+def _reasoning_format(tiny_gguf):
+    from pathlib import Path
+
+    from mr.engine import LLM, EngineOptions
+    from mr.engine.chatformat import NativeFormat
+
+    template = (Path(__file__).parents[1] / "data" / "think.jinja").read_text()
+    llm = LLM(tiny_gguf, EngineOptions(n_ctx=512, n_slots=1), chat_template=template)
+    fmt = llm.prepare_chat([{"role": "user", "content": "hi"}]).fmt
+    assert isinstance(fmt, NativeFormat)
+    return llm, fmt
+
+
+def test_a_long_reasoning_block_is_not_reparsed_per_piece(tiny_gguf, monkeypatch: pytest.MonkeyPatch) -> None:
+    llm, fmt = _reasoning_format(tiny_gguf)
+    with llm:
+        parses = []
+        real = fmt.parse
+        monkeypatch.setattr(fmt, "parse", lambda text, partial: parses.append(text) or real(text, partial))
+        words = [" step", " by", " step,", " we", " count", " 42."] * 300
+        answer = ["Let", " me", " think.", *words, "\n</think>\n\n", "The", " answer", " is", " 42."]
+        deltas = feed_all(fmt, answer)
+        whole = real("".join(answer), False)
+    assert len(parses) < 20  # the markup pieces and the final parse, not one per word
+    assert "".join(d.reasoning_content or "" for d in deltas) == whole.reasoning_content
+    assert "".join(d.content or "" for d in deltas) == whole.content == "The answer is 42."
+    assert fmt.message() == whole
+
+
+@pytest.mark.parametrize("piece", ["<", " {", "\n", "[", "a|b", "word "])
+def test_a_piece_that_may_be_markup_goes_to_the_parser(tiny_gguf, piece: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    llm, fmt = _reasoning_format(tiny_gguf)
+    with llm:
+        for p in ["Let", " me", " think"]:
+            fmt.feed(p, final=False)
+        parses = []
+        real = fmt.parse
+        monkeypatch.setattr(fmt, "parse", lambda text, partial: parses.append(text) or real(text, partial))
+        fmt.feed(" more", final=False)
+        fmt.feed(piece, final=False)
+    assert len(parses) == 1 and parses[0].endswith(piece)

@@ -5,14 +5,18 @@ own tool-call syntax, grammar and parser. GenericToolFormat (mr.engine.tools) ta
 templates that cannot express tools. ChatFormat itself is plain content.
 
 A format is fed the answer piece by piece (`feed`) and keeps the message so far (`message`).
-Plain content and mr's generic tool format cost O(1) per piece; NativeFormat re-parses the whole
-answer with llama.cpp's parser at each piece (that parser has no incremental mode).
+Plain content and mr's generic tool format cost O(1) per piece. llama.cpp's parser has no
+incremental mode, so NativeFormat re-parses the whole answer, but only at pieces that could
+change its structure: a piece of plain words extends the reasoning or content it follows without
+the parser (a long reasoning block costs one parse per markup piece, not one per token). Tool
+calls in the template's own syntax are still re-parsed at each piece.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import secrets
 
 import msgspec
@@ -20,6 +24,12 @@ import msgspec
 from mr import _native
 from mr.engine.options import SamplingOptions
 from mr.engine.types import ChatDelta, ChatMessage, ToolCall, ToolCallDelta
+
+# A piece of only these characters can neither open nor close any template's markup (tags, tool-call
+# markers and JSON all need one of <>[]{}|, a newline or a special token): it extends the field the
+# answer is in. One ending in a space is left to the parser, which may hold trailing spaces back.
+_INERT = re.compile(r"[\w .,;:!?'\"()-]*[\w.,;:!?'\"()-]")
+_MIN_CONTENT = 8  # some templates open a tool call with a word at the answer's start
 
 
 class ChatFormat:
@@ -100,19 +110,29 @@ class NativeFormat(ChatFormat):
         self._last = ChatMessage()
         self._text = ""
         self._sofar = ChatMessage()
+        self._growing: str | None = None  # the field the last piece extended as it was
 
     def _reset(self) -> None:
         super()._reset()
         self._last = ChatMessage()
         self._text = ""
         self._sofar = ChatMessage()
+        self._growing = None
 
     def feed(self, piece: str, final: bool) -> ChatDelta | None:
         self._text += piece
-        message = self.parse(self._text, partial=not final)
-        delta = self.diff(self._sofar, message)
+        field = self._growing
+        if not final and field is not None and _INERT.fullmatch(piece) and self._extends(field):
+            self._sofar = self._last = msgspec.structs.replace(
+                self._sofar, **{field: getattr(self._sofar, field) + piece})
+            return ChatDelta(**{field: piece})
+        old, message = self._sofar, self.parse(self._text, partial=not final)
+        self._growing = _grown(old, message, piece)
         self._sofar = message
-        return delta
+        return self.diff(old, message)
+
+    def _extends(self, field: str) -> bool:
+        return field == "reasoning_content" or len(self._sofar.content) >= _MIN_CONTENT
 
     def message(self) -> ChatMessage:
         return self._sofar
@@ -147,6 +167,17 @@ class NativeFormat(ChatFormat):
                                   arguments=fn.get("arguments", "")))
         return ChatMessage(content=raw.get("content") or "",
                            reasoning_content=raw.get("reasoning_content") or "", tool_calls=calls)
+
+
+def _grown(old: ChatMessage, new: ChatMessage, piece: str) -> str | None:
+    """The text field `piece` was appended to as it was, if that is all the parse changed."""
+    if not piece or new.tool_calls or old.tool_calls:
+        return None
+    if new.content == old.content and new.reasoning_content == old.reasoning_content + piece:
+        return "reasoning_content"
+    if new.reasoning_content == old.reasoning_content and new.content == old.content + piece:
+        return "content"
+    return None
 
 
 def _suffix(old: str, new: str) -> str:
