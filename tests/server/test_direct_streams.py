@@ -19,7 +19,7 @@ import httpx
 import pytest
 from _serving import wait_for
 
-from conftest import SMOL, TINY, serve
+from conftest import SMOL, TINY, serve, serve_client
 
 CHAT = dict(model=SMOL, messages=[{"role": "user", "content": "Name three colours."}],
             max_tokens=24, temperature=0)
@@ -218,8 +218,6 @@ def _records(client: httpx.Client) -> list[dict]:
 
 
 def test_the_request_log_still_sees_a_direct_stream(store_root, tmp_path) -> None:
-    from conftest import serve_client
-
     with serve_client(store_root, tmp_path, request_log_size=5) as client:
         body = dict(CHAT, stream=True)
         with client.stream("POST", "/v1/chat/completions", json=body) as r:
