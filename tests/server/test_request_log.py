@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
-from _serving import chat
+from _serving import chat, wait_for
 
 from conftest import TINY, serve_client
 
@@ -26,6 +26,8 @@ def test_exchanges_are_recorded_with_timings_status_and_tokens(store_root, mr_ho
                 "stream": True, "stream_options": {"include_usage": True}}
         with client.stream("POST", "/v1/chat/completions", json=body) as r:
             r.read()
+        # a record is made as its response ends on the server, a moment after the client has it all
+        assert wait_for(lambda: len(records(client)) == 2, 10)
         bad = chat(client, TINY, temperature=9)
         assert bad.status_code == 400
         got = records(client)
