@@ -100,7 +100,8 @@ class DirectWriter:
         self._later: list[bytes] | None = None
 
     def engine_sends(self) -> None:
-        self._later = []
+        if self._capture is not None:  # nothing to keep back without a log
+            self._later = []
 
     def __call__(self, data: bytes, whole: bool = True) -> None:
         """`whole` False: the rest of a frame the engine began sending (its time and its log
