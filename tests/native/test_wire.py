@@ -62,7 +62,7 @@ def frames(data: bytes) -> list[bytes]:
 def test_an_open_wire_gets_every_frame_and_no_token_event(engine) -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        request = submit(engine, ours.fileno(), 40)
+        request = submit(engine, ours.fileno(), 200)  # long enough to outlast the decision
         events, received = run(engine, request, True, theirs)
     assert len(events) == 1 and events[0][4] == 2  # only the finish (length): no wake-up per token
     times, log, n_bytes = events[0][6][8]
