@@ -1,11 +1,14 @@
-"""Fixtures shared by every layer's tests: the real SmolLM2 model and a tiny random one."""
+"""Fixtures shared by every layer's tests: the real SmolLM2 model, a tiny random one, and two
+loopback RPC workers (`mr worker` processes)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from rpc_workers import Worker
 from support import write_tiny_llama
 
 
@@ -30,3 +33,12 @@ def smollm2(smollm2_path: Path):
     llm = LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=4))
     yield llm
     llm.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    """Two `mr worker` processes on loopback ports, stopped after the test."""
+    pair = [Worker(tmp_path).start(), Worker(tmp_path).start()]
+    yield pair
+    for w in pair:
+        w.stop()

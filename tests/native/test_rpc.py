@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ PROMPT = "The capital of France is"
 def six_layers(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random model with enough layers to give every device some."""
     return write_tiny_llama(smollm2_path, tmp_path_factory.mktemp("rpc") / "six.gguf", n_layer=6)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
-    pair = [Worker(tmp_path).start(), Worker(tmp_path).start()]
-    yield pair
-    for w in pair:
-        w.stop()
 
 
 def _options(workers: list[Worker]) -> EngineOptions:

@@ -4,7 +4,6 @@ was serving with an error, the server stays up, and the model reloads once the w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,14 +26,6 @@ def _serve(store_root: Path, tmp_path: Path, **overrides: object) -> ServerThrea
     settings = make_settings(store_root, tmp_path, settings_path=str(tmp_path / "settings.json"),
                              parallel=2, **overrides)
     return ServerThread(create_app(settings))
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
-    pair = [Worker(tmp_path).start(), Worker(tmp_path).start()]
-    yield pair
-    for w in pair:
-        w.stop()
 
 
 def _answer(client: httpx.Client, model: str = SMOL) -> dict:
