@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 MODEL_NAME = "ai/mr-bench"
 MR, LLAMA, LLAMA_KVU = "mr-serve", "llama-server", "llama-server-kvu"
+MR_PER_SLOT = "mr-serve (per-slot kv)"  # MR_PER_SLOT_KV=1: llama-server's own KV layout
 READY_TIMEOUT = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 

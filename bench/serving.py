@@ -1,5 +1,7 @@
 """Streaming HTTP at 1..N concurrent clients: `mr serve` vs `llama-server` (same slots, context,
 batch, threads) and any --url, all driven by the same client (bench/http_load.py), A B A B.
+mr serve runs twice: with its default KV cache shared by the slots, and with one per slot
+(`MR_PER_SLOT_KV=1`), the layout llama-server uses when given -np.
 
 Figures per server and level: aggregate tok/s, TTFT and inter-token latency p50/p99, CPU per
 streamed token (whole process) and, on mr, the CPU of its event-loop thread per token (the Python
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 from bench import http_load
 from bench.core import Measure, Ratio, paired, ratio
 from bench.device import gpu_memory_used_mib
-from bench.servers import LLAMA, MR, Server
+from bench.servers import LLAMA, MR, MR_PER_SLOT, Server
 from bench.traces import Wave, wave_measures
 from bench.workload import question
 
@@ -41,6 +43,8 @@ def run(ctx: Context) -> None:
     if not servers:
         res.note(PART, "no server could be started")
         return
+    if ctx.pool().get(MR) is not None:
+        ctx.pool().add_variant(MR_PER_SLOT, {"MR_PER_SLOT_KV": "1"})
     params = {"slots": ctx.slots, "ctx_size": ctx.ctx_size, "threads": ctx.threads, "endpoint": ctx.endpoint,
               "max_tokens": b.gen_tokens}
     deadline = ctx.deadline()
@@ -124,20 +128,22 @@ def _level(ctx: Context, n: int, servers: list[Server], waves: dict[str, list[Wa
             target = ">= 0.95" if n == 8 else ""
             res.add_ratio(ratio(PART, f"mr-serve aggregate / batched-bench decode@{n}",
                                 figures[MR][f"aggregate@{n}"], kernels, target))
-        for other in (s.name for s in servers if s.name != MR):
-            _versus(ctx, n, figures[MR], figures[other], other)
+        for other in (s.name for s in servers if s.name not in (MR, MR_PER_SLOT)):
+            _versus(ctx, n, figures, MR, other)
+            if MR_PER_SLOT in figures:
+                _versus(ctx, n, figures, MR_PER_SLOT, other)
 
 
-def _versus(ctx: Context, n: int, mr: dict[str, Measure], other: dict[str, Measure], name: str) -> None:
+def _versus(ctx: Context, n: int, figures: dict[str, dict[str, Measure]], mr: str, name: str) -> None:
     res, yardstick = ctx.results, name == LLAMA
+    ours, other = figures[mr], figures[name]
     agg = f"aggregate@{n}"
-    res.add_ratio(ratio(PART, f"mr-serve / {name} {agg}", mr[agg], other[agg],
-                        ">= 1.00" if yardstick else ""))
+    res.add_ratio(ratio(PART, f"{mr} / {name} {agg}", ours[agg], other[agg], ">= 1.05" if yardstick else ""))
     for q in ("p50", "p99"):
         ttft = f"ttft {q}@{n}"
-        res.add_ratio(ratio(PART, f"mr-serve / {name} {ttft}", mr[ttft], other[ttft],
-                            "<= 1.00" if yardstick and n == 8 else ""))
-    res.add_ratio(ratio(PART, f"mr-serve / {name} itl p50@{n}", mr[f"itl p50@{n}"], other[f"itl p50@{n}"]))
+        res.add_ratio(ratio(PART, f"{mr} / {name} {ttft}", ours[ttft], other[ttft],
+                            "<= 1.00" if yardstick and n in (8, 16) else ""))
+    res.add_ratio(ratio(PART, f"{mr} / {name} itl p50@{n}", ours[f"itl p50@{n}"], other[f"itl p50@{n}"]))
 
 
 def _footprint(ctx: Context, servers: list[Server]) -> None:

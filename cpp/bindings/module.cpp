@@ -274,7 +274,8 @@ PYBIND11_MODULE(_native, m) {
 
     py::class_<mr::Engine, Owned<mr::Engine>>(m, "Engine")
         .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_slots, int n_batch, int n_ubatch,
-                         int n_threads, int max_queue, int prefill_chunk, int flash_attn, float idle_cache) {
+                         int n_threads, int max_queue, int prefill_chunk, int flash_attn, float idle_cache,
+                         bool per_slot_kv) {
                  mr::EngineParams p;
                  p.n_ctx = n_ctx;
                  p.n_slots = n_slots;
@@ -286,11 +287,12 @@ PYBIND11_MODULE(_native, m) {
                  p.prefill_chunk = prefill_chunk;
                  p.flash_attn = flash_attn;
                  p.idle_cache = idle_cache;
+                 p.per_slot_kv = per_slot_kv;
                  return Owned<mr::Engine>(new mr::Engine(std::move(model), p));
              }),
              "model"_a, "n_ctx"_a = 4096, "n_slots"_a = 4, "n_batch"_a = 512, "n_ubatch"_a = 512,
              "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, "flash_attn"_a = -1, "idle_cache"_a = 0.0f,
-             release_gil())
+             "per_slot_kv"_a = false, release_gil())
         .def("submit",
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,
                 const mr::SamplingParams& sampling, int max_tokens, bool ignore_eos,

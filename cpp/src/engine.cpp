@@ -33,7 +33,7 @@ llama_context_params context_params(const EngineParams& p) {
     cp.n_ubatch = std::min(p.n_ubatch, p.n_batch);
     cp.n_threads = p.n_threads > 0 ? p.n_threads : default_threads();
     cp.n_threads_batch = p.n_threads_batch > 0 ? p.n_threads_batch : cp.n_threads;
-    cp.kv_unified = true;  // one cache shared by all slots: a prefix can be shared without copies
+    cp.kv_unified = !p.per_slot_kv;  // shared: a prefix can be shared without copies
     cp.no_perf = true;
     cp.flash_attn_type = p.flash_attn < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
                          : p.flash_attn == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -350,8 +350,15 @@ int Engine::reuse_prefix(size_t seq, const std::vector<llama_token>& prompt) {
     auto whole = [&](size_t s) { return llama_memory_seq_pos_min(mem, static_cast<llama_seq_id>(s)) <= 0; };
     if (shared > own && whole(src)) {
         clear_seq(seq);
-        llama_memory_seq_cp(mem, static_cast<llama_seq_id>(src), static_cast<llama_seq_id>(seq), 0,
-                            static_cast<llama_pos>(shared));
+        const auto from = static_cast<llama_seq_id>(src), to = static_cast<llama_seq_id>(seq);
+        if (params_.per_slot_kv) {
+            // Across streams llama.cpp copies only whole streams (at the next decode, before it
+            // writes): copy, then drop what follows the shared part.
+            llama_memory_seq_cp(mem, from, to, -1, -1);
+            llama_memory_seq_rm(mem, to, static_cast<llama_pos>(shared), -1);
+        } else {
+            llama_memory_seq_cp(mem, from, to, 0, static_cast<llama_pos>(shared));
+        }
         dst.cache.assign(prompt.begin(), prompt.begin() + shared);
         return static_cast<int>(shared);
     }
@@ -392,6 +399,7 @@ bool Engine::drop_idle_cache() {
 // last is kept besides if it is long (a long system prompt or conversation that comes back with
 // the next turn, after a chat UI's title request).
 void Engine::trim_idle_caches() {
+    if (params_.per_slot_kv) return;  // each stream is attended over by its own sequence only
     const auto budget = static_cast<size_t>(params_.idle_cache * static_cast<float>(llama_n_ctx(ctx_.get())));
     std::vector<Slot*> idle;
     size_t cells = 0;

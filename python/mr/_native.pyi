@@ -145,6 +145,7 @@ class Engine:
         prefill_chunk: int = 0,
         flash_attn: int = -1,
         idle_cache: float = 0.0,
+        per_slot_kv: bool = False,
     ) -> None: ...
     def submit(
         self,

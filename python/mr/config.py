@@ -47,8 +47,10 @@ DEFAULT_CTX_CAP = 8192
 KV_CELL_STEP = 256  # llama.cpp allocates a context's KV cache in steps of this many cells
 
 
-def kv_cells(n_ctx: int) -> int:
-    """The context llama.cpp really allocates for a requested `n_ctx` (a multiple of 256 cells).
-    Asking for exactly that keeps mr's context, the engine's batch cap and llama.cpp's own in
-    agreement (sequences may fill every allocated cell anyway)."""
-    return -(-n_ctx // KV_CELL_STEP) * KV_CELL_STEP
+def kv_cells(n_ctx: int, n_streams: int = 1) -> int:
+    """The context llama.cpp really allocates for a requested `n_ctx` split into `n_streams` KV
+    streams (one per slot with EngineOptions.per_slot_kv): each a multiple of 256 cells. Asking
+    for exactly that keeps mr's context, the engine's batch cap and llama.cpp's own in agreement
+    (sequences may fill every allocated cell anyway)."""
+    per_stream = -(-n_ctx // n_streams)
+    return n_streams * (-(-per_stream // KV_CELL_STEP) * KV_CELL_STEP)

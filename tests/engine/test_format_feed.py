@@ -96,3 +96,41 @@ def test_a_piece_that_may_be_markup_goes_to_the_parser(tiny_gguf, piece: str,
         fmt.feed(" more", final=False)
         fmt.feed(piece, final=False)
     assert len(parses) == 1 and parses[0].endswith(piece)
+
+
+def _hermes_format(tiny_gguf):
+    from pathlib import Path
+
+    from mr.engine import LLM, EngineOptions
+    from mr.engine.chatformat import NativeFormat
+    from mr.engine.types import ChatOptions
+
+    template = (Path(__file__).parents[1] / "data" / "hermes_tools.jinja").read_text()
+    llm = LLM(tiny_gguf, EngineOptions(n_ctx=512, n_slots=1), chat_template=template)
+    tools = [{"type": "function", "function": {"name": "note", "parameters": {
+        "type": "object", "properties": {"text": {"type": "string"}, "n": {"type": "integer"}}}}}]
+    fmt = llm.prepare_chat([{"role": "user", "content": "hi"}], ChatOptions(tools=tools)).fmt
+    assert isinstance(fmt, NativeFormat)
+    return llm, fmt
+
+
+def test_a_long_native_tool_call_is_not_reparsed_per_piece(tiny_gguf,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    llm, fmt = _hermes_format(tiny_gguf)
+    with llm:
+        parses = []
+        real = fmt.parse
+        monkeypatch.setattr(fmt, "parse", lambda text, partial: parses.append(text) or real(text, partial))
+        words = [" it", " rains", " in", " Paris,", " 'often'", " (they", " say)."] * 300
+        answer = ["<tool_call>", "\n", '{"', "name", '":', ' "', "note", '",', ' "', "arguments", '":', " {",
+                  '"', "text", '":', ' "', "Today", *words, '",', ' "', "n", '":', " 12", "}}", "\n",
+                  "</tool_call>"]
+        deltas = feed_all(fmt, answer)
+        whole = real("".join(answer), False)
+    assert len(parses) < 40  # the markup pieces and the final parse, not one per word
+    [call] = whole.tool_calls
+    assert json.loads(call.arguments) == {"text": "Today" + "".join(words), "n": 12}
+    streamed = [tc for d in deltas for tc in d.tool_calls]
+    assert "".join(tc.arguments for tc in streamed) == call.arguments
+    assert [tc.name for tc in streamed if tc.name] == ["note"] and {tc.index for tc in streamed} == {0}
+    assert fmt.message() == whole

@@ -30,7 +30,7 @@ namespace mr {
 class Model;
 
 struct EngineParams {
-    int n_ctx = 4096;      // KV cells, shared by all slots; also the limit of one sequence
+    int n_ctx = 4096;      // KV cells: shared by all slots (the limit of one sequence), or split
     int n_slots = 4;       // sequences decoded together
     int n_batch = 512;     // tokens per step: decode tokens + prompt chunks
     int n_ubatch = 512;
@@ -45,6 +45,12 @@ struct EngineParams {
     // In a cache shared by the slots every decode step attends over the whole used range, so
     // idle cells slow every running sequence (Engine::trim_idle_caches says by how much).
     float idle_cache = 0.0f;
+    // One KV stream per slot, n_ctx / n_slots cells each (llama.cpp's non-unified cache, as in
+    // llama-server's default), instead of one shared by all: a sequence's attention then spans
+    // only its own cells, so concurrent decoding is faster and idle caches cost the running
+    // sequences nothing, but one request can use only its slot's share of the context, and a
+    // prefix taken from another slot is copied (the whole stream) instead of shared.
+    bool per_slot_kv = false;
 };
 
 struct Request {

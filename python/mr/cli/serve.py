@@ -80,6 +80,10 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="Repack weights for the CPU's fastest kernels (AMX, AVX-512); RPC workers never "
                    "do, so --no-repack gives a split model the local model's exact answers "
                    "[MR_REPACK; default on].")
+@click.option("--per-slot-kv/--shared-kv", default=None,
+              help="One KV cache per slot (each request gets ctx-size / parallel tokens; faster "
+                   "with several requests at once) or one shared by the slots (any request may use "
+                   "the whole context; prefixes shared without copies) [MR_PER_SLOT_KV; default shared].")
 @click.option("--rpc", default=None,
               help="llama.cpp RPC workers (`mr worker`) that take a share of every model's layers: "
                    "HOST:PORT[,HOST:PORT...]; per model: mr configure --rpc [MR_RPC].")
@@ -113,7 +117,7 @@ def _settings(options: dict[str, Any]) -> Any:
                "max_queue": "max_queue", "memory_budget": "memory_budget", "threads": "threads",
                "gpu_layers": "gpu_layers", "tls_cert": "tls_cert", "tls_key": "tls_key",
                "request_log_size": "request_log_size", "flash_attn": "flash_attn", "no_auth": "no_auth",
-               "repack": "repack"}
+               "repack": "repack", "per_slot_kv": "per_slot_kv"}
     for option, field in mapping.items():
         if options.get(option) is not None:
             setattr(settings, field, options[option])

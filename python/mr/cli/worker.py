@@ -36,6 +36,7 @@ LOOPBACK_PREFIX = "127."
                    "their share of a model by it.")
 def worker(host: str, port: int, threads: int, mem: int | None) -> None:
     """Serve this machine's backend to mr servers over llama.cpp's RPC protocol."""
+    stop = _stop_on_signals()  # before the banner: a supervisor may signal as soon as it reads it
     address = _ipv4(host)
     if not address.startswith(LOOPBACK_PREFIX):
         click.secho(f"WARNING: listening on {address}:{port}. llama.cpp's RPC protocol has NO "
@@ -46,7 +47,7 @@ def worker(host: str, port: int, threads: int, mem: int | None) -> None:
     offered = f"{mem} MiB" if mem else "all of its memory"
     click.echo(f"mr worker: serving this machine's backend on {address}:{port} ({offered}); "
                f"clients use `--rpc {address}:{port}`", err=True)
-    _serve(address, port, threads, (mem or 0) << 20)
+    _serve(address, port, threads, (mem or 0) << 20, stop)
 
 
 def _ipv4(host: str) -> str:
@@ -64,7 +65,19 @@ def _log_client(peer: str, connected: bool) -> None:
     click.echo(f"{stamp} mr worker: client {peer} {state}", err=True)
 
 
-def _serve(host: str, port: int, threads: int, mem_limit: int) -> None:
+def _stop_on_signals() -> threading.Event:
+    """An event SIGTERM and SIGINT set."""
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def _serve(host: str, port: int, threads: int, mem_limit: int, stop: threading.Event) -> None:
     """The server blocks in native code: it runs on a thread, and this one waits for a signal."""
     from mr import _native
 
@@ -76,13 +89,6 @@ def _serve(host: str, port: int, threads: int, mem_limit: int) -> None:
         except BaseException as exc:  # reported by the main thread
             failure.append(exc)
 
-    stop = threading.Event()
-
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     thread = threading.Thread(target=target, name="mr-worker", daemon=True)
     thread.start()
     while thread.is_alive() and not stop.wait(0.2):

@@ -7,9 +7,9 @@ templates that cannot express tools. ChatFormat itself is plain content.
 A format is fed the answer piece by piece (`feed`) and keeps the message so far (`message`).
 Plain content and mr's generic tool format cost O(1) per piece. llama.cpp's parser has no
 incremental mode, so NativeFormat re-parses the whole answer, but only at pieces that could
-change its structure: a piece of plain words extends the reasoning or content it follows without
-the parser (a long reasoning block costs one parse per markup piece, not one per token). Tool
-calls in the template's own syntax are still re-parsed at each piece.
+change its structure: a piece of plain words extends the reasoning, content or tool-call
+arguments it follows without the parser, so a long reasoning block or tool call costs one parse
+per markup piece (tags, quotes, brackets), not one per token.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from mr.engine.types import ChatDelta, ChatMessage, ToolCall, ToolCallDelta
 # markers and JSON all need one of <>[]{}|, a newline or a special token): it extends the field the
 # answer is in. One ending in a space is left to the parser, which may hold trailing spaces back.
 _INERT = re.compile(r"[\w .,;:!?'\"()-]*[\w.,;:!?'\"()-]")
+# In tool-call arguments a quote is structure too: a template whose parser builds the JSON from its
+# own syntax escapes it.
+_INERT_ARGUMENT = re.compile(r"[\w .,;:!?'()-]*[\w.,;:!?'()-]")
 _MIN_CONTENT = 8  # some templates open a tool call with a word at the answer's start
 
 
@@ -107,34 +110,40 @@ class NativeFormat(ChatFormat):
         super().__init__(grammar)
         self._prompt = prompt
         self._from_template = from_template  # the chat library built it: it covers the prompt's tail
-        self._last = ChatMessage()
-        self._text = ""
-        self._sofar = ChatMessage()
-        self._growing: str | None = None  # the field the last piece extended as it was
+        self._reset()
 
     def _reset(self) -> None:
         super()._reset()
-        self._last = ChatMessage()
-        self._text = ""
-        self._sofar = ChatMessage()
-        self._growing = None
+        self._last = ChatMessage()  # the last parse that succeeded
+        self._chunks: list[str] = []  # the answer so far, joined only to parse it
+        self._sofar = ChatMessage()  # the message, but for the pieces in _pending
+        self._growing: str | None = None  # the field the last pieces extended as they were
+        self._pending: list[str] = []  # pieces appended to that field since _sofar was built
 
     def feed(self, piece: str, final: bool) -> ChatDelta | None:
-        self._text += piece
+        self._chunks.append(piece)
         field = self._growing
-        if not final and field is not None and _INERT.fullmatch(piece) and self._extends(field):
-            self._sofar = self._last = msgspec.structs.replace(
-                self._sofar, **{field: getattr(self._sofar, field) + piece})
-            return ChatDelta(**{field: piece})
-        old, message = self._sofar, self.parse(self._text, partial=not final)
+        if not final and field is not None and self._extends(field, piece):
+            self._pending.append(piece)
+            return _delta(field, piece, len(self._sofar.tool_calls) - 1)
+        old = self.message()
+        message = self.parse("".join(self._chunks), partial=not final)
         self._growing = _grown(old, message, piece)
         self._sofar = message
         return self.diff(old, message)
 
-    def _extends(self, field: str) -> bool:
+    def _extends(self, field: str, piece: str) -> bool:
+        if field == "arguments":
+            return _INERT_ARGUMENT.fullmatch(piece) is not None
+        if _INERT.fullmatch(piece) is None:
+            return False
         return field == "reasoning_content" or len(self._sofar.content) >= _MIN_CONTENT
 
     def message(self) -> ChatMessage:
+        if self._pending:
+            assert self._growing is not None
+            self._sofar = self._last = _extended(self._sofar, self._growing, "".join(self._pending))
+            self._pending.clear()
         return self._sofar
 
     def sampling(self, sampling: SamplingOptions | None) -> SamplingOptions | None:
@@ -170,14 +179,38 @@ class NativeFormat(ChatFormat):
 
 
 def _grown(old: ChatMessage, new: ChatMessage, piece: str) -> str | None:
-    """The text field `piece` was appended to as it was, if that is all the parse changed."""
-    if not piece or new.tool_calls or old.tool_calls:
+    """The field `piece` was appended to as it was, if that is all the parse changed: content,
+    reasoning_content, or the last tool call's arguments."""
+    if not piece:
         return None
+    if old.tool_calls or new.tool_calls:
+        same = new.content == old.content and new.reasoning_content == old.reasoning_content
+        n = len(new.tool_calls)
+        if not same or n != len(old.tool_calls) or new.tool_calls[:n - 1] != old.tool_calls[:n - 1]:
+            return None
+        last, before = new.tool_calls[-1], old.tool_calls[-1]
+        grew = (last.id, last.name, last.arguments) == (before.id, before.name, before.arguments + piece)
+        return "arguments" if grew else None
     if new.content == old.content and new.reasoning_content == old.reasoning_content + piece:
         return "reasoning_content"
     if new.reasoning_content == old.reasoning_content and new.content == old.content + piece:
         return "content"
     return None
+
+
+def _extended(message: ChatMessage, field: str, text: str) -> ChatMessage:
+    """`message` with `text` appended to `field` (as _grown names it)."""
+    if field != "arguments":
+        return msgspec.structs.replace(message, **{field: getattr(message, field) + text})
+    *calls, last = message.tool_calls
+    return msgspec.structs.replace(
+        message, tool_calls=[*calls, msgspec.structs.replace(last, arguments=last.arguments + text)])
+
+
+def _delta(field: str, piece: str, last_call: int) -> ChatDelta:
+    if field == "arguments":
+        return ChatDelta(tool_calls=[ToolCallDelta(index=last_call, arguments=piece)])
+    return ChatDelta(**{field: piece})
 
 
 def _suffix(old: str, new: str) -> str:

@@ -45,15 +45,15 @@ class LLM:
         self.options.validate()
         self.model = _native.Model(str(path), self.options.n_gpu_layers, self.options.use_mmap,
                                    self.options.repack, list(self.options.rpc))
-        self.n_ctx = config.kv_cells(self.options.n_ctx or min(self.model.n_ctx_train or 4096,
-                                                              config.DEFAULT_CTX_CAP))
         o = self.options
+        self.n_ctx = config.kv_cells(o.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP),
+                                     o.n_slots if o.per_slot_kv else 1)
         # llama.cpp caps a context's batch at its size, and a batch beyond the cap aborts the
         # process (GGML_ASSERT in llama_decode): the engine must never build a larger one.
         n_batch = min(o.n_batch, self.n_ctx)
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, n_batch, min(o.n_ubatch, n_batch),
                                       o.n_threads, o.max_queue, o.prefill_chunk,
-                                      o.native_flash_attn, o.idle_cache)
+                                      o.native_flash_attn, o.idle_cache, o.per_slot_kv)
         self._pump = EventPump(self._engine)
         # Freed when dropped: the pump thread holds the engine, not this object, so the finalizer
         # (which must not hold `self` either) stops both once the last reference goes. It also

@@ -73,6 +73,10 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     # a single one runs, the last idle cache is kept besides when it is long; the engine's
     # trim_idle_caches says why): 0 keeps no other, 1 keeps them until the cache is full.
     idle_cache: float = 0.0
+    # One KV cache per slot of n_ctx / n_slots cells (llama-server's default layout) instead of
+    # one shared by all: faster with several requests at once, but each request may use only its
+    # slot's share of the context (EngineParams::per_slot_kv in cpp/include/mr/engine.hpp).
+    per_slot_kv: bool = False
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers ("host:port") that hold a share of the layers
 
     def validate(self) -> None:

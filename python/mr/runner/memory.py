@@ -63,14 +63,15 @@ def default_context(kv: dict[str, str]) -> int:
     return min(trained or 4096, mr_config.DEFAULT_CTX_CAP)
 
 
-def estimate(gguf_paths: list[Path], n_ctx: int | None, n_ubatch: int = 512) -> MemoryEstimate:
+def estimate(gguf_paths: list[Path], n_ctx: int | None, n_ubatch: int = 512,
+             n_streams: int = 1) -> MemoryEstimate:
     """Estimate from the headers (milliseconds; nothing is loaded)."""
     from mr.store.gguf_meta import read_model
 
     info = read_model(gguf_paths)
     kv = info.kv
     arch = info.architecture
-    n_ctx = mr_config.kv_cells(n_ctx or default_context(kv))  # what the engine will allocate
+    n_ctx = mr_config.kv_cells(n_ctx or default_context(kv), n_streams)  # what the engine will allocate
     n_layer = _int(kv, f"{arch}.block_count")
     n_embd = _int(kv, f"{arch}.embedding_length")
     n_head = max(_int(kv, f"{arch}.attention.head_count", 1), 1)

@@ -37,7 +37,7 @@ def runner_config(settings: Settings) -> RunnerConfig:
                         load_timeout=settings.load_timeout,
                         n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
                         flash_attn=settings.flash_attn, repack=settings.repack,
-                        idle_cache=settings.idle_cache,
+                        idle_cache=settings.idle_cache, per_slot_kv=settings.per_slot_kv,
                         rpc=parse_endpoints(settings.rpc))
 
 

@@ -64,7 +64,8 @@ async def engines_status(request: Req) -> dict[str, Any]:
                    "used": runner.used_memory(), "workers": runner.worker_memory()},
         "rpc": list(runner.config.rpc),
         "defaults": {"parallel": runner.config.n_slots, "context_size": runner.config.n_ctx,
-                     "keep_alive": format_duration(runner.config.keep_alive)},
+                     "keep_alive": format_duration(runner.config.keep_alive),
+                     "kv_cache": "per-slot" if runner.config.per_slot_kv else "shared"},
     }
 
 
