@@ -1,10 +1,10 @@
 // The generation engine: one thread owns the llama_context and runs continuous batching.
 //
 // Requests are submitted from any thread and queued. Each step the engine thread admits queued
-// requests into free slots (one llama sequence each, unified KV cache), builds ONE batch holding
-// a token for every decoding slot plus bounded prompt chunks for slots in prefill, calls
-// llama_decode once, samples, and publishes the results as events. Consumers drain events with
-// poll(); a file descriptor becomes readable whenever events are pending.
+// requests into free slots (one llama sequence each; one KV cache for all, or one per slot),
+// builds ONE batch holding a token for every decoding slot plus bounded prompt chunks for slots
+// in prefill, calls llama_decode once, samples, and publishes the results as events. Consumers
+// drain events with poll(); a file descriptor becomes readable whenever events are pending.
 #pragma once
 
 #include <atomic>
