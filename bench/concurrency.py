@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bench.context import Context
 
 PART = "concurrency"
+PROMPT_ROOM = 128
 
 
 def chat_prompts(driver: Driver, n: int, seed: int) -> list[str]:
@@ -35,13 +36,16 @@ def run(ctx: Context) -> None:
     b, res = ctx.budget, ctx.results
     levels = list(b.levels)
     slots = max(ctx.slots, *levels)  # every level decodes at once, as batched-bench's B sequences do
+    # Room for every level's sequences at once, on both sides (batched-bench skips a B that does not
+    # fit; mr's engine would end requests early): the chat prompts take well under 128 tokens.
+    n_ctx = max(ctx.ctx_size, max(levels) * (b.gen_tokens + PROMPT_ROOM))
     exe = available("llama-batched-bench", ctx.build_tools)
     if exe is None:
         res.note(PART, "llama-batched-bench is not built: mr figures only")
-    params = {"slots": slots, "ctx_size": ctx.ctx_size, "n_batch": ctx.n_batch, "threads": ctx.threads,
+    params = {"slots": slots, "ctx_size": n_ctx, "n_batch": ctx.n_batch, "threads": ctx.threads,
               "max_tokens": b.gen_tokens}
     deadline = ctx.deadline()
-    with Driver(LLM(ctx.model, ctx.engine_options(slots=slots))) as driver:
+    with Driver(LLM(ctx.model, ctx.engine_options(slots=slots, n_ctx=n_ctx))) as driver:
         driver.wave(chat_prompts(driver, min(2, ctx.slots), seed=-1), 8)  # warm-up
         n_prompt = int(median([len(driver.llm.tokenize(p, parse_special=True))
                                for p in chat_prompts(driver, 4, seed=0)]))
@@ -54,7 +58,9 @@ def run(ctx: Context) -> None:
             def kernels(n: int = n) -> float:
                 assert exe is not None
                 rows = batched_bench(exe, ctx.model, ctx.threads, n_prompt=n_prompt, n_gen=b.gen_tokens,
-                                     parallel=[n], ctx_size=ctx.ctx_size, n_batch=ctx.n_batch)
+                                     parallel=[n], ctx_size=n_ctx, n_batch=ctx.n_batch)
+                if not rows:  # it skips a B whose sequences do not fit its context
+                    raise RuntimeError(f"llama-batched-bench ran no B={n} in a {n_ctx}-cell context")
                 return float(rows[0]["speed_tg"])
 
             out = paired([kernels, engine] if exe is not None else [engine], b.reps, deadline, ctx.settle)

@@ -57,6 +57,10 @@ ContextPtr make_context(const Model& model, const llama_context_params& params, 
     return ContextPtr(ctx, owner);
 }
 
+void park_threads(const ContextPtr& ctx) {
+    if (ctx.get_deleter().pool != nullptr) ggml_threadpool_pause(ctx.get_deleter().pool);
+}
+
 int default_threads() { return common_cpu_get_num_math(); }
 
 Batch::Batch(int n_tokens_max, int n_seq_max)

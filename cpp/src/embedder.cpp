@@ -193,6 +193,7 @@ Embeddings Embedder::run(std::vector<std::vector<llama_token>> inputs, bool norm
 
     const uint64_t epoch = cancels_.load();  // before the wait: a cancel() meanwhile ends it too
     std::lock_guard<std::mutex> lock(mutex_);
+    const ParkedAfter parked{ctx_};  // however the call ends, the pool's threads then sleep
     epoch_.store(epoch);
     throw_if_cancelled();
     Batch batch(n_ctx_, 1);

@@ -197,9 +197,13 @@ void Engine::run() {
 
 bool Engine::wait_for_work() {
     std::unique_lock<std::mutex> lock(mutex_);
-    work_cv_.wait(lock, [this] {
+    const auto has_work = [this] {
         return stopping_ || !queue_.empty() || !cancels_.empty() || !wire_calls_.empty() || busy_.load() > 0;
-    });
+    };
+    if (!has_work()) {
+        park_threads(ctx_);  // idle: the pool's threads must not spin on cores others need
+        work_cv_.wait(lock, has_work);
+    }
     if (stopping_) return false;
     Lap lap;  // waiting for work is idle time, not step time: count from here
     apply_cancels();

@@ -176,3 +176,20 @@ def test_timings(smollm2) -> None:
     t = stream.timings
     assert t.prefill_ms > 0 and t.decode_ms > 0 and t.queue_ms >= 0
     assert t.tokens_per_second(stream.n_generated) > 1
+
+
+def _idle_cpu_seconds() -> float:
+    """CPU seconds every thread of this process spends in the next half second."""
+    time.sleep(0.05)  # the engine thread reaches its wait
+    before = time.process_time()
+    time.sleep(0.5)
+    return time.process_time() - before
+
+
+def test_an_idle_engine_does_not_spin(smollm2) -> None:
+    # ggml's pool threads poll for the next graph for ~100 ms after each one; an engine with no
+    # work (and an embedder after its call) parks them, so the cores go to whatever runs next.
+    smollm2.generate("The capital of France is", GREEDY, max_tokens=8).text()
+    assert _idle_cpu_seconds() < 0.05
+    smollm2.embed(["hello world"])
+    assert _idle_cpu_seconds() < 0.05

@@ -21,9 +21,12 @@ def test_a_prompt_must_fit_its_slots_share(store_root: Path, tmp_path: Path) -> 
         assert error["code"] == "context_length_exceeded" and "512" in error["message"]
         ok = _complete(client, LONG[:300])
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 4
+        [ps] = client.get("/engines/ps").json()
+        assert (ps["context_size"], ps["request_context"]) == (1024, 512)
     with serve_client(store_root, tmp_path, ctx_size=1024, parallel=2) as shared:
         assert shared.get("/engines/status").json()["defaults"]["kv_cache"] == "shared"
         assert _complete(shared, LONG).status_code == 200
+        assert shared.get("/engines/ps").json()[0]["request_context"] == 1024
 
 
 def test_the_environment_and_the_flag_set_it(monkeypatch) -> None:
@@ -36,3 +39,10 @@ def test_the_environment_and_the_flag_set_it(monkeypatch) -> None:
     assert _settings({}).per_slot_kv and not _settings({"per_slot_kv": False}).per_slot_kv
     monkeypatch.delenv("MR_PER_SLOT_KV")
     assert _settings({"per_slot_kv": True}).per_slot_kv
+
+
+def test_mr_ps_shows_each_requests_share() -> None:
+    from mr.cli.runtime_cmds import _context
+
+    assert _context({"context_size": 4096, "request_context": 512}) == "4096 (512/slot)"
+    assert _context({"context_size": 4096, "request_context": 4096}) == "4096"

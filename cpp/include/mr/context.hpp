@@ -25,6 +25,17 @@ using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
 // `flash_attn`, when given, receives whether flash attention is on (llama.cpp resolves "auto").
 ContextPtr make_context(const Model& model, const llama_context_params& params, bool* flash_attn = nullptr);
 
+// Lets the context's pool threads sleep now instead of spinning for the next graph (the next
+// graph wakes them): for an engine that has run out of work. A pool spins for about 100 ms after
+// each graph, which took a core from whatever ran next (another model, another server).
+void park_threads(const ContextPtr& ctx);
+
+// Parks a context's threads when it goes out of scope (a call that computes and then idles).
+struct ParkedAfter {
+    const ContextPtr& ctx;
+    ~ParkedAfter() { park_threads(ctx); }
+};
+
 // Threads for decoding when the caller says 0: llama.cpp's count of math cores.
 int default_threads();
 

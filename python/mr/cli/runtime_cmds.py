@@ -84,10 +84,16 @@ def ps(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(models, indent=2))
         return
-    rows = [[m["model_name"], m["backend_name"], m["mode"], m["until"], str(m["context_size"]),
+    rows = [[m["model_name"], m["backend_name"], m["mode"], m["until"], _context(m),
              str(m["parallel"]), _mib(m["memory"]), _layers(m)] for m in models]
     click.echo(_table(rows, ["MODEL NAME", "BACKEND", "MODE", "UNTIL", "CONTEXT", "SLOTS", "MEMORY",
                              "LAYERS"]))
+
+
+def _context(model: dict[str, Any]) -> str:
+    """The context, and each request's share of it with per-slot KV caches: "4096 (512/slot)"."""
+    total, share = model["context_size"], model.get("request_context", model["context_size"])
+    return str(total) if share >= total else f"{total} ({share}/slot)"
 
 
 def _layers(model: dict[str, Any]) -> str:

@@ -256,6 +256,12 @@ class LLM:
         return self._engine.stats()
 
     @property
+    def request_context(self) -> int:
+        """Tokens one request may use (prompt and answer): the whole context, or with
+        EngineOptions.per_slot_kv its slot's share."""
+        return self._engine.n_ctx
+
+    @property
     def flash_attn(self) -> bool:
         """Whether this engine's context computes attention with flash attention."""
         return self._engine.flash_attn

@@ -101,6 +101,7 @@ class LoadedModel:
         return {
             "model_name": self.name, "model_id": self.id, "tags": list(self.resolved.tags),
             "backend_name": "llama.cpp", "mode": self.mode, "context_size": self.n_ctx,
+            "request_context": self.llm.request_context,
             "parallel": self.n_slots, "keep_alive": format_duration(self.keep_alive),
             "until": self.until(), "expires_at": self.expires_at, "loaded_at": self.loaded_at,
             "last_used": self.last_used, "active_requests": self.active,
