@@ -134,3 +134,22 @@ def test_a_long_native_tool_call_is_not_reparsed_per_piece(tiny_gguf,
     assert "".join(tc.arguments for tc in streamed) == call.arguments
     assert [tc.name for tc in streamed if tc.name] == ["note"] and {tc.index for tc in streamed} == {0}
     assert fmt.message() == whole
+
+
+def test_json_arguments_written_by_the_model_stream_without_a_parse_per_quote(
+        tiny_gguf, monkeypatch: pytest.MonkeyPatch) -> None:
+    llm, fmt = _hermes_format(tiny_gguf)
+    with llm:
+        parses = []
+        real = fmt.parse
+        monkeypatch.setattr(fmt, "parse", lambda text, partial: parses.append(text) or real(text, partial))
+        items = [f"item {i}" for i in range(300)]
+        words = [p for i in range(300) for p in ("item", f" {i}", '", "')][:-1]
+        answer = ["<tool_call>", "\n", '{"', "name", '":', ' "', "note", '",', ' "', "arguments", '":', " {",
+                  '"', "text", '":', ' ["', *words, '"]}}', "\n", "</tool_call>"]
+        deltas = feed_all(fmt, answer)
+        whole = real("".join(answer), False)
+    assert len(parses) < 40  # quotes, once they proved to pass as written, need no parse
+    assert json.loads(whole.tool_calls[0].arguments) == {"text": items}
+    assert "".join(tc.arguments for d in deltas for tc in d.tool_calls) == whole.tool_calls[0].arguments
+    assert fmt.message() == whole

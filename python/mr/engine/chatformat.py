@@ -9,7 +9,8 @@ Plain content and mr's generic tool format cost O(1) per piece. llama.cpp's pars
 incremental mode, so NativeFormat re-parses the whole answer, but only at pieces that could
 change its structure: a piece of plain words extends the reasoning, content or tool-call
 arguments it follows without the parser, so a long reasoning block or tool call costs one parse
-per markup piece (tags, quotes, brackets), not one per token.
+per markup piece (tags, brackets, quotes where the template's parser escapes them), not one per
+token.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from mr.engine.types import ChatDelta, ChatMessage, ToolCall, ToolCallDelta
 # answer is in. One ending in a space is left to the parser, which may hold trailing spaces back.
 _INERT = re.compile(r"[\w .,;:!?'\"()-]*[\w.,;:!?'\"()-]")
 # In tool-call arguments a quote is structure too: a template whose parser builds the JSON from its
-# own syntax escapes it.
+# own syntax escapes it. Once a parse has shown a quote arriving in the arguments as it was (the
+# model writes the JSON itself), quotes are inert there as well.
 _INERT_ARGUMENT = re.compile(r"[\w .,;:!?'()-]*[\w.,;:!?'()-]")
 _MIN_CONTENT = 8  # some templates open a tool call with a word at the answer's start
 
@@ -119,6 +121,7 @@ class NativeFormat(ChatFormat):
         self._sofar = ChatMessage()  # the message, but for the pieces in _pending
         self._growing: str | None = None  # the field the last pieces extended as they were
         self._pending: list[str] = []  # pieces appended to that field since _sofar was built
+        self._raw_quotes = False  # a quote reached the arguments unescaped: the model writes the JSON
 
     def feed(self, piece: str, final: bool) -> ChatDelta | None:
         self._chunks.append(piece)
@@ -129,12 +132,13 @@ class NativeFormat(ChatFormat):
         old = self.message()
         message = self.parse("".join(self._chunks), partial=not final)
         self._growing = _grown(old, message, piece)
+        self._raw_quotes = self._raw_quotes or (self._growing == "arguments" and '"' in piece)
         self._sofar = message
         return self.diff(old, message)
 
     def _extends(self, field: str, piece: str) -> bool:
         if field == "arguments":
-            return _INERT_ARGUMENT.fullmatch(piece) is not None
+            return (_INERT if self._raw_quotes else _INERT_ARGUMENT).fullmatch(piece) is not None
         if _INERT.fullmatch(piece) is None:
             return False
         return field == "reasoning_content" or len(self._sofar.content) >= _MIN_CONTENT
