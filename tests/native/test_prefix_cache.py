@@ -99,6 +99,13 @@ def test_idle_caches_are_trimmed_while_several_requests_run(tiny_gguf) -> None:
         assert cached == n_prompt - 1 > 10
 
 
+def test_per_slot_caches_keep_idle_caches_while_several_requests_run(tiny_gguf) -> None:
+    # in separate streams idle cells cost the other sequences nothing: no trimming
+    with LLM(tiny_gguf, EngineOptions(n_ctx=2048, n_slots=6, per_slot_kv=True)) as llm:
+        cached, n_prompt = _three_idle_caches_then_two_running(llm)
+        assert cached == n_prompt - 1 > 10
+
+
 def test_one_request_at_a_time_keeps_the_last_idle_cache_when_long(tiny_gguf) -> None:
     long = {w: " ".join(f"{w} {i}" for i in range(200)) for w in ("alpha", "beta", "gamma")}
     with LLM(tiny_gguf, EngineOptions(n_ctx=4096, n_slots=6, idle_cache=0.0)) as llm:
