@@ -47,9 +47,9 @@ struct EngineParams {
     float idle_cache = 0.0f;
     // One KV stream per slot, n_ctx / n_slots cells each (llama.cpp's non-unified cache, as in
     // llama-server's default), instead of one shared by all: a sequence's attention then spans
-    // only its own cells, so concurrent decoding is faster and idle caches cost the running
-    // sequences nothing, but one request can use only its slot's share of the context, and a
-    // prefix taken from another slot is copied (the whole stream) instead of shared.
+    // only its own cells and idle caches cost the running sequences nothing, but one request
+    // can use only its slot's share of the context, and a prefix taken from another slot is
+    // copied (the whole stream) instead of shared. Not faster on every CPU (bench/README.md).
     bool per_slot_kv = false;
 };
 

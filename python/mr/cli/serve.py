@@ -81,8 +81,8 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
                    "do, so --no-repack gives a split model the local model's exact answers "
                    "[MR_REPACK; default on].")
 @click.option("--per-slot-kv/--shared-kv", default=None,
-              help="One KV cache per slot (each request gets ctx-size / parallel tokens; faster "
-                   "with several requests at once) or one shared by the slots (any request may use "
+              help="One KV cache per slot (each request gets ctx-size / parallel tokens; idle "
+                   "caches cost the others nothing) or one shared by the slots (any request may use "
                    "the whole context; prefixes shared without copies) [MR_PER_SLOT_KV; default shared].")
 @click.option("--rpc", default=None,
               help="llama.cpp RPC workers (`mr worker`) that take a share of every model's layers: "

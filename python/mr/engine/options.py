@@ -74,8 +74,8 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     # trim_idle_caches says why): 0 keeps no other, 1 keeps them until the cache is full.
     idle_cache: float = 0.0
     # One KV cache per slot of n_ctx / n_slots cells (llama-server's default layout) instead of
-    # one shared by all: faster with several requests at once, but each request may use only its
-    # slot's share of the context (EngineParams::per_slot_kv in cpp/include/mr/engine.hpp).
+    # one shared by all: each sequence attends over its own cells only, but each request may use
+    # only its slot's share of the context (EngineParams::per_slot_kv in cpp/include/mr/engine.hpp).
     per_slot_kv: bool = False
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers ("host:port") that hold a share of the layers
 
