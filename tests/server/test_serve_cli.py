@@ -56,6 +56,7 @@ def test_sigterm_ends_streams_with_an_error_and_exits_zero(env: dict[str, str]) 
     assert proc.returncode == 0, stderr
     payloads, done = parse_sse(got["raw"])
     assert not done, "a stream cut short by shutdown must not look complete"
+    assert "error" in payloads[-1], got["raw"][-600:]
     assert payloads[-1]["error"]["code"] == "cut_short"
     assert "shutting down" in payloads[-1]["error"]["message"]
     assert all(c["finish_reason"] is None for p in payloads[:-1] for c in p["choices"])

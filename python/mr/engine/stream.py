@@ -49,6 +49,8 @@ class _Output:
         self.logprobs: list[TokenLogprob] = []
         self.timings = Timings()
         self.wire_end: tuple[list[float], bytes, int] | None = None  # what the engine sent itself
+        self._engine_sends = False  # the engine thread writes this stream's frames to the socket
+        self._aborted: str | None = None  # why abort() ended it, until the engine's finish comes
 
     @property
     def usage(self) -> Usage:
@@ -73,6 +75,12 @@ class _Output:
         if self.done:
             return
         self._cancel(self.id)
+        if self._engine_sends:
+            # The engine thread may still send a frame until it takes the cancel: only its own
+            # finish, which follows its last frame, may end the stream (an error frame written
+            # now could land before that frame on the socket).
+            self._aborted = why
+            return
         end = (self.n_prompt, len(self.tokens), self.n_cached, why, 0.0, 0.0, 0.0, -1, None)
         self._deliver((self.id, -1, "", None, 3, None, end))
 
@@ -105,6 +113,8 @@ class _Output:
         self.n_prompt = n_prompt or self.n_prompt
         self._n_generated = n_generated
         self.timings = Timings(queue_ms=queue_ms, prefill_ms=prefill_ms, decode_ms=decode_ms)
+        if finish == 3 and self._aborted is not None:
+            error = error or self._aborted
         if finish == 4:
             raise EngineError(error or "generation failed")
         if error and finish in _CUT_SHORT:
@@ -199,6 +209,7 @@ class AsyncStream(_Output, AsyncIterator[str]):
             self.put(raw)
         if self._decide_wire is not None:
             decide, self._decide_wire = self._decide_wire, None
+            self._engine_sends = engine_writes
             decide(self.id, engine_writes)
 
     def __aiter__(self) -> AsyncStream:
