@@ -8,6 +8,7 @@
 #include "mr/embedder.hpp"
 #include "mr/engine.hpp"
 #include "mr/errors.hpp"
+#include "mr/kernels.hpp"
 #include "mr/log.hpp"
 #include "mr/model.hpp"
 #include "mr/text.hpp"
@@ -54,6 +55,19 @@ py::array_t<int32_t> to_array(const std::vector<llama_token>& tokens) {
 std::vector<llama_token> to_tokens(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& a) {
     if (a.ndim() != 1) throw mr::InvalidArgument("token ids must be a 1-D sequence");
     return std::vector<llama_token>(a.data(), a.data() + a.size());
+}
+
+py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows,
+                               const py::array_t<float, py::array::c_style | py::array::forcecast>& x, int threads) {
+    if (x.ndim() != 2) throw mr::InvalidArgument("x must be a 2-D float32 array (n, k)");
+    const std::string_view w(weights);
+    const int64_t n = x.shape(0), k = x.shape(1);
+    std::vector<float> out;
+    {
+        py::gil_scoped_release released;
+        out = mr::cpu_mul_mat(type, w.data(), w.size(), rows, k, x.data(), n, threads);
+    }
+    return py::array_t<float>({n, rows}, out.data());
 }
 
 // Hands the vector's buffer to numpy without copying; the capsule frees it with the array.
@@ -157,6 +171,7 @@ PYBIND11_MODULE(_native, m) {
     m.def("llama_commit", [] { return std::string(MR_LLAMA_COMMIT); });
     m.def("system_info", &mr::system_info);
     m.def("default_threads", &mr::default_threads);
+    m.def("cpu_mul_mat", &cpu_mul_mat, "type"_a, "weights"_a, "rows"_a, "x"_a, "threads"_a = 1);
     m.def("set_log_handler", &set_log_handler, "handler"_a, "min_level"_a);
     m.def("set_log_level", &mr::log::set_level, "min_level"_a);
     m.def("clear_log_handler", &mr::log::clear_sink, release_gil());
