@@ -14,12 +14,11 @@ TIMEOUT = 300  # seconds for any one tool run
 
 
 def available(name: str, build: bool = True) -> Path | None:
-    """The tool's path; built first when `build` (minutes on a fresh tree), else None if absent."""
+    """The tool's path, built or brought up to date first when `build` (minutes on a fresh tree);
+    without `build`, the tool as it is, or None if absent."""
     exe = BUILD / "bin" / name
-    if exe.exists():
-        return exe
     if not build:
-        return None
+        return exe if exe.exists() else None
     try:
         return tool(name)
     except (OSError, subprocess.CalledProcessError):

@@ -23,11 +23,22 @@ def ensure_vendor() -> None:
 
 
 def tool(name: str) -> Path:
-    """Path to a built tool, building it first if needed (minutes the first time)."""
+    """Path to a built tool, built or brought up to date first.
+
+    Always through the build system: a tool left from before vendor/fetch.py re-extracted the
+    tree (a new patch, a new pin) would compare mr with kernels it no longer runs. When nothing
+    changed, ninja says so in about a second."""
     exe = BUILD / "bin" / name
-    if exe.exists():
-        return exe
-    ensure_vendor()
+    if not (BUILD / "build.ninja").exists():
+        ensure_vendor()
+        subprocess.run(_configure(), check=True, stdout=subprocess.DEVNULL)
+    if not exe.exists():
+        print(f"[bench] building {name} from vendor/llama.cpp (minutes the first time)", file=sys.stderr)
+    subprocess.run(["cmake", "--build", str(BUILD), "--target", name], check=True, stdout=subprocess.DEVNULL)
+    return exe
+
+
+def _configure() -> list[str]:
     cuda = "ON" if os.environ.get("MR_CUDA", "0") not in ("", "0", "OFF") else "OFF"
     configure = [
         "cmake", "-S", str(VENDOR), "-B", str(BUILD), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
@@ -37,10 +48,7 @@ def tool(name: str) -> Path:
     ]
     if shutil.which("ccache"):
         configure += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
-    print(f"[bench] building {name} from vendor/llama.cpp (first time only)", file=sys.stderr)
-    subprocess.run(configure, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", str(BUILD), "--target", name], check=True, stdout=subprocess.DEVNULL)
-    return exe
+    return configure
 
 
 if __name__ == "__main__":
