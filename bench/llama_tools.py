@@ -31,24 +31,25 @@ def tool(name: str) -> Path:
     exe = BUILD / "bin" / name
     if not (BUILD / "build.ninja").exists():
         ensure_vendor()
-        subprocess.run(_configure(), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(configure(VENDOR, BUILD), check=True, stdout=subprocess.DEVNULL)
     if not exe.exists():
         print(f"[bench] building {name} from vendor/llama.cpp (minutes the first time)", file=sys.stderr)
     subprocess.run(["cmake", "--build", str(BUILD), "--target", name], check=True, stdout=subprocess.DEVNULL)
     return exe
 
 
-def _configure() -> list[str]:
+def configure(source: Path, build: Path) -> list[str]:
+    """The cmake command that sets up `build` for llama.cpp's tools from the tree at `source`."""
     cuda = "ON" if os.environ.get("MR_CUDA", "0") not in ("", "0", "OFF") else "OFF"
-    configure = [
-        "cmake", "-S", str(VENDOR), "-B", str(BUILD), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+    cmd = [
+        "cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
         "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON",
         "-DLLAMA_BUILD_EXAMPLES=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_OPENSSL=OFF",
         f"-DGGML_CUDA={cuda}", "-DGGML_NATIVE=ON",
     ]
     if shutil.which("ccache"):
-        configure += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
-    return configure
+        cmd += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
+    return cmd
 
 
 if __name__ == "__main__":

@@ -85,3 +85,25 @@ def test_results_are_strict_json_lines_and_the_summary_pivots_systems(tmp_path: 
     assert "| figure | unit | mr-engine | llama-bench |" in text
     assert "| tg128 | tok/s | 101 (100-102) | 101 |" in text
     assert "- decode: a note" in text
+
+
+def test_a_built_tool_still_goes_through_the_build_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tool left from before the vendor tree was re-extracted (a new patch) must be rebuilt,
+    or the bench would compare mr with kernels it no longer runs. The build system decides:
+    the command runs even when the binary exists (ninja makes it a no-op when nothing changed)."""
+    from bench import llama_runs, llama_tools
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "llama-bench").write_text("")
+    (tmp_path / "build.ninja").write_text("")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(llama_tools, "BUILD", tmp_path)
+    monkeypatch.setattr(llama_runs, "BUILD", tmp_path)
+    monkeypatch.setattr(llama_tools.subprocess, "run", lambda cmd, **kw: calls.append(list(cmd)))
+    assert llama_runs.available("llama-bench") == tmp_path / "bin" / "llama-bench"
+    assert calls == [["cmake", "--build", str(tmp_path), "--target", "llama-bench"]]
+    calls.clear()
+    assert llama_runs.available("llama-bench", build=False) == tmp_path / "bin" / "llama-bench"
+    assert calls == []
