@@ -1,7 +1,8 @@
 """Q4_1 matrix products (vendor/patches/0003): ggml's CPU mul_mat against a NumPy reference.
 
 The patch gives Q4_1 weights times Q8_1 activations tiles of up to 4 rows by 4 columns, used from
-one column on (decode steps included), in place of ggml's one vec_dot per row and column. The
+two columns on (batched decode steps and prompts), in place of ggml's one vec_dot per row and
+column; one column (n = 1 below) is still ggml's vec_dot, checked the same way. The
 reference here is independent of ggml: the weights are quantized and dequantized in NumPy, and
 the activations are rounded to Q8_1 the way ggml rounds them, so only float summation order is
 left between the two. Ragged shapes cover every tile size and the rows and columns left over.
