@@ -63,7 +63,8 @@ def run(ctx: Context) -> None:
                     raise RuntimeError(f"llama-batched-bench ran no B={n} in a {n_ctx}-cell context")
                 return float(rows[0]["speed_tg"])
 
-            out = paired([kernels, engine] if exe is not None else [engine], b.reps, deadline, ctx.settle)
+            out = paired([kernels, engine] if exe is not None else [engine], b.reps, deadline, ctx.settle,
+                         rotate=True)
             _level(ctx, n, out[-1], out[0] if exe is not None else [], {**params, "n_prompt": n_prompt})
 
 

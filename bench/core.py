@@ -102,20 +102,29 @@ class Deadline:
 
 
 def paired(runs: Sequence[Callable[[], Any]], reps: int, deadline: Deadline,
-           before: Callable[[], object] | None = None) -> list[list[Any]]:
-    """Run each callable once per repetition, in the same order (A B A B ...), so drift cancels.
+           before: Callable[[], object] | None = None, rotate: bool = False) -> list[list[Any]]:
+    """Run each callable once per repetition (A B A B ...), so drift cancels.
 
-    At least one repetition always runs; later ones stop when the deadline has passed. `before`
-    runs at the start of every repetition (the suite samples the machine's load there)."""
+    With `rotate` (for runs that do not depend on each other's order), each repetition starts one
+    further along (A B, B A, ...), so no side always runs first: on these VMs the first run after
+    the quiet wait can get a different share of the host than the second. At least one repetition
+    always runs; later ones stop when the deadline has passed. `before` runs at the start of
+    every repetition (the suite samples the machine's load there)."""
     results: list[list[Any]] = [[] for _ in runs]
     for rep in range(max(1, reps)):
         if rep and deadline.passed:
             break
         if before is not None:
             before()
-        for i, run in enumerate(runs):
-            results[i].append(run())
+        for i in rotation(len(runs), rep if rotate else 0):
+            results[i].append(runs[i]())
     return results
+
+
+def rotation(n: int, rep: int) -> list[int]:
+    """0..n-1 starting at rep mod n: the order of the n sides in repetition `rep`."""
+    start = rep % n if n else 0
+    return [(start + i) % n for i in range(n)]
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

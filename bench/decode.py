@@ -131,7 +131,7 @@ def run_variant(ctx: Context, exe: Path | None, variant: Variant) -> Measure:
             model = ctx.model
             runs = [lambda: llama_bench(exe, model, n_gen=b.tg_tokens, **same), runs[0],
                     lambda: llama_bench(exe, model, n_prompt=b.pp_tokens, **same), runs[1]]
-        out = paired(runs, b.decode_reps, ctx.deadline(), ctx.settle)
+        out = paired(runs, b.decode_reps, ctx.deadline(), ctx.settle, rotate=True)
     finally:
         llm.close()
     tg, pp = f"tg{b.tg_tokens}{variant.label}", f"pp{b.pp_tokens}{variant.label}"

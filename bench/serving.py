@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from bench import http_load
-from bench.core import Measure, Ratio, paired, ratio
+from bench.core import Measure, Ratio, paired, ratio, rotation
 from bench.device import gpu_memory_used_mib
 from bench.servers import LLAMA, MR, MR_PER_SLOT, Server
 from bench.traces import Wave, wave_measures
@@ -55,7 +55,8 @@ def run(ctx: Context) -> None:
             if rep and deadline.passed:
                 break
             ctx.settle()
-            for server in servers:  # A B A B: every server once per repetition, same prompts
+            for i in rotation(len(servers), rep):  # every server once per repetition, same prompts;
+                server = servers[i]                 # each repetition starts with the next one
                 wave, total, main = _wave(ctx, server, n, seed=rep * 1000 + n)
                 waves[server.name].append(wave)
                 cpu[server.name].append((total, main))

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench import device
-from bench.core import median
+from bench.core import median, rotation
 from bench.llama_runs import batched_bench, llama_bench
 from bench.llama_tools import ROOT, configure, tool
 
@@ -76,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         tool(name)
     theirs = upstream_tools()
     runs: dict[str, list[dict[str, float]]] = {"upstream": [], "mr": []}
-    for _ in range(args.reps):  # A B A B, so drift cancels
-        runs["upstream"].append(one_run(theirs, model, args.threads, levels))
-        runs["mr"].append(one_run(ours, model, args.threads, levels))
+    sides = [("upstream", theirs), ("mr", ours)]
+    for rep in range(args.reps):  # A B, B A, ...: drift cancels and neither side always goes first
+        for i in rotation(len(sides), rep):
+            name, bin_dir = sides[i]
+            runs[name].append(one_run(bin_dir, model, args.threads, levels))
     print(f"{device.cpu()['name']}, {args.threads} threads, {model.name}, "
           f"{args.reps} repetitions (tok/s, median)\n")
     print("| figure | upstream tools | mr's tree (bench/build) | ratio |\n| --- | --- | --- | --- |")

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.core import Deadline, Measure, Ratio, paired, percentile, ratio  # noqa: E402
+from bench.core import Deadline, Measure, Ratio, paired, percentile, ratio, rotation  # noqa: E402
 from bench.report import markdown  # noqa: E402
 from bench.results import Results  # noqa: E402
 from bench.traces import Trace, Wave, wave_measures  # noqa: E402
@@ -33,6 +33,15 @@ def test_paired_alternates_and_stops_at_the_deadline() -> None:
     assert order == ["A", "B"] * 3 and out == [[1, 1, 1], [2, 2, 2]]
     order.clear()
     assert paired([lambda: order.append("A")], 5, Deadline(0)) == [[None]]  # at least one repetition
+
+
+def test_rotated_pairs_take_turns_going_first() -> None:
+    order: list[str] = []
+    sides = [lambda: order.append("A") or 1, lambda: order.append("B") or 2]
+    out = paired(sides, 3, Deadline(60), rotate=True)
+    assert order == ["A", "B", "B", "A", "A", "B"]
+    assert out == [[1, 1, 1], [2, 2, 2]]  # results stay with their side
+    assert rotation(3, 1) == [1, 2, 0] and rotation(3, 3) == [0, 1, 2]
 
 
 def test_ratio_verdicts() -> None:
