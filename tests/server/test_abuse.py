@@ -136,4 +136,7 @@ def test_rendering_a_large_conversation_does_not_stall_the_loop(client: httpx.Cl
     worker.join()
     assert result["status"] == 400  # longer than the context, found out after tokenizing
     assert result["took"] > 0.5, "the request was too cheap to show anything"
-    assert worst < max(0.25, result["took"] / 4), (worst, result["took"])
+    # Work on the loop would hold /health for about the whole request (`took`). A quarter of it
+    # with a 0.25 s floor failed once by 0.7 ms in a full run on a loaded 2-core host, where one
+    # probe can wait a few scheduler slices; half of it still tells the two apart.
+    assert worst < max(0.3, result["took"] / 2), (worst, result["took"])
