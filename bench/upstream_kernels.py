@@ -1,5 +1,5 @@
 """mr's kernel patches against the pinned llama.cpp without them: llama-bench and
-llama-batched-bench from both trees, side by side (A B A B), as ratios.
+llama-batched-bench from both trees, side by side (A B, B A, ...), as ratios.
 
 The rest of bench/ compares mr with tools built from mr's own patched tree, so that both sides
 run the same kernels. This script answers the other question: what the patches in
