@@ -57,6 +57,17 @@ std::vector<llama_token> to_tokens(const py::array_t<int32_t, py::array::c_style
     return std::vector<llama_token>(a.data(), a.data() + a.size());
 }
 
+// Hands the vector's buffer to numpy without copying; the capsule frees it with the array.
+py::array_t<float> to_matrix(std::vector<float>&& data, py::ssize_t rows, py::ssize_t cols) {
+    auto* owned = new std::vector<float>(std::move(data));
+    py::capsule free_when_done(owned, [](void* v) { delete static_cast<std::vector<float>*>(v); });
+    return py::array_t<float>({rows, cols}, owned->data(), free_when_done);
+}
+
+py::array_t<float> to_matrix(mr::Embeddings&& e) {
+    return to_matrix(std::move(e.data), e.n_rows, e.n_embd);
+}
+
 py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows,
                                const py::array_t<float, py::array::c_style | py::array::forcecast>& x, int threads) {
     if (x.ndim() != 2) throw mr::InvalidArgument("x must be a 2-D float32 array (n, k)");
@@ -67,14 +78,7 @@ py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows,
         py::gil_scoped_release released;
         out = mr::cpu_mul_mat(type, w.data(), w.size(), rows, k, x.data(), n, threads);
     }
-    return py::array_t<float>({n, rows}, out.data());
-}
-
-// Hands the vector's buffer to numpy without copying; the capsule frees it with the array.
-py::array_t<float> to_matrix(mr::Embeddings&& e) {
-    auto* owned = new std::vector<float>(std::move(e.data));
-    py::capsule free_when_done(owned, [](void* v) { delete static_cast<std::vector<float>*>(v); });
-    return py::array_t<float>({e.n_rows, e.n_embd}, owned->data(), free_when_done);
+    return to_matrix(std::move(out), n, rows);
 }
 
 // (id, token, text, frame, finish, logprob, end): `frame` is None unless the request has a
