@@ -11,6 +11,7 @@ namespace mr {
 namespace {
 
 constexpr int kMaxSlots = 256;  // llama.cpp's LLAMA_MAX_SEQ
+constexpr size_t kFewColumns = 64;  // below it a CPU step's kernels treat each column alike (prompt_chunk)
 
 void validate(const EngineParams& p) {
     if (p.n_ctx <= 0) throw InvalidArgument("n_ctx must be > 0, got " + std::to_string(p.n_ctx));
@@ -72,6 +73,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
                               std::to_string(params_.n_batch) + " tokens, fewer than n_slots");
     }
     if (params_.prefill_chunk == 0 || params_.prefill_chunk > params_.n_batch) params_.prefill_chunk = params_.n_batch;
+    short_prompt_ = model_->plain_cpu_weights() ? kFewColumns : 0;
     thread_ = std::thread([this] { run(); });
 }
 
@@ -262,7 +264,9 @@ void Engine::admit() {
 void Engine::start(Pending p) {
     const size_t seq = pick_slot(p.request.prompt);
     Slot& slot = slots_[seq];
-    const int reused = reuse_prefix(seq, p.request.prompt);
+    const bool last_with_rest = p.request.prompt.size() < short_prompt_;
+    const int reused = reuse_prefix(seq, p.request.prompt, last_with_rest ? 2 : 1);
+    slot.last_with_rest = last_with_rest;
     slot.active = true;
     slot.id = p.id;
     slot.admitted = ++admissions_;
@@ -335,10 +339,11 @@ size_t Engine::pick_slot(const std::vector<llama_token>& prompt) const {
 
 // Reuses the longest cached prefix of `prompt` for sequence `seq`, from its own cells or shared
 // from another sequence's (llama_memory_seq_cp, no copy of data); returns the tokens reused. At
-// least one prompt token is always left to decode: its logits start the generation.
-int Engine::reuse_prefix(size_t seq, const std::vector<llama_token>& prompt) {
+// least `n_left` prompt tokens are left to decode (all of a shorter prompt): the last one's
+// logits start the generation, computed as in a cold prompt (Engine::prompt_chunk).
+int Engine::reuse_prefix(size_t seq, const std::vector<llama_token>& prompt, size_t n_left) {
     llama_memory_t mem = llama_get_memory(ctx_.get());
-    const size_t limit = prompt.size() - 1;
+    const size_t limit = prompt.size() > n_left ? prompt.size() - n_left : 0;
     Slot& dst = slots_[seq];
     size_t own = std::min(common_prefix(dst.cache, prompt), limit);
     size_t src = seq, shared = 0;
@@ -466,11 +471,8 @@ int Engine::build_batch() {
         Slot& slot = slots_[seq];
         const auto& prompt = slot.request.prompt;
         const int left = static_cast<int>(prompt.size() - slot.n_prompt_done);
-        // The last prompt token always gets a step of its own, as it does when the rest of the
-        // prompt was cached: its logits are then computed the same way warm or cold, so a
-        // cached prefix does not change a greedy answer (batch shape changes float rounding).
-        const int take = left > 1 ? std::min({left - 1, budget, params_.prefill_chunk})
-                                  : std::min(left, budget);
+        const int take = prompt_chunk(slot, budget);
+        if (take == 0) continue;
         for (int i = 0; i < take; ++i) {
             const bool last = (i == left - 1);
             const int idx = batch_.add(prompt[slot.n_prompt_done + i], slot.n_past + i,
@@ -481,6 +483,27 @@ int Engine::build_batch() {
         budget -= take;
     }
     return batch_.size();
+}
+
+// How many of `slot`'s prompt tokens go into this step. The last one's logits start the answer,
+// and a greedy answer must not depend on whether the prompt was cached, so that token is always
+// computed the same way, cold or warm (where reuse_prefix leaves one or two tokens to compute):
+// - in a long prompt, or on a GPU, alone in a step of its own, as it is when all the rest was
+//   cached. That costs one decode step of time to first token.
+// - in a short prompt on plain CPU weights, with at least the token before it, never alone in its
+//   ubatch. The CPU's kernels for two or more columns give each column the same result whatever
+//   the count (one column takes other kernels), until the step has kFewColumns tokens: from there
+//   flash attention takes a tiled path that rounds differently (ggml_fa_tile_config::Q).
+//   Repacked weights (AMX, interleaved layouts) run one kernel on groups of columns and another
+//   on the rest, so they keep the step of its own too.
+int Engine::prompt_chunk(const Slot& slot, int budget) const {
+    const int left = static_cast<int>(slot.request.prompt.size() - slot.n_prompt_done);
+    int take = std::min({left, budget, params_.prefill_chunk});
+    if (!slot.last_with_rest) return take == left && left > 1 ? left - 1 : take;
+    if (left - take == 1 && take > 1) --take;  // not one token alone in the next step
+    const int n_ubatch = static_cast<int>(llama_n_ubatch(ctx_.get()));
+    if (take == left && take > 2 && (batch_.size() + take) % n_ubatch == 1) take -= 2;  // nor in a ubatch
+    return take;
 }
 
 void Engine::step() {

@@ -1,5 +1,6 @@
 #include "mr/model.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -107,6 +108,12 @@ Model::Model(std::unique_ptr<rpc::Workers> workers, std::unique_ptr<llama_model,
              std::string path, std::vector<WeightBuffer> weight_buffers, std::vector<Placement> placement)
     : workers_(std::move(workers)), model_(std::move(model)), vocab_(llama_model_get_vocab(model_.get())),
       path_(std::move(path)), weight_buffers_(std::move(weight_buffers)), placement_(std::move(placement)) {}
+
+bool Model::plain_cpu_weights() const {
+    if (workers_ != nullptr || weight_buffers_.empty()) return false;
+    return std::all_of(weight_buffers_.begin(), weight_buffers_.end(),
+                       [](const WeightBuffer& b) { return b.name == "CPU" || b.name == "CPU_Mapped"; });
+}
 
 std::shared_ptr<Model> Model::load(const ModelParams& params) {
     init_backend();

@@ -90,20 +90,26 @@ def _three_idle_caches_then_two_running(llm: LLM) -> tuple[int, int]:
     return again.n_cached, again.n_prompt
 
 
+def _all_but_the_end(cached: int, n_prompt: int) -> bool:
+    # the engine recomputes the last prompt token, and in a short prompt the one before it
+    # (tests/native/test_first_token.py)
+    return n_prompt - 2 <= cached < n_prompt and cached > 10
+
+
 def test_idle_caches_are_trimmed_while_several_requests_run(tiny_gguf) -> None:
     # idle cells slow every running sequence's decode steps (EngineParams::idle_cache)
     with LLM(tiny_gguf, EngineOptions(n_ctx=2048, n_slots=6, idle_cache=0.1)) as llm:
         assert _three_idle_caches_then_two_running(llm)[0] == 0  # ~240 idle cells > 204: oldest gone
     with LLM(tiny_gguf, EngineOptions(n_ctx=2048, n_slots=6, idle_cache=1.0)) as llm:
         cached, n_prompt = _three_idle_caches_then_two_running(llm)
-        assert cached == n_prompt - 1 > 10
+        assert _all_but_the_end(cached, n_prompt)
 
 
 def test_per_slot_caches_keep_idle_caches_while_several_requests_run(tiny_gguf) -> None:
     # in separate streams idle cells cost the other sequences nothing: no trimming
     with LLM(tiny_gguf, EngineOptions(n_ctx=2048, n_slots=6, per_slot_kv=True)) as llm:
         cached, n_prompt = _three_idle_caches_then_two_running(llm)
-        assert cached == n_prompt - 1 > 10
+        assert _all_but_the_end(cached, n_prompt)
 
 
 def test_one_request_at_a_time_keeps_the_last_idle_cache_when_long(tiny_gguf) -> None:

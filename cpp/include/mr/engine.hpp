@@ -167,6 +167,7 @@ private:
         llama_token pending = -1;        // sampled, not yet decoded
         int logits_idx = -1;             // batch output to sample from after this step
         int n_in_batch = 0;              // tokens this slot put into the current batch
+        bool last_with_rest = false;     // the last prompt token is computed with the ones before it
         std::unique_ptr<WireWriter> wire;  // the client's socket, for a request that has one
     };
 
@@ -191,7 +192,8 @@ private:
     void start(Pending p);
     bool shares_running_prefill(const std::vector<llama_token>& prompt) const;
     size_t pick_slot(const std::vector<llama_token>& prompt) const;
-    int reuse_prefix(size_t seq, const std::vector<llama_token>& prompt);
+    int reuse_prefix(size_t seq, const std::vector<llama_token>& prompt, size_t n_left);
+    int prompt_chunk(const Slot& slot, int budget) const;
     bool drop_idle_cache();
     void trim_idle_caches();
     void clear_seq(size_t seq);
@@ -203,6 +205,7 @@ private:
     bool flash_attn_ = false;  // before ctx_: make_context sets it
     ContextPtr ctx_;
     int n_ctx_seq_ = 0;
+    size_t short_prompt_ = 0;  // prompts shorter than this compute their last token with the rest
     Batch batch_;
     std::vector<Slot> slots_;
     std::vector<Event> out_;  // events of the current step (engine thread only)

@@ -65,6 +65,9 @@ public:
     bool has_decoder() const { return llama_model_has_decoder(model_.get()); }
     const std::vector<WeightBuffer>& weight_buffers() const { return weight_buffers_; }
     const std::vector<Placement>& placement() const { return placement_; }
+    // Whether every weight is in this machine's memory in ggml's own layout: no GPU, no RPC
+    // worker, no repacked buffer (AMX, CPU_REPACK), so one set of CPU kernels computes them.
+    bool plain_cpu_weights() const;
     // The RPC workers' devices (empty for a model that uses none).
     std::vector<rpc::WorkerDevice> workers() const;
     // Why a worker's connection failed ("lost the connection to the RPC worker at ..."), or "".
