@@ -1,4 +1,4 @@
-"""Shared test helpers: the real test model and a tiny random-weights GGUF."""
+"""Shared test helpers: the real test model, a tiny random-weights GGUF, how an answer starts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ from pathlib import Path
 import numpy as np
 from bench.tiny_model import block_weights, copy_tokenizer, finish, tiny_header, write_tiny_llama
 
-__all__ = ["write_tiny_llama", "write_tiny_reranker"]
+from mr.engine import LLM, SamplingOptions
+
+__all__ = ["answer_start", "write_tiny_llama", "write_tiny_reranker"]
+
+
+def answer_start(llm: LLM, prompt: list[int]) -> tuple[list[tuple[int, float]], int, int]:
+    """A greedy answer's first token to `prompt`: its top-5 logprobs, the prompt tokens taken
+    from the cache, and the engine steps it took."""
+    steps = llm.stats()["steps"]
+    stream = llm.generate(prompt, SamplingOptions(temperature=0), max_tokens=1, logprobs=5)
+    stream.text()
+    top = [(t.token, t.logprob) for t in stream.logprobs[0].top]
+    return top, stream.n_cached, llm.stats()["steps"] - steps
 
 
 def write_tiny_reranker(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 1,

@@ -111,6 +111,10 @@ Model::Model(std::unique_ptr<rpc::Workers> workers, std::unique_ptr<llama_model,
 
 bool Model::plain_cpu_weights() const {
     if (workers_ != nullptr || weight_buffers_.empty()) return false;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {  // it may take a large batch's work
+        const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));
+        if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) return false;
+    }
     return std::all_of(weight_buffers_.begin(), weight_buffers_.end(),
                        [](const WeightBuffer& b) { return b.name == "CPU" || b.name == "CPU_Mapped"; });
 }

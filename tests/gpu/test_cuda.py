@@ -23,6 +23,7 @@ import pytest
 
 from mr import _native, default_model
 from mr.engine import LLM, EngineOptions, SamplingOptions, TokenLogprob
+from support import answer_start
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -167,6 +168,19 @@ def test_greedy_output_equals_itself_across_batch_sizes(gpu_model: Path) -> None
               f"logprob drift {drift:.5f} nats, near-tie flips {len(ties)} {ties}, {steps} steps")
         assert drift < DRIFT_NATS, f"batch of {n}: chosen-token logprobs drift {drift:.4f} nats"
         assert steps < steps_alone * n / len(prompts) / 4, f"batch of {n} took {steps} steps: not batched"
+
+
+@pytest.mark.parametrize("n_gpu_layers", [-1, 0])
+def test_a_cached_prompt_starts_its_answer_exactly_as_a_cold_one(gpu_model: Path, n_gpu_layers: int) -> None:
+    # With a GPU, even for weights kept on the host (llama.cpp hands a large batch's work to it),
+    # the last prompt token keeps a step of its own (Engine::prompt_chunk): the GPU's kernels for
+    # one column and for several differ, and only that makes the cached and the cold start alike.
+    with LLM(gpu_model, EngineOptions(n_ctx=1024, n_slots=1, n_gpu_layers=n_gpu_layers)) as llm:
+        ids = llm.model.tokenize(" ".join(PROMPTS), True, False)[:20]
+        cold, cold_cached, cold_steps = answer_start(llm, ids)
+        warm, warm_cached, _ = answer_start(llm, ids)
+    assert (cold_cached, cold_steps, warm_cached) == (0, 2, len(ids) - 1)
+    assert warm == cold
 
 
 # ---- (c) the memory budget counts VRAM ----

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mr.engine import LLM, EngineOptions, SamplingOptions
+from support import answer_start
 
 GREEDY = SamplingOptions(temperature=0)
 FEW_COLUMNS = 64  # the engine's kFewColumns: from this many tokens a prompt's step is tiled differently
@@ -31,18 +32,9 @@ def llm(request: pytest.FixtureRequest, smollm2_path: Path) -> Iterator[LLM]:
         yield llm
 
 
-def _start(llm: LLM, prompt: list[int]) -> tuple[list[tuple[int, float]], int, int]:
-    """The first answer token's top logprobs, the prompt tokens taken from the cache, the steps."""
-    steps = llm.stats()["steps"]
-    stream = llm.generate(prompt, GREEDY, max_tokens=1, logprobs=5)
-    stream.text()
-    top = [(t.token, t.logprob) for t in stream.logprobs[0].top]
-    return top, stream.n_cached, llm.stats()["steps"] - steps
-
-
 def _cold(llm: LLM, ids: list[int], n: int) -> tuple[list[tuple[int, float]], int]:
     llm.generate(ids[1:4], GREEDY, max_tokens=1).text()  # the one slot's cache now holds another prompt
-    top, cached, steps = _start(llm, ids[:n])
+    top, cached, steps = answer_start(llm, ids[:n])
     assert cached == 0
     return top, steps
 
@@ -51,7 +43,7 @@ def _cold(llm: LLM, ids: list[int], n: int) -> tuple[list[tuple[int, float]], in
 def test_a_cached_prompt_starts_its_answer_exactly_as_a_cold_one(llm: LLM, n: int) -> None:
     ids = llm.model.tokenize(TEXT, True, False)
     cold, _ = _cold(llm, ids, n)
-    warm, cached, _ = _start(llm, ids[:n])
+    warm, cached, _ = answer_start(llm, ids[:n])
     assert cached > 0 or n <= 2
     assert warm == cold  # bit for bit: the same kernels computed the last prompt token
 

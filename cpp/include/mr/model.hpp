@@ -65,8 +65,9 @@ public:
     bool has_decoder() const { return llama_model_has_decoder(model_.get()); }
     const std::vector<WeightBuffer>& weight_buffers() const { return weight_buffers_; }
     const std::vector<Placement>& placement() const { return placement_; }
-    // Whether every weight is in this machine's memory in ggml's own layout: no GPU, no RPC
-    // worker, no repacked buffer (AMX, CPU_REPACK), so one set of CPU kernels computes them.
+    // Whether every weight is in this machine's memory in ggml's own layout and the CPU computes
+    // every step: no GPU device (llama.cpp hands a large batch's work to one even for weights in
+    // host memory), no RPC worker, no repacked buffer (AMX, CPU_REPACK).
     bool plain_cpu_weights() const;
     // The RPC workers' devices (empty for a model that uses none).
     std::vector<rpc::WorkerDevice> workers() const;
