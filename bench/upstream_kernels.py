@@ -25,7 +25,7 @@ from bench.core import median, rotation
 from bench.llama_runs import batched_bench, llama_bench
 from bench.llama_tools import ROOT, configure, tool
 
-KERNEL_PATCHES = ("0003-q4-1-tiles.patch",)
+KERNEL_PATCHES = ("0003-q4-1-tiles.patch", "0004-fa-skip-hidden-cells.patch")
 UPSTREAM = ROOT / "bench" / "upstream"
 TOOLS = ("llama-bench", "llama-batched-bench")
 
