@@ -493,7 +493,9 @@ int Engine::build_batch() {
 // - in a short prompt on plain CPU weights, with at least the token before it, never alone in its
 //   ubatch. The CPU's kernels for two or more columns give each column the same result whatever
 //   the count (one column takes other kernels), until the step has kFewColumns tokens: from there
-//   flash attention takes a tiled path that rounds differently (ggml_fa_tile_config::Q).
+//   flash attention takes a tiled path that rounds differently (ggml_fa_tile_config::Q). The
+//   prompt's length decides, which is the step's size on an idle server; under load other
+//   sequences' tokens share the step and may still push it past that, as they may any step.
 //   Repacked weights (AMX, interleaved layouts) run one kernel on groups of columns and another
 //   on the rest, so they keep the step of its own too.
 int Engine::prompt_chunk(const Slot& slot, int budget) const {
