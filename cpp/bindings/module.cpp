@@ -368,6 +368,7 @@ PYBIND11_MODULE(_native, m) {
                                  "us_decode"_a = s.us_decode, "us_sample"_a = s.us_sample,
                                  "us_publish"_a = s.us_publish, "us_other"_a = s.us_other);
              })
+        .def("slot_requests", &mr::Engine::slot_requests)
         .def("shutdown", &mr::Engine::shutdown, release_gil());
 
     py::class_<mr::Embedder, Owned<mr::Embedder>>(m, "Embedder")

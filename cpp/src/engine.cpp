@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "mr/errors.hpp"
 #include "mr/model.hpp"
@@ -64,7 +65,9 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
       ctx_(make_context(*model_, context_params(params_), &flash_attn_)),
       n_ctx_seq_(static_cast<int>(llama_n_ctx_seq(ctx_.get()))),
       batch_(params_.n_batch + params_.n_slots, 1),
-      slots_(params_.n_slots) {
+      slots_(params_.n_slots),
+      slot_ids_(new std::atomic<uint64_t>[params_.n_slots]) {
+    for (int i = 0; i < params_.n_slots; ++i) slot_ids_[i].store(0);
     // llama.cpp caps a context's batch at its size; a step beyond the cap would abort the process
     // (GGML_ASSERT in llama_decode), so the engine never builds one (batch_ keeps its capacity).
     params_.n_batch = std::min(params_.n_batch, static_cast<int>(llama_n_batch(ctx_.get())));
@@ -178,6 +181,12 @@ EngineStats Engine::stats() const {
     return s;
 }
 
+std::vector<uint64_t> Engine::slot_requests() const {
+    std::vector<uint64_t> ids(slots_.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = slot_ids_[i].load();
+    return ids;
+}
+
 // ---- engine thread ----
 
 void Engine::run() {
@@ -264,6 +273,7 @@ void Engine::admit() {
 void Engine::start(Pending p) {
     const size_t seq = pick_slot(p.request.prompt);
     Slot& slot = slots_[seq];
+    slot_ids_[seq].store(p.id);
     const bool last_with_rest = p.request.prompt.size() < short_prompt_;
     const int reused = reuse_prefix(seq, p.request.prompt, last_with_rest ? 2 : 1);
     slot.last_with_rest = last_with_rest;
@@ -319,13 +329,18 @@ bool Engine::shares_running_prefill(const std::vector<llama_token>& prompt) cons
 // conversation going on); otherwise an empty slot, else the least recently used one, so that a
 // valuable cache (a long shared system prompt) is not overwritten by an unrelated request for the
 // sake of a few common template tokens. A prefix held by any other slot is still shared.
+// With one KV stream per slot the layout comes first (stream_cost).
 size_t Engine::pick_slot(const std::vector<llama_token>& prompt) const {
     constexpr size_t kMinReuse = 32;
+    int least = std::numeric_limits<int>::max();
+    for (size_t seq = 0; seq < slots_.size(); ++seq) {
+        if (!slots_[seq].active) least = std::min(least, stream_cost(seq));
+    }
     size_t best = slots_.size(), best_len = 0;
     size_t fallback = slots_.size();
     for (size_t seq = 0; seq < slots_.size(); ++seq) {
         const Slot& s = slots_[seq];
-        if (s.active) continue;
+        if (s.active || stream_cost(seq) != least) continue;
         const size_t len = common_prefix(s.cache, prompt);
         if (len >= kMinReuse && len > best_len) {
             best = seq;
@@ -335,6 +350,18 @@ size_t Engine::pick_slot(const std::vector<llama_token>& prompt) const {
         if (fallback == slots_.size() || rank(s) < rank(slots_[fallback])) fallback = seq;
     }
     return best != slots_.size() ? best : fallback;
+}
+
+// With one KV stream per slot, llama.cpp puts only consecutive sequence ids into one pass over
+// the weights (split_equal(sequential = true)): busy slots 1, 3 and 5 cost three passes per
+// step, 1, 2 and 3 one. So a free slot is ranked by the runs of busy slots it adds (+1 alone, 0
+// next to one run, -1 joining two); a prefix held by another slot is copied into it once
+// (reuse_prefix), which is cheaper than a pass per step. One shared cache has no such rule: 0.
+int Engine::stream_cost(size_t seq) const {
+    if (!params_.per_slot_kv) return 0;
+    const bool left = seq > 0 && slots_[seq - 1].active;
+    const bool right = seq + 1 < slots_.size() && slots_[seq + 1].active;
+    return 1 - static_cast<int>(left) - static_cast<int>(right);
 }
 
 // Reuses the longest cached prefix of `prompt` for sequence `seq`, from its own cells or shared
@@ -703,6 +730,7 @@ void Engine::release(Slot& slot, bool keep_cache) {
     slot.pending = -1;
     slot.n_in_batch = 0;
     slot.logits_idx = -1;
+    slot_ids_[static_cast<size_t>(&slot - slots_.data())].store(0);
     busy_--;
     finished_++;
 }

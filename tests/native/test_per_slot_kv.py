@@ -66,3 +66,27 @@ def test_a_running_slots_prefix_is_copied_into_another_stream(smollm2_path) -> N
         # (batch shape changes the kernels' summation order); its start is fixed by then.
         assert "".join(texts)[:40] == cold[first][:40]
 
+
+
+def _busy(llm: LLM) -> list[int]:
+    return [i for i, request in enumerate(llm.slot_requests()) if request]
+
+
+def test_running_slots_stay_next_to_each_other(smollm2_path) -> None:
+    # llama.cpp computes per-slot streams in one pass only for consecutive slots: a request that
+    # continues slot 6's conversation while slot 3 runs goes next to slot 3, its prefix copied
+    facts = [" ".join(f"Fact {k}.{i}: {k} times {i} is {k * i}." for i in range(6)) for k in range(8)]
+    with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=8, per_slot_kv=True)) as llm:
+        for fact in facts:  # one after another: request k leaves its cache in slot k
+            llm.generate(fact, GREEDY, max_tokens=2).text()
+        assert _busy(llm) == []
+        first = llm.generate(facts[3] + " So 3 times 9 is", GREEDY, max_tokens=100, ignore_eos=True)
+        next(iter(first))
+        assert _busy(llm) == [3]  # its own cache: no other slot runs yet
+        second = llm.generate(facts[6] + " So 6 times 9 is", GREEDY, max_tokens=100, ignore_eos=True)
+        next(iter(second))
+        busy = _busy(llm)
+        first.text()
+        second.text()
+    assert busy in ([2, 3], [3, 4])  # not [3, 6]: two passes over the weights per step
+    assert second.n_cached >= len(llm.tokenize(facts[6])) - 2  # slot 6's cells, copied

@@ -134,6 +134,8 @@ public:
     std::vector<Event> poll(int timeout_ms);
     int event_fd() const { return notifier_.fd(); }
     EngineStats stats() const;
+    // The request running in each slot, 0 where it is idle (llama-server's /slots, in short).
+    std::vector<uint64_t> slot_requests() const;
     const EngineParams& params() const { return params_; }
     int n_ctx_seq() const { return n_ctx_seq_; }
     bool flash_attn() const { return flash_attn_; }
@@ -192,6 +194,7 @@ private:
     void start(Pending p);
     bool shares_running_prefill(const std::vector<llama_token>& prompt) const;
     size_t pick_slot(const std::vector<llama_token>& prompt) const;
+    int stream_cost(size_t seq) const;
     int reuse_prefix(size_t seq, const std::vector<llama_token>& prompt, size_t n_left);
     int prompt_chunk(const Slot& slot, int budget) const;
     bool drop_idle_cache();
@@ -208,6 +211,7 @@ private:
     size_t short_prompt_ = 0;  // prompts shorter than this compute their last token with the rest
     Batch batch_;
     std::vector<Slot> slots_;
+    std::unique_ptr<std::atomic<uint64_t>[]> slot_ids_;  // slots_[i].id while active, else 0: any thread reads
     std::vector<Event> out_;  // events of the current step (engine thread only)
     uint64_t admissions_ = 0;
 

@@ -255,6 +255,10 @@ class LLM:
     def stats(self) -> dict[str, int]:
         return self._engine.stats()
 
+    def slot_requests(self) -> list[int]:
+        """The engine's request id running in each slot, 0 where the slot is idle."""
+        return self._engine.slot_requests()
+
     @property
     def request_context(self) -> int:
         """Tokens one request may use (prompt and answer): the whole context, or with
