@@ -13,6 +13,7 @@
 #include "mr/model.hpp"
 #include "mr/text.hpp"
 #include "mr/rpc.hpp"
+#include "mr/sampler.hpp"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -79,6 +80,34 @@ py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows,
         out = mr::cpu_mul_mat(type, w.data(), w.size(), rows, k, x.data(), n, threads);
     }
     return to_matrix(std::move(out), n, rows);
+}
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+py::array_t<float> cpu_flash_attn(const FloatArray& q, const FloatArray& k, const FloatArray& v, const FloatArray& mask,
+                                  int threads) {
+    if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3 || mask.ndim() != 2) {
+        throw mr::InvalidArgument("q, k and v must be 3-D (heads, rows, d) and mask 2-D (n_q, n_kv)");
+    }
+    const int64_t n_head = q.shape(0), n_q = q.shape(1), d = q.shape(2), n_head_kv = k.shape(0), n_kv = k.shape(1);
+    for (const FloatArray* a : {&k, &v}) {
+        if (a->shape(0) != n_head_kv || a->shape(1) != n_kv || a->shape(2) != d) {
+            throw mr::InvalidArgument("k and v must both be (n_head_kv, n_kv, d) with q's d");
+        }
+    }
+    if (mask.shape(0) != n_q || mask.shape(1) != n_kv) throw mr::InvalidArgument("mask must be (n_q, n_kv)");
+    std::vector<float> out;
+    {
+        py::gil_scoped_release released;
+        out = mr::cpu_flash_attn(q.data(), k.data(), v.data(), mask.data(), d, n_q, n_head, n_kv, n_head_kv, threads);
+    }
+    return py::array_t<float>(to_matrix(std::move(out), n_q, n_head * d).reshape({n_q, n_head, d}));
+}
+
+int32_t first_argmax(const py::array_t<float, py::array::c_style | py::array::forcecast>& values) {
+    if (values.ndim() != 1 || values.size() == 0) throw mr::InvalidArgument("values must be a non-empty 1-D array");
+    if (values.size() > INT32_MAX) throw mr::InvalidArgument("values has more than 2^31 - 1 entries");
+    return mr::first_argmax(values.data(), static_cast<int32_t>(values.size()));
 }
 
 // (id, token, text, frame, finish, logprob, end): `frame` is None unless the request has a
@@ -176,6 +205,8 @@ PYBIND11_MODULE(_native, m) {
     m.def("system_info", &mr::system_info);
     m.def("default_threads", &mr::default_threads);
     m.def("cpu_mul_mat", &cpu_mul_mat, "type"_a, "weights"_a, "rows"_a, "x"_a, "threads"_a = 1);
+    m.def("first_argmax", &first_argmax, "values"_a);
+    m.def("cpu_flash_attn", &cpu_flash_attn, "q"_a, "k"_a, "v"_a, "mask"_a, "threads"_a = 1);
     m.def("set_log_handler", &set_log_handler, "handler"_a, "min_level"_a);
     m.def("set_log_level", &mr::log::set_level, "min_level"_a);
     m.def("clear_log_handler", &mr::log::clear_sink, release_gil());

@@ -1,5 +1,6 @@
 #include "mr/kernels.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -61,6 +62,36 @@ std::vector<float> cpu_mul_mat(int type, const void* weights, std::size_t weight
     }
     const auto* result = static_cast<const float*>(out->data);
     return std::vector<float>(result, result + n * rows);
+}
+
+std::vector<float> cpu_flash_attn(const float* q, const float* k, const float* v, const float* mask, int64_t d,
+                                  int64_t n_q, int64_t n_head, int64_t n_kv, int64_t n_head_kv, int threads) {
+    if (d <= 0 || n_q <= 0 || n_head <= 0 || n_kv <= 0 || n_head_kv <= 0 || threads <= 0) {
+        throw InvalidArgument("every size and the thread count must be positive");
+    }
+    if (n_head % n_head_kv != 0) throw InvalidArgument("n_head must be a multiple of n_head_kv");
+    const int64_t nq = d * n_q * n_head, nkv = d * n_kv * n_head_kv, nmask = n_kv * n_q;
+    const std::size_t mem = (nq * 2 + nkv * 2) * sizeof(float) + nmask * sizeof(ggml_fp16_t) +
+                            8 * ggml_tensor_overhead() + ggml_graph_overhead() + (4u << 20);
+    ContextPtr ctx(ggml_init({mem, nullptr, false}));
+    if (!ctx) throw Error("ggml_init failed for a " + std::to_string(mem) + "-byte context");
+    ggml_tensor* tq = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F32, d, n_q, n_head);
+    ggml_tensor* tk = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F16, d, n_kv, n_head_kv);
+    ggml_tensor* tv = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F16, d, n_kv, n_head_kv);
+    ggml_tensor* tm = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F16, n_kv, n_q);
+    std::memcpy(tq->data, q, static_cast<std::size_t>(nq) * sizeof(float));
+    ggml_fp32_to_fp16_row(k, static_cast<ggml_fp16_t*>(tk->data), nkv);
+    ggml_fp32_to_fp16_row(v, static_cast<ggml_fp16_t*>(tv->data), nkv);
+    ggml_fp32_to_fp16_row(mask, static_cast<ggml_fp16_t*>(tm->data), nmask);
+    ggml_tensor* out = ggml_flash_attn_ext(ctx.get(), tq, tk, tv, tm, 1.0f / std::sqrt(static_cast<float>(d)),
+                                           0.0f, 0.0f);  // ne = d, n_head, n_q
+    ggml_cgraph* graph = ggml_new_graph(ctx.get());
+    ggml_build_forward_expand(graph, out);
+    if (ggml_graph_compute_with_ctx(ctx.get(), graph, threads) != GGML_STATUS_SUCCESS) {
+        throw Error("ggml could not compute the attention");
+    }
+    const auto* result = static_cast<const float*>(out->data);
+    return std::vector<float>(result, result + nq);
 }
 
 }  // namespace mr

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from mr._native import first_argmax
 from mr.engine import LLM, EngineOptions, SamplingOptions
 
 PROMPT = "Once upon a time, in a small village by the sea,"
@@ -50,3 +52,49 @@ def test_sampled_runs_differ_by_seed(llm: LLM) -> None:
     a = tokens(llm, SamplingOptions(temperature=1.5, top_k=100, min_p=0.0, seed=1))
     b = tokens(llm, SamplingOptions(temperature=1.5, top_k=100, min_p=0.0, seed=2))
     assert a != b
+
+
+def reference_first_argmax(values: np.ndarray) -> int:
+    """std::max_element's rule: the first value that no later value exceeds; NaNs never win."""
+    best = 0
+    for i, v in enumerate(values.tolist()):
+        if v > values[best]:
+            best = i
+    return best
+
+
+@pytest.mark.parametrize("n", [1, 7, 16, 17, 33, 1000, 49152, 49157])
+def test_first_argmax_picks_the_first_largest(n: int) -> None:
+    """Greedy's argmax (16 vector lanes) picks the first of tied maxima, wherever they fall."""
+    rng = np.random.default_rng(n)
+    for _ in range(25):
+        values = rng.standard_normal(n).astype(np.float32)
+        top = rng.integers(0, n, size=min(n, 4))
+        values[top] = values.max() + 1.0  # ties between lanes, and within one
+        assert first_argmax(values) == int(np.argmax(values)) == min(top)
+
+
+@pytest.mark.parametrize("n", [5, 40, 49152])
+def test_first_argmax_skips_nans_and_handles_infinities(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for _ in range(25):
+        values = rng.standard_normal(n).astype(np.float32)
+        values[rng.integers(0, n, size=max(1, n // 4))] = np.nan
+        values[rng.integers(0, n, size=2)] = -np.inf
+        assert first_argmax(values) == reference_first_argmax(values)
+    assert first_argmax(np.full(n, -np.inf, dtype=np.float32)) == 0
+    nan_then_inf = np.full(n, -np.inf, dtype=np.float32)
+    nan_then_inf[1:n // 2] = np.nan
+    assert first_argmax(nan_then_inf) == 0
+    nan_first = np.ones(n, dtype=np.float32)
+    nan_first[0] = np.nan
+    assert first_argmax(nan_first) == 0  # as std::max_element: nothing compares larger than it
+    peak_in_a_nan_lane = np.zeros(n, dtype=np.float32)
+    peak_in_a_nan_lane[min(3, n - 1)] = np.nan
+    peak_in_a_nan_lane[n - 1] = 5.0
+    assert first_argmax(peak_in_a_nan_lane) == n - 1
+
+
+def test_first_argmax_rejects_an_empty_array() -> None:
+    with pytest.raises(ValueError):
+        first_argmax(np.zeros(0, dtype=np.float32))

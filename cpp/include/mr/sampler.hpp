@@ -71,4 +71,8 @@ private:
 
 void validate(const Model& model, const SamplingParams& params);
 
+// The index of the first largest of n values (n > 0): std::max_element's answer, NaNs included,
+// in SSE2 vectors where the CPU has them. Greedy decoding runs it over the vocabulary per token.
+int32_t first_argmax(const float* values, int32_t n);
+
 }  // namespace mr
