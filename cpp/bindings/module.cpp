@@ -69,8 +69,9 @@ py::array_t<float> to_matrix(mr::Embeddings&& e) {
     return to_matrix(std::move(e.data), e.n_rows, e.n_embd);
 }
 
-py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows,
-                               const py::array_t<float, py::array::c_style | py::array::forcecast>& x, int threads) {
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows, const FloatArray& x, int threads) {
     if (x.ndim() != 2) throw mr::InvalidArgument("x must be a 2-D float32 array (n, k)");
     const std::string_view w(weights);
     const int64_t n = x.shape(0), k = x.shape(1);
@@ -81,8 +82,6 @@ py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows,
     }
     return to_matrix(std::move(out), n, rows);
 }
-
-using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 py::array_t<float> cpu_flash_attn(const FloatArray& q, const FloatArray& k, const FloatArray& v, const FloatArray& mask,
                                   int threads) {
@@ -104,7 +103,7 @@ py::array_t<float> cpu_flash_attn(const FloatArray& q, const FloatArray& k, cons
     return py::array_t<float>(to_matrix(std::move(out), n_q, n_head * d).reshape({n_q, n_head, d}));
 }
 
-int32_t first_argmax(const py::array_t<float, py::array::c_style | py::array::forcecast>& values) {
+int32_t first_argmax(const FloatArray& values) {
     if (values.ndim() != 1 || values.size() == 0) throw mr::InvalidArgument("values must be a non-empty 1-D array");
     if (values.size() > INT32_MAX) throw mr::InvalidArgument("values has more than 2^31 - 1 entries");
     return mr::first_argmax(values.data(), static_cast<int32_t>(values.size()));
