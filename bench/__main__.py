@@ -1,7 +1,7 @@
 """`python -m bench [PART ...]`: mr side by side with llama.cpp's tools, printed as ratios.
 
-Parts: decode (with the roofline), concurrency, http, ceiling, prefix, embeddings, load, pull,
-scale (RPC workers and replicas behind HAProxy); none named = all.
+Parts: decode (with the roofline), concurrency, determinism, http, ceiling, prefix, embeddings,
+load, pull, scale (RPC workers and replicas behind HAProxy); none named = all.
 Results go to bench/results/<timestamp>/: results.jsonl, summary.md, *.png, server logs.
 """
 
@@ -27,14 +27,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parts() -> dict[str, Callable[[Context], None]]:
-    from bench import ceiling, concurrency, decode, embeddings, load, prefix, pull, scale, serving
+    from bench import (
+        ceiling,
+        concurrency,
+        decode,
+        determinism,
+        embeddings,
+        load,
+        prefix,
+        pull,
+        scale,
+        serving,
+    )
 
-    return {"decode": decode.run, "concurrency": concurrency.run, "http": serving.run,
+    return {"decode": decode.run, "concurrency": concurrency.run, "determinism": determinism.run,
+            "http": serving.run,
             "ceiling": ceiling.run, "prefix": prefix.run, "embeddings": embeddings.run, "load": load.run,
             "pull": pull.run, "scale": scale.run}
 
 
-PART_NAMES = ("decode", "concurrency", "http", "ceiling", "prefix", "embeddings", "load", "pull", "scale")
+PART_NAMES = ("decode", "concurrency", "determinism", "http", "ceiling", "prefix", "embeddings", "load",
+              "pull", "scale")
 
 
 def _levels(text: str) -> tuple[int, ...]:

@@ -71,20 +71,21 @@ py::array_t<float> to_matrix(mr::Embeddings&& e) {
 
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows, const FloatArray& x, int threads) {
+py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows, const FloatArray& x, int threads,
+                               bool reference) {
     if (x.ndim() != 2) throw mr::InvalidArgument("x must be a 2-D float32 array (n, k)");
     const std::string_view w(weights);
     const int64_t n = x.shape(0), k = x.shape(1);
     std::vector<float> out;
     {
         py::gil_scoped_release released;
-        out = mr::cpu_mul_mat(type, w.data(), w.size(), rows, k, x.data(), n, threads);
+        out = mr::cpu_mul_mat(type, w.data(), w.size(), rows, k, x.data(), n, threads, reference);
     }
     return to_matrix(std::move(out), n, rows);
 }
 
 py::array_t<float> cpu_flash_attn(const FloatArray& q, const FloatArray& k, const FloatArray& v, const FloatArray& mask,
-                                  int threads) {
+                                  int threads, bool reference) {
     if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3 || mask.ndim() != 2) {
         throw mr::InvalidArgument("q, k and v must be 3-D (heads, rows, d) and mask 2-D (n_q, n_kv)");
     }
@@ -98,9 +99,16 @@ py::array_t<float> cpu_flash_attn(const FloatArray& q, const FloatArray& k, cons
     std::vector<float> out;
     {
         py::gil_scoped_release released;
-        out = mr::cpu_flash_attn(q.data(), k.data(), v.data(), mask.data(), d, n_q, n_head, n_kv, n_head_kv, threads);
+        out = mr::cpu_flash_attn(q.data(), k.data(), v.data(), mask.data(), d, n_q, n_head, n_kv, n_head_kv, threads,
+                                 reference);
     }
     return py::array_t<float>(to_matrix(std::move(out), n_q, n_head * d).reshape({n_q, n_head, d}));
+}
+
+py::bytes cpu_quantize(int type, const FloatArray& x) {
+    if (x.ndim() != 2) throw mr::InvalidArgument("x must be a 2-D float32 array (rows, k)");
+    const std::vector<uint8_t> out = mr::cpu_quantize(type, x.data(), x.shape(0), x.shape(1));
+    return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
 }
 
 int32_t first_argmax(const FloatArray& values) {
@@ -203,9 +211,12 @@ PYBIND11_MODULE(_native, m) {
     m.def("llama_commit", [] { return std::string(MR_LLAMA_COMMIT); });
     m.def("system_info", &mr::system_info);
     m.def("default_threads", &mr::default_threads);
-    m.def("cpu_mul_mat", &cpu_mul_mat, "type"_a, "weights"_a, "rows"_a, "x"_a, "threads"_a = 1);
+    m.def("cpu_mul_mat", &cpu_mul_mat, "type"_a, "weights"_a, "rows"_a, "x"_a, "threads"_a = 1,
+          "reference"_a = false);
+    m.def("cpu_quantize", &cpu_quantize, "type"_a, "x"_a);
     m.def("first_argmax", &first_argmax, "values"_a);
-    m.def("cpu_flash_attn", &cpu_flash_attn, "q"_a, "k"_a, "v"_a, "mask"_a, "threads"_a = 1);
+    m.def("cpu_flash_attn", &cpu_flash_attn, "q"_a, "k"_a, "v"_a, "mask"_a, "threads"_a = 1,
+          "reference"_a = false);
     m.def("set_log_handler", &set_log_handler, "handler"_a, "min_level"_a);
     m.def("set_log_level", &mr::log::set_level, "min_level"_a);
     m.def("clear_log_handler", &mr::log::clear_sink, release_gil());
@@ -324,7 +335,7 @@ PYBIND11_MODULE(_native, m) {
     py::class_<mr::Engine, Owned<mr::Engine>>(m, "Engine")
         .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_slots, int n_batch, int n_ubatch,
                          int n_threads, int max_queue, int prefill_chunk, int flash_attn, float idle_cache,
-                         bool per_slot_kv) {
+                         bool per_slot_kv, bool deterministic) {
                  mr::EngineParams p;
                  p.n_ctx = n_ctx;
                  p.n_slots = n_slots;
@@ -337,11 +348,12 @@ PYBIND11_MODULE(_native, m) {
                  p.flash_attn = flash_attn;
                  p.idle_cache = idle_cache;
                  p.per_slot_kv = per_slot_kv;
+                 p.deterministic = deterministic;
                  return Owned<mr::Engine>(new mr::Engine(std::move(model), p));
              }),
              "model"_a, "n_ctx"_a = 4096, "n_slots"_a = 4, "n_batch"_a = 512, "n_ubatch"_a = 512,
              "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, "flash_attn"_a = -1, "idle_cache"_a = 0.0f,
-             "per_slot_kv"_a = false, release_gil())
+             "per_slot_kv"_a = false, "deterministic"_a = false, release_gil())
         .def("submit",
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,
                 const mr::SamplingParams& sampling, int max_tokens, bool ignore_eos,
@@ -383,6 +395,7 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("n_ctx", &mr::Engine::n_ctx_seq)
         .def_property_readonly("n_slots", [](const mr::Engine& self) { return self.params().n_slots; })
         .def_property_readonly("flash_attn", &mr::Engine::flash_attn)
+        .def_property_readonly("deterministic", &mr::Engine::deterministic)
         .def("stats",
              [](const mr::Engine& self) {
                  mr::EngineStats s;

@@ -25,6 +25,19 @@ void validate(const EngineParams& p) {
     if (p.max_queue < 0) throw InvalidArgument("max_queue must be >= 0");
     if (p.prefill_chunk < 0) throw InvalidArgument("prefill_chunk must be >= 0");
     if (!(p.idle_cache >= 0.0f && p.idle_cache <= 1.0f)) throw InvalidArgument("idle_cache must be in [0, 1]");
+    if (p.deterministic && p.flash_attn == 0) {
+        throw InvalidArgument("the deterministic mode needs flash attention (flash_attn off was asked for)");
+    }
+}
+
+// The parameters as the engine runs them: validated, and with what the deterministic mode implies.
+EngineParams resolved(EngineParams p) {
+    validate(p);
+    if (p.deterministic) {
+        p.per_slot_kv = true;  // position-ordered cells per sequence (EngineParams::deterministic)
+        p.flash_attn = 1;
+    }
+    return p;
 }
 
 llama_context_params context_params(const EngineParams& p) {
@@ -61,7 +74,7 @@ private:
 }  // namespace
 
 Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
-    : model_(std::move(model)), params_((validate(params), params)),
+    : model_(std::move(model)), params_(resolved(params)),
       ctx_(make_context(*model_, context_params(params_), &flash_attn_)),
       n_ctx_seq_(static_cast<int>(llama_n_ctx_seq(ctx_.get()))),
       batch_(params_.n_batch + params_.n_slots, 1),
@@ -77,6 +90,10 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
     }
     if (params_.prefill_chunk == 0 || params_.prefill_chunk > params_.n_batch) params_.prefill_chunk = params_.n_batch;
     short_prompt_ = model_->plain_cpu_weights() ? kFewColumns : 0;
+    // A GPU or an RPC worker computes with kernels of its own: there the mode cannot hold, and
+    // deterministic() says so (the Python side warns at load).
+    deterministic_ = params_.deterministic && model_->plain_cpu_weights() &&
+                     llama_set_reference_kernels(ctx_.get(), true);
     thread_ = std::thread([this] { run(); });
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "ggml-cpu.h"
 #include "ggml.h"
@@ -29,10 +30,30 @@ ggml_type checked_type(int type, int64_t k) {
     return t;
 }
 
+// Computes `graph` on `threads` CPU threads, with the reference kernels when asked.
+void compute(ggml_cgraph* graph, int threads, bool reference, const char* what) {
+    ggml_cplan plan = ggml_graph_plan(graph, threads, nullptr);
+    std::vector<uint8_t> work(plan.work_size);
+    plan.work_data = work.data();
+    plan.use_ref = reference;
+    if (ggml_graph_compute(graph, &plan) != GGML_STATUS_SUCCESS) {
+        throw Error(std::string("ggml could not compute the ") + what);
+    }
+}
+
 }  // namespace
 
+std::vector<uint8_t> cpu_quantize(int type, const float* x, int64_t rows, int64_t k) {
+    const ggml_type t = checked_type(type, k);
+    if (rows <= 0) throw InvalidArgument("rows must be positive");
+    std::vector<uint8_t> out(ggml_row_size(t, k) * static_cast<std::size_t>(rows));
+    ggml_quantize_init(t);
+    ggml_quantize_chunk(t, x, out.data(), 0, rows, k, nullptr);
+    return out;
+}
+
 std::vector<float> cpu_mul_mat(int type, const void* weights, std::size_t weight_bytes, int64_t rows, int64_t k,
-                               const float* x, int64_t n, int threads) {
+                               const float* x, int64_t n, int threads, bool reference) {
     const ggml_type t = checked_type(type, k);
     if (rows <= 0 || n <= 0 || threads <= 0) {
         throw InvalidArgument("rows, n and threads must be positive");
@@ -57,15 +78,14 @@ std::vector<float> cpu_mul_mat(int type, const void* weights, std::size_t weight
     ggml_tensor* out = ggml_mul_mat(ctx.get(), w, a);  // ne0 = rows, ne1 = n
     ggml_cgraph* graph = ggml_new_graph(ctx.get());
     ggml_build_forward_expand(graph, out);
-    if (ggml_graph_compute_with_ctx(ctx.get(), graph, threads) != GGML_STATUS_SUCCESS) {
-        throw Error("ggml could not compute the product");
-    }
+    compute(graph, threads, reference, "product");
     const auto* result = static_cast<const float*>(out->data);
     return std::vector<float>(result, result + n * rows);
 }
 
 std::vector<float> cpu_flash_attn(const float* q, const float* k, const float* v, const float* mask, int64_t d,
-                                  int64_t n_q, int64_t n_head, int64_t n_kv, int64_t n_head_kv, int threads) {
+                                  int64_t n_q, int64_t n_head, int64_t n_kv, int64_t n_head_kv, int threads,
+                                  bool reference) {
     if (d <= 0 || n_q <= 0 || n_head <= 0 || n_kv <= 0 || n_head_kv <= 0 || threads <= 0) {
         throw InvalidArgument("every size and the thread count must be positive");
     }
@@ -87,9 +107,7 @@ std::vector<float> cpu_flash_attn(const float* q, const float* k, const float* v
                                            0.0f, 0.0f);  // ne = d, n_head, n_q
     ggml_cgraph* graph = ggml_new_graph(ctx.get());
     ggml_build_forward_expand(graph, out);
-    if (ggml_graph_compute_with_ctx(ctx.get(), graph, threads) != GGML_STATUS_SUCCESS) {
-        throw Error("ggml could not compute the attention");
-    }
+    compute(graph, threads, reference, "attention");
     const auto* result = static_cast<const float*>(out->data);
     return std::vector<float>(result, result + nq);
 }

@@ -58,7 +58,8 @@ def test_quick_suite_runs_every_part(quick: dict[str, Any]) -> None:
     failed = [r["text"] for r in quick["records"] if r["kind"] == "note" and "FAILED" in r["text"]]
     assert not failed
     assert {r["part"] for r in quick["records"] if r["kind"] == "measure"} >= {
-        "decode", "roofline", "concurrency", "http", "ceiling", "prefix", "embeddings", "load", "scale"}
+        "decode", "roofline", "concurrency", "determinism", "http", "ceiling", "prefix", "embeddings", "load",
+        "scale"}
 
 
 def test_every_figure_is_finite_positive_and_in_known_units(quick: dict[str, Any]) -> None:
@@ -80,6 +81,9 @@ def test_mr_figures_are_there(quick: dict[str, Any]) -> None:
                 ("concurrency", "aggregate@1", "mr-engine"), ("concurrency", "aggregate@2", "mr-engine"),
                 ("concurrency", "decode@2", "mr-engine"), ("concurrency", "ttft p99@2", "mr-engine"),
                 ("concurrency", "itl p50@2", "mr-engine"),
+                ("determinism", "pp64", "mr-engine"), ("determinism", "pp64", "mr-engine deterministic"),
+                ("determinism", "aggregate@2", "mr-engine"),
+                ("determinism", "aggregate@2", "mr-engine deterministic"),
                 ("http", "aggregate@2", "mr-serve"), ("http", "ttft p50@1", "mr-serve"),
                 ("http", "event-loop cpu per extra token", "mr-serve"), ("http", "peak RSS", "mr-serve"),
                 ("ceiling", "aggregate@4", "mr-serve"), ("ceiling", "event-loop cpu per token@4", "mr-serve"),

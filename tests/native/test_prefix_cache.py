@@ -10,17 +10,16 @@ GREEDY = SamplingOptions(temperature=0)
 PREFIX = " ".join(f"Fact {i}: the number {i} squared is {i * i}." for i in range(60))
 
 
-def test_shared_prefix_is_reused_and_output_matches_cold(smollm2_path) -> None:
-    question = PREFIX + " Fact 60: the number 60 squared is"  # no near-tie in its greedy answer
-    with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=2)) as cold_llm:
-        cold = cold_llm.generate(question, GREEDY, max_tokens=8)
-        cold_text = cold.text()
-        assert cold.n_cached == 0
+def test_shared_prefix_is_reused(smollm2_path) -> None:
+    # Only the reuse is asserted here: with the default kernels the answer after a cached prefix
+    # may differ from the cold one where the CPU's kernels sum in another order (a near-tie did
+    # on an AVX2 EPYC). The deterministic mode promises the same answer (test_deterministic.py).
+    question = PREFIX + " Fact 60: the number 60 squared is"
     with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=2)) as llm:
         llm.generate(PREFIX + " Fact 61: the number 61 squared is", GREEDY, max_tokens=4).text()
         before = llm.stats()
         warm = llm.generate(question, GREEDY, max_tokens=8)
-        assert warm.text() == cold_text
+        assert warm.text().strip()  # it answers
         assert warm.n_cached >= 500 and warm.usage.cached_tokens == warm.n_cached
         after = llm.stats()
         assert after["prefix_hits"] == before["prefix_hits"] + 1

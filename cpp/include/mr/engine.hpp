@@ -51,6 +51,13 @@ struct EngineParams {
     // can use only its slot's share of the context, and a prefix taken from another slot is
     // copied (the whole stream) instead of shared. Not faster on every CPU (bench/README.md).
     bool per_slot_kv = false;
+    // Batch invariance: a token's logits depend only on the model and its own sequence, not on
+    // what shares its step, how its prompt was chunked or whether its prefix came from the cache.
+    // It implies per_slot_kv (a slot's cells stay in position order, so attention sums them in
+    // the same order cold or cached) and flash attention (one query row over the whole KV range),
+    // and computes with ggml's reference kernels (one vec_dot per output element; vendor/patches/
+    // 0006). It holds only where the CPU computes every step (Model::plain_cpu_weights).
+    bool deterministic = false;
 };
 
 struct Request {
@@ -139,6 +146,8 @@ public:
     const EngineParams& params() const { return params_; }
     int n_ctx_seq() const { return n_ctx_seq_; }
     bool flash_attn() const { return flash_attn_; }
+    // The batch-invariant mode is on and can hold (EngineParams::deterministic).
+    bool deterministic() const { return deterministic_; }
     // Stops the thread; queued and running requests end with Finish::Cancelled. Idempotent.
     void shutdown();
 
@@ -206,6 +215,7 @@ private:
     std::shared_ptr<Model> model_;
     EngineParams params_;
     bool flash_attn_ = false;  // before ctx_: make_context sets it
+    bool deterministic_ = false;
     ContextPtr ctx_;
     int n_ctx_seq_ = 0;
     size_t short_prompt_ = 0;  // prompts shorter than this compute their last token with the rest

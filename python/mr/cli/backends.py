@@ -70,9 +70,10 @@ def verify_for(url: str) -> Any:
 class LocalBackend:
     """The engine in this process; reloads the model when the context size changes."""
 
-    def __init__(self, model: str, rpc: tuple[str, ...] = ()) -> None:
+    def __init__(self, model: str, rpc: tuple[str, ...] = (), deterministic: bool = False) -> None:
         self._model = model
         self._rpc = rpc
+        self._deterministic = deterministic
         self._llm: Any = None
         self._ctx: int | None = None
 
@@ -106,8 +107,9 @@ class LocalBackend:
             if self._llm is not None:
                 self._llm.close()
             path, template = resolve_model(self._model)
-            self._llm = LLM(path, EngineOptions(n_ctx=ctx_size, n_slots=1, rpc=self._rpc),
-                            chat_template=template)
+            options = EngineOptions(n_ctx=ctx_size, n_slots=1, rpc=self._rpc,
+                                    deterministic=self._deterministic)
+            self._llm = LLM(path, options, chat_template=template)
             self._ctx = ctx_size
         return self._llm
 

@@ -30,15 +30,16 @@ def resolve_model(model: str) -> tuple[Path, str | None]:
     return local.gguf_path, template.read_text(encoding="utf-8") if template else None
 
 
-def open_backend(model: str, local: bool, rpc: tuple[str, ...] = ()) -> Backend:
+def open_backend(model: str, local: bool, rpc: tuple[str, ...] = (), deterministic: bool = False) -> Backend:
     """A running server when one answers at MR_HOST (the model stays warm), else in-process.
     A .gguf path always runs in-process: the server only serves models from its store; so does a
-    run with RPC workers (they are this process's: the server has its own, `mr serve --rpc`)."""
+    run with RPC workers (they are this process's: the server has its own, `mr serve --rpc`) or
+    in the deterministic mode (the server's mode is its own, `mr serve --deterministic`)."""
     from mr.cli.backends import LocalBackend, RemoteBackend, server_url
 
     is_file = model.endswith(".gguf") or Path(model).expanduser().exists()
-    url = None if (local or is_file or rpc) else server_url()
-    return RemoteBackend(url, model) if url else LocalBackend(model, rpc)
+    url = None if (local or is_file or rpc or deterministic) else server_url()
+    return RemoteBackend(url, model) if url else LocalBackend(model, rpc, deterministic)
 
 
 def preload(model: str) -> None:
@@ -80,9 +81,12 @@ def _read_piped_stdin() -> str:
 @click.option("--rpc", default=None,
               help="Split MODEL's layers with these llama.cpp RPC workers (`mr worker`), "
                    "HOST:PORT[,HOST:PORT...]; runs in this process.")
+@click.option("--deterministic", is_flag=True,
+              help="Batch-invariant kernels: the same prompt, options and seed give the same answer "
+                   "every time (CPU only); runs in this process.")
 def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: int | None,
         max_tokens: int, ctx_size: int | None, ignore_eos: bool, system: str | None, local: bool,
-        verbose: bool, detach: bool, rpc: str | None) -> None:
+        verbose: bool, detach: bool, rpc: str | None, deterministic: bool) -> None:
     """Run MODEL (a store name or a .gguf path): answer PROMPT, or chat when there is none.
 
     Piped input is appended to the prompt: cat notes.txt | mr run ai/smollm2 "Summarise:"
@@ -100,7 +104,7 @@ def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: in
                          ignore_eos=ignore_eos)
     from mr.rpc import parse_endpoints
 
-    backend = open_backend(model, local, parse_endpoints(rpc))
+    backend = open_backend(model, local, parse_endpoints(rpc), deterministic)
     try:
         if text.strip():
             messages = ([{"role": "system", "content": system}] if system else []) + [

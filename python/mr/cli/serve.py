@@ -84,6 +84,11 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="One KV cache per slot (each request gets ctx-size / parallel tokens; idle "
                    "caches cost the others nothing) or one shared by the slots (any request may use "
                    "the whole context; prefixes shared without copies) [MR_PER_SLOT_KV; default shared].")
+@click.option("--deterministic", is_flag=True, default=None,
+              help="Batch-invariant answers: at temperature 0 (or with a seed) an answer depends only "
+                   "on the model, the prompt and the sampling options, never on other requests, the "
+                   "prefix cache, n or streaming; implies --per-slot-kv, flash attention and "
+                   "--no-repack; CPU only [MR_DETERMINISTIC; default off].")
 @click.option("--rpc", default=None,
               help="llama.cpp RPC workers (`mr worker`) that take a share of every model's layers: "
                    "HOST:PORT[,HOST:PORT...]; per model: mr configure --rpc [MR_RPC].")
@@ -117,7 +122,7 @@ def _settings(options: dict[str, Any]) -> Any:
                "max_queue": "max_queue", "memory_budget": "memory_budget", "threads": "threads",
                "gpu_layers": "gpu_layers", "tls_cert": "tls_cert", "tls_key": "tls_key",
                "request_log_size": "request_log_size", "flash_attn": "flash_attn", "no_auth": "no_auth",
-               "repack": "repack", "per_slot_kv": "per_slot_kv"}
+               "repack": "repack", "per_slot_kv": "per_slot_kv", "deterministic": "deterministic"}
     for option, field in mapping.items():
         if options.get(option) is not None:
             setattr(settings, field, options[option])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -26,6 +28,8 @@ from mr.engine.workers import placement_of
 from mr.errors import InvalidArgumentError
 from mr.rpc import LayerPlacement
 
+_log = logging.getLogger("mr.engine")
+
 Prompt = str | Sequence[int] | np.ndarray
 Frame = tuple[bytes, bytes, bool]  # head, tail, chunked: see LLM.agenerate
 Wire = tuple[int, int]  # socket fd, log bytes: see LLM.agenerate
@@ -44,16 +48,19 @@ class LLM:
         self.options = options or EngineOptions()
         self.options.validate()
         self.model = _native.Model(str(path), self.options.n_gpu_layers, self.options.use_mmap,
-                                   self.options.repack, list(self.options.rpc))
+                                   self.options.repack_weights, list(self.options.rpc))
         o = self.options
         self.n_ctx = config.kv_cells(o.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP),
-                                     o.n_slots if o.per_slot_kv else 1)
+                                     o.n_slots if o.kv_per_slot else 1)
         # llama.cpp caps a context's batch at its size, and a batch beyond the cap aborts the
         # process (GGML_ASSERT in llama_decode): the engine must never build a larger one.
         n_batch = min(o.n_batch, self.n_ctx)
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, n_batch, min(o.n_ubatch, n_batch),
                                       o.n_threads, o.max_queue, o.prefill_chunk,
-                                      o.native_flash_attn, o.idle_cache, o.per_slot_kv)
+                                      o.native_flash_attn, o.idle_cache, o.per_slot_kv, o.deterministic)
+        if o.deterministic and not self._engine.deterministic:
+            _log.warning("%s: the deterministic mode cannot hold here (a GPU or RPC workers compute with "
+                         "kernels of their own): answers may vary with the batch", Path(path).name)
         self._pump = EventPump(self._engine)
         # Freed when dropped: the pump thread holds the engine, not this object, so the finalizer
         # (which must not hold `self` either) stops both once the last reference goes. It also
@@ -269,6 +276,12 @@ class LLM:
     def flash_attn(self) -> bool:
         """Whether this engine's context computes attention with flash attention."""
         return self._engine.flash_attn
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether the deterministic mode is on and holds (EngineOptions.deterministic; not where a
+        GPU or RPC workers compute)."""
+        return self._engine.deterministic
 
     @property
     def repacked(self) -> bool:

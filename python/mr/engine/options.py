@@ -78,6 +78,11 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     # only its slot's share of the context (EngineParams::per_slot_kv in cpp/include/mr/engine.hpp).
     per_slot_kv: bool = False
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers ("host:port") that hold a share of the layers
+    # Batch invariance (EngineParams::deterministic in cpp/include/mr/engine.hpp): at temperature 0,
+    # or with a seed, an answer depends only on the model, the prompt and the sampling options,
+    # not on other requests, the prefix cache, n or streaming. Implies per_slot_kv, flash
+    # attention and plain (not repacked) weights; holds only where the CPU computes every step.
+    deterministic: bool = False
 
     def validate(self) -> None:
         _check("n_ctx", self.n_ctx is None or 0 < self.n_ctx <= 1 << 20, "in [1, 1048576]")
@@ -90,9 +95,23 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
         _check("n_gpu_layers", self.n_gpu_layers >= -1, ">= -1")
         _check("flash_attn", self.flash_attn in FLASH_ATTN, "one of auto, on, off")
         _check("idle_cache", 0.0 <= self.idle_cache <= 1.0, "in [0, 1]")
+        _check("flash_attn", not (self.deterministic and self.flash_attn == "off"),
+               "on or auto in the deterministic mode")
         from mr.rpc import parse_endpoints
 
         parse_endpoints(self.rpc)  # raises on a malformed or repeated endpoint
+
+    @property
+    def kv_per_slot(self) -> bool:
+        """Whether each slot gets a KV stream of its own (asked for, or implied by the
+        deterministic mode)."""
+        return self.per_slot_kv or self.deterministic
+
+    @property
+    def repack_weights(self) -> bool:
+        """Whether to let the CPU backend repack weights: never in the deterministic mode, whose
+        reference kernels read ggml's plain layout."""
+        return self.repack and not self.deterministic
 
     @property
     def native_flash_attn(self) -> int:
@@ -100,12 +119,9 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
         0 off, 1 on.
 
         mr keeps llama.cpp's default, by measurement (bench/README.md, "Flash attention"): on the
-        CPU flash attention wins while the context is short and loses as it fills (a 2-core Xeon
-        decoded 2.5x slower with it at 2,048 cells), but without it one sequence's logits depend on
-        what else shares its batch (the plain path's matrix kernels change their summation order
-        with the batch shape), so a busy server would answer a greedy request differently than an
-        idle one. `off` is there for long-context CPU serving that can give that up."""
-        return FLASH_ATTN[self.flash_attn]
+        CPU flash attention wins while the context is short and loses as it fills. `off` is there
+        for long-context CPU serving. The deterministic mode always computes with it."""
+        return 1 if self.deterministic else FLASH_ATTN[self.flash_attn]
 
 
 FLASH_ATTN = {"off": 0, "on": 1, "auto": -1}

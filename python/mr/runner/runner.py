@@ -52,6 +52,7 @@ class RunnerConfig:
     repack: bool = True  # EngineOptions.repack
     idle_cache: float = 0.0  # EngineOptions.idle_cache
     per_slot_kv: bool = False  # EngineOptions.per_slot_kv
+    deterministic: bool = False  # EngineOptions.deterministic (`mr serve --deterministic`)
     rpc: tuple[str, ...] = ()  # `mr serve --rpc`: RPC workers for every model without its own
 
 
@@ -198,7 +199,7 @@ class Runner:
         n_ctx = settings.context_size or self.config.n_ctx or resolved.context_size
         n_slots = settings.parallel or self.config.n_slots
         est = await asyncio.to_thread(estimate, resolved.gguf_paths, n_ctx, 512,
-                                      n_slots if self.config.per_slot_kv else 1)
+                                      n_slots if self.config.per_slot_kv or self.config.deterministic else 1)
         rpc = tuple(settings.rpc) if settings.rpc is not None else self.config.rpc
         # An unreachable worker fails the load here, named, before anything is allocated.
         reported = await asyncio.to_thread(probe_workers, rpc) if rpc else []
@@ -244,7 +245,7 @@ class Runner:
         options = EngineOptions(n_ctx=n_ctx, n_slots=n_slots, max_queue=c.max_queue,
                                 n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers, flash_attn=c.flash_attn,
                                 repack=c.repack, idle_cache=c.idle_cache, per_slot_kv=c.per_slot_kv,
-                                rpc=rpc)
+                                deterministic=c.deterministic, rpc=rpc)
         return LLM(resolved.gguf_paths[0], options, chat_template=template)
 
     def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate,

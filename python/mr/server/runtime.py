@@ -65,7 +65,9 @@ async def engines_status(request: Req) -> dict[str, Any]:
         "rpc": list(runner.config.rpc),
         "defaults": {"parallel": runner.config.n_slots, "context_size": runner.config.n_ctx,
                      "keep_alive": format_duration(runner.config.keep_alive),
-                     "kv_cache": "per-slot" if runner.config.per_slot_kv else "shared"},
+                     "kv_cache": "per-slot" if runner.config.per_slot_kv or runner.config.deterministic
+                     else "shared",
+                     "deterministic": runner.config.deterministic},
     }
 
 

@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, kw_only=True):
     repack: bool = True  # repack weights for the CPU's fastest kernels (AMX, AVX-512 layouts)
     idle_cache: float = 0.0  # share of a model's KV cells idle conversations' caches may keep (0..1)
     per_slot_kv: bool = False  # one KV cache per slot (ctx_size / parallel cells each), not one shared
+    deterministic: bool = False  # batch-invariant answers (EngineOptions.deterministic)
     settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
     log_requests: bool = True
     responses_ttl: float = 3600.0  # seconds a stored Responses API answer is kept
@@ -172,6 +173,7 @@ _ENV = [
     ("MR_REPACK", "repack", _bool),
     ("MR_IDLE_CACHE", "idle_cache", _share),
     ("MR_PER_SLOT_KV", "per_slot_kv", _bool),
+    ("MR_DETERMINISTIC", "deterministic", _bool),
     ("MR_LOG_REQUESTS", "log_requests", _bool),
     ("MR_RESPONSES_TTL", "responses_ttl", _ttl),
     ("MR_RESPONSES_MAX_ENTRIES", "responses_max_entries", int),
