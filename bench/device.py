@@ -54,8 +54,53 @@ def cpu() -> dict[str, Any]:
     elif platform.system() == "Darwin":
         name = _sysctl("machdep.cpu.brand_string") or name
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"name": name, "logical_cores": os.cpu_count(), "usable_cores": usable, "isa": cpu_isa(),
+    fields = _cpuinfo_fields()
+    isa = cpu_isa()
+    return {"name": name, "class": cpu_class(fields.get("vendor_id", ""), fields.get("cpu family", ""),
+                                             fields.get("model", ""), isa, platform.machine()),
+            "logical_cores": os.cpu_count(), "usable_cores": usable, "isa": isa,
             "memory_gib": round(memory_bytes() / 2**30, 1)}
+
+
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first processor's `key : value` lines of /proc/cpuinfo."""
+    cpuinfo = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if not line.strip():
+                break
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+# AMD's family 0x19 / 0x1A model ranges by core generation (AMD's processor programming references).
+_AMD_ZEN = {25: [(range(0x00, 0x10), "Zen 3"), (range(0x20, 0x60), "Zen 3"), (range(0x10, 0x20), "Zen 4"),
+                 (range(0x60, 0x80), "Zen 4"), (range(0xA0, 0xB0), "Zen 4")],
+            26: [(range(0x00, 0x100), "Zen 5")],
+            23: [(range(0x00, 0x30), "Zen/Zen+"), (range(0x30, 0x100), "Zen 2")]}
+
+
+def cpu_class(vendor: str, family: str, model: str, isa: list[str], machine: str) -> str:
+    """The CPU's class for benchmark records, e.g. "AMD EPYC Zen 3, AVX2" or "Intel, AVX-512 + AMX":
+    the generation where /proc/cpuinfo says it, and the widest vector and matrix units."""
+    units = ("AVX-512 + AMX" if "amx_int8" in isa else "AVX-512" if "avx512f" in isa
+             else "AVX2" if "avx2" in isa else "NEON" if "asimd" in isa else machine or "unknown ISA")
+    if vendor == "AuthenticAMD":
+        gen = next((name for span, name in _AMD_ZEN.get(_int(family), []) if _int(model) in span), "")
+        return f"AMD {gen or f'family {family} model {model}'}, {units}"
+    if vendor == "GenuineIntel":
+        return f"Intel, {units}"
+    return units
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        return -1
 
 
 def memory_bytes() -> int:
@@ -146,7 +191,8 @@ def describe(device: dict[str, Any]) -> str:
     """One line for tables and plot titles."""
     c = device["cpu"]
     isa = "/".join(device["build"].get("isa", [])) or "no SIMD flags"
-    text = f"{c['name']}, {c['usable_cores']} cores, {c['memory_gib']} GiB, build uses {isa}"
+    text = (f"{c['name']} ({c.get('class', '?')}), {c['usable_cores']} cores, {c['memory_gib']} GiB, "
+            f"build uses {isa}")
     for gpu in device["nvidia_gpus"]:
         text += f"; GPU {gpu['name']} {gpu['memory_mib']} MiB (driver {gpu['driver']})"
     if device["apple_metal"]:

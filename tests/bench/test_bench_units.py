@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.core import Deadline, Measure, Ratio, paired, percentile, ratio, rotation  # noqa: E402
+from bench.device import cpu_class  # noqa: E402
 from bench.report import markdown  # noqa: E402
 from bench.results import Results  # noqa: E402
 from bench.traces import Trace, Wave, wave_measures  # noqa: E402
@@ -116,3 +117,15 @@ def test_a_built_tool_still_goes_through_the_build_system(
     calls.clear()
     assert llama_runs.available("llama-bench", build=False) == tmp_path / "bin" / "llama-bench"
     assert calls == []
+
+
+@pytest.mark.parametrize("fields,isa,expected", [
+    (("AuthenticAMD", "25", "1"), ["avx2"], "AMD Zen 3, AVX2"),
+    (("AuthenticAMD", "25", "17"), ["avx2", "avx512f"], "AMD Zen 4, AVX-512"),
+    (("GenuineIntel", "6", "143"), ["avx2", "avx512f", "amx_int8"], "Intel, AVX-512 + AMX"),
+    (("AuthenticAMD", "99", "1"), ["avx2"], "AMD family 99 model 1, AVX2"),
+    (("", "", ""), ["asimd"], "NEON"),
+])
+def test_the_bench_record_names_the_cpu_class(fields: tuple[str, str, str], isa: list[str],
+                                              expected: str) -> None:
+    assert cpu_class(*fields, isa, "x86_64") == expected

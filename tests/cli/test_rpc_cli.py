@@ -50,7 +50,9 @@ def test_a_worker_beyond_loopback_warns_that_the_protocol_has_no_authentication(
 
 def test_mr_run_splits_the_model_with_a_worker(tiny_gguf: Path, tmp_path: Path) -> None:
     env = _env(tmp_path / "home")
-    question = [str(tiny_gguf), "Hello there", "--temperature", "0", "--max-tokens", "12"]
+    # over 64 tokens: its last token gets a step of its own with or without a worker (test_rpc.PROMPT)
+    hello = "Hello there, " * 40
+    question = [str(tiny_gguf), hello, "--temperature", "0", "--max-tokens", "12"]
     local = _mr(env, "run", *question)
     assert local.returncode == 0, local.stderr
     with Worker(tmp_path) as worker:

@@ -13,7 +13,8 @@ GREEDY = SamplingOptions(temperature=0)
 def test_async_matches_sync_and_uses_no_pump_thread(tiny_gguf) -> None:
     from mr.engine import LLM, EngineOptions
 
-    with LLM(tiny_gguf, EngineOptions(n_ctx=512, n_slots=4)) as llm:
+    # deterministic: the async run decodes both prompts in shared steps, the sync one one at a time
+    with LLM(tiny_gguf, EngineOptions(n_ctx=1024, n_slots=4, deterministic=True)) as llm:
         expected = [llm.generate(p, GREEDY, max_tokens=12, ignore_eos=True).text() for p in ("a", "b c")]
 
         async def main() -> list[str]:

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 def thinker(smollm2_path: Path) -> Iterator[LLM]:
     from mr.engine import EngineOptions
 
-    with LLM(smollm2_path, EngineOptions(n_ctx=2048, n_slots=2), chat_template=TEMPLATE) as llm:
+    # deterministic: the second answer finds the first's prompt cached, and must still be the same
+    options = EngineOptions(n_ctx=4096, n_slots=2, deterministic=True)
+    with LLM(smollm2_path, options, chat_template=TEMPLATE) as llm:
         yield llm
 
 

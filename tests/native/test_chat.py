@@ -192,13 +192,15 @@ def test_template_injection_is_inert(smollm2) -> None:
     assert payload in prompt  # user content is data, never template code
 
 
-def test_emoji_and_cjk_stream_as_whole_characters(smollm2) -> None:
+def test_emoji_and_cjk_stream_as_whole_characters(smollm2_path) -> None:
     ask = [{"role": "user", "content": "Repeat exactly: 🐆🐆 東京 🚀"}]
-    pieces = [d.content for d in smollm2.chat(ask, GREEDY, max_tokens=40)]
-    joined = "".join(pieces)
-    assert "\ufffd" not in joined
-    assert any(ch in joined for ch in "🐆東京🚀")
-    assert joined == smollm2.chat(ask, GREEDY, max_tokens=40).collect().content
+    # deterministic: the collected answer finds the streamed one's prompt cached
+    with LLM(smollm2_path, EngineOptions(n_ctx=2048, n_slots=1, deterministic=True)) as llm:
+        pieces = [d.content for d in llm.chat(ask, GREEDY, max_tokens=40)]
+        joined = "".join(pieces)
+        assert "\ufffd" not in joined
+        assert any(ch in joined for ch in "🐆東京🚀")
+        assert joined == llm.chat(ask, GREEDY, max_tokens=40).collect().content
 
 
 def test_special_token_text_in_user_content_stays_text(smollm2) -> None:

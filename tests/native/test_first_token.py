@@ -1,6 +1,8 @@
-"""The last prompt token, whose logits start the answer: a cached prompt must start it exactly as
-a cold one does, and a short prompt on plain CPU weights computes it in the prompt's own step
-(Engine::prompt_chunk in cpp/src/engine.cpp says why only there)."""
+"""The last prompt token, whose logits start the answer: a cached prompt starts it as a cold one does
+(bit for bit in the deterministic mode; with the default kernels up to float rounding, since a
+kernel's summation order may follow the step's column count), and a short prompt on plain CPU
+weights computes it in the prompt's own step (Engine::prompt_chunk in cpp/src/engine.cpp says why
+only there)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ OPTIONS = {
     "one chunk": EngineOptions(n_ctx=2048, n_slots=1),
     "chunks of 7": EngineOptions(n_ctx=2048, n_slots=1, prefill_chunk=7),
     "ubatches of 8": EngineOptions(n_ctx=2048, n_slots=1, n_batch=64, n_ubatch=8),
+    "deterministic, chunks of 7": EngineOptions(n_ctx=2048, n_slots=1, prefill_chunk=7, deterministic=True),
 }
 
 
@@ -45,7 +48,12 @@ def test_a_cached_prompt_starts_its_answer_exactly_as_a_cold_one(llm: LLM, n: in
     cold, _ = _cold(llm, ids, n)
     warm, cached, _ = answer_start(llm, ids[:n])
     assert cached > 0 or n <= 2
-    assert warm == cold  # bit for bit: the same kernels computed the last prompt token
+    if llm.deterministic:
+        assert warm == cold  # bit for bit: the same kernels in the same order
+        return
+    assert [t for t, _ in warm][:1] == [t for t, _ in cold][:1] or abs(cold[0][1] - cold[1][1]) < 1e-3
+    for (_, w), (_, c) in zip(warm, cold, strict=True):
+        assert abs(w - c) < 1e-3  # the same computation, summed in an order of its own
 
 
 def test_a_short_prompt_answers_in_its_own_step(smollm2_path: Path) -> None:

@@ -39,7 +39,8 @@ def test_each_request_gets_its_slots_share_of_the_context(tiny_gguf) -> None:
 def test_a_running_slots_prefix_is_copied_into_another_stream(smollm2_path) -> None:
     first = PREFIX + " Fact 61: the number 61 squared is"
     second = PREFIX + " Fact 60: the number 60 squared is"
-    options = EngineOptions(n_ctx=4096, n_slots=2, per_slot_kv=True)
+    # The deterministic mode (per-slot streams besides) makes the answers comparable on every CPU.
+    options = EngineOptions(n_ctx=4096, n_slots=2, per_slot_kv=True, deterministic=True)
     with LLM(smollm2_path, options) as cold_llm:
         cold = {p: cold_llm.generate(p, GREEDY, max_tokens=n, ignore_eos=True).text()
                 for p, n in ((first, 64), (second, 8))}
@@ -61,10 +62,8 @@ def test_a_running_slots_prefix_is_copied_into_another_stream(smollm2_path) -> N
         warm_text = warm.text()
         reader.join(60)
         assert warm.n_cached >= 500  # from slot 0's stream, copied
-        assert warm_text == cold[second]  # 8 tokens with no near-tie (test_prefix_cache)
-        # The source's own greedy answer may take another near-tie once it shares its steps
-        # (batch shape changes the kernels' summation order); its start is fixed by then.
-        assert "".join(texts)[:40] == cold[first][:40]
+        assert warm_text == cold[second]
+        assert "".join(texts) == cold[first]  # sharing its steps changed nothing either
 
 
 

@@ -35,6 +35,12 @@ def ant(base_url: str) -> anthropic.Anthropic:
     return client_for(base_url)
 
 
+@pytest.fixture
+def det_ant(det_url: str) -> anthropic.Anthropic:
+    """The deterministic server's (conftest.det_url): for greedy answers compared across requests."""
+    return client_for(det_url)
+
+
 def test_message_has_text_usage_and_stop_reason(ant: anthropic.Anthropic) -> None:
     m = ant.messages.create(model=SMOL, max_tokens=16, messages=QUESTION, **GREEDY)
     assert m.type == "message" and m.role == "assistant" and m.id.startswith("msg")
@@ -45,11 +51,11 @@ def test_message_has_text_usage_and_stop_reason(ant: anthropic.Anthropic) -> Non
     assert 0 < m.usage.output_tokens <= 16
 
 
-def test_streamed_text_equals_the_message_at_temperature_zero(ant: anthropic.Anthropic) -> None:
+def test_streamed_text_equals_the_message_at_temperature_zero(det_ant: anthropic.Anthropic) -> None:
     args = dict(model=SMOL, max_tokens=24, messages=QUESTION, **GREEDY)
-    whole = ant.messages.create(**args)
+    whole = det_ant.messages.create(**args)
     kinds = []
-    with ant.messages.stream(**args) as stream:
+    with det_ant.messages.stream(**args) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_message()
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
@@ -74,17 +80,17 @@ def test_system_prompt_as_text_or_blocks_is_in_the_prompt(ant: anthropic.Anthrop
     assert prompt(as_text) == prompt(as_blocks) > prompt(short)
 
 
-def test_stop_sequence_is_reported(ant: anthropic.Anthropic) -> None:
+def test_stop_sequence_is_reported(det_ant: anthropic.Anthropic) -> None:
     args = dict(model=SMOL, max_tokens=40, **GREEDY,
                 messages=[{"role": "user", "content": "Count from 1 to 20, separated by commas."}])
-    free = ant.messages.create(**args).content[0].text
+    free = det_ant.messages.create(**args).content[0].text
     # The stop sequence is taken from this machine's own greedy answer (wording differs by CPU).
     middle = free[len(free) // 2:]
     stop = next(middle[i:i + 2] for i in range(len(middle) - 1) if middle[i:i + 2].strip() == middle[i:i + 2])
-    m = ant.messages.create(stop_sequences=[stop], **args)
+    m = det_ant.messages.create(stop_sequences=[stop], **args)
     assert m.stop_reason == "stop_sequence" and m.stop_sequence == stop
     assert stop not in m.content[0].text and free.startswith(m.content[0].text)
-    with ant.messages.stream(stop_sequences=[stop], **args) as stream:
+    with det_ant.messages.stream(stop_sequences=[stop], **args) as stream:
         streamed = stream.get_final_message()
     assert (streamed.stop_reason, streamed.stop_sequence) == ("stop_sequence", stop)
     assert streamed.content[0].text == m.content[0].text

@@ -1,24 +1,17 @@
-"""`mr serve --deterministic` (Settings.deterministic, MR_DETERMINISTIC) through the official OpenAI
-client: n, streaming and concurrent clients do not change a greedy or seeded answer."""
+"""`mr serve --deterministic` (Settings.deterministic, MR_DETERMINISTIC; conftest.det_url) through the
+official OpenAI client: n, streaming and concurrent clients do not change a greedy or seeded answer."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import httpx
 import openai
-import pytest
 
-from conftest import SMOL, serve
+from conftest import SMOL
 
 MESSAGES = [{"role": "user", "content": "Name three colours of the rainbow and say why the sky is blue."}]
 TOKENS = 24
-
-
-@pytest.fixture(scope="module")
-def det_oai(store_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    with serve(store_root, tmp_path_factory.mktemp("det-home"), deterministic=True, ctx_size=4096) as running:
-        yield openai.OpenAI(base_url=f"{running.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def _ask(client: openai.OpenAI, **kw: object) -> list[str]:
@@ -33,10 +26,8 @@ def _streamed(client: openai.OpenAI, **kw: object) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
-def test_status_says_the_mode_is_on(det_oai: openai.OpenAI) -> None:
-    import httpx
-
-    status = httpx.get(str(det_oai.base_url).removesuffix("/v1/") + "/engines/status", timeout=10).json()
+def test_status_says_the_mode_is_on(det_url: str) -> None:
+    status = httpx.get(f"{det_url}/engines/status", timeout=10).json()
     assert status["defaults"]["deterministic"] is True and status["defaults"]["kv_cache"] == "per-slot"
 
 

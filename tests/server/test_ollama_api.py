@@ -19,27 +19,33 @@ def client(base_url: str) -> ollama.Client:
     return ollama.Client(host=base_url, timeout=60)
 
 
-def test_chat_streamed_and_not(client: ollama.Client) -> None:
+@pytest.fixture
+def det_client(det_url: str) -> ollama.Client:
+    """The deterministic server's (conftest.det_url): for greedy answers compared across requests."""
+    return ollama.Client(host=det_url, timeout=60)
+
+
+def test_chat_streamed_and_not(det_client: ollama.Client) -> None:
     messages = [{"role": "user", "content": "Name a color."}]
     options = {"temperature": 0, "num_predict": 10}
-    r = client.chat(model=SMOL, messages=messages, options=options)
+    r = det_client.chat(model=SMOL, messages=messages, options=options)
     assert r.done and r.message.role == "assistant" and r.message.content
     assert r.eval_count and r.prompt_eval_count and r.total_duration
-    parts = list(client.chat(model=SMOL, messages=messages, options=options, stream=True))
+    parts = list(det_client.chat(model=SMOL, messages=messages, options=options, stream=True))
     assert parts[-1].done and parts[-1].done_reason in ("stop", "length")
     assert "".join(p.message.content for p in parts) == r.message.content
 
 
-def test_generate_streamed_and_not_and_raw(client: ollama.Client) -> None:
+def test_generate_streamed_and_not_and_raw(det_client: ollama.Client) -> None:
     options = {"temperature": 0, "num_predict": 8, "seed": 1}
-    r = client.generate(model=SMOL, prompt="Why is the sky blue?", options=options)
+    r = det_client.generate(model=SMOL, prompt="Why is the sky blue?", options=options)
     assert r.done and r.response
-    joined = "".join(p.response for p in client.generate(model=SMOL, prompt="Why is the sky blue?",
+    joined = "".join(p.response for p in det_client.generate(model=SMOL, prompt="Why is the sky blue?",
                                                          options=options, stream=True))
     assert joined == r.response
-    raw = client.generate(model=SMOL, prompt="The capital of France is", raw=True, options=options)
+    raw = det_client.generate(model=SMOL, prompt="The capital of France is", raw=True, options=options)
     assert raw.response
-    system = client.generate(model=SMOL, prompt="hi", system="Answer in French.", options=options)
+    system = det_client.generate(model=SMOL, prompt="hi", system="Answer in French.", options=options)
     assert system.response
 
 

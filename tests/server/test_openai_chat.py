@@ -28,10 +28,10 @@ def test_non_streamed_answer_has_content_usage_and_finish(oai) -> None:
     assert r.usage.prompt_tokens_details.cached_tokens >= 0
 
 
-def test_streamed_text_equals_non_streamed_at_temperature_zero(oai) -> None:
+def test_streamed_text_equals_non_streamed_at_temperature_zero(det_oai) -> None:
     args = dict(model=SMOL, messages=MESSAGES, max_tokens=24, temperature=0)
-    whole = oai.chat.completions.create(**args).choices[0].message.content
-    chunks = list(oai.chat.completions.create(stream=True, **args))
+    whole = det_oai.chat.completions.create(**args).choices[0].message.content
+    chunks = list(det_oai.chat.completions.create(stream=True, **args))
     joined = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert joined == whole
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -56,14 +56,14 @@ def test_raw_sse_frames_are_valid_with_one_id_and_usage_last(http: httpx.Client)
     assert all(p["usage"] is None for p in payloads[:-1])
 
 
-def test_n_choices_streamed_and_not(oai) -> None:
+def test_n_choices_streamed_and_not(det_oai) -> None:
     args = dict(model=SMOL, messages=MESSAGES, max_tokens=8, temperature=1.0, seed=7, n=2)
-    r = oai.chat.completions.create(**args)
+    r = det_oai.chat.completions.create(**args)
     assert [c.index for c in r.choices] == [0, 1]
     assert all(c.message.content for c in r.choices)
     seen: dict[int, str] = {0: "", 1: ""}
     finished = set()
-    for chunk in oai.chat.completions.create(stream=True, **args):
+    for chunk in det_oai.chat.completions.create(stream=True, **args):
         for c in chunk.choices:
             seen[c.index] += c.delta.content or ""
             if c.finish_reason:
@@ -74,9 +74,9 @@ def test_n_choices_streamed_and_not(oai) -> None:
     # its forks batched differently, and batch shape changes float rounding (as in llama-server,
     # whose cache_prompt carries the same caveat). Greedy choices must agree, though:
     greedy = {**args, "temperature": 0}
-    plain = oai.chat.completions.create(**greedy)
+    plain = det_oai.chat.completions.create(**greedy)
     streamed = {0: "", 1: ""}
-    for chunk in oai.chat.completions.create(stream=True, **greedy):
+    for chunk in det_oai.chat.completions.create(stream=True, **greedy):
         for c in chunk.choices:
             streamed[c.index] += c.delta.content or ""
     assert streamed == {c.index: c.message.content for c in plain.choices}
@@ -130,12 +130,12 @@ def test_image_parts_are_refused_naming_the_param(oai) -> None:
     assert info.value.body["param"] == "messages[0].content"
 
 
-def test_async_client_stream_and_not(aoai) -> None:
+def test_async_client_stream_and_not(det_aoai) -> None:
     async def run() -> tuple[str, str]:
         args = dict(model=SMOL, messages=MESSAGES, max_tokens=10, temperature=0)
-        whole = (await aoai.chat.completions.create(**args)).choices[0].message.content
+        whole = (await det_aoai.chat.completions.create(**args)).choices[0].message.content
         parts = []
-        async for chunk in await aoai.chat.completions.create(stream=True, **args):
+        async for chunk in await det_aoai.chat.completions.create(stream=True, **args):
             if chunk.choices:
                 parts.append(chunk.choices[0].delta.content or "")
         return whole, "".join(parts)

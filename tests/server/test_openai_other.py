@@ -13,12 +13,12 @@ from _sse import parse_sse
 from conftest import SMOL
 
 
-def test_completion_non_streamed_and_streamed_agree(oai) -> None:
+def test_completion_non_streamed_and_streamed_agree(det_oai) -> None:
     args = dict(model=SMOL, prompt="The capital of France is", max_tokens=8, temperature=0)
-    r = oai.completions.create(**args)
+    r = det_oai.completions.create(**args)
     assert r.object == "text_completion" and r.choices[0].text
     assert r.usage.completion_tokens > 0
-    joined = "".join(c.choices[0].text for c in oai.completions.create(stream=True, **args) if c.choices)
+    joined = "".join(c.choices[0].text for c in det_oai.completions.create(stream=True, **args) if c.choices)
     assert joined == r.choices[0].text
 
 

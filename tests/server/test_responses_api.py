@@ -43,10 +43,10 @@ def test_max_output_tokens_makes_it_incomplete(oai: openai.OpenAI) -> None:
     assert r.usage.output_tokens == 3
 
 
-def test_streamed_events_in_order_with_increasing_sequence_numbers(oai: openai.OpenAI) -> None:
+def test_streamed_events_in_order_with_increasing_sequence_numbers(det_oai: openai.OpenAI) -> None:
     args = dict(model=SMOL, input="Name three colors.", max_output_tokens=24, temperature=0)
-    whole = oai.responses.create(**args)
-    events = list(oai.responses.create(stream=True, **args))
+    whole = det_oai.responses.create(**args)
+    events = list(det_oai.responses.create(stream=True, **args))
     kinds = [e.type for e in events]
     assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
                          "response.content_part.added"]
@@ -59,7 +59,7 @@ def test_streamed_events_in_order_with_increasing_sequence_numbers(oai: openai.O
     assert joined == whole.output_text
     final = events[-1].response
     assert final.output_text == joined and final.usage.output_tokens == whole.usage.output_tokens
-    assert oai.responses.retrieve(final.id).output_text == joined  # stored when streamed too
+    assert det_oai.responses.retrieve(final.id).output_text == joined  # stored when streamed too
 
 
 def test_instructions_are_the_system_prompt(oai: openai.OpenAI) -> None:
@@ -172,10 +172,10 @@ def test_stored_responses_expire(short_ttl: openai.OpenAI) -> None:
         short_ttl.responses.create(model=SMOL, input="Again", previous_response_id=r.id, max_output_tokens=2)
 
 
-def test_the_sdk_stream_helper_accumulates_the_same_response(oai: openai.OpenAI) -> None:
+def test_the_sdk_stream_helper_accumulates_the_same_response(det_oai: openai.OpenAI) -> None:
     args = dict(model=SMOL, input="Name three colors.", max_output_tokens=24, temperature=0)
-    whole = oai.responses.create(**args)
-    with oai.responses.stream(**args) as stream:
+    whole = det_oai.responses.create(**args)
+    with det_oai.responses.stream(**args) as stream:
         deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
         final = stream.get_final_response()
     assert final.output_text == "".join(deltas) == whole.output_text

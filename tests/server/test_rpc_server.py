@@ -16,7 +16,10 @@ from rpc_workers import Worker, free_port
 
 pytestmark = pytest.mark.slow
 
-QUESTION = [{"role": "user", "content": "How fast does a cheetah run?"}]
+# Over 64 tokens: the last prompt token gets a step of its own with or without workers (a short
+# prompt computes it with the rest only on plain local CPU weights), so both run the same kernels.
+QUESTION = [{"role": "user", "content": "Cheetahs live in Africa and Iran. " * 10
+             + "How fast does a cheetah run?"}]
 GREEDY = {"temperature": 0, "max_tokens": 24}
 
 
@@ -77,7 +80,7 @@ def test_a_worker_killed_mid_stream_ends_that_request_with_an_error(
             httpx.Client(base_url=running.url, timeout=120) as client:
         # ai/tiny stays on this machine: it keeps answering while a worker is gone
         assert client.post("/engines/configure", json={"model": TINY, "rpc": "none"}).status_code == 200
-        body = {"model": SMOL, "messages": QUESTION, "temperature": 0, "max_tokens": 2000,
+        body = {"model": SMOL, "messages": QUESTION, "temperature": 0, "max_tokens": 1800,
                 "ignore_eos": True, "stream": True}
         raw = b""
         with client.stream("POST", "/v1/chat/completions", json=body) as stream:
