@@ -58,7 +58,8 @@ def run(ctx: Context) -> None:
             def kernels(n: int = n) -> float:
                 assert exe is not None
                 rows = batched_bench(exe, ctx.model, ctx.threads, n_prompt=n_prompt, n_gen=b.gen_tokens,
-                                     parallel=[n], ctx_size=n_ctx, n_batch=ctx.n_batch)
+                                     parallel=[n], ctx_size=n_ctx, n_batch=ctx.n_batch,
+                                     flash_attn=ctx.flash_attn)
                 if not rows:  # it skips a B whose sequences do not fit its context
                     raise RuntimeError(f"llama-batched-bench ran no B={n} in a {n_ctx}-cell context")
                 return float(rows[0]["speed_tg"])

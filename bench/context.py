@@ -53,6 +53,9 @@ class Context:
     http: bool = True  # run the HTTP comparisons (mr serve vs llama-server)
     build_tools: bool = True  # build missing llama.cpp tools (minutes); False: skip their comparisons
     quiet_wait: float = 0.0  # before each repetition, wait up to this long for the machine to go quiet
+    # Flash attention on both sides of every comparison ("on", "off"; "auto": each side's own
+    # default, which for mr on a CPU follows the context size and may differ from llama.cpp's).
+    flash_attn: str = "on"
     servers: ServerPool | None = None
     busy: list[float] = field(default_factory=list)  # other processes' busy cores, one per repetition
 
@@ -72,7 +75,8 @@ class Context:
         from mr.engine import EngineOptions
 
         return EngineOptions(n_ctx=n_ctx or self.ctx_size, n_slots=slots or self.slots, n_batch=self.n_batch,
-                             n_ubatch=self.n_batch, n_threads=self.threads, repack=repack)
+                             n_ubatch=self.n_batch, n_threads=self.threads, repack=repack,
+                             flash_attn=self.flash_attn)
 
     def pool(self) -> ServerPool:
         """The servers under test, started on first use and shared by the HTTP parts."""

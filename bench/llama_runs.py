@@ -46,12 +46,12 @@ def llama_bench_runs(exe: Path, model: Path, threads: int, *, n_prompt: int = 0,
 
 
 def batched_bench(exe: Path, model: Path, threads: int, *, n_prompt: int, n_gen: int, parallel: list[int],
-                  ctx_size: int, n_batch: int) -> list[dict[str, Any]]:
+                  ctx_size: int, n_batch: int, flash_attn: str = "auto") -> list[dict[str, Any]]:
     """llama-batched-bench: one record per B in `parallel` (speed_tg is generation tokens/s), with
     a unified KV cache like mr's engine."""
     cmd = [str(exe), "-m", str(model), "-c", str(ctx_size), "-b", str(n_batch), "-ub", str(n_batch),
            "-npp", str(n_prompt), "-ntg", str(n_gen), "-npl", ",".join(map(str, parallel)),
-           "-t", str(threads), "-kvu", "--output-format", "jsonl"]
+           "-t", str(threads), "-kvu", "-fa", flash_attn, "--output-format", "jsonl"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=TIMEOUT).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 

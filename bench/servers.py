@@ -167,7 +167,8 @@ def start_mr(ctx: Context, home: Path, name: str = MR, env: dict[str, str] | Non
     """mr serve; `env` overrides its settings (e.g. MR_LOOP) for a variant named `name`."""
     port = free_port()
     cmd = [*mr_serve_command(), "--port", str(port), "--parallel", str(ctx.slots), "--ctx-size",
-           str(ctx.ctx_size), "--threads", str(ctx.threads), "--keep-alive", "-1", "--quiet"]
+           str(ctx.ctx_size), "--threads", str(ctx.threads), "--keep-alive", "-1", "--quiet",
+           "--flash-attn", ctx.flash_attn]
     proc, log, spawned = _spawn(name, cmd, ctx.out, {**_mr_env(home), **(env or {})})
     return Server(Target(name, f"http://127.0.0.1:{port}/v1", MODEL_NAME), proc, log, spawned,
                   f"http://127.0.0.1:{port}/v1/models")
@@ -180,7 +181,7 @@ def start_llama_server(ctx: Context, exe: Path, unified: bool = False) -> Server
     name = LLAMA_KVU if unified else LLAMA
     cmd = [str(exe), "-m", str(ctx.model), "--host", "127.0.0.1", "--port", str(port), "-np", str(ctx.slots),
            "-c", str(ctx.ctx_size), "-b", str(ctx.n_batch), "-ub", str(ctx.n_batch), "-t", str(ctx.threads),
-           "-a", MODEL_NAME, "--no-webui", *(["-kvu"] if unified else [])]
+           "-a", MODEL_NAME, "--no-webui", "-fa", ctx.flash_attn, *(["-kvu"] if unified else [])]
     proc, log, spawned = _spawn(name, cmd, ctx.out)
     return Server(Target(name, f"http://127.0.0.1:{port}/v1", MODEL_NAME), proc, log, spawned,
                   f"http://127.0.0.1:{port}/health")

@@ -109,12 +109,16 @@ Model::Model(std::unique_ptr<rpc::Workers> workers, std::unique_ptr<llama_model,
     : workers_(std::move(workers)), model_(std::move(model)), vocab_(llama_model_get_vocab(model_.get())),
       path_(std::move(path)), weight_buffers_(std::move(weight_buffers)), placement_(std::move(placement)) {}
 
-bool Model::plain_cpu_weights() const {
-    if (workers_ != nullptr || weight_buffers_.empty()) return false;
+bool Model::no_gpu() {
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {  // it may take a large batch's work
         const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));
         if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) return false;
     }
+    return true;
+}
+
+bool Model::plain_cpu_weights() const {
+    if (workers_ != nullptr || weight_buffers_.empty() || !no_gpu()) return false;
     return std::all_of(weight_buffers_.begin(), weight_buffers_.end(),
                        [](const WeightBuffer& b) { return b.name == "CPU" || b.name == "CPU_Mapped"; });
 }

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from mr import _native
 from mr.engine import LLM, EngineOptions, SamplingOptions
 from mr.errors import CutShortError, OverloadedError
 
@@ -197,3 +198,18 @@ def test_an_idle_engine_does_not_spin(smollm2) -> None:
     assert _idle_cpu_seconds() < 0.05
     smollm2.embed(["hello world"])
     assert _idle_cpu_seconds() < 0.05
+
+
+@pytest.mark.parametrize("options,expected", [
+    (EngineOptions(n_ctx=1024, n_slots=2), True),  # a short context: where it is faster on a CPU
+    (EngineOptions(n_ctx=4096, n_slots=2), False),  # a long one: it is slower as the context fills
+    (EngineOptions(n_ctx=4096, n_slots=4, per_slot_kv=True), True),  # 1,024 per request
+    (EngineOptions(n_ctx=4096, n_slots=2, flash_attn="on"), True),
+    (EngineOptions(n_ctx=1024, n_slots=2, flash_attn="off"), False),
+    (EngineOptions(n_ctx=8192, n_slots=2, deterministic=True), True),  # the mode computes with it
+])
+def test_flash_attention_auto_follows_the_request_context_on_a_cpu(tiny_gguf, options, expected) -> None:
+    if "CUDA" in _native.system_info():
+        pytest.skip("with a GPU backend auto is llama.cpp's own choice")
+    with LLM(tiny_gguf, options) as llm:
+        assert llm.flash_attn is expected

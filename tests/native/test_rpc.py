@@ -4,6 +4,7 @@ crash or a hang."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -55,6 +56,18 @@ def test_the_split_answers_as_the_local_model(six_layers: Path, workers: list[Wo
     # one connection per worker for the whole model: llama.cpp's queries and loads share it
     assert all(sum(line.endswith(" connected") for line in w.clients()) == 1 for w in workers)
 
+
+
+def test_the_deterministic_mode_says_it_cannot_hold_with_workers(
+        six_layers: Path, workers: list[Worker], caplog: pytest.LogCaptureFixture) -> None:
+    # the workers compute their layers with their own kernels: no batch invariance to promise
+    options = EngineOptions(n_ctx=1024, n_slots=2, deterministic=True, rpc=tuple(w.endpoint for w in workers))
+    with caplog.at_level(logging.WARNING, logger="mr.engine"), LLM(six_layers, options) as split:
+        assert not split.deterministic
+        assert split.generate(PROMPT, GREEDY, max_tokens=4).text()
+    assert "deterministic mode cannot hold" in caplog.text
+    with LLM(six_layers, EngineOptions(n_ctx=1024, n_slots=2, deterministic=True)) as local:
+        assert local.deterministic
 
 def test_a_worker_killed_mid_generation_ends_the_request_with_an_error(
         six_layers: Path, workers: list[Worker], tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Serves manifests and blobs from memory, optionally behind Basic or Bearer auth, and applies
 faults to matching requests: error statuses with Retry-After, corrupt/short/padded/truncated
-bodies, ignored Range headers, slow streams, redirects to another server.
+bodies, ignored Range headers, slow streams, redirects to another server, uploads read slowly.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ class Fault:
     """Applied to requests whose path contains `match` (and method, if given), `times` times."""
 
     match: str
-    kind: str  # status | corrupt | short | pad | truncate | ignore_range | slow | trickle | redirect
+    # status | corrupt | short | pad | truncate | ignore_range | slow | trickle | redirect (GET,
+    # HEAD); slow_upload (PUT: the body is read in 64 KiB pieces, `delay` apart)
+    kind: str
     times: int = 1
     method: str | None = None
     status: int = 503
@@ -55,6 +57,7 @@ class StubRegistry:
         self.auth: str | None = None  # None | "basic" | "bearer"
         self.credentials: tuple[str, str] | None = None  # required user/password, if any
         self.token = "tok-123"
+        self.realm: str | None = None  # the Bearer challenge's realm; None: this stub's /token
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.daemon_threads = True
@@ -88,9 +91,12 @@ class StubRegistry:
     def requests_for(self, fragment: str, method: str = "GET") -> list[Seen]:
         return [s for s in self.seen if fragment in s.path and s.method == method]
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str,
+                    kinds: tuple[str, ...] | None = None) -> Fault | None:
         with self._lock:
             for fault in self.faults:
+                if kinds is not None and fault.kind not in kinds:
+                    continue
                 if fault.times > 0 and fault.match in path and fault.method in (None, method):
                     fault.times -= 1
                     return fault
@@ -121,7 +127,11 @@ class StubRegistry:
                 """Monolithic uploads and manifest PUTs, enough for push."""
                 path = self.path
                 stub.seen.append(Seen(self.command, path, dict(self.headers.items())))
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fault = stub._take_fault(self.command, path, kinds=("slow_upload",))
+                body = self._read_body(fault.delay if fault else 0.0)
+                if len(body) < int(self.headers.get("Content-Length") or 0):
+                    self.close_connection = True  # the client gave up mid-body: no answer
+                    return
                 if not self._authorized():
                     return
                 rest = path[len("/v2/"):]
@@ -143,6 +153,23 @@ class StubRegistry:
                     self._reply(201, b"", {"Docker-Content-Digest": sha256(body)})
                     return
                 self._reply(404)
+
+            def _read_body(self, delay: float) -> bytes:
+                length = int(self.headers.get("Content-Length") or 0)
+                if not delay:
+                    return self.rfile.read(length)
+                parts: list[bytes] = []
+                while length > 0:
+                    try:
+                        piece = self.rfile.read(min(length, 64 * 1024))
+                    except OSError:
+                        break
+                    if not piece:
+                        break
+                    parts.append(piece)
+                    length -= len(piece)
+                    time.sleep(delay)
+                return b"".join(parts)
 
             def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
                        head: bool = False) -> None:
@@ -181,7 +208,8 @@ class StubRegistry:
                 path = self.path.split("/v2/", 1)[-1]
                 repo = path.split("/blobs/")[0].split("/manifests/")[0]
                 scope = "pull" if action == "pull" else "pull,push"
-                challenge = (f'Bearer realm="http://{stub.host}/token",service="stub",'
+                realm = stub.realm or f"http://{stub.host}/token"
+                challenge = (f'Bearer realm="{realm}",service="stub",'
                              f'scope="repository:{repo}:{scope}"')
                 self._reply(401, b"{}", {"WWW-Authenticate": challenge}, head=self.command == "HEAD")
                 return False

@@ -38,7 +38,7 @@ struct EngineParams {
     int n_threads_batch = 0;
     int max_queue = 64;    // requests waiting for a slot; one more is refused (Overloaded)
     int prefill_chunk = 0; // most prompt tokens one slot adds to a step; 0: n_batch
-    int flash_attn = -1;   // -1: llama.cpp decides (auto), 0: off, 1: on
+    int flash_attn = -1;   // -1: auto (CPUs: on for request contexts up to 1,024; GPUs: llama.cpp's), 0: off, 1: on
     // The share of the cells that idle slots' caches (prefixes kept for the next turn) may hold
     // once another request starts; while a single one runs, the last idle cache is kept besides
     // when it is long (512 cells or more).

@@ -69,6 +69,8 @@ public:
     // every step: no GPU device (llama.cpp hands a large batch's work to one even for weights in
     // host memory), no RPC worker, no repacked buffer (AMX, CPU_REPACK).
     bool plain_cpu_weights() const;
+    // Whether this machine has no GPU device: CPUs (this one's, or RPC workers') compute every step.
+    static bool no_gpu();
     // The RPC workers' devices (empty for a model that uses none).
     std::vector<rpc::WorkerDevice> workers() const;
     // Why a worker's connection failed ("lost the connection to the RPC worker at ..."), or "".

@@ -64,12 +64,16 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="Extra Host header value to accept (repeatable; * for any) [MR_ALLOWED_HOSTS].")
 @click.option("--cors-origin", "cors_origins", multiple=True,
               help="Extra browser origin allowed by CORS (repeatable; * for any) [MR_CORS_ORIGINS].")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, callback=_networks,
+              help="A balancer's address or network (repeatable) whose X-Forwarded-For/Forwarded "
+                   "name the client; through any other proxy a client is remote "
+                   "[MR_TRUSTED_PROXIES].")
 @click.option("--threads", type=click.IntRange(0, 1024), default=None, help="CPU threads [MR_THREADS].")
 @click.option("--gpu-layers", type=click.IntRange(-1, 100000), default=None,
               help="Layers offloaded to the GPU, -1 = all [MR_GPU_LAYERS].")
 @click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default=None,
-              help="Flash attention; off decodes long contexts faster on CPUs, but then a greedy "
-                   "answer can change with the batch it shares [MR_FLASH_ATTN; default auto].")
+              help="Flash attention; auto: on a CPU on for request contexts up to 1,024 tokens and "
+                   "off above (faster there), on a GPU on [MR_FLASH_ATTN; default auto].")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Serve HTTPS with this PEM certificate (chain) [MR_TLS_CERT].")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,

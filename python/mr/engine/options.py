@@ -118,9 +118,10 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
         """The engine's flash-attention switch: -1 auto (on wherever the backend supports it),
         0 off, 1 on.
 
-        mr keeps llama.cpp's default, by measurement (bench/README.md, "Flash attention"): on the
-        CPU flash attention wins while the context is short and loses as it fills. `off` is there
-        for long-context CPU serving. The deterministic mode always computes with it."""
+        `auto` is decided by the engine (EngineParams::flash_attn): where CPUs compute, on for a
+        request context of up to 1,024 tokens and off above (on a CPU it is faster while the
+        context is short and slower as it fills); with a GPU, llama.cpp's choice (on). The
+        deterministic mode always computes with it."""
         return 1 if self.deterministic else FLASH_ATTN[self.flash_attn]
 
 

@@ -126,7 +126,7 @@ def _push(ctx: ServerContext, name: Annotated[str, Parameter()]) -> Stream:
     store.check_reference(name)
 
     async def events() -> AsyncIterator[bytes]:
-        async for item in thread_events(lambda sink, _guard: store.push(name, on_progress=sink)):
+        async for item in thread_events(lambda sink, guard: store.push(name, on_progress=sink, guard=guard)):
             if isinstance(item, BaseException):
                 yield _ndjson({"type": "error", "message": error_message(item)})
                 return

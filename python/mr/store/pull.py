@@ -16,13 +16,18 @@ from mr.store import artifact
 from mr.store import progress as progress_mod
 from mr.store import reference as refs
 from mr.store.blobs import PartialBlob
-from mr.store.errors import DigestMismatchError, DiskFullError, RegistryError
+from mr.store.errors import (
+    DigestMismatchError,
+    DiskFullError,
+    InvalidManifestError,
+    RegistryError,
+)
 from mr.store.layout import free_bytes, human_bytes
 from mr.store.model import LocalModel
 from mr.store.progress import EventSink, Progress
 from mr.store.registry import NETWORK_ERRORS, RegistryClient
 from mr.store.store import Store
-from mr.store.transfer import TransferGuard
+from mr.store.transfer import TransferGuard, default_guard
 
 # Small enough that a cut connection loses little (urllib3 drops a short read's bytes).
 NET_CHUNK = 128 * 1024
@@ -60,8 +65,7 @@ class BlobDownloader:
                 self.report.start(desc.digest, desc.size, desc.size)
                 self.report.done(desc.digest)
                 return 0
-            if blobs.has(desc.digest):  # wrong size: never trusted, fetched again
-                blobs.remove(desc.digest)
+            _refuse_size_conflict(self.store, desc)  # committed since the check before the pull
             partial = blobs.partial(desc.digest, desc.size)
             resumed = partial.open() > 0
             self.report.start(desc.digest, desc.size, partial.offset)
@@ -131,6 +135,21 @@ class BlobDownloader:
         return received
 
 
+def _refuse_size_conflict(store: Store, desc: artifact.Descriptor) -> None:
+    """A committed blob was verified by its digest when it came in, so a manifest giving that
+    digest another size is wrong: refused. Removing the blob instead would let any manifest
+    delete what other models use (the blob is theirs; this pull holds no claim on it)."""
+    try:
+        held = store.blobs.path(desc.digest).stat().st_size
+    except FileNotFoundError:
+        return
+    if held != desc.size:
+        raise InvalidManifestError(
+            f"invalid model manifest: blob {desc.digest} is already in the store with "
+            f"{held} bytes, the manifest says {desc.size}"
+        )
+
+
 def _check_space(store: Store, missing: list[artifact.Descriptor], name: str) -> None:
     needed = sum(d.size - store.blobs.partial_size(d.digest) for d in missing)
     free = free_bytes(store.root)
@@ -144,13 +163,27 @@ def _check_space(store: Store, missing: list[artifact.Descriptor], name: str) ->
 def pull(store: Store, reference: str, *, progress: bool = False,
          on_progress: EventSink | None = None, client: RegistryClient | None = None,
          guard: TransferGuard | None = None) -> PullResult:
+    """Pull `reference`. Without a client or a guard (the CLI's pulls) the pull gets the
+    default guard: a read timeout alone never fires against a registry that trickles."""
     ref = refs.parse(reference)
     store.layout.ensure()
-    client = client or RegistryClient(ref.registry, guard=guard)
+    own = default_guard() if client is None and guard is None else None
+    try:
+        client = client or RegistryClient(ref.registry, guard=guard or own)
+        return _pull(store, ref, client, progress, on_progress)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _pull(store: Store, ref: refs.Reference, client: RegistryClient, progress: bool,
+          on_progress: EventSink | None) -> PullResult:
     data, content_type, model_id = client.get_manifest(ref)
     manifest = artifact.parse_manifest(data, content_type)
     tag = ref.stored
     needed = manifest.blobs
+    for desc in needed:
+        _refuse_size_conflict(store, desc)
     present = store.layout.read_index().get(model_id) is not None and all(
         store.blobs.has(d.digest, d.size) for d in needed
     )

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -56,14 +57,31 @@ def _host_only(registry: str) -> str:
     return registry.rsplit(":", 1)[0] if ":" in registry else registry
 
 
+def is_loopback(netloc: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1, with or without a port."""
+    host = _host_only(netloc.lower())
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_listed_insecure(netloc: str) -> bool:
+    """The user named this host (or host:port) in MR_INSECURE_REGISTRIES."""
+    listed = os.environ.get("MR_INSECURE_REGISTRIES", "")
+    allowed = {item.strip().lower() for item in listed.split(",") if item.strip()}
+    netloc = netloc.lower()
+    return netloc in allowed or _host_only(netloc) in allowed
+
+
 def is_insecure(registry: str) -> bool:
     """Plain HTTP for loopback, `*.local` and registries listed in MR_INSECURE_REGISTRIES."""
     host = _host_only(registry)
     if host in ("localhost", "127.0.0.1", "::1") or host.endswith(".local"):
         return True
-    listed = os.environ.get("MR_INSECURE_REGISTRIES", "")
-    allowed = {item.strip().lower() for item in listed.split(",") if item.strip()}
-    return registry in allowed or host in allowed
+    return is_listed_insecure(registry)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ oras provides the HTTP session (cookies refused), the bearer-token request (Dock
 flow and any registry's) and the challenge parser; mr adds capped exponential backoff honouring
 Retry-After on network errors, 429 and 5xx, manual redirects that never carry credentials to
 another host or downgrade to plain HTTP, timeouts so a stalled transfer fails, and size caps.
+Credentials go to their registry only: never to a host a redirect led to (its 401 is an error,
+not a challenge to answer), and to a token realm only over HTTPS or on loopback.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from mr.store.errors import (
     RegistryError,
     RemoteModelNotFoundError,
 )
-from mr.store.reference import Reference, is_insecure, wire_host
+from mr.store.reference import (
+    Reference,
+    is_insecure,
+    is_listed_insecure,
+    is_loopback,
+    wire_host,
+)
 from mr.store.transfer import TransferGuard
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -119,6 +127,23 @@ def _buffer_capped(resp: requests.Response) -> None:
                 break
     resp._content = bytes(body[:MAX_ERROR_BYTES])
     resp._content_consumed = True
+
+
+def may_carry_credentials(url: str) -> bool:
+    """Whether a registry's credentials may travel to `url`: over HTTPS, or over plain HTTP only
+    to loopback or a host the user listed in MR_INSECURE_REGISTRIES. Not to `*.local` by default:
+    anyone on the link can answer an mDNS name, and plain HTTP shows them the password."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.netloc)
+    return parts.scheme == "http" and bool(parts.netloc) and (
+        is_loopback(parts.netloc) or is_listed_insecure(parts.netloc)
+    )
+
+
+def _shown(text: str) -> str:
+    """A host from a registry's reply, safe to print: printable and short."""
+    return "".join(ch for ch in text if ch.isprintable())[:100]
 
 
 def _registry_message(resp: requests.Response) -> str:
@@ -216,14 +241,15 @@ class RegistryClient:
 
     def _send(self, method: str, url: str, headers: dict[str, str], body: Any,
               stream: bool) -> requests.Response:
-        resp = self._follow(method, url, headers, body, stream)
-        if resp.status_code == 401 and self._authenticate(resp):
+        resp, where = self._follow(method, url, headers, body, stream)
+        if resp.status_code == 401 and self._authenticate(resp, where):
             resp.close()
-            resp = self._follow(method, url, headers, body, stream)
+            resp, _ = self._follow(method, url, headers, body, stream)
         return resp
 
     def _follow(self, method: str, url: str, headers: dict[str, str], body: Any,
-                stream: bool) -> requests.Response:
+                stream: bool) -> tuple[requests.Response, str]:
+        """The first answer that is not a redirect, and the URL that gave it."""
         for _ in range(MAX_REDIRECTS):
             sent = dict(headers)
             if self._auth_header and urlsplit(url).netloc == self.host:  # never to another host
@@ -239,7 +265,7 @@ class RegistryClient:
 
             location = resp.headers.get("Location")
             if resp.status_code not in REDIRECTS or not location:
-                return resp
+                return resp, url
             resp.close()
             target = urljoin(url, location)
             parts = urlsplit(target)
@@ -252,30 +278,23 @@ class RegistryClient:
             url = target
         raise RegistryError(f"registry {self.host}: too many redirects")
 
-    def _authenticate(self, resp: requests.Response) -> bool:
-        """Answer a 401 challenge; False when there is nothing new to try."""
+    def _authenticate(self, resp: requests.Response, where: str) -> bool:
+        """Answer a 401 challenge from `where`; False when there is nothing new to try."""
+        other = urlsplit(where).netloc
+        if other != self.host:
+            # A redirect led elsewhere (a CDN, or a hostile host): answering its challenge would
+            # send this registry's credentials there, or its token back here (CVE-2025-51471).
+            resp.close()
+            raise RegistryAuthError(
+                f"{_shown(other)}, where registry {self.host} redirected, asks for a login; "
+                f"mr sends the credentials of {self.host} to no other host"
+            )
         challenge = resp.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
-            if not self._basic:
-                raise RegistryAuthError(f"registry {self.host} requires a login (docker login)")
-            header = f"Basic {self._basic}"
+            header = self._basic_header(where)
         elif scheme == "bearer":
-            h = parse_auth_header(challenge)
-            realm = urlsplit(h.realm or "")
-            if realm.scheme not in ("http", "https") or not realm.netloc:
-                raise RegistryAuthError(f"registry {self.host} sent an unusable auth challenge")
-            if realm.scheme == "http" and not (self.insecure or is_insecure(realm.netloc)):
-                raise RegistryAuthError(f"registry {self.host} wants credentials over plain HTTP")
-            try:
-                token = self._request_token(h)
-            except NETWORK_ERRORS as exc:
-                raise RegistryError(f"cannot reach the token service of {self.host}") from exc
-            except ValueError as exc:
-                raise RegistryAuthError(f"registry {self.host}: bad token response") from exc
-            if not token:
-                raise RegistryAuthError(f"registry {self.host} refused the credentials")
-            header = f"Bearer {token}"
+            header = self._bearer_header(challenge)
         else:
             return False
         if header == self._auth_header:
@@ -283,11 +302,45 @@ class RegistryClient:
         self._auth_header = header
         return True
 
+    def _basic_header(self, where: str) -> str:
+        if not self._basic:
+            raise RegistryAuthError(f"registry {self.host} requires a login (docker login)")
+        if not may_carry_credentials(where):
+            raise RegistryAuthError(
+                f"registry {self.host} asks for the password over plain HTTP; refused "
+                "(list it in MR_INSECURE_REGISTRIES to allow that)"
+            )
+        return f"Basic {self._basic}"
+
+    def _bearer_header(self, challenge: str) -> str:
+        h = parse_auth_header(challenge)
+        realm = urlsplit(h.realm or "")
+        if realm.scheme not in ("http", "https") or not realm.netloc:
+            raise RegistryAuthError(f"registry {self.host} sent an unusable auth challenge")
+        if realm.scheme == "http" and not (self.insecure or is_insecure(realm.netloc)):
+            raise RegistryAuthError(f"registry {self.host} wants credentials over plain HTTP")
+        try:
+            token = self._request_token(h)
+        except NETWORK_ERRORS as exc:
+            raise RegistryError(f"cannot reach the token service of {self.host}") from exc
+        except ValueError as exc:
+            raise RegistryAuthError(f"registry {self.host}: bad token response") from exc
+        if not token:
+            raise RegistryAuthError(f"registry {self.host} refused the credentials")
+        return f"Bearer {token}"
+
     def _request_token(self, h: Any) -> str | None:
-        """A bearer token from the challenge's realm; the reply is read with a size cap."""
+        """A bearer token from the challenge's realm; the reply is read with a size cap.
+        The credentials go along only over HTTPS (or to loopback): the realm may be on another
+        host (Docker Hub's is auth.docker.io), but never read in clear text on the way."""
         params = {k: v for k, v in (("service", h.service), ("scope", h.scope)) if v}
         headers = {"Accept": "application/json"}
         if self._basic:
+            if not may_carry_credentials(h.realm):
+                raise RegistryAuthError(
+                    f"registry {self.host} wants its credentials sent over plain HTTP to "
+                    f"{_shown(urlsplit(h.realm).netloc)}; refused"
+                )
             headers["Authorization"] = f"Basic {self._basic}"
         resp = self.session.get(h.realm, headers=headers, params=params, stream=True,
                                 verify=self._oras._tls_verify)
@@ -374,6 +427,7 @@ class RegistryClient:
                                  {"Content-Type": "application/octet-stream",
                                   "Content-Length": str(size)}, body, False)
             except NETWORK_ERRORS as exc:
+                self.check()  # a guard that tripped (cancel, deadline, rate) explains it: no retry
                 if attempt == self.retry.attempts - 1:
                     raise RegistryError(f"upload to {self.host} failed: {_reason(exc)}") from exc
                 self._sleep(self.retry.delay(attempt))

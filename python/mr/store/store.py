@@ -280,11 +280,13 @@ class Store:
         return pull(self, reference, progress=progress, on_progress=on_progress, guard=guard)
 
     def push(self, reference: str, target: str | None = None, progress: bool = False,
-             on_progress: EventSink | None = None) -> str:
-        """Push a local model to its tag's registry (or `target`); returns the manifest digest."""
+             on_progress: EventSink | None = None, guard: TransferGuard | None = None) -> str:
+        """Push a local model to its tag's registry (or `target`); returns the manifest digest.
+        `guard` bounds it like a pull's."""
         from mr.store.push import push
 
-        return push(self, reference, target=target, progress=progress, on_progress=on_progress)
+        return push(self, reference, target=target, progress=progress, on_progress=on_progress,
+                    guard=guard)
 
     def package(self, gguf_path: Path | str, target_ref: str, licenses: Sequence[Path | str] = (),
                 chat_template: Path | str | None = None, context_size: int | None = None,

@@ -11,6 +11,7 @@ registry client then raises TransferAbortedError instead of retrying.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -29,6 +30,12 @@ def _env(name: str, default: float) -> float:
         return float(os.environ.get(name, "") or default)
     except ValueError:
         return default
+
+
+def _alive(transfer: Any) -> bool:
+    """A response whose body is still being read, or an upload body still being sent."""
+    raw = getattr(transfer, "raw", transfer)
+    return not getattr(raw, "closed", True)
 
 
 class TransferGuard:
@@ -51,13 +58,14 @@ class TransferGuard:
     def check(self) -> None:
         """Raise TransferAbortedError once the guard has tripped (or trip it on the deadline)."""
         if self.reason is None and time.monotonic() > self._deadline:
-            self.reason = "the pull ran past its deadline"
+            self.reason = "the transfer ran past its deadline"
         if self.reason is not None:
             raise TransferAbortedError(self.reason)
 
     def opened(self, resp: Any) -> None:
+        """Watch a response being read (or an upload being sent: anything with `closed`)."""
         with self._lock:
-            self._open = {r for r in self._open if not getattr(r.raw, "closed", True)}
+            self._open = {r for r in self._open if _alive(r)}
             self._open.add(resp)
             self._samples = [(time.monotonic(), self._bytes)]
             if self._watchdog is None:
@@ -100,9 +108,12 @@ class TransferGuard:
         while not self._stop.wait(0.5):
             now = time.monotonic()
             if now > self._deadline:
-                self._trip("the pull ran past its deadline")
+                self._trip("the transfer ran past its deadline")
                 return
             with self._lock:
+                # Only a transfer in progress is measured: re-hashing a resumed partial or a
+                # retry's back-off moves no bytes and is no stall.
+                self._open = {r for r in self._open if _alive(r)}
                 if not self._open:
                     continue
                 self._samples.append((now, self._bytes))
@@ -126,3 +137,10 @@ class TransferGuard:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def default_guard() -> TransferGuard:
+    """The guard of a pull or push that nobody else bounds (the CLI's): the server's minimum
+    rate, but a deadline only when MR_PULL_DEADLINE sets one. A person watching can press
+    Ctrl+C, and a large model on a slow link may need longer than the server's six hours."""
+    return TransferGuard(deadline_s=_env("MR_PULL_DEADLINE", math.inf))
