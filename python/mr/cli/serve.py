@@ -64,10 +64,6 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="Extra Host header value to accept (repeatable; * for any) [MR_ALLOWED_HOSTS].")
 @click.option("--cors-origin", "cors_origins", multiple=True,
               help="Extra browser origin allowed by CORS (repeatable; * for any) [MR_CORS_ORIGINS].")
-@click.option("--trusted-proxy", "trusted_proxies", multiple=True, callback=_networks,
-              help="A balancer's address or network (repeatable) whose X-Forwarded-For/Forwarded "
-                   "name the client; through any other proxy a client is remote "
-                   "[MR_TRUSTED_PROXIES].")
 @click.option("--threads", type=click.IntRange(0, 1024), default=None, help="CPU threads [MR_THREADS].")
 @click.option("--gpu-layers", type=click.IntRange(-1, 100000), default=None,
               help="Layers offloaded to the GPU, -1 = all [MR_GPU_LAYERS].")
