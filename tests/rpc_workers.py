@@ -20,10 +20,12 @@ def free_port() -> int:
 class Worker:
     """`python -m mr worker` on a free loopback port; stderr (its client log) goes to a file."""
 
-    def __init__(self, log_dir: Path, mem_mib: int | None = None, port: int | None = None) -> None:
+    def __init__(self, log_dir: Path, mem_mib: int | None = None, port: int | None = None,
+                 idle_timeout: int | None = None) -> None:
         self.port = port or free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.mem_mib = mem_mib
+        self.idle_timeout = idle_timeout
         self.log = log_dir / f"worker-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -31,6 +33,8 @@ class Worker:
         args = [sys.executable, "-m", "mr", "worker", "--port", str(self.port), "--threads", "1"]
         if self.mem_mib:
             args += ["--mem", str(self.mem_mib)]
+        if self.idle_timeout is not None:
+            args += ["--idle-timeout", str(self.idle_timeout)]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ, "MR_DEBUG": ""})
         deadline = time.monotonic() + timeout

@@ -246,11 +246,11 @@ PYBIND11_MODULE(_native, m) {
         "endpoints"_a);
     m.def(
         "serve_worker",
-        [](const std::string& host, int port, int n_threads, size_t mem_limit,
-           std::function<void(const std::string&, bool)> on_client) {
-            mr::rpc::serve({host, port, n_threads, mem_limit}, std::move(on_client));
+        [](const std::string& host, int port, int n_threads, size_t mem_limit, int idle_timeout_ms,
+           mr::rpc::ClientLog on_client) {
+            mr::rpc::serve({host, port, n_threads, mem_limit, idle_timeout_ms}, std::move(on_client));
         },
-        "host"_a, "port"_a, "n_threads"_a, "mem_limit"_a, "on_client"_a, release_gil());
+        "host"_a, "port"_a, "n_threads"_a, "mem_limit"_a, "idle_timeout_ms"_a, "on_client"_a, release_gil());
 
     py::class_<mr::Model, std::shared_ptr<mr::Model>>(m, "Model")
         .def(py::init([](const std::string& path, int n_gpu_layers, bool use_mmap, bool repack,

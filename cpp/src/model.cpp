@@ -20,6 +20,11 @@ std::string display_name(const std::string& path) {
     return std::filesystem::path(path).filename().string();
 }
 
+std::string trimmed(std::string line) {
+    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+    return line;
+}
+
 void check_gguf_file(const std::string& path) {
     namespace fs = std::filesystem;
     std::error_code ec;
@@ -142,11 +147,14 @@ std::shared_ptr<Model> Model::load(const ModelParams& params) {
     log::take_last_error();
     log::Capture layers("assigned to device");
     log::Capture buffers("model buffer size");
+    log::Capture refused("refused a buffer");  // a worker's --mem (vendor/patches/0002-*)
     llama_model* raw = llama_model_load_from_file(params.path.c_str(), mp);
     std::unique_ptr<llama_model, ModelDeleter> owned(raw);
     const std::string lost = workers ? workers->lost() : "";
     if (raw == nullptr || !lost.empty()) {  // a worker lost during the load left zeros behind
-        std::string why = lost.empty() ? log::take_last_error() : lost;
+        // llama.cpp's own last words ("failed to load model") name neither the worker nor the size
+        std::string why = !lost.empty() ? lost : refused.lines().empty() ? log::take_last_error()
+                                                                         : trimmed(refused.lines().front());
         throw ModelLoadError("llama.cpp could not load " + display_name(params.path) +
                              (why.empty() ? "" : ": " + why));
     }

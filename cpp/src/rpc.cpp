@@ -142,9 +142,20 @@ namespace {
 
 std::mutex g_serve_mutex;  // one worker per process: ggml's server hooks are process-wide
 ClientLog g_client_log;
+ServeOptions g_options;
 
-void on_client(const char* peer, bool connected, void* /*user*/) {
-    if (g_client_log) g_client_log(peer ? peer : "?", connected);
+std::string seconds(int ms) { return std::to_string((ms + 999) / 1000) + " s"; }
+
+// ggml's reason ("handshake", "idle" or "") in words, with the timeout that ran out.
+std::string dropped_because(const char* why) {
+    const std::string w = why ? why : "";
+    if (w == "handshake") return "sent no handshake within " + seconds(g_options.handshake_timeout_ms);
+    if (w == "idle") return "was silent for " + seconds(g_options.idle_timeout_ms);
+    return w;
+}
+
+void on_client(const char* peer, bool connected, const char* why, void* /*user*/) {
+    if (g_client_log) g_client_log(peer ? peer : "?", connected, dropped_because(why));
 }
 
 }  // namespace
@@ -156,10 +167,16 @@ void serve(const ServeOptions& options, ClientLog client_log) {
     if (options.port < 1 || options.port > 65535) throw InvalidArgument("the port must be in [1, 65535]");
     const std::string endpoint = options.host + ":" + std::to_string(options.port);
     check_endpoint(endpoint);
+    if (options.idle_timeout_ms < 0 || options.handshake_timeout_ms < 0) {
+        throw InvalidArgument("the worker's timeouts must be >= 0");
+    }
     g_client_log = std::move(client_log);
+    g_options = options;
     ggml_backend_rpc_server_hooks hooks{};
     hooks.on_client = on_client;
     hooks.mem_limit = options.mem_limit;
+    hooks.handshake_timeout_ms = options.handshake_timeout_ms;
+    hooks.idle_timeout_ms = options.idle_timeout_ms;
     ggml_backend_rpc_set_server_hooks(&hooks);
     const size_t threads = options.n_threads > 0 ? options.n_threads : default_threads();
     errno = 0;

@@ -30,7 +30,12 @@ WorkerDevice = tuple[str, str, int, int]
 
 def probe_workers(endpoints: list[str]) -> list[WorkerDevice]: ...
 def serve_worker(
-    host: str, port: int, n_threads: int, mem_limit: int, on_client: Callable[[str, bool], None]
+    host: str,
+    port: int,
+    n_threads: int,
+    mem_limit: int,
+    idle_timeout_ms: int,
+    on_client: Callable[[str, bool, str], None],
 ) -> None: ...
 
 class Model:

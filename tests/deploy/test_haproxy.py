@@ -4,100 +4,20 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
+from _cluster import MODEL, Cluster
 
-from rpc_workers import free_port
-
-CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
-MODEL = "ai/tiny"
 pytestmark = pytest.mark.slow
-HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
-
-
-@dataclass
-class Cluster:
-    url: str
-    replicas: dict[str, subprocess.Popen[bytes]]  # HAProxy's server name -> process
-    logs: Path
-
-    def kill(self, name: str) -> None:
-        self.replicas[name].send_signal(signal.SIGKILL)
-        self.replicas[name].wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Path:
-    """One store both replicas serve (as replicas pulling from one registry would hold)."""
-    from mr.store import Store, package_gguf
-
-    root = tmp_path_factory.mktemp("replica-store")
-    package_gguf(Store(root), tiny_gguf, MODEL)
-    return root
-
-
-def _replica(store: Path, home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MR_HOME": str(home), "MR_MODELS_DIR": str(store), "MR_DEBUG": ""}
-    args = [sys.executable, "-m", "mr", "serve", "--port", str(port), "--parallel", "1",
-            "--ctx-size", "4096", "--quiet"]
-    with log.open("ab") as out:
-        return subprocess.Popen(args, env=env, stdout=out, stderr=out)
-
-
-def _wait(url: str, procs: list[subprocess.Popen[bytes]], logs: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        died = [p for p in procs if p.poll() is not None]
-        if died or time.monotonic() > deadline:
-            text = "\n".join(f.read_text() for f in logs.glob("*.log"))
-            raise RuntimeError(f"{url} did not come up:\n{text}")
-        time.sleep(0.2)
-
-
-def _start(store: Path, base: Path) -> tuple[Cluster, subprocess.Popen[bytes]]:
-    ports = {"mr1": free_port(), "mr2": free_port()}
-    replicas = {name: _replica(store, base / name, port, base / f"{name}.log")
-                for name, port in ports.items()}
-    for port in ports.values():
-        _wait(f"http://127.0.0.1:{port}/health", list(replicas.values()), base)
-    lb_port = free_port()
-    env = {**os.environ, "MR_LB_BIND": f"127.0.0.1:{lb_port}",
-           "MR_REPLICA_1": f"127.0.0.1:{ports['mr1']}", "MR_REPLICA_2": f"127.0.0.1:{ports['mr2']}"}
-    with (base / "haproxy.log").open("ab") as out:
-        balancer = subprocess.Popen([HAPROXY, "-db", "-f", str(CONFIG)], env=env, stdout=out, stderr=out)
-    cluster = Cluster(f"http://127.0.0.1:{lb_port}", replicas, base)
-    _wait(f"{cluster.url}/health", [balancer], base)
-    return cluster, balancer
 
 
 @pytest.fixture
-def cluster(store: Path, tmp_path: Path) -> Iterator[Cluster]:
-    if HAPROXY is None:
-        if os.environ.get("CI"):
-            pytest.fail("haproxy is not installed (scripts/setup.sh installs it)")
-        pytest.skip("haproxy is not installed (scripts/setup.sh installs it)")
-    running, balancer = _start(store, tmp_path)
-    yield running
-    for proc in (balancer, *running.replicas.values()):
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+def cluster(clusters: Callable[..., Cluster]) -> Cluster:
+    return clusters()
 
 
 def _chat(client: httpx.Client, messages: list[dict], headers: dict | None = None,

@@ -2,7 +2,9 @@
 // worker side that serves this machine's backend to them (`mr worker`).
 //
 // The RPC protocol has no authentication: a worker must only be reachable on a trusted network.
-// A worker serves one client (one mr process) at a time; a connection that fails is marked failed
+// A worker serves one client (one mr process) at a time, so it drops a client that stays silent
+// past its handshake or idle timeout (mr's clients send keep-alive requests while idle), and it
+// refuses buffers beyond the memory it offers. A connection that fails is marked failed
 // by ggml (vendor/patches/0002-*): its calls then complete at once and the model using it ends its
 // requests with an error instead of taking the process down; the next load opens a new one.
 #pragma once
@@ -70,15 +72,23 @@ Split plan_split(const Workers& workers, int n_layer, int n_gpu_layers);
 // The local devices a worker serves: the GPUs, or the CPU when there is none.
 std::vector<ggml_backend_dev_t> local_devices();
 
+// A worker serves one client at a time, so a connection that says nothing would lock every other
+// client out: one silent this long before its handshake is complete is dropped.
+constexpr int kHandshakeTimeoutMs = 5000;
+
 struct ServeOptions {
     std::string host = "127.0.0.1";  // an IPv4 address
     int port = 50052;
     int n_threads = 0;     // 0: one per math core
-    size_t mem_limit = 0;  // > 0: the memory reported to clients is capped at this many bytes
+    size_t mem_limit = 0;  // > 0: the memory offered to clients: reported, and buffers beyond it refused
+    int idle_timeout_ms = 60000;  // > 0: a client silent this long is dropped (0: never); mr's
+                                  // clients send a keep-alive request after 2 s of silence
+    int handshake_timeout_ms = kHandshakeTimeoutMs;
 };
 
-// peer "ip:port", true when it connects, false when it leaves.
-using ClientLog = std::function<void(const std::string& peer, bool connected)>;
+// peer "ip:port", true when it connects, false when it leaves; `why` is "" or, when the worker
+// dropped the client, why ("sent no handshake within 5 s", "was silent for 60 s").
+using ClientLog = std::function<void(const std::string& peer, bool connected, const std::string& why)>;
 
 // Serves this machine's backend over the RPC protocol; returns only when it could not start
 // (then throws Error). One worker per process.

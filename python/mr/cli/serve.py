@@ -42,6 +42,16 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
         raise click.BadParameter(str(exc)) from None
 
 
+def _networks(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from mr.server.proxies import parse_networks
+
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command()
 @click.option("--host", default=None, help="Address to bind [MR_HOST; default 127.0.0.1].")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port [MR_PORT; default 12434].")
@@ -64,6 +74,10 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="Extra Host header value to accept (repeatable; * for any) [MR_ALLOWED_HOSTS].")
 @click.option("--cors-origin", "cors_origins", multiple=True,
               help="Extra browser origin allowed by CORS (repeatable; * for any) [MR_CORS_ORIGINS].")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, callback=_networks,
+              help="A balancer's address or network (repeatable) whose X-Forwarded-For/Forwarded "
+                   "name the client; through any other proxy a client is remote "
+                   "[MR_TRUSTED_PROXIES].")
 @click.option("--threads", type=click.IntRange(0, 1024), default=None, help="CPU threads [MR_THREADS].")
 @click.option("--gpu-layers", type=click.IntRange(-1, 100000), default=None,
               help="Layers offloaded to the GPU, -1 = all [MR_GPU_LAYERS].")
@@ -92,6 +106,9 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--rpc", default=None,
               help="llama.cpp RPC workers (`mr worker`) that take a share of every model's layers: "
                    "HOST:PORT[,HOST:PORT...]; per model: mr configure --rpc [MR_RPC].")
+@click.option("--rpc-allow", default=None,
+              help="More RPC workers that `mr configure --rpc` may give a model while the server runs "
+                   "(besides --rpc; no other is accepted): HOST:PORT[,HOST:PORT...] [MR_RPC_ALLOW].")
 @click.option("--quiet", is_flag=True, help="No per-request log lines.")
 def serve(**options: Any) -> None:
     """Serve the models of the store over HTTP (OpenAI, Docker Model Runner and Ollama APIs)."""
@@ -130,10 +147,14 @@ def _settings(options: dict[str, Any]) -> Any:
         settings.allowed_hosts = [*settings.allowed_hosts, *options["allowed_hosts"]]
     if options.get("cors_origins"):
         settings.cors_origins = [*settings.cors_origins, *options["cors_origins"]]
+    if options.get("trusted_proxies"):
+        settings.trusted_proxies = [*settings.trusted_proxies, *options["trusted_proxies"]]
     if options.get("quiet"):
         settings.log_requests = False
     if options.get("rpc") is not None:
         settings.rpc = _endpoints(options["rpc"])
+    if options.get("rpc_allow") is not None:
+        settings.rpc_allow = _endpoints(options["rpc_allow"], "--rpc-allow")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if settings.tls_cert:
@@ -141,14 +162,14 @@ def _settings(options: dict[str, Any]) -> Any:
     return settings
 
 
-def _endpoints(value: str) -> list[str]:
+def _endpoints(value: str, flag: str = "--rpc") -> list[str]:
     from mr.errors import InvalidArgumentError
     from mr.rpc import parse_endpoints
 
     try:
         return list(parse_endpoints(value))
     except InvalidArgumentError as exc:
-        raise click.BadParameter(str(exc), param_hint="--rpc") from None
+        raise click.BadParameter(str(exc), param_hint=flag) from None
 
 
 def _check_tls(cert: str, key: str) -> None:
@@ -201,6 +222,9 @@ def run(settings: Any) -> None:
     ctx = app.state[STATE_KEY]
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             loop=settings.loop, access_log=False, lifespan="on", server_header=False,
+                            # mr's own rule reads forwarding headers (mr.server.proxies); uvicorn's
+                            # would believe any from 127.0.0.1 and hide the real peer from it.
+                            proxy_headers=False,
                             timeout_graceful_shutdown=10, ssl_certfile=settings.tls_cert,
                             ssl_keyfile=settings.tls_key,
                             http=guarded_protocol(settings.header_timeout, settings.body_timeout,

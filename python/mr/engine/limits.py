@@ -11,11 +11,22 @@ ignored by the grammar converter. Every refusal is an InvalidArgumentError namin
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from mr.errors import InvalidArgumentError
 
 INT32_MAX = 2**31 - 1  # the engine's token counts are 32-bit
+# Characters one text to tokenize may have (a prompt, a rendered chat, an input to embed,
+# /tokenize's content). llama.cpp's tokenizer takes a few microseconds per token, more in text
+# packed with special-token text, so unbounded text would occupy a core for as long as a client
+# likes. This much (about 130k tokens of prose: more than a 128k context holds) takes 0.2 s as
+# prose and 0.6-1.0 s in that worst case on a busy 2-core machine.
+MAX_TEXT_CHARS = 1 << 19
+# All the texts of one request together (inputs to embed, documents to rerank, prompts to
+# complete): about 260k tokens of prose, near OpenAI's own cap on an embeddings request, and at
+# most twice the single text's time.
+MAX_REQUEST_CHARS = 1 << 20
 MAX_MESSAGES = 2048  # OpenAI's own cap on `messages`
 MAX_SCHEMA_DEPTH = 32  # deeper schemas could exhaust the native converter's stack
 MAX_SCHEMA_NODES = 4096  # dict entries + list items of one schema (or all tools together)
@@ -27,6 +38,24 @@ def bad(param: str, message: str) -> InvalidArgumentError:
     err = InvalidArgumentError(message)
     err.param = param  # type: ignore[attr-defined]
     return err
+
+
+def check_text(text: str, what: str = "text to tokenize", param: str | None = None) -> None:
+    """Refuses text beyond MAX_TEXT_CHARS, before any tokenizing (see there)."""
+    if len(text) > MAX_TEXT_CHARS:
+        err = InvalidArgumentError(f"the {what} has {len(text):,} characters; at most "
+                                   f"{MAX_TEXT_CHARS:,} can be tokenized at once")
+        if param is not None:
+            err.param = param  # type: ignore[attr-defined]
+        raise err
+
+
+def check_texts(items: Sequence[object], what: str = "texts") -> None:
+    """Refuses requests whose texts (the str items) have more than MAX_REQUEST_CHARS together."""
+    total = sum(len(item) for item in items if isinstance(item, str))
+    if total > MAX_REQUEST_CHARS:
+        raise InvalidArgumentError(f"the {what} have {total:,} characters together; at most "
+                                   f"{MAX_REQUEST_CHARS:,} can be tokenized for one request")
 
 
 def check_messages(messages: list[Any]) -> None:

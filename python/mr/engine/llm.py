@@ -23,6 +23,7 @@ from mr.engine.prompt import SpecialGuard, check_roles
 from mr.engine.pump import EventPump
 from mr.engine.render import render
 from mr.engine.stream import AsyncStream, Stream
+from mr.engine.thinking import check_kwargs_text
 from mr.engine.types import ChatOptions
 from mr.engine.workers import placement_of
 from mr.errors import InvalidArgumentError
@@ -159,6 +160,8 @@ class LLM:
         Client text stays text: see mr.engine.prompt."""
         guard = self._special_guard()
         prompt, extra_stops, fmt = self._render(messages, options, guard)
+        # as the client wrote it: a placeholder stands for a whole control-token text
+        limits.check_text(guard.reveal(prompt), "rendered prompt", "messages")
         return ChatPrompt(guard.tokens(prompt), extra_stops, fmt)
 
     def _prepared(self, messages: list[dict[str, Any]] | ChatPrompt,
@@ -171,6 +174,9 @@ class LLM:
         limits.check_messages(messages)  # before protect() copies them
         if options is not None and options.tools:
             options = msgspec.structs.replace(options, tools=guard.protect(options.tools))
+        if options is not None and options.chat_template_kwargs:
+            limits.check_schema(options.chat_template_kwargs, "chat_template_kwargs")  # bounds find()
+            check_kwargs_text(options.chat_template_kwargs, guard)
         return render(self._chat_templates(), guard.protect(messages), options)
 
     def render_chat(self, messages: list[dict[str, Any]],
@@ -211,6 +217,7 @@ class LLM:
             raise InvalidArgumentError("embed() takes a list of texts")
         if not texts:
             raise InvalidArgumentError("input must not be empty")
+        limits.check_texts(texts)
         matrix, _n_tokens = self._embedder_ctx().embed([_checked_text(t) for t in texts], normalize, truncate)
         return matrix
 
@@ -220,6 +227,7 @@ class LLM:
         many per batch. Needs a reranker (rank pooling and a classifier head)."""
         if isinstance(documents, str) or not documents:
             raise InvalidArgumentError("documents must be a non-empty list of texts")
+        limits.check_texts([query, *documents], "query and documents")
         matrix, n_tokens, n_batches = self._ranker_ctx().rerank(
             _checked_text(query), [_checked_text(d) for d in documents], truncate)
         return matrix[:, 0].copy(), n_tokens, n_batches
@@ -350,8 +358,10 @@ def _shutdown(engine: _native.Engine, pump: EventPump) -> None:
 
 
 def _checked_text(text: str) -> str:
+    """Text for the tokenizer: a str, valid Unicode, and not beyond limits.MAX_TEXT_CHARS."""
     if not isinstance(text, str):
         raise InvalidArgumentError(f"expected text, got {type(text).__name__}")
+    limits.check_text(text)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

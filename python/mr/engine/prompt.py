@@ -57,6 +57,19 @@ class SpecialGuard:
             return {self.protect(k): self.protect(v) for k, v in value.items()}
         return value
 
+    def find(self, value: Any) -> str | None:
+        """The first control-token text in `value` (JSON-like: every string and key), or None."""
+        if isinstance(value, str):
+            match = self._find.search(value) if self._find else None
+            return match.group(0) if match else None
+        if isinstance(value, dict):
+            items: list[Any] = [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            items = value
+        else:
+            return None
+        return next((found for found in map(self.find, items) if found is not None), None)
+
     def tokens(self, prompt: str) -> np.ndarray:
         """The prompt's tokens: template markers as control tokens, placeholders as plain text."""
         if not self._codes.search(prompt):

@@ -53,7 +53,7 @@ def build_context(settings: Settings, store: Store | None = None,
         source = StoreSource(store)  # type: ignore[arg-type]
     runner = Runner(source, runner_config(settings), SettingsFile(settings.model_settings_path()))
     request_log = RequestLog(max(0, settings.request_log_size), max(256, settings.request_log_body_bytes),
-                             secrets=(settings.api_key or "",))
+                             secrets=(settings.api_key or "",), max_bytes=settings.request_log_max_bytes)
     return ServerContext(settings=settings, runner=runner, metrics=Metrics(runner), store=store,
                          request_log=request_log)
 

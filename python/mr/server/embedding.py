@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from mr.engine import LLM
+from mr.engine import LLM, limits
 from mr.errors import ContextLengthError, InvalidArgumentError, OverloadedError
 from mr.runner import Lease
 from mr.server.context import ServerContext
@@ -76,7 +76,11 @@ async def in_worker(llm: LLM, call: Callable[[], T]) -> T:
 
 
 def _embed(llm: LLM, items: list[Item], truncate: bool, normalize: bool) -> tuple[np.ndarray, int]:
-    tokens = [llm.tokenize(i) if isinstance(i, str) else list(i) for i in items]
+    try:
+        limits.check_texts(items, "inputs")
+        tokens = [llm.tokenize(i) if isinstance(i, str) else list(i) for i in items]
+    except InvalidArgumentError as exc:  # beyond limits.MAX_TEXT_CHARS (or in all, MAX_REQUEST_CHARS)
+        raise invalid("input", str(exc)) from None
     n_vocab = llm.model.n_vocab
     for k, ids in enumerate(tokens):
         if len(ids) == 0:

@@ -106,25 +106,35 @@ async def engines_configure_dmr(request: Req, data: Annotated[ConfigureRequest, 
 
 
 async def _configure(request: Req, data: ConfigureRequest) -> dict[str, Any]:
-    runner = server_context(request).runner
+    ctx = server_context(request)
+    runner = ctx.runner
+    allowed = {*runner.config.rpc, *ctx.settings.rpc_allow}
     settings = ModelSettings(context_size=data.context_size or data.context_size_dash,
                              parallel=data.parallel, keep_alive=parse_duration(data.keep_alive),
                              mode=data.mode, think=parse_switch(data.think, "think"),
-                             rpc=_rpc(data.rpc))
+                             rpc=_rpc(data.rpc, allowed))
     merged = await runner.configure(data.model, settings.validate())
     return {"model": data.model, "context_size": merged.context_size, "parallel": merged.parallel,
             "keep_alive": format_duration(merged.keep_alive) or None, "mode": merged.mode,
             "think": merged.think, "rpc": merged.rpc}
 
 
-def _rpc(value: str | list[str] | None) -> list[str] | None:
-    """The workers a configure request names (checked); None when it names none."""
+def _rpc(value: str | list[str] | None, allowed: set[str]) -> list[str] | None:
+    """The workers a configure request names (checked); None when it names none. Only workers the
+    server was started with (--rpc, --rpc-allow) are accepted: a model's weights and every
+    request's activations go to its workers, over a protocol with no authentication."""
     if value is None:
         return None
     try:
-        return list(parse_endpoints(value))
+        endpoints = list(parse_endpoints(value))
     except InvalidArgumentError as exc:
         raise invalid("rpc", str(exc)) from None
+    refused = [e for e in endpoints if e not in allowed]
+    if refused:
+        raise invalid("rpc", f"RPC worker {refused[0]} is not one this server was started with: "
+                             f"allowed are {', '.join(sorted(allowed)) or 'none'} (mr serve --rpc, "
+                             "--rpc-allow or MR_RPC_ALLOW name them)")
+    return endpoints
 
 
 HANDLERS = [root, health, version, engines_status, engines_ps, engines_df, engines_unload, engines_configure,

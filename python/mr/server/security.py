@@ -2,11 +2,19 @@
 
 - Host header allow-list (DNS rebinding): loopback names, the bind address (for a wildcard
   bind, the machine's name and addresses), configured extras; always on (`*` switches it off).
-- Without an API key, routes that change the store or the runtime answer loopback clients only
-  (see mr.server.exposure).
+- Without an API key, routes that change the store or the runtime, and the request log (other
+  clients' prompts), answer local clients only (see mr.server.exposure), on any bind address.
+  Local means loopback at every hop: a request that came through a proxy counts as its forwarded
+  client when the proxy is trusted (--trusted-proxy), else as an unknown, remote one
+  (mr.server.proxies). The route is judged as Litestar will route it (`//x`, `/x/` are `/x`;
+  the ASGI server has already decoded `%2F`, `%63`).
 - CORS: loopback origins only unless configured; preflights answered here; requests from other
   origins refused (403) so a web page cannot drive the API from a visitor's browser.
-- 415 for POST/PUT/PATCH bodies that are not JSON (a cross-site form or text/plain POST).
+- 415 for POST/PUT/PATCH bodies that are not JSON (a cross-site form or text/plain POST). A body
+  with no Content-Type at all is read as JSON on Ollama's inference routes only: Ollama's clients
+  (litellm's ollama providers) send none, and Ollama answers them. Everywhere else it stays a 415:
+  a cross-site page can send a typeless POST without a preflight, and many routes change state
+  (pull, push, delete, create, copy, configure, unload, stored responses).
 - Optional API key (Authorization: Bearer KEY or x-api-key), compared in constant time.
 The body size limit is Litestar's `request_max_body_size` (chunked bodies included).
 """
@@ -17,16 +25,23 @@ import hmac
 from urllib.parse import urlsplit
 
 from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.utils.path import normalize_path
 
 from mr.server.errors import envelope
-from mr.server.exposure import is_loopback_client, is_mutating, machine_names
+from mr.server.exposure import is_mutating, machine_names
+from mr.server.proxies import client_route, is_local, parse_networks
 from mr.server.settings import LOOPBACK, Settings
 
 DEFAULT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "host.docker.internal",
                            "model-runner.docker.internal"})
 OPEN_PATHS = frozenset({"/", "/health", "/healthz", "/version"})  # liveness probes need no key
 BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+# Ollama's inference routes: Ollama's clients may send no Content-Type there. Exact paths, so another
+# spelling is refused rather than let through. OpenAI's and Anthropic's clients always declare JSON,
+# so their routes keep the stricter rule.
+UNTYPED_JSON_POSTS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
 CORS_METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
+PRIVATE_PATHS = frozenset({"/engines/requests"})  # every client's prompts and response ids
 
 
 def _host_name(value: str) -> str:
@@ -51,7 +66,9 @@ class Policy:
         extra = {_host_name(h) for h in settings.allowed_hosts}
         self.any_host = "*" in extra
         self.hosts = DEFAULT_HOSTS | extra | {_host_name(h) for h in machine_names(settings.host)}
-        self.local_mutations_only = self.api_key is None and not settings.is_loopback
+        # On a loopback bind too: a balancer on this host makes remote clients look local.
+        self.local_mutations_only = self.api_key is None
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.any_origin = "*" in settings.cors_origins
         self.origins = frozenset(o.rstrip("/").lower() for o in settings.cors_origins)
 
@@ -72,6 +89,22 @@ class Policy:
             given = auth[7:].strip()
         return hmac.compare_digest(given, self.api_key)
 
+    def is_local(self, scope: Scope) -> bool:
+        return is_local(client_route(scope.get("client"), scope["headers"], self.trusted_proxies))
+
+
+def route_path(path: str) -> str:
+    """The path Litestar routes: no repeated or trailing slashes (their usual absence costs nothing)."""
+    if "//" in path or (path.endswith("/") and path != "/"):
+        return normalize_path(path)
+    return path
+
+
+def local_only(scope: Scope) -> bool:
+    """A route that changes the store or the runtime, or shows other clients' requests."""
+    path = route_path(scope["path"])
+    return is_mutating(scope["method"], path) or path in PRIVATE_PATHS
+
 
 def _is_json(content_type: bytes) -> bool:
     media = content_type.split(b";", 1)[0].strip().lower()
@@ -87,7 +120,8 @@ def _has_body(headers: dict[bytes, bytes]) -> bool:
 
 Rejection = tuple[int, bytes, list[tuple[bytes, bytes]]]
 UNSUPPORTED = "request bodies must be JSON (Content-Type: application/json)"
-LOCAL_ONLY = "this route changes the store or the runtime: it needs a loopback client or an API key"
+LOCAL_ONLY = ("this route changes the store or the runtime, or shows other clients' requests: it needs "
+              "a loopback client (not through a proxy that mr does not trust) or an API key")
 
 
 async def _reply(send: Send, rejection: Rejection) -> None:
@@ -130,14 +164,22 @@ def screen(policy: Policy, scope: Scope) -> tuple[Rejection | None, list[tuple[b
     if scope["path"] not in OPEN_PATHS and not policy.key_ok(headers):
         body = envelope(401, "missing or invalid API key", None, "invalid_api_key")
         return (401, body, [*cors, (b"www-authenticate", b"Bearer")]), cors
-    if (policy.local_mutations_only and is_mutating(scope["method"], scope["path"])
-            and not is_loopback_client(scope.get("client"))):
+    if policy.local_mutations_only and local_only(scope) and not policy.is_local(scope):
         body = envelope(403, LOCAL_ONLY, None, "loopback_only")
         return (403, body, cors), cors
-    wants_body = scope["method"].encode() in BODY_METHODS and _has_body(headers)
-    if wants_body and not _is_json(headers.get(b"content-type", b"")):
+    if _refused_body(scope, headers):
         return (415, envelope(415, UNSUPPORTED, None, "unsupported_media_type"), cors), cors
     return None, cors
+
+
+def _refused_body(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    """A body that is not declared JSON (or, on an inference route, not declared at all)."""
+    if scope["method"].encode() not in BODY_METHODS or not _has_body(headers):
+        return False
+    content_type = headers.get(b"content-type")
+    if content_type is None:
+        return not (scope["method"] == "POST" and scope["path"] in UNTYPED_JSON_POSTS)
+    return not _is_json(content_type)
 
 
 def security_middleware(settings: Settings) -> object:

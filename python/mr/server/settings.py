@@ -19,6 +19,7 @@ from mr import config as mr_config
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_BODY = 16 << 20
 DEFAULT_RESPONSES_BYTES = 64 << 20
+DEFAULT_REQUEST_LOG_BYTES = 16 << 20
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
@@ -35,6 +36,8 @@ class Settings(msgspec.Struct, kw_only=True):
     memory_budget: int | None = None  # bytes; None: 80% of RAM (90% of VRAM with a GPU)
     allowed_hosts: list[str] = msgspec.field(default_factory=list)  # extra Host header names
     cors_origins: list[str] = msgspec.field(default_factory=list)  # extra origins; "*" for any
+    # proxies (addresses or networks) whose X-Forwarded-For / Forwarded name the client (mr.server.proxies)
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
     max_body_bytes: int = DEFAULT_MAX_BODY
     load_timeout: float = 300.0
     header_timeout: float = 10.0  # seconds for a request's headers (slowloris)
@@ -56,9 +59,13 @@ class Settings(msgspec.Struct, kw_only=True):
     responses_max_bytes: int = DEFAULT_RESPONSES_BYTES
     request_log_size: int = 10  # request/response pairs kept per model (GET /engines/requests); 0: off
     request_log_body_bytes: int = 64 << 10  # each recorded body is cut at this size
+    request_log_max_bytes: int = DEFAULT_REQUEST_LOG_BYTES  # all records together, as JSON; oldest go first
     tls_cert: str | None = None  # PEM certificate (chain): serve HTTPS
     tls_key: str | None = None  # its PEM private key
     rpc: list[str] = msgspec.field(default_factory=list)  # llama.cpp RPC workers for the models' layers
+    # More workers `POST /engines/configure` may name for a model (besides `rpc`): weights and
+    # activations go to a model's workers, so a client must not pick any host:port it likes
+    rpc_allow: list[str] = msgspec.field(default_factory=list)
 
     @property
     def is_loopback(self) -> bool:
@@ -125,6 +132,20 @@ def _bytes(raw: str) -> int:
     return _size(raw) or DEFAULT_RESPONSES_BYTES
 
 
+def _log_bytes(raw: str) -> int:
+    value = _size(raw)
+    return DEFAULT_REQUEST_LOG_BYTES if value is None else value
+
+
+def _networks(raw: str) -> list[str]:
+    """Checked here: a typo stops `mr serve` with one line, not a traceback when the app is built."""
+    from mr.server.proxies import parse_networks
+
+    values = _csv(raw)
+    parse_networks(values)
+    return values
+
+
 def _share(raw: str) -> float:
     value = float(raw)
     if not 0.0 <= value <= 1.0:
@@ -160,6 +181,7 @@ _ENV = [
     ("MR_MEMORY_BUDGET", "memory_budget", _size),
     ("MR_ALLOWED_HOSTS", "allowed_hosts", _csv),
     ("MR_CORS_ORIGINS", "cors_origins", _csv),
+    ("MR_TRUSTED_PROXIES", "trusted_proxies", _networks),
     ("MR_MAX_BODY_BYTES", "max_body_bytes", int),
     ("MR_LOAD_TIMEOUT", "load_timeout", float),
     ("MR_HEADER_TIMEOUT", "header_timeout", float),
@@ -180,9 +202,11 @@ _ENV = [
     ("MR_RESPONSES_MAX_BYTES", "responses_max_bytes", _bytes),
     ("MR_REQUEST_LOG_SIZE", "request_log_size", int),
     ("MR_REQUEST_LOG_BODY_BYTES", "request_log_body_bytes", int),
+    ("MR_REQUEST_LOG_MAX_BYTES", "request_log_max_bytes", _log_bytes),
     ("MR_TLS_CERT", "tls_cert", str),
     ("MR_TLS_KEY", "tls_key", str),
     ("MR_RPC", "rpc", _csv),
+    ("MR_RPC_ALLOW", "rpc_allow", _csv),
 ]
 
 FOREVER = math.inf

@@ -2,7 +2,8 @@
 
 OpenAI: `reasoning_effort` (none/minimal turn thinking off; low/medium/high keep it on and reach
 the template as `reasoning_effort`, which gpt-oss-style templates read). llama-server:
-`chat_template_kwargs` (e.g. {"enable_thinking": false}) and `thinking_budget_tokens` /
+`chat_template_kwargs` (e.g. {"enable_thinking": false}; never the template's own inputs, such as
+`messages`, nor control-token text) and `thinking_budget_tokens` /
 `reasoning_budget_tokens`. Ollama: `think`, a bool or low/medium/high. A model's configured
 default (`mr configure --think on|off`) applies when the request says nothing.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import msgspec
 
 from mr.engine import ChatOptions
+from mr.engine.thinking import check_template_kwargs
 from mr.server.errors import invalid
 
 EFFORTS = ("low", "medium", "high")
@@ -52,6 +54,9 @@ def effort(value: str | None, param: str) -> tuple[bool | None, dict[str, Any]]:
 def from_openai(reasoning_effort: str | None, chat_template_kwargs: dict[str, Any] | None,
                 budget: int | None) -> Thinking:
     enable, extra = effort(reasoning_effort, "reasoning_effort")
+    # Before any model is touched; the control-token text in values needs the model's vocabulary
+    # and is refused where the prompt is rendered (mr.engine.thinking.check_kwargs_text).
+    check_template_kwargs(chat_template_kwargs)
     kwargs = {**extra, **(chat_template_kwargs or {})} or None
     if kwargs and "enable_thinking" in kwargs and not isinstance(kwargs["enable_thinking"], bool):
         raise invalid("chat_template_kwargs", "chat_template_kwargs.enable_thinking must be true or false")

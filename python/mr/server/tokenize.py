@@ -1,5 +1,10 @@
 """llama-server's text utilities: POST /tokenize, /detokenize and /apply-template, at the root and
-under /engines[/llama.cpp]. Each names its model (mr serves many)."""
+under /engines[/llama.cpp]. Each names its model (mr serves many).
+
+Tokenizing takes time in proportion to the text and to its special tokens: content beyond
+mr.engine.limits.MAX_TEXT_CHARS is refused before any of it is tokenized, and the tokenizing, the
+pieces and their JSON (all as large as the text) are done in a worker thread, never on the event
+loop that serves every other client."""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ import asyncio
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Router, post
+from litestar import Response, Router, post
 from litestar.params import Body
 from msgspec import Meta, Struct
 
+from mr.engine import LLM, limits
 from mr.server.context import Req, server_context
 from mr.server.errors import invalid
 from mr.server.openai import params
@@ -53,16 +59,21 @@ def _piece(token: int, raw: bytes) -> Piece:
         return Piece(id=token, piece=list(raw))
 
 
+def _tokenized(llm: LLM, data: TokenizeRequest) -> bytes:
+    """The response body (blocking: call it in a worker thread)."""
+    tokens = llm.tokenize(data.content, data.add_special, data.parse_special).tolist()
+    if not data.with_pieces:
+        return msgspec.json.encode({"tokens": tokens})
+    return msgspec.json.encode({"tokens": [_piece(t, llm.model.token_to_piece(t, True)) for t in tokens]})
+
+
 @post("/tokenize", summary="Text to token ids", tags=["Tokens"], status_code=200)
-async def tokenize(request: Req, data: Annotated[TokenizeRequest, Body()]) -> dict[str, Any]:
-    text = params.checked_text(data.content, "content")
+async def tokenize(request: Req, data: Annotated[TokenizeRequest, Body()]) -> Response[bytes]:
+    limits.check_text(data.content, "content", "content")
+    params.checked_text(data.content, "content")
     async with await server_context(request).runner.acquire(data.model) as lease:
-        llm = lease.llm
-        tokens = (await asyncio.to_thread(llm.tokenize, text, data.add_special, data.parse_special)).tolist()
-        if not data.with_pieces:
-            return {"tokens": tokens}
-        pieces = [_piece(t, llm.model.token_to_piece(t, True)) for t in tokens]
-    return {"tokens": msgspec.to_builtins(pieces)}
+        body = await asyncio.to_thread(_tokenized, lease.llm, data)
+    return Response(body, media_type="application/json")
 
 
 @post("/detokenize", summary="Token ids to text", tags=["Tokens"], status_code=200)

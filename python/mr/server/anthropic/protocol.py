@@ -89,7 +89,7 @@ ToolChoice = ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone
 
 class ThinkingConfig(Struct, kw_only=True):
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: Annotated[int, Meta(ge=1)] | None = None
+    budget_tokens: Annotated[int, Meta(ge=1, le=INT32_MAX)] | None = None  # the sampler's count is 32-bit
 
 
 class Metadata(Struct, kw_only=True):

@@ -12,7 +12,7 @@ from litestar import Response, post
 from litestar.params import Body
 from litestar.response import Stream
 
-from mr.engine import LLM, AsyncStream, TokenLogprob
+from mr.engine import LLM, AsyncStream, TokenLogprob, limits
 from mr.errors import InvalidArgumentError
 from mr.runner import Lease
 from mr.server import sse
@@ -61,6 +61,10 @@ def _check(req: CompletionRequest) -> None:
 
 def _encode(llm: LLM, items: list[Prompt]) -> list[np.ndarray]:
     """Every prompt as token ids (blocking: run in a worker thread). Out-of-range ids are a 400."""
+    try:
+        limits.check_texts(items, "prompts")
+    except InvalidArgumentError as exc:
+        raise invalid("prompt", str(exc)) from None
     out = []
     for prompt in items:
         try:

@@ -11,12 +11,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from mr.engine.limits import INT32_MAX
+
 Temperature = Annotated[float, Meta(ge=0, le=2)]
 Unit = Annotated[float, Meta(ge=0, le=1)]
 Penalty = Annotated[float, Meta(ge=-2, le=2)]
 TopLogprobs = Annotated[int, Meta(ge=0, le=20)]
 ChoiceCount = Annotated[int, Meta(ge=1, le=16)]
 TokenLimit = Annotated[int, Meta(ge=-1)]
+ThinkingBudget = Annotated[int, Meta(ge=-1, le=INT32_MAX)]  # -1: no cap; the sampler counts in 32 bits
 Stop = str | Annotated[list[str], Meta(max_length=16)]
 JSON = dict[str, Any]
 
@@ -121,8 +124,8 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     # thinking control (mr.server.thinking)
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
-    thinking_budget_tokens: Annotated[int, Meta(ge=-1)] | None = None
-    reasoning_budget_tokens: Annotated[int, Meta(ge=-1)] | None = None
+    thinking_budget_tokens: ThinkingBudget | None = None
+    reasoning_budget_tokens: ThinkingBudget | None = None
 
 
 # ---- chat: response ----
