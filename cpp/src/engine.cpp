@@ -13,7 +13,7 @@ namespace {
 
 constexpr int kMaxSlots = 256;  // llama.cpp's LLAMA_MAX_SEQ
 constexpr size_t kFewColumns = 64;  // below it a CPU step's kernels treat each column alike (prompt_chunk)
-// Flash attention "auto" on plain CPU weights: off for a request context longer than this. On a
+// Flash attention "auto" where CPUs compute: off for a request context longer than this. On a
 // CPU it decodes faster while the context is short and slower as it fills (bench/README.md,
 // "Flash attention": 1.13x at 0 tokens of depth, 0.84x at 512, 0.59x at 2,048 on an AMD EPYC
 // Zen 3); a context this short stays where it wins or loses little.

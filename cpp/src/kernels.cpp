@@ -1,5 +1,6 @@
 #include "mr/kernels.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -46,6 +47,14 @@ void compute(ggml_cgraph* graph, int threads, bool reference, const char* what) 
 std::vector<uint8_t> cpu_quantize(int type, const float* x, int64_t rows, int64_t k) {
     const ggml_type t = checked_type(type, k);
     if (rows <= 0) throw InvalidArgument("rows must be positive");
+    // ggml's quantizer aborts the process for a type it cannot make (Q8_1, Q8_K) or one that
+    // needs an importance matrix (the IQ types): only the common weight types are taken here.
+    static constexpr ggml_type kQuantizable[] = {
+        GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
+        GGML_TYPE_Q8_0, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+    if (std::find(std::begin(kQuantizable), std::end(kQuantizable), t) == std::end(kQuantizable)) {
+        throw InvalidArgument(std::string("cpu_quantize does not make ") + ggml_type_name(t));
+    }
     std::vector<uint8_t> out(ggml_row_size(t, k) * static_cast<std::size_t>(rows));
     ggml_quantize_init(t);
     ggml_quantize_chunk(t, x, out.data(), 0, rows, k, nullptr);

@@ -85,3 +85,10 @@ def test_attention_row_is_the_same_alone_amid_others_and_in_a_longer_cache(threa
     assert np.array_equal(longer, batch)
     one_thread = _native.cpu_flash_attn(q, k, v, mask, 1, reference=True)
     assert np.array_equal(one_thread, batch)
+
+
+def test_quantize_refuses_a_type_it_cannot_make() -> None:
+    from mr.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="does not make"):
+        _native.cpu_quantize(9, np.zeros((1, 32), dtype=np.float32))  # Q8_1: ggml would abort
