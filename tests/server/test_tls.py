@@ -152,3 +152,47 @@ def test_unusable_tls_files_are_one_line(certs: dict[str, Path], tmp_path: Path)
     assert alone.returncode == 2 and "go together" in alone.stderr
     missing = mr("status", MR_HOST="https://127.0.0.1:1", MR_CA_CERT=str(tmp_path / "nope.pem"))
     assert missing.returncode == 14 and "does not exist" in missing.stderr
+
+
+def _metric(text: str, name: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+    return sum(values)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_stream_over_tls_is_written_by_the_event_loop_never_the_engine(
+        loop: str, certs: dict[str, Path], store_root: Path, tmp_path: Path) -> None:
+    # The engine thread writes a plain stream's frames to a plain TCP socket itself; bytes it
+    # wrote to a TLS socket's descriptor would bypass the encryption and break the stream. The
+    # deterministic mode makes the streamed and whole answers comparable on every CPU.
+    port = free_port()
+    env = {"MR_MODELS_DIR": str(store_root), "MR_HOME": str(tmp_path), "MR_PORT": str(port),
+           "MR_CTX_SIZE": "2048", "MR_LOOP": loop, "MR_DETERMINISTIC": "1"}
+    proc = start(["--tls-cert", str(certs["cert"]), "--tls-key", str(certs["key"])], env)
+    url = f"https://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, verify=trust(certs["ca"]), timeout=60) as client:
+            assert wait_for(lambda: _healthy(client, proc), 60), "mr serve --tls-cert did not come up"
+            body = {"model": TINY, "max_tokens": 24, "temperature": 0, "ignore_eos": True,
+                    "messages": [{"role": "user", "content": "Tell me about the sea."}]}
+            whole = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+            with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+                raw = b"".join(r.iter_bytes())
+            payloads = [json.loads(line[6:]) for line in raw.decode().splitlines()
+                        if line.startswith("data: {")]
+            joined = "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads if p["choices"])
+            assert raw.rstrip().endswith(b"data: [DONE]") and joined == whole
+            metrics = client.get("/metrics").text
+            assert _metric(metrics, 'mr_streamed_responses_total{path="direct"}') >= 1  # the fast path
+            assert _metric(metrics, "mr_engine_sent_frames_total") == 0  # written by the loop
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def _healthy(client: httpx.Client, proc: subprocess.Popen[str]) -> bool:
+    assert proc.poll() is None, proc.communicate()[1]
+    try:
+        return client.get("/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
