@@ -1,6 +1,7 @@
 #include "mr/chat.hpp"
 
 #include "chat.h"
+#include "jinja/value.h"
 #include "json-schema-to-grammar.h"
 #include "mr/errors.hpp"
 #include "mr/model.hpp"
@@ -64,6 +65,9 @@ std::string ChatParser::parse(const std::string& text, bool partial) const {
 void ChatTemplates::Deleter::operator()(common_chat_templates* t) const { common_chat_templates_free(t); }
 
 ChatTemplates::ChatTemplates(const Model& model, const std::string& override_template) {
+    // One render budget (vendor/patches/0008) for the whole load: it renders the template several
+    // times over to learn what it supports.
+    jinja::render_scope budget;
     try {
         templates_.reset(common_chat_templates_init(model.get(), override_template).release());
     } catch (const std::exception& e) {
@@ -103,6 +107,7 @@ ChatPrompt ChatTemplates::apply(const ChatInput& input) const {
     in.reasoning_format = COMMON_REASONING_FORMAT_AUTO;
     in.use_jinja = true;
     common_chat_params params;
+    jinja::render_scope budget;  // one budget for the prompt and the format analysis's renders
     try {
         params = common_chat_templates_apply(templates_.get(), in);
     } catch (const std::exception& e) {

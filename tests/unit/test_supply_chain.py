@@ -14,8 +14,8 @@ def _version(name: str) -> tuple[int, ...]:
     return tuple(int(p) for p in importlib.metadata.version(name).split(".")[:3] if p.isdigit())
 
 
-def test_template_and_server_libraries_are_patched_versions() -> None:
-    assert _version("jinja2") >= (3, 1, 6)  # sandbox escapes fixed in 3.1.5/3.1.6
+def test_server_library_is_a_patched_version() -> None:
+    # Chat templates are rendered by llama.cpp's own (bounded) renderer, not by a Python library.
     assert _version("litestar") >= (2, 13)
 
 

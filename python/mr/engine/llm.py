@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 
 from mr import _native, config
-from mr.engine import limits, logbridge, template_probe
+from mr.engine import limits, logbridge
 from mr.engine.chat import AsyncChatStream, ChatPrompt, ChatStream
 from mr.engine.chatformat import ChatFormat
 from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
@@ -195,19 +195,10 @@ class LLM:
     def _chat_templates(self) -> _native.ChatTemplates:
         with self._init_lock:  # prepare_chat runs in worker threads
             if self._templates is None:
-                # Before llama.cpp sees them: building ChatTemplates already renders a template
-                # (to detect its capabilities), with no bound on loops or recursion.
-                for source in self._template_sources():
-                    template_probe.check(source)
+                # A template is code from the model's author: llama.cpp's renderer refuses one
+                # that nests, loops or allocates past its bounds (vendor/patches/0008).
                 self._templates = _native.ChatTemplates(self.model, self._chat_override)
             return self._templates
-
-    def _template_sources(self) -> list[str]:
-        if self._chat_override:
-            return [self._chat_override]
-        meta = self.model.metadata
-        return [v for k, v in meta.items() if k == "tokenizer.chat_template"
-                or k.startswith("tokenizer.chat_template.")]
 
     # ---- embeddings ----
 
