@@ -49,6 +49,26 @@ def test_content_length_with_transfer_encoding_is_400_and_closes(port: int) -> N
     assert b"bad_framing" in data
 
 
+# Every kind of path: a route, one Litestar does not know (404, no route middleware runs), a known
+# path with the wrong method (405), a path spelling Litestar normalises, an open liveness path.
+@pytest.mark.parametrize(("method", "path"), [("POST", "/nope"), ("DELETE", "/v1/chat/completions"),
+                                              ("POST", "//v1/embeddings/"), ("GET", "/health"),
+                                              ("POST", "/api/chat")])
+def test_content_length_with_transfer_encoding_is_400_and_closes_on_every_path(
+        port: int, method: str, path: str) -> None:
+    """Guards the CL+TE rule outside the routes: before the fix, `POST /nope` got a 404 and the
+    pipelined request its own 200 on the same socket (two answers: the framing was trusted)."""
+    smuggled = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"0\r\n\r\nGET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(smuggled)
+        data, _ = _read_all(sock, 10)
+    assert data.startswith(b"HTTP/1.1 400"), data[:200]
+    assert data.count(b"HTTP/1.1 ") == 1, data  # one answer, then the server closed the connection
+    assert b"bad_framing" in data
+
+
 @pytest.mark.parametrize("phase", ["nothing", "headers", "body"])
 def test_slow_clients_are_dropped(port: int, phase: str) -> None:
     with socket.create_connection(("127.0.0.1", port)) as sock:

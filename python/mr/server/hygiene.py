@@ -5,7 +5,9 @@ uvicorn times out only idle keep-alive connections: a client that sends its head
 body, a byte every few seconds (slowloris) holds a connection forever. This protocol closes a
 connection whose request headers are not complete `header_timeout` seconds after the first
 byte (or after connecting), or whose body is not complete `body_timeout` seconds after its
-headers. (Content-Length together with Transfer-Encoding is refused by the security middleware.)
+headers. Content-Length together with Transfer-Encoding is a 400 that closes the connection, on
+every path: the protocol wraps the whole application in the rule (mr.server.security), since
+Litestar's middleware never sees a path it has no route for.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mr.server import wire
+from mr.server.security import refuse_two_framings
 
 
 def guarded_protocol(header_timeout: float, body_timeout: float, direct: bool = True,
@@ -42,6 +45,7 @@ class _Guarded(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.app = refuse_two_framings(self.app)
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._phase: tuple[object, float] | None = None  # (h11 state being timed, deadline)
 

@@ -142,14 +142,36 @@ def _preflight(cors: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]) -> 
                       (b"access-control-allow-headers", asked), (b"access-control-max-age", b"600")]
 
 
+def two_framings(headers: dict[bytes, bytes]) -> Rejection | None:
+    """Content-Length with Transfer-Encoding: a proxy in front may read another request boundary
+    (smuggling). A 400 that closes the connection."""
+    if b"content-length" in headers and b"transfer-encoding" in headers:
+        body = envelope(400, "Content-Length and Transfer-Encoding together are refused", None,
+                        "bad_framing")
+        return 400, body, [(b"connection", b"close")]
+    return None
+
+
+def refuse_two_framings(app: ASGIApp) -> ASGIApp:
+    """The framing rule around the whole application, so that it holds on every path: Litestar runs
+    its middleware only for a matched route, not for a 404 or a 405 (mr.server.hygiene uses it)."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        rejection = two_framings(dict(scope["headers"])) if scope["type"] == "http" else None
+        if rejection is not None:
+            await _reply(send, rejection)
+            return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 def screen(policy: Policy, scope: Scope) -> tuple[Rejection | None, list[tuple[bytes, bytes]]]:
     """(a response to send instead of running the app, or None; CORS headers to add)."""
     headers = dict(scope["headers"])
-    if b"content-length" in headers and b"transfer-encoding" in headers:
-        # Two framings: a proxy in front may read another request boundary (smuggling).
-        body = envelope(400, "Content-Length and Transfer-Encoding together are refused", None,
-                        "bad_framing")
-        return (400, body, [(b"connection", b"close")]), []
+    framing = two_framings(headers)
+    if framing is not None:
+        return framing, []
     host = headers.get(b"host")
     if not policy.host_ok(host.decode("latin-1") if host is not None else None):
         return (403, envelope(403, "host not allowed", None, "host_not_allowed"), []), []
