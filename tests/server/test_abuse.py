@@ -80,6 +80,14 @@ def _assert_released(client: httpx.Client) -> None:
 
 
 # Every error path of every route that takes a lease: afterwards nothing is leased.
+BAD_PATTERN = {"type": "string", "pattern": "(["}
+EMPTY = {"type": "integer", "minimum": 5, "maximum": 1}  # nothing can match
+
+
+def _object(prop: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {"a": prop}}
+
+
 FAILURES = [
     ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400),
     ("/v1/completions", {"prompt": [10**10], "echo": True}, 400),
@@ -92,6 +100,27 @@ FAILURES = [
     ("/api/generate", {"prompt": "word " * 3000, "raw": True, "stream": False}, 400),
     ("/api/chat", {"messages": [{"role": "user", "content": "word " * 3000}], "stream": False}, 400),
     ("/v1/embeddings", {"input": ["word " * 3000]}, 400),
+    # Anthropic Messages and Responses (mr.server.chatcall): refused at submit (longer than the
+    # context, prompt plus max_tokens beyond it) and while the prompt is prepared (a tool or a
+    # format whose grammar cannot be built), streamed or not; each after the model was leased.
+    ("/v1/messages", {"messages": [{"role": "user", "content": "word " * 3000}], "max_tokens": 5}, 400),
+    ("/v1/messages", {"messages": [{"role": "user", "content": "word " * 3000}], "max_tokens": 5,
+                      "stream": True}, 400),
+    ("/v1/messages", {"messages": MSG, "max_tokens": 5000}, 400),
+    ("/v1/messages", {"messages": MSG, "max_tokens": 5, "tool_choice": {"type": "any"}, "tools": [
+        {"name": "f", "input_schema": _object(BAD_PATTERN)}]}, 400),
+    ("/v1/messages", {"messages": MSG, "max_tokens": 5, "tool_choice": {"type": "any"}, "stream": True,
+                      "tools": [{"name": "f", "input_schema": _object(EMPTY)}]}, 400),
+    ("/v1/messages/count_tokens", {"messages": [{"role": "user", "content": "word " * 300_000}]}, 400),
+    ("/v1/responses", {"input": "word " * 3000, "max_output_tokens": 5}, 400),
+    ("/v1/responses", {"input": "word " * 3000, "max_output_tokens": 5, "stream": True}, 400),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 5000}, 400),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 5, "text": {"format": {
+        "type": "json_schema", "name": "x", "schema": BAD_PATTERN}}}, 400),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 5, "stream": True, "text": {"format": {
+        "type": "json_schema", "name": "x", "schema": EMPTY}}}, 400),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 5, "tool_choice": "required", "tools": [
+        {"type": "function", "name": "f", "parameters": _object(BAD_PATTERN)}]}, 400),
 ]
 
 

@@ -5,7 +5,7 @@ generate. Four answers of 200 tokens share 256 KV cells, so the newest are preem
 What each test guards: a route that ended a preempted answer like a finished one (`[DONE]`,
 `message_stop`, `response.completed`/`incomplete`, `done: true`, or a 200 without a stream) would
 hand a client a truncated answer as if it were whole. Every cut answer must be an error in the
-route's own dialect, and the others must end normally."""
+route's own dialect, and the others must end normally; afterwards nothing is leased."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _serving import loaded, wait_for
 
 from conftest import TINY, serve
 
@@ -146,3 +147,5 @@ def test_kv_cache_full_is_an_error_on_every_route(url: str, route: str, stream: 
         else:
             cut += _plain_is_cut(route, response)
     assert 1 <= cut < 4, f"{cut} of 4 answers were cut short"
+    with httpx.Client(base_url=url) as client:  # the cut ones released their lease too (RELIABILITY 30)
+        assert wait_for(lambda: all(m["active_requests"] == 0 for m in loaded(client).values()), 30)
