@@ -37,8 +37,10 @@ def store(tmp_path: Path):
 
 def write_gguf(path: Path, *, arch: str = "llama", rows: int = 16, seed: int = 0,
                kv: dict[str, str] | None = None, split: tuple[int, int] | None = None,
-               ctx: int = 4096) -> Path:
-    """A small valid GGUF: a few header keys, a 100-token vocab, one F32 tensor of rows x 64."""
+               ctx: int = 4096,
+               template: str | None = "{% for m in messages %}{{ m.content }}{% endfor %}") -> Path:
+    """A small valid GGUF: a few header keys, a 100-token vocab, one F32 tensor of rows x 64
+    (with a chat template unless `template` is None)."""
     import gguf
     import numpy as np
 
@@ -49,7 +51,8 @@ def write_gguf(path: Path, *, arch: str = "llama", rows: int = 16, seed: int = 0
     w.add_name(f"tiny-{seed}")
     w.add_array("general.tags", ["a", "b"])
     w.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(100)])
-    w.add_chat_template("{% for m in messages %}{{ m.content }}{% endfor %}")
+    if template is not None:
+        w.add_chat_template(template)
     for key, value in (kv or {}).items():
         w.add_string(key, value)
     if split is not None:

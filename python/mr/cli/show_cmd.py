@@ -23,6 +23,11 @@ def _human(info: dict[str, Any]) -> str:
     lines = [f"  Model {info['name']}  ({info['id'][7:19]})"]
     lines += [f"    {k:<18}{v}" for k, v in rows if v not in (None, "")]
     lines += ["", "  Capabilities"] + [f"    {c}" for c in info["capabilities"]]
+    if info.get("params"):  # an Ollama artifact's defaults, applied when a request says nothing
+        lines += ["", "  Parameters"]
+        lines += [f"    {k:<18}{json.dumps(v)}" for k, v in info["params"].items()]
+    if info.get("system"):
+        lines += ["", "  System"] + [f"    {line}".rstrip() for line in info["system"].splitlines()[:20]]
     if info["licenses"] or info["license_name"]:
         lines += ["", "  License"]
         texts = info["licenses"] or [info["license_name"]]

@@ -1,8 +1,8 @@
 """The OCI artifact: media types, manifest and config wire types, building and strict parsing.
 
-Docker Model Runner's format (COMPAT.md) and CNCF ModelPack GGUF artifacts are read; mr writes
-DMR's format. Annotations such as `org.opencontainers.image.title` are kept as data and never
-used as paths.
+Docker Model Runner's format (COMPAT.md), CNCF ModelPack GGUF artifacts and Ollama's format
+(mr.store.ollama) are read; mr writes DMR's format. Annotations such as
+`org.opencontainers.image.title` are kept as data and never used as paths.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from mr.store import digest as digests
+from mr.store import ollama
 from mr.store.errors import InvalidManifestError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -31,8 +32,10 @@ CNCF_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
 CONFIG_CNCF = "application/vnd.cncf.model.config.v1+json"
 CNCF_GGUF = "application/vnd.cncf.model.weight.v1.gguf"
 
-CONFIG_TYPES = (CONFIG_DOCKER, CONFIG_CNCF)
-WEIGHT_TYPES = (GGUF, CNCF_GGUF)
+CONFIG_TYPES = (CONFIG_DOCKER, CONFIG_CNCF, ollama.CONFIG)
+WEIGHT_TYPES = (GGUF, CNCF_GGUF, ollama.MODEL)
+PROJECTOR_TYPES = (MMPROJ, ollama.PROJECTOR)
+LICENSE_TYPES = (LICENSE, ollama.LICENSE)
 TITLE = "org.opencontainers.image.title"
 
 MAX_MANIFEST_BYTES = 4 << 20
@@ -80,6 +83,18 @@ class Manifest(msgspec.Struct, omit_defaults=True):
     @property
     def is_cncf(self) -> bool:
         return self.config.mediaType == CONFIG_CNCF
+
+    @property
+    def is_ollama(self) -> bool:
+        return self.config.mediaType == ollama.CONFIG
+
+    @property
+    def projector(self) -> Descriptor | None:
+        return next((layer for layer in self.layers if layer.mediaType in PROJECTOR_TYPES), None)
+
+    @property
+    def licenses(self) -> list[Descriptor]:
+        return [layer for layer in self.layers if layer.mediaType in LICENSE_TYPES]
 
 
 class ModelConfig(msgspec.Struct, omit_defaults=True):
@@ -150,11 +165,14 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
         raise _bad(f"{len(manifest.layers)} layers")
     for i, layer in enumerate(manifest.layers):
         _check_descriptor(layer, f"layer {i}")
+    if manifest.is_ollama:
+        ollama.check_manifest(manifest)
+        return manifest
     kinds = {layer.mediaType for layer in manifest.weights}
     if not kinds:
         raise _bad("no GGUF weights layer (mr runs GGUF models)")
-    if len(kinds) > 1:
-        raise _bad("ambiguous weights (both Docker and CNCF GGUF layers)")
+    if len(kinds) > 1 or ollama.MODEL in kinds:
+        raise _bad("ambiguous weights (GGUF layers of several formats)")
     return manifest
 
 
@@ -210,6 +228,8 @@ def parse_config(data: bytes, media_type: str) -> tuple[dict[str, Any], datetime
         raise InvalidManifestError("invalid model config: not an object")
     if media_type == CONFIG_CNCF:
         return _from_cncf(raw)
+    if media_type == ollama.CONFIG:
+        return raw, None  # mr.store.ollama.model_config fills it in from the GGUF
     cfg = raw.get("config")
     cfg = dict(cfg) if isinstance(cfg, dict) else {}
     descriptor = raw.get("descriptor")

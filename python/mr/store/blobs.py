@@ -120,8 +120,9 @@ class PartialBlob:
         with contextlib.suppress(OSError):
             self.path.unlink()
 
-    def commit(self) -> Path:
-        """Verify size, then digest; rename into place read-only. On mismatch nothing remains."""
+    def commit(self, validate: Callable[[Path], None] | None = None) -> Path:
+        """Verify size, then digest, then `validate` (what the bytes must be: a GGUF, JSON...);
+        rename into place read-only. On any refusal nothing remains."""
         self.flush()
         got = digests.from_hasher(self._hasher)
         if self.overflow or self.offset != self.size or got != self.digest:
@@ -132,6 +133,12 @@ class PartialBlob:
         assert self._file is not None
         self._file.close()
         self._file = None
+        if validate is not None:
+            try:
+                validate(self.path)
+            except BaseException:
+                self.discard()
+                raise
         os.chmod(self.path, READ_ONLY)
         os.replace(self.path, self.final)
         fsync_dir(self.final.parent)

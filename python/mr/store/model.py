@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
-from mr.store import artifact
+from mr.errors import ModelLoadError, MrError
+from mr.store import artifact, ollama
 from mr.store import digest as digests
+from mr.store.ollama_template import translate
 from mr.store.reference import display, familiar
 
 if TYPE_CHECKING:
@@ -76,19 +78,66 @@ class LocalModel:
 
     @property
     def chat_template_path(self) -> Path | None:
+        """A template that replaces the GGUF's own: a DMR template layer, or for an Ollama
+        artifact whose GGUF has none, its Go template's Jinja equivalent (else an error)."""
+        if self.manifest.is_ollama:
+            return self.bundle_path / "model" / "template.jinja" if self.jinja_template() else None
         if self.manifest.first_of(artifact.CHAT_TEMPLATE) is None:
             return None
         return self.bundle_path / "model" / "template.jinja"
 
     @property
     def mmproj_path(self) -> Path | None:
-        if self.manifest.first_of(artifact.MMPROJ) is None:
+        if self.manifest.projector is None:
             return None
         return self.bundle_path / "model" / "model.mmproj"
 
     @property
     def license_paths(self) -> list[Path]:
-        return [self._store.blobs.path(d.digest) for d in self.manifest.all_of(artifact.LICENSE)]
+        return [self._store.blobs.path(d.digest) for d in self.manifest.licenses]
+
+    # -- Ollama's layers ------------------------------------------------------------------------
+    def layer_text(self, media_type: str) -> str | None:
+        """A small text layer (template, system, params), None when absent or unreadable."""
+        layer = self.manifest.first_of(media_type)
+        if layer is None or layer.size > ollama.MAX_TEMPLATE:
+            return None
+        try:
+            return self._store.blobs.path(layer.digest).read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Ollama's `.params`: the model's default stop, temperature, num_ctx..."""
+        text = self.layer_text(ollama.PARAMS)
+        if text is None:
+            return {}
+        try:
+            return ollama.parse_params(text.encode())
+        except MrError:
+            return {}
+
+    @property
+    def system(self) -> str | None:
+        """Ollama's `.system`: the default system prompt."""
+        return self.layer_text(ollama.SYSTEM)
+
+    def jinja_template(self) -> str | None:
+        """For an Ollama artifact: the Jinja template mr renders with when its GGUF has none."""
+        if (self.config.get("gguf") or {}).get("tokenizer.chat_template"):
+            return None
+        go = self.layer_text(ollama.TEMPLATE)
+        if go is None:
+            return None  # no template anywhere: the engine's default, as for any GGUF
+        jinja = translate(go)
+        if jinja is None:
+            raise ModelLoadError(
+                f"model {self.name} has no chat template: its GGUF has none, and its Ollama "
+                "template (layer application/vnd.ollama.image.template) is not a shape mr can "
+                "translate (ChatML, Llama 3, Gemma)"
+            )
+        return jinja
 
     # -- views --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -114,17 +163,29 @@ def bundle_files(model: LocalModel) -> dict[str, str]:
     template = model.manifest.first_of(artifact.CHAT_TEMPLATE)
     if template is not None:
         files["model/template.jinja"] = template.digest
-    mmproj = model.manifest.first_of(artifact.MMPROJ)
+    mmproj = model.manifest.projector
     if mmproj is not None:
         files["model/model.mmproj"] = mmproj.digest
     return files
 
 
-def _is_complete(bundle: Path, files: dict[str, str], store: Store) -> bool:
+def generated_files(model: LocalModel) -> dict[str, bytes]:
+    """Bundle files that are no blob: an Ollama Go template's Jinja equivalent."""
+    if not model.manifest.is_ollama:
+        return {}
+    try:
+        jinja = model.jinja_template()
+    except ModelLoadError:
+        return {}  # refused when the model is loaded (chat_template_path), not when listed
+    return {"model/template.jinja": jinja.encode()} if jinja else {}
+
+
+def _is_complete(bundle: Path, files: dict[str, str], made: dict[str, bytes],
+                 store: Store) -> bool:
     try:
         return (bundle / "config.json").is_file() and all(
             os.path.samefile(bundle / rel, store.blobs.path(d)) for rel, d in files.items()
-        )
+        ) and all((bundle / rel).read_bytes() == data for rel, data in made.items())
     except OSError:
         return False
 
@@ -141,18 +202,21 @@ def ensure_bundle(store: Store, model: LocalModel) -> Path:
     """Create `bundles/sha256/<id>/` if missing or incomplete; safe across processes."""
     bundle = store.layout.bundle_dir(model.id)
     files = bundle_files(model)
-    if _is_complete(bundle, files, store):
+    made = generated_files(model)
+    if _is_complete(bundle, files, made, store):
         return bundle
     lock_path = store.layout.locks_dir / f"bundle-{digests.hex_of(model.id)}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):
-        if _is_complete(bundle, files, store):
+        if _is_complete(bundle, files, made, store):
             return bundle
         tmp = bundle.parent / f".tmp-{digests.hex_of(model.id)[:12]}-{uuid.uuid4().hex[:8]}"
         (tmp / "model").mkdir(parents=True)
         try:
             for rel, d in files.items():
                 _link(store.blobs.path(d), tmp / rel)
+            for rel, data in made.items():
+                (tmp / rel).write_bytes(data)
             config = store.blobs.path(model.manifest.config.digest)
             if config.exists():
                 _link(config, tmp / "config.json")

@@ -2,17 +2,22 @@
 
 Per blob: a cross-process lock (each blob downloaded once), `<hex>.incomplete` resumed with a
 Range request (a registry that ignores Range restarts it from zero, never appends), retries with
-capped backoff on network errors, size then digest verified before the atomic rename. The
-manifest and the index entry are written only when every blob is present.
+capped backoff on network errors, size then digest verified before the atomic rename (and, for
+an Ollama artifact, what each layer's bytes must be). The manifest and the index entry are
+written only when every blob is present. A registry with mirrors (MR_REGISTRY_MIRRORS) is asked
+through them first, then itself.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from mr.store import artifact
+from mr.errors import ModelNotFoundError
+from mr.store import artifact, mirrors, ollama
 from mr.store import progress as progress_mod
 from mr.store import reference as refs
 from mr.store.blobs import PartialBlob
@@ -27,7 +32,13 @@ from mr.store.model import LocalModel
 from mr.store.progress import EventSink, Progress
 from mr.store.registry import NETWORK_ERRORS, RegistryClient
 from mr.store.store import Store
-from mr.store.transfer import TransferGuard, default_guard
+from mr.store.transfer import TransferAbortedError, TransferGuard, default_guard
+
+log = logging.getLogger("mr.store")
+
+Check = Callable[[artifact.Descriptor, Path], None]
+# What a mirror's failure can be that the source may not share: ask the source then.
+_FALLBACK = (RegistryError, ModelNotFoundError)
 
 # Small enough that a cut connection loses little (urllib3 drops a short read's bytes).
 NET_CHUNK = 128 * 1024
@@ -50,12 +61,14 @@ def _content_range_start(value: str | None) -> int | None:
 
 class BlobDownloader:
     def __init__(self, store: Store, client: RegistryClient, repository: str,
-                 report: Progress, sleep: Callable[[float], None] = time.sleep) -> None:
+                 report: Progress, sleep: Callable[[float], None] = time.sleep,
+                 check: Check | None = None) -> None:
         self.store = store
         self.client = client
         self.repository = repository
         self.report = report
         self.sleep = sleep
+        self.check = check
 
     def fetch(self, desc: artifact.Descriptor) -> int:
         """Make sure the blob is committed; returns the bytes downloaded."""
@@ -70,10 +83,12 @@ class BlobDownloader:
             resumed = partial.open() > 0
             self.report.start(desc.digest, desc.size, partial.offset)
             received = 0
+            check = self.check
+            validate = (lambda path: check(desc, path)) if check is not None else None
             try:
                 received += self._stream(partial)
                 try:
-                    partial.commit()
+                    partial.commit(validate)
                 except DigestMismatchError:
                     if not resumed:
                         raise
@@ -81,7 +96,7 @@ class BlobDownloader:
                     partial.open()
                     self.report.reset(desc.digest, 0)
                     received += self._stream(partial)
-                    partial.commit()
+                    partial.commit(validate)
             except BaseException:
                 partial.close()  # a partial that passed no check is kept only for a resume
                 raise
@@ -169,11 +184,35 @@ def pull(store: Store, reference: str, *, progress: bool = False,
     store.layout.ensure()
     own = default_guard() if client is None and guard is None else None
     try:
-        client = client or RegistryClient(ref.registry, guard=guard or own)
-        return _pull(store, ref, client, progress, on_progress)
+        if client is not None:
+            return _pull(store, ref, client, progress, on_progress)
+        return _pull_via_mirrors(store, ref, guard or own, progress, on_progress)
     finally:
         if own is not None:
             own.close()
+
+
+def _pull_via_mirrors(store: Store, ref: refs.Reference, guard: TransferGuard | None,
+                      progress: bool, on_progress: EventSink | None) -> PullResult:
+    """Each mirror of the registry in turn, then the registry itself; the name stays the
+    source's. A cancelled or too slow pull stops at once: that is the user's, not the mirror's."""
+    failures: list[str] = []
+    for mirror in mirrors.for_registry(ref.registry):
+        try:
+            return _pull(store, ref, RegistryClient(mirror, guard=guard), progress, on_progress)
+        except TransferAbortedError:
+            raise
+        except _FALLBACK as exc:
+            log.info("mirror %s cannot serve %s (%s); trying the next", mirror, ref.display, exc)
+            failures.append(f"mirror {mirror}: {exc}")
+    try:
+        return _pull(store, ref, RegistryClient(ref.registry, guard=guard), progress, on_progress)
+    except TransferAbortedError:
+        raise
+    except _FALLBACK as exc:
+        if not failures:
+            raise
+        raise type(exc)(f"{exc} (after {'; '.join(failures)})") from exc
 
 
 def _pull(store: Store, ref: refs.Reference, client: RegistryClient, progress: bool,
@@ -196,11 +235,16 @@ def _pull(store: Store, ref: refs.Reference, client: RegistryClient, progress: b
     with store.lease(d.digest for d in needed):
         missing = [d for d in needed if not store.blobs.has(d.digest, d.size)]
         _check_space(store, missing, ref.display)
-        fetcher = BlobDownloader(store, client, ref.repository, report, sleep=client._sleep)
+        check = ollama.blob_checker(manifest)
+        fetcher = BlobDownloader(store, client, ref.repository, report, sleep=client._sleep,
+                                 check=check)
         try:
             for desc in needed:
                 downloaded += fetcher.fetch(desc)
         finally:
             report.close()
+        if check is not None:  # the blobs that were there already are checked too
+            for desc in needed:
+                check(desc, store.blobs.path(desc.digest))
         store.commit(model_id, data, manifest, tag)
     return PullResult(store.resolve(model_id), downloaded=True, bytes_downloaded=downloaded)

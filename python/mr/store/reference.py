@@ -2,7 +2,9 @@
 
 `smollm2` -> `docker.io/ai/smollm2:latest`; a name without `/` and without a registry gets the
 `ai/` namespace; the repository is lower-cased, the tag keeps its case; `hf.co` means
-`huggingface.co`; `name@sha256:...` pins a digest. Display strips the defaults again.
+`huggingface.co`; `ollama.com/NAME` means Ollama's library, `registry.ollama.ai/library/NAME`;
+`name@sha256:...` pins a digest. Display strips the defaults again (and shows Ollama's library
+as `ollama.com/NAME`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from mr.store.errors import InvalidReferenceError
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_WIRE = "index.docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
-_REGISTRY_ALIASES = {"hf.co": "huggingface.co"}
+HUGGING_FACE = "huggingface.co"
+HUGGING_FACE_WIRE = "hf.co"  # the host of Hugging Face's registry endpoint (Ollama's too)
+OLLAMA = "registry.ollama.ai"
+OLLAMA_SHORT = "ollama.com"
+OLLAMA_LIBRARY = "library"
+_REGISTRY_ALIASES = {"hf.co": HUGGING_FACE, OLLAMA_SHORT: OLLAMA}
 DEFAULT_NAMESPACE = "ai"
 DEFAULT_TAG = "latest"
 
@@ -43,8 +50,18 @@ def default_registry() -> str:
     return _normalise_registry(config.default_registry())
 
 
+def hf_endpoint() -> str | None:
+    """HF_ENDPOINT's host (Hugging Face's own variable: a self-hosted hub), if set."""
+    from urllib.parse import urlsplit
+
+    value = os.environ.get("HF_ENDPOINT", "").strip()
+    return urlsplit(value).netloc.lower() or None if value else None
+
+
 def wire_host(registry: str) -> str:
     """The host to talk to for a stored registry name (Docker Hub: index.docker.io)."""
+    if registry == HUGGING_FACE:
+        return hf_endpoint() or HUGGING_FACE_WIRE
     if registry != DOCKER_HUB:
         return registry
     configured = config.default_registry().lower()
@@ -107,7 +124,9 @@ class Reference:
     @property
     def display(self) -> str:
         """Defaults stripped: `docker.io/ai/gemma3:latest` -> `gemma3`."""
-        if self.registry != default_registry():
+        if self.registry == OLLAMA and self.repository.startswith(f"{OLLAMA_LIBRARY}/"):
+            text = f"{OLLAMA_SHORT}/{self.repository[len(OLLAMA_LIBRARY) + 1:]}"
+        elif self.registry != default_registry():
             text = self.name
         elif self.repository.count("/") == 1 and self.repository.startswith("ai/"):
             text = self.repository[len(DEFAULT_NAMESPACE) + 1 :]
@@ -185,6 +204,8 @@ def parse(text: str) -> Reference:
             raise _fail(raw, "bad registry host")
         registry = _normalise_registry(registry)
         repository = rest.lower()
+        if registry == OLLAMA and "/" not in repository:
+            repository = f"{OLLAMA_LIBRARY}/{repository}"  # `ollama.com/smollm2`
     else:
         registry = default_registry()
         repository = name.lower()

@@ -36,6 +36,7 @@ from mr.store.errors import (
     RemoteModelNotFoundError,
 )
 from mr.store.reference import (
+    HUGGING_FACE,
     Reference,
     is_insecure,
     is_listed_insecure,
@@ -160,6 +161,17 @@ def _registry_message(resp: requests.Response) -> str:
     return f"HTTP {resp.status_code}" + (f": {text}" if text else "")
 
 
+def hf_token_header(registry: str, host: str, scheme: str) -> str | None:
+    """`Bearer $HF_TOKEN` for Hugging Face itself (hf.co, or HF_ENDPOINT's host): never for a
+    mirror of it (another host) nor any other registry, and never over plain HTTP off loopback."""
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if not token or registry != HUGGING_FACE or host != wire_host(HUGGING_FACE):
+        return None
+    if not may_carry_credentials(f"{scheme}://{host}/"):
+        return None
+    return f"Bearer {token}"
+
+
 class RegistryClient:
     """One registry host. Create one per pull or push; not shared between threads."""
 
@@ -176,7 +188,7 @@ class RegistryClient:
     ) -> None:
         self.registry = registry
         self.host = wire_host(registry)
-        self.insecure = is_insecure(registry) if insecure is None else insecure
+        self.insecure = is_insecure(self.host) if insecure is None else insecure
         self.scheme = "http" if self.insecure else "https"
         self.retry = retry or RetryPolicy()
         self.guard = guard
@@ -193,7 +205,7 @@ class RegistryClient:
         )
         if self._basic:
             self._oras.auth._basic_auth = self._basic
-        self._auth_header: str | None = None
+        self._auth_header: str | None = hf_token_header(registry, self.host, self.scheme)
 
     # -- URLs ---------------------------------------------------------------------------------
     def url(self, repository: str, kind: str, ref: str) -> str:

@@ -6,6 +6,7 @@ import contextlib
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +69,22 @@ class Store:
             cfg, created = artifact.parse_config(raw, manifest.config.mediaType)
         except (OSError, MrError):
             cfg, created = {}, None
-        return LocalModel(id=entry.id, tags=list(entry.tags), files=list(entry.files),
-                          manifest=manifest, config=cfg, created=created, _store=self)
+        model = LocalModel(id=entry.id, tags=list(entry.tags), files=list(entry.files),
+                           manifest=manifest, config=cfg, created=created, _store=self)
+        if manifest.is_ollama:
+            self._fill_ollama(model)
+        return model
+
+    def _fill_ollama(self, model: LocalModel) -> None:
+        """Ollama's config in DMR's shape (from the GGUF header); created: when it was pulled."""
+        from mr.store.ollama import model_config
+
+        weights = self.blobs.path(model.manifest.weights[0].digest)
+        model.config = model_config(model.config, weights if weights.exists() else None,
+                                    model.params)
+        with contextlib.suppress(OSError):
+            mtime = self.layout.manifest_path(model.id).stat().st_mtime
+            model.created = datetime.fromtimestamp(mtime, timezone.utc)
 
     def list(self) -> list[LocalModel]:
         return [m for e in self.layout.read_index().entries if (m := self._load(e)) is not None]

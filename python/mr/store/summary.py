@@ -31,9 +31,13 @@ def gguf_mode(config: dict[str, Any]) -> str:
 
 
 def chat_template(model: LocalModel) -> str:
-    """The package's template layer (it overrides the GGUF's), else the GGUF's own, else ""."""
-    from mr.store import artifact
+    """The package's template layer (it overrides the GGUF's), else the GGUF's own, else ""
+    (for an Ollama artifact: the GGUF's own, else its Go template as it is)."""
+    from mr.store import artifact, ollama
 
+    if model.manifest.is_ollama:
+        own = (model.config.get("gguf") or {}).get("tokenizer.chat_template")
+        return str(own or model.layer_text(ollama.TEMPLATE) or "")
     layer = model.manifest.first_of(artifact.CHAT_TEMPLATE)
     if layer is not None:
         with contextlib.suppress(OSError):
@@ -74,7 +78,7 @@ def summarize(model: LocalModel) -> dict[str, Any]:
         "context_length": context, "embedding_length": _int(kv.get(f"{arch}.embedding_length")),
         "mode": gguf_mode(config), "capabilities": capabilities(model, template),
         "license_name": kv.get("general.license", ""), "licenses": licenses(model),
-        "chat_template": template,
+        "chat_template": template, "params": model.params, "system": model.system or "",
     }
 
 
