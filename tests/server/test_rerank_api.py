@@ -3,6 +3,7 @@ refusal of a model that is not one."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +113,30 @@ def test_a_model_that_cannot_rerank_is_refused(http: httpx.Client) -> None:
     error = r.json()["error"]
     assert error["param"] == "model" and "cannot rerank" in error["message"]
     assert http.post("/score", json={"model": SMOL, "text_1": "q", "text_2": "d"}).status_code == 400
+
+
+async def _at_once(url: str, n: int, path: str, body: dict[str, object]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=180) as client:
+        return list(await asyncio.gather(*(client.post(path, json=body) for _ in range(n))))
+
+
+BUSY_DOCS = [f"sentence number {i} " * 20 for i in range(12)]
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/rerank", {"model": RR, "query": "q", "documents": BUSY_DOCS}),
+    ("/score", {"model": RR, "text_1": "q", "text_2": BUSY_DOCS}),
+])
+def test_rerank_and_score_are_refused_past_the_queue(rr: httpx.Client, path: str,
+                                                     body: dict[str, object]) -> None:
+    """The embedding contexts' bounded wait (mr.server.embedding.turn) holds for rerank and score
+    too: without it all 40 would queue (and be 200s), however long the wait."""
+    assert rr.post(path, json=body).status_code == 200  # loaded, contexts made
+    responses = asyncio.run(_at_once(str(rr.base_url), 40, path, body))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {200, 503}, statuses
+    assert statuses.count(200) >= 9  # the one running and the 8 that may wait
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "1"
+    assert "too many embedding requests are waiting" in refused.json()["error"]["message"]
+    assert rr.post(path, json=body).status_code == 200
