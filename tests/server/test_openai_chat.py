@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import httpx
 import openai
@@ -93,7 +94,9 @@ def test_logprobs_and_top_logprobs(oai) -> None:
     assert "".join(i.token for i in content) == r.choices[0].message.content
 
 
-def test_stop_sequence_and_penalties_are_applied(oai) -> None:
+def test_stop_sequence_and_logit_bias_are_applied(det_oai, det_url: str) -> None:
+    # The deterministic server: greedy answers to one prompt are comparable across requests.
+    oai = det_oai
     base = dict(model=SMOL, messages=[{"role": "user", "content": "Count: 1, 2, 3, 4, 5, 6"}],
                 max_tokens=30, temperature=0)
     free = oai.chat.completions.create(**base).choices[0].message.content
@@ -102,10 +105,29 @@ def test_stop_sequence_and_penalties_are_applied(oai) -> None:
     stopped = oai.chat.completions.create(stop=[stop], **base)
     assert stop not in stopped.choices[0].message.content
     assert stopped.choices[0].finish_reason == "stop"
-    biased = oai.chat.completions.create(logit_bias={"28": -100}, frequency_penalty=1.0,
-                                         presence_penalty=0.5, extra_body={"top_k": 20, "min_p": 0.1,
-                                                                           "repeat_penalty": 1.1}, **base)
-    assert biased.choices[0].message.content is not None
+    # logit_bias -100 bans a token: ban the free answer's second token. The greedy answer keeps
+    # the first token, then goes another way, and never chooses the banned one.
+    tokens = [t.token for t in oai.chat.completions.create(logprobs=True, **base).choices[0].logprobs.content]
+    assert "".join(tokens) == free and len(tokens) >= 2
+    [second] = httpx.post(det_url + "/tokenize", json={"model": SMOL, "content": tokens[1]}).json()["tokens"]
+    banned = oai.chat.completions.create(logit_bias={str(second): -100}, logprobs=True, **base).choices[0]
+    chosen = [t.token for t in banned.logprobs.content]
+    assert chosen[0] == tokens[0] and tokens[1] not in chosen
+
+
+@pytest.mark.parametrize("penalty", [{"frequency_penalty": 2.0}, {"presence_penalty": 2.0},
+                                     {"extra_body": {"repeat_penalty": 1.5}},
+                                     {"frequency_penalty": 2.0, "presence_penalty": 0.5,
+                                      "extra_body": {"top_k": 20, "min_p": 0.1, "repeat_penalty": 1.1}}])
+def test_penalties_change_a_repetitive_answer(det_oai, penalty: dict[str, Any]) -> None:
+    """Each penalty is applied: the greedy answer "The cat is a cat." repeats " cat"; penalized, it
+    does not (a penalty dropped on the way to the sampler leaves it as it is)."""
+    base = dict(model=SMOL, messages=[{"role": "user", "content": "Repeat the word cat ten times."}],
+                max_tokens=30, temperature=0)
+    free = det_oai.chat.completions.create(**base).choices[0].message.content
+    assert free.count(" cat") >= 2, free
+    penalized = det_oai.chat.completions.create(**penalty, **base).choices[0].message.content
+    assert penalized and penalized.count(" cat") < free.count(" cat"), penalized
 
 
 def test_max_completion_tokens_wins(oai) -> None:
