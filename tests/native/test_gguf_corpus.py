@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 U64 = 1 << 62
 GGUF_STRING, GGUF_UINT32, GGUF_ARRAY = 8, 4, 9
 F32 = 0
@@ -70,23 +72,67 @@ print(json.dumps(results))
 """
 
 
-def test_each_broken_gguf_is_a_clean_error(tmp_path: Path, tiny_gguf: Path) -> None:
-    paths = {}
-    for name, data in CASES.items():
-        paths[name] = str(tmp_path / f"{name}.gguf")
-        Path(paths[name]).write_bytes(data)
-    real = tiny_gguf.read_bytes()
-    flipped = bytearray(real)
-    flipped[len(real) // 3 : len(real) // 3 + 64] = b"\xff" * 64  # garbage inside the tokenizer data
-    paths["garbled_vocab"] = str(tmp_path / "garbled_vocab.gguf")
-    Path(paths["garbled_vocab"]).write_bytes(bytes(flipped))
+def _tokens(data: bytes, n: int) -> list[tuple[int, int]]:
+    """(offset of the length field, length) of the first `n` strings of the vocab array."""
+    key = b"tokenizer.ggml.tokens"
+    at = data.index(key) + len(key)
+    assert struct.unpack_from("<II", data, at) == (GGUF_ARRAY, GGUF_STRING)
+    pos, out = at + 16, []
+    for _ in range(n):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        out.append((pos, length))
+        pos += 8 + length
+    return out
+
+
+def _vocab_cases(real: bytes) -> dict[str, bytes]:
+    """Broken vocabularies cut from a real file (SmolLM2's tokenizer), and garbled weights."""
+    pos, length = _tokens(real, 301)[300]
+    past_end, shifted = bytearray(real), bytearray(real)
+    struct.pack_into("<Q", past_end, pos, 1 << 40)  # one token's text runs past the end of the file
+    struct.pack_into("<Q", shifted, pos, length + 3)  # every later field is read 3 bytes off
+    weights = bytearray(real)
+    weights[len(real) * 2 // 3: len(real) * 2 // 3 + 64] = b"\xff" * 64  # NaNs in the tensor data
+    return {"vocab_string_past_end": bytes(past_end), "vocab_shifted": bytes(shifted),
+            "garbled_weights": bytes(weights)}
+
+
+def _load_all(paths: dict[str, str]) -> dict[str, str]:
     # an address-space cap: an absurd size must be refused, not allocated
     code = "import resource; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))\n" + CHILD
     result = subprocess.run([sys.executable, "-c", code, json.dumps(paths)], capture_output=True,
                             text=True, timeout=120)
     last = result.stdout.splitlines()[-1:]
     assert result.returncode == 0, f"crashed after: {last}\n{result.stderr[-2000:]}"
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    broken = {k: v for k, v in outcome.items() if k != "garbled_vocab"}
-    assert broken == dict.fromkeys(broken, "ModelLoadError")
-    assert outcome["garbled_vocab"] in ("ModelLoadError", "loaded")  # either way: no abort
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_each_broken_gguf_is_a_clean_error(tmp_path: Path, tiny_gguf: Path) -> None:
+    paths = {}
+    for name, data in {**CASES, **_vocab_cases(tiny_gguf.read_bytes())}.items():
+        paths[name] = str(tmp_path / f"{name}.gguf")
+        Path(paths[name]).write_bytes(data)
+    outcome = _load_all(paths)
+    # Weights are not validated: NaNs load (and only make a useless model). Everything else is refused.
+    assert outcome.pop("garbled_weights") == "loaded"
+    assert outcome == dict.fromkeys(outcome, "ModelLoadError")
+
+
+@pytest.mark.xfail(strict=True, reason="llama.cpp aborts the process: GGML_ASSERT(id_to_token.size() == "
+                   "token_to_id.size()) in llama-vocab.cpp (a vocab with one text twice); needs a check "
+                   "before llama_model_load (mr's loader or a vendor patch)")
+def test_a_vocab_with_a_token_twice_is_a_clean_error(tmp_path: Path, tiny_gguf: Path) -> None:
+    """A hostile GGUF from a registry must not kill `mr serve` at its first request (RELIABILITY 10,
+    13): two vocab entries with the same text are a ModelLoadError, not an abort."""
+    real = bytearray(tiny_gguf.read_bytes())
+    tokens = _tokens(bytes(real), 400)
+    first_of: dict[int, int] = {}
+    for pos, length in tokens[256:]:  # past the byte tokens: two distinct texts of one length
+        if length in first_of:
+            src = first_of[length]
+            real[pos + 8: pos + 8 + length] = real[src + 8: src + 8 + length]
+            break
+        first_of[length] = pos
+    path = tmp_path / "vocab_token_twice.gguf"
+    path.write_bytes(bytes(real))
+    assert _load_all({"twice": str(path)}) == {"twice": "ModelLoadError"}
