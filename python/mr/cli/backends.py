@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 from mr import config
@@ -76,6 +77,7 @@ class LocalBackend:
         self._deterministic = deterministic
         self._llm: Any = None
         self._ctx: int | None = None
+        self._defaults: Any = None
 
     def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply:
         from mr.engine import SamplingOptions
@@ -85,7 +87,13 @@ class LocalBackend:
         params = {k: v for k, v in options.extra.items() if k in SamplingOptions.__struct_fields__}
         temperature = defaults.temperature if options.temperature is None else options.temperature
         sampling = SamplingOptions(**{"temperature": temperature, "seed": options.seed, **params})
-        stream = llm.chat(messages, sampling, max_tokens=options.max_tokens, ignore_eos=options.ignore_eos)
+        max_tokens, stop = options.max_tokens, []
+        own = self._defaults  # the model's own (Ollama's params, system), where the user said nothing
+        if own is not None:
+            asked = SimpleNamespace(**params, temperature=options.temperature, seed=options.seed)
+            sampling, messages = own.apply_sampling(sampling, asked), own.apply_messages(messages)
+            max_tokens, stop = own.apply_max_tokens(max_tokens), own.apply_stop(stop)
+        stream = llm.chat(messages, sampling, max_tokens=max_tokens, stop=stop, ignore_eos=options.ignore_eos)
         reply = Reply(pieces=iter(()), close=stream.close)
 
         def pieces() -> Iterator[tuple[str, str]]:
@@ -101,12 +109,13 @@ class LocalBackend:
 
     def _load(self, ctx_size: int | None) -> Any:
         if self._llm is None or ctx_size != self._ctx:
-            from mr.cli.run import resolve_model
+            from mr.cli.run import model_defaults, resolve_model
             from mr.engine import LLM, EngineOptions
 
             if self._llm is not None:
                 self._llm.close()
             path, template = resolve_model(self._model)
+            self._defaults = model_defaults(self._model)
             options = EngineOptions(n_ctx=ctx_size, n_slots=1, rpc=self._rpc,
                                     deterministic=self._deterministic)
             self._llm = LLM(path, options, chat_template=template)

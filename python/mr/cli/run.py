@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,6 +29,21 @@ def resolve_model(model: str) -> tuple[Path, str | None]:
         local = store.pull(model, progress=sys.stderr.isatty()).model
     template = local.chat_template_path
     return local.gguf_path, template.read_text(encoding="utf-8") if template else None
+
+
+def model_defaults(model: str) -> Any:
+    """The store model's own request defaults (an Ollama artifact's params and system prompt),
+    None for a .gguf path or a model without any."""
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf" or path.exists():
+        return None
+    from mr.errors import ModelNotFoundError
+    from mr.store import Store
+
+    try:
+        return Store().resolve(model).defaults
+    except ModelNotFoundError:
+        return None
 
 
 def open_backend(model: str, local: bool, rpc: tuple[str, ...] = (), deterministic: bool = False) -> Backend:

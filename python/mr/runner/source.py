@@ -13,6 +13,7 @@ from mr.errors import ModelNotFoundError, MrError
 
 if TYPE_CHECKING:
     from mr.store import LocalModel, Store
+    from mr.store.defaults import ModelDefaults
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ResolvedModel:
     tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     files: tuple[str, ...] = ()  # the store blobs it is made of
+    defaults: ModelDefaults | None = None  # an Ollama artifact's params and system prompt
 
 
 class ModelSource(Protocol):
@@ -96,7 +98,7 @@ def from_local_model(model: LocalModel, requested: str) -> ResolvedModel:
         id=model.id, name=model.name, gguf_paths=list(model.gguf_paths), keys=tuple(keys),
         chat_template_path=model.chat_template_path, context_size=model.context_size,
         created=model.created_ts, size=model.size, tags=list(model.tags), config=dict(model.config),
-        files=tuple(model.files),
+        files=tuple(model.files), defaults=model.defaults,
     )
 
 

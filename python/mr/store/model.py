@@ -17,6 +17,7 @@ from filelock import FileLock
 from mr.errors import ModelLoadError, MrError
 from mr.store import artifact, ollama
 from mr.store import digest as digests
+from mr.store.defaults import ModelDefaults
 from mr.store.ollama_template import translate
 from mr.store.reference import display, familiar
 
@@ -122,6 +123,13 @@ class LocalModel:
     def system(self) -> str | None:
         """Ollama's `.system`: the default system prompt."""
         return self.layer_text(ollama.SYSTEM)
+
+    @property
+    def defaults(self) -> ModelDefaults | None:
+        """What requests that say nothing get (Ollama's params and system); None for DMR's."""
+        if not self.manifest.is_ollama:
+            return None
+        return ModelDefaults.of(self.params, self.system)
 
     def jinja_template(self) -> str | None:
         """For an Ollama artifact: the Jinja template mr renders with when its GGUF has none."""
