@@ -119,8 +119,9 @@ int32_t first_argmax(const FloatArray& values) {
 
 // (id, token, text, frame, finish, logprob, end): `frame` is None unless the request has a
 // FrameFormat; `logprob` is (logprob, top, piece) when asked for; `end` is set on a finish:
-// (n_prompt, n_generated, n_cached, error, queue_ms, prefill_ms, decode_ms, stop_index, wire), `wire`
-// being (send times, logged payload, payload bytes) for a request with a wire, else None.
+// (n_prompt, n_generated, n_cached, error, queue_ms, prefill_ms, decode_ms, stop_index, wire, spec), `wire`
+// being (send times, logged payload, payload bytes) for a request with a wire, else None, and `spec`
+// (drafted, accepted, prediction accepted, prediction rejected) the request's speculation counts.
 py::list to_py(std::vector<mr::Event>&& events) {
     py::list out(events.size());
     for (size_t i = 0; i < events.size(); ++i) {
@@ -135,8 +136,10 @@ py::list to_py(std::vector<mr::Event>&& events) {
         if (ev.finish != mr::Finish::None) {
             py::object wire = py::none();
             if (ev.has_wire) wire = py::make_tuple(py::cast(ev.wire_times), py::bytes(ev.wire_log), ev.wire_bytes);
+            const mr::SpecCounts& c = ev.spec;
             end = py::make_tuple(ev.n_prompt, ev.n_generated, ev.n_cached, ev.error, ev.queue_ms, ev.prefill_ms,
-                                 ev.decode_ms, ev.stop_index, wire);
+                                 ev.decode_ms, ev.stop_index, wire,
+                                 py::make_tuple(c.drafted, c.accepted, c.prediction_accepted, c.prediction_rejected));
         }
         out[i] = py::make_tuple(ev.id, ev.token, py::str(ev.text), frame, static_cast<int>(ev.finish), logprob, end);
     }
@@ -335,7 +338,8 @@ PYBIND11_MODULE(_native, m) {
     py::class_<mr::Engine, Owned<mr::Engine>>(m, "Engine")
         .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_slots, int n_batch, int n_ubatch,
                          int n_threads, int max_queue, int prefill_chunk, int flash_attn, float idle_cache,
-                         bool per_slot_kv, bool deterministic) {
+                         bool per_slot_kv, bool deterministic, int spec, int spec_max) {
+                 if (spec < 0 || spec > 2) throw mr::InvalidArgument("spec must be 0 (off), 1 (auto) or 2 (ngram)");
                  mr::EngineParams p;
                  p.n_ctx = n_ctx;
                  p.n_slots = n_slots;
@@ -349,18 +353,21 @@ PYBIND11_MODULE(_native, m) {
                  p.idle_cache = idle_cache;
                  p.per_slot_kv = per_slot_kv;
                  p.deterministic = deterministic;
+                 p.spec = static_cast<mr::EngineParams::Spec>(spec);
+                 p.spec_max = spec_max;
                  return Owned<mr::Engine>(new mr::Engine(std::move(model), p));
              }),
              "model"_a, "n_ctx"_a = 4096, "n_slots"_a = 4, "n_batch"_a = 512, "n_ubatch"_a = 512,
              "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, "flash_attn"_a = -1, "idle_cache"_a = 0.0f,
-             "per_slot_kv"_a = false, "deterministic"_a = false, release_gil())
+             "per_slot_kv"_a = false, "deterministic"_a = false, "spec"_a = 1, "spec_max"_a = 8, release_gil())
         .def("submit",
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,
                 const mr::SamplingParams& sampling, int max_tokens, bool ignore_eos,
                 const std::vector<int32_t>& stop_tokens, int n_logprobs, std::vector<std::string> stop_strings,
                 const py::bytes& frame_head, const py::bytes& frame_tail, bool frame_chunked, int wire_fd,
-                size_t wire_log) {
+                size_t wire_log, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prediction) {
                  mr::Request r;
+                 r.prediction = to_tokens(prediction);
                  r.n_logprobs = n_logprobs;
                  r.stop_strings = std::move(stop_strings);
                  r.frame = mr::FrameFormat{std::string(frame_head), std::string(frame_tail), frame_chunked};
@@ -377,7 +384,8 @@ PYBIND11_MODULE(_native, m) {
              "prompt"_a, "sampling"_a, "max_tokens"_a = -1, "ignore_eos"_a = false,
              "stop_tokens"_a = std::vector<int32_t>{}, "n_logprobs"_a = -1,
              "stop_strings"_a = std::vector<std::string>{}, "frame_head"_a = py::bytes(), "frame_tail"_a = py::bytes(),
-             "frame_chunked"_a = false, "wire_fd"_a = -1, "wire_log"_a = 0)
+             "frame_chunked"_a = false, "wire_fd"_a = -1, "wire_log"_a = 0,
+             "prediction"_a = py::array_t<int32_t>(0))
         .def("cancel", &mr::Engine::cancel, "id"_a, release_gil())
         .def("decide_wire", &mr::Engine::decide_wire, "id"_a, "open"_a, release_gil())
         .def_property_readonly_static("REST_OF_FRAME", [](const py::object&) { return mr::Engine::kRestOfFrame; })
@@ -407,7 +415,8 @@ PYBIND11_MODULE(_native, m) {
                                  "steps"_a = s.steps, "tokens_prompt"_a = s.tokens_prompt,
                                  "tokens_generated"_a = s.tokens_generated,
                                  "requests_finished"_a = s.requests_finished, "prefix_hits"_a = s.prefix_hits,
-                                 "tokens_reused"_a = s.tokens_reused, "us_batch"_a = s.us_batch,
+                                 "tokens_reused"_a = s.tokens_reused, "spec_drafted"_a = s.spec_drafted,
+                                 "spec_accepted"_a = s.spec_accepted, "us_batch"_a = s.us_batch,
                                  "us_decode"_a = s.us_decode, "us_sample"_a = s.us_sample,
                                  "us_publish"_a = s.us_publish, "us_other"_a = s.us_other);
              })

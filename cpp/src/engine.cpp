@@ -18,6 +18,7 @@ constexpr size_t kFewColumns = 64;  // below it a CPU step's kernels treat each 
 // "Flash attention": 1.13x at 0 tokens of depth, 0.84x at 512, 0.59x at 2,048 on an AMD EPYC
 // Zen 3); a context this short stays where it wins or loses little.
 constexpr int kFlashAttnMaxCtx = 1024;
+constexpr int kMaxDraft = 64;
 
 void validate(const EngineParams& p) {
     if (p.n_ctx <= 0) throw InvalidArgument("n_ctx must be > 0, got " + std::to_string(p.n_ctx));
@@ -30,6 +31,9 @@ void validate(const EngineParams& p) {
     if (p.max_queue < 0) throw InvalidArgument("max_queue must be >= 0");
     if (p.prefill_chunk < 0) throw InvalidArgument("prefill_chunk must be >= 0");
     if (!(p.idle_cache >= 0.0f && p.idle_cache <= 1.0f)) throw InvalidArgument("idle_cache must be in [0, 1]");
+    if (p.spec_max < 0 || p.spec_max > kMaxDraft) {
+        throw InvalidArgument("spec_max must be in [0, " + std::to_string(kMaxDraft) + "]");
+    }
     if (p.deterministic && p.flash_attn == 0) {
         throw InvalidArgument("the deterministic mode needs flash attention (flash_attn off was asked for)");
     }
@@ -86,6 +90,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
       ctx_(make_context(*model_, context_params(params_), &flash_attn_)),
       n_ctx_seq_(static_cast<int>(llama_n_ctx_seq(ctx_.get()))),
       batch_(params_.n_batch + params_.n_slots, 1),
+      step_cost_(params_.n_batch + params_.n_slots),
       slots_(params_.n_slots),
       slot_ids_(new std::atomic<uint64_t>[params_.n_slots]) {
     for (int i = 0; i < params_.n_slots; ++i) slot_ids_[i].store(0);
@@ -102,6 +107,9 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
     // deterministic() says so (the Python side warns at load).
     deterministic_ = params_.deterministic && model_->plain_cpu_weights() &&
                      llama_set_reference_kernels(ctx_.get(), true);
+    // A rejected draft's cells are dropped from the end of its sequence: recurrent state cannot be.
+    can_speculate_ = params_.spec_max > 0 && !llama_model_is_recurrent(model_->get()) &&
+                     !llama_model_is_hybrid(model_->get());
     thread_ = std::thread([this] { run(); });
 }
 
@@ -198,6 +206,8 @@ EngineStats Engine::stats() const {
     s.requests_finished = finished_.load();
     s.prefix_hits = prefix_hits_.load();
     s.tokens_reused = tokens_reused_.load();
+    s.spec_drafted = spec_drafted_.load();
+    s.spec_accepted = spec_accepted_.load();
     s.us_batch = us_batch_.load();
     s.us_decode = us_decode_.load();
     s.us_sample = us_sample_.load();
@@ -319,6 +329,13 @@ void Engine::start(Pending p) {
     slot.admitted_at = Clock::now();
     slot.first_token = {};
     slot.wire = std::move(p.wire);
+    Speculation& spec = slot.spec;
+    spec = Speculation{};
+    spec.on = can_speculate_ && (params_.spec != EngineParams::Spec::Off || !slot.request.prediction.empty());
+    if (spec.on) {
+        spec.history.append(slot.request.prompt);
+        if (!slot.request.prediction.empty()) spec.prediction = Prediction(slot.request.prediction);
+    }
     busy_++;
     trim_idle_caches();
     if (reused > 0) {
@@ -500,21 +517,32 @@ void Engine::drain_all() {
 
 int Engine::build_batch() {
     batch_.clear();
+    std::vector<size_t> generating, prefill;
     for (size_t seq = 0; seq < slots_.size(); ++seq) {
         Slot& slot = slots_[seq];
         slot.logits_idx = -1;
         slot.n_in_batch = 0;
-        if (slot.active && slot.pending >= 0) {
-            slot.logits_idx = batch_.add(slot.pending, slot.n_past, static_cast<llama_seq_id>(seq), true);
-            slot.n_in_batch = 1;
+        slot.spec.draft.clear();
+        slot.spec.draft_idx.clear();
+        if (!slot.active) continue;
+        if (slot.pending >= 0) {
+            generating.push_back(seq);
+        } else if (slot.n_prompt_done < slot.request.prompt.size()) {
+            prefill.push_back(seq);
         }
     }
-    // Prompt chunks fill what is left, oldest request first, so running streams never stall.
-    std::vector<size_t> prefill;
-    for (size_t seq = 0; seq < slots_.size(); ++seq) {
-        const Slot& slot = slots_[seq];
-        if (slot.active && slot.pending < 0 && slot.n_prompt_done < slot.request.prompt.size()) prefill.push_back(seq);
+    // A step that computes prompts is busy enough: drafts wait for one that only decodes.
+    if (prefill.empty()) plan_drafts(generating);
+    for (size_t seq : generating) {  // each slot's next token, then its draft
+        Slot& slot = slots_[seq];
+        const auto id = static_cast<llama_seq_id>(seq);
+        slot.logits_idx = batch_.add(slot.pending, slot.n_past, id, true);
+        for (size_t j = 0; j < slot.spec.draft.size(); ++j) {
+            slot.spec.draft_idx.push_back(batch_.add(slot.spec.draft[j], slot.n_past + 1 + static_cast<int>(j), id, true));
+        }
+        slot.n_in_batch = 1 + static_cast<int>(slot.spec.draft.size());
     }
+    // Prompt chunks fill what is left, oldest request first, so running streams never stall.
     std::sort(prefill.begin(), prefill.end(),
               [this](size_t a, size_t b) { return slots_[a].admitted < slots_[b].admitted; });
     int budget = params_.n_batch - batch_.size();
@@ -566,18 +594,19 @@ void Engine::step() {
     steps_++;
     for (Slot& slot : slots_) {
         if (!slot.active || slot.n_in_batch == 0) continue;
-        if (slot.pending >= 0) {
+        slot.last_used = steps_.load();
+        if (slot.pending >= 0) {  // its draft's cells are settled once it is sampled (settle_draft)
             slot.cache.push_back(slot.pending);
             slot.pending = -1;
+            slot.n_past += 1;
         } else {
             const auto& prompt = slot.request.prompt;
             slot.cache.insert(slot.cache.end(), prompt.begin() + slot.n_prompt_done,
                               prompt.begin() + slot.n_prompt_done + slot.n_in_batch);
             slot.n_prompt_done += slot.n_in_batch;
             tokens_prompt_ += slot.n_in_batch;
+            slot.n_past += slot.n_in_batch;
         }
-        slot.n_past += slot.n_in_batch;
-        slot.last_used = steps_.load();
     }
     lap.to(us_other_);
     sample_outputs();
@@ -588,12 +617,17 @@ bool Engine::decode_batch() {
     Lap lap;
     while (build_batch() > 0) {
         lap.to(us_batch_);
+        const auto decode_start = Clock::now();
         const int ret = llama_decode(ctx_.get(), batch_.get());
         // A lost RPC worker shows once the step's results are read: fail the step here, before a
         // token is sampled from logits that never arrived ("" without workers).
         const std::string lost = model_->check_workers(ctx_.get());
         lap.to(us_decode_);
-        if (ret == 0 && lost.empty()) return true;
+        if (ret == 0 && lost.empty()) {
+            step_cost_.record(batch_.size(),
+                              std::chrono::duration<double, std::micro>(Clock::now() - decode_start).count());
+            return true;
+        }
         if (ret == 1 && lost.empty()) {  // no room in the KV cache; nothing was written, so make room and retry
             if (!drop_idle_cache()) evict_newest("the KV cache is full");
             continue;
@@ -615,22 +649,114 @@ void Engine::evict_newest(const std::string& why) {
     if (newest != nullptr) finish(*newest, Finish::Length, why, /*keep_cache=*/false);
 }
 
+// Each slot's next token from its sampler; for a slot with a draft, the sampler then goes on
+// through the draft's positions for as long as it picks the drafted token (mr/drafter.hpp says
+// why this keeps the model's distribution). The kept draft tokens' cells stay, the rest go,
+// before any token is emitted, so a request that ends here leaves a cache that matches its cells.
 void Engine::sample_outputs() {
     for (Slot& slot : slots_) {
         if (!slot.active || slot.logits_idx < 0) continue;
-        const int idx = slot.logits_idx;
-        const llama_token token = slot.sampler->sample(ctx_.get(), idx);
+        std::vector<std::pair<llama_token, int>> sampled;  // token, batch output
+        int idx = slot.logits_idx;
         slot.logits_idx = -1;
-        if (slot.n_generated++ == 0) slot.first_token = Clock::now();
-        tokens_generated_++;
-        const auto& stops = slot.request.stop_tokens;
-        if ((!slot.request.ignore_eos && model_->is_eog(token)) ||
-            std::find(stops.begin(), stops.end(), token) != stops.end()) {
-            finish(slot, Finish::Stop);
-            continue;
+        sampled.emplace_back(slot.sampler->sample(ctx_.get(), idx), idx);
+        const auto& draft = slot.spec.draft;
+        size_t accepted = 0;
+        while (accepted < draft.size() && sampled.back().first == draft[accepted] && !ends(slot, draft[accepted])) {
+            idx = slot.spec.draft_idx[accepted++];
+            sampled.emplace_back(slot.sampler->sample(ctx_.get(), idx), idx);
         }
-        emit_token(slot, token, idx);
+        if (!draft.empty()) settle_draft(slot, accepted);
+        for (const auto& [token, out] : sampled) {
+            if (!emit_sampled(slot, token, out)) break;
+        }
     }
+}
+
+bool Engine::ends(const Slot& slot, llama_token token) const {
+    const auto& stops = slot.request.stop_tokens;
+    return (!slot.request.ignore_eos && model_->is_eog(token)) ||
+           std::find(stops.begin(), stops.end(), token) != stops.end();
+}
+
+// One sampled token to the request: a stop token ends it, any other is emitted. False when the
+// request has ended.
+bool Engine::emit_sampled(Slot& slot, llama_token token, int logits_idx) {
+    if (slot.n_generated++ == 0) slot.first_token = Clock::now();
+    tokens_generated_++;
+    if (ends(slot, token)) {
+        finish(slot, Finish::Stop);
+        return false;
+    }
+    if (slot.spec.on) {
+        slot.spec.history.append(token);
+        slot.spec.prediction.advance(token);
+    }
+    emit_token(slot, token, logits_idx);
+    return slot.active;
+}
+
+// The draft's first `accepted` tokens are the sequence's now; the cells of the rest are dropped.
+void Engine::settle_draft(Slot& slot, size_t accepted) {
+    Speculation& spec = slot.spec;
+    const size_t seq = static_cast<size_t>(&slot - slots_.data());
+    slot.cache.insert(slot.cache.end(), spec.draft.begin(), spec.draft.begin() + static_cast<long>(accepted));
+    slot.n_past += static_cast<int>(accepted);
+    if (accepted < spec.draft.size()) {
+        llama_memory_seq_rm(llama_get_memory(ctx_.get()), static_cast<llama_seq_id>(seq), slot.n_past, -1);
+    }
+    const int drafted = static_cast<int>(spec.draft.size());
+    const int kept = static_cast<int>(accepted);
+    spec.acceptance.record(drafted, kept);
+    spec.counts.drafted += drafted;
+    spec.counts.accepted += kept;
+    if (spec.from_prediction) {
+        spec.counts.prediction_accepted += kept;
+        spec.counts.prediction_rejected += drafted - kept;
+    }
+    spec_drafted_ += drafted;
+    spec_accepted_ += kept;
+}
+
+// Drafts for this step's generating slots: each as long as it pays (EngineParams::spec), within
+// the batch, the slot's context and its max_tokens.
+void Engine::plan_drafts(const std::vector<size_t>& generating) {
+    int n_tokens = static_cast<int>(generating.size());
+    double n_out = n_tokens;  // tokens the step is expected to produce
+    int room = params_.n_batch - n_tokens;
+    for (size_t seq : generating) {
+        Slot& slot = slots_[seq];
+        if (!slot.spec.on) continue;
+        const int left = slot.request.max_tokens > 0 ? slot.request.max_tokens - slot.n_generated : kMaxDraft + 1;
+        // Two cells spare: the last kept token must still have a cell to be decoded into.
+        const int k_max = std::min({params_.spec_max, room, n_ctx_seq_ - slot.n_past - 2, left - 1});
+        if (k_max <= 0) continue;
+        std::vector<llama_token> draft = propose(slot, k_max);
+        if (draft.empty()) continue;
+        const bool forced = params_.spec == EngineParams::Spec::Ngram;
+        const int k = forced ? static_cast<int>(draft.size())
+                             : best_draft_length(step_cost_, slot.spec.acceptance, n_tokens, n_out,
+                                                 static_cast<int>(draft.size()));
+        if (k == 0) continue;
+        draft.resize(static_cast<size_t>(k));
+        slot.spec.draft = std::move(draft);
+        n_tokens += k;
+        n_out += slot.spec.acceptance.expected_extra(k);
+        room -= k;
+    }
+}
+
+// The request's prediction first (the client asked for it), then the slot's own tokens.
+std::vector<llama_token> Engine::propose(Slot& slot, int k_max) {
+    Speculation& spec = slot.spec;
+    if (!spec.prediction.empty()) {
+        std::vector<llama_token> draft = spec.prediction.draft(spec.history.tokens(), k_max);
+        spec.from_prediction = !draft.empty();
+        if (!draft.empty()) return draft;
+    }
+    spec.from_prediction = false;
+    if (params_.spec == EngineParams::Spec::Off) return {};
+    return spec.history.continuation(k_max);
 }
 
 void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
@@ -657,7 +783,7 @@ void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
     if (ev.finish == Finish::Length) text += slot.text.flush(/*cut=*/true);
     add_text(ev, slot, std::move(text));
     const bool finished = ev.finish != Finish::None;
-    if (finished) add_timings(ev, slot);
+    if (finished) add_finish_info(ev, slot);
     emit(slot, std::move(ev));
     if (finished) {
         release(slot, true);
@@ -731,12 +857,13 @@ void Engine::finish(Slot& slot, Finish reason, std::string error, bool keep_cach
     // an answer cut short or cancelled does not: the consumer is told it is incomplete.
     if (reason == Finish::Stop && error.empty()) add_text(ev, slot, slot.text.flush());
     ev.error = std::move(error);
-    add_timings(ev, slot);
+    add_finish_info(ev, slot);
     emit(slot, std::move(ev));
     release(slot, keep_cache);
 }
 
-void Engine::add_timings(Event& ev, const Slot& slot) {
+void Engine::add_finish_info(Event& ev, const Slot& slot) {
+    ev.spec = slot.spec.counts;
     using ms = std::chrono::duration<float, std::milli>;
     const auto now = Clock::now();
     const auto first = slot.first_token == Clock::time_point{} ? now : slot.first_token;

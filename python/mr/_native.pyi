@@ -132,7 +132,8 @@ class SamplingParams:
 Top = list[tuple[int, float]] | None
 Logprob = tuple[float, Top, bytes]
 WireEnd = tuple[list[float], bytes, int]
-End = tuple[int, int, int, str, float, float, float, int, WireEnd | None]
+SpecEnd = tuple[int, int, int, int]  # drafted, accepted, prediction accepted, prediction rejected
+End = tuple[int, int, int, str, float, float, float, int, WireEnd | None, SpecEnd]
 RawEvent = tuple[int, int, str, bytes | None, int, Logprob | None, End | None]
 
 class TextAssembler:
@@ -165,6 +166,8 @@ class Engine:
         idle_cache: float = 0.0,
         per_slot_kv: bool = False,
         deterministic: bool = False,
+        spec: int = 1,  # 0 off, 1 auto, 2 ngram
+        spec_max: int = 8,
     ) -> None: ...
     def submit(
         self,
@@ -180,6 +183,7 @@ class Engine:
         frame_chunked: bool = False,
         wire_fd: int = -1,
         wire_log: int = 0,
+        prediction: npt.ArrayLike = ...,
     ) -> int: ...
     def cancel(self, id: int) -> None: ...
     def decide_wire(self, id: int, open: bool) -> None: ...

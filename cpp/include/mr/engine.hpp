@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "mr/context.hpp"
+#include "mr/drafter.hpp"
 #include "mr/notifier.hpp"
 #include "mr/sampler.hpp"
 #include "mr/text.hpp"
@@ -58,6 +59,14 @@ struct EngineParams {
     // and computes with ggml's reference kernels (one vec_dot per output element; vendor/patches/
     // 0006). It holds only where the CPU computes every step (Model::plain_cpu_weights).
     bool deterministic = false;
+    // Speculative decoding (mr/drafter.hpp): a generating slot drafts tokens from its own prompt
+    // and answer (n-gram lookup) and the step verifies them with its next token. Off: no n-gram
+    // drafts (a request's predicted output still drafts). Auto: a draft as long as it pays, from
+    // the slot's acceptance and the measured cost of longer steps, and none while prompts are
+    // being computed. Ngram: every draft found, up to spec_max (for measuring).
+    enum class Spec : int { Off = 0, Auto = 1, Ngram = 2 };
+    Spec spec = Spec::Auto;
+    int spec_max = 8;  // the longest draft (also for predicted outputs)
 };
 
 struct Request {
@@ -73,6 +82,16 @@ struct Request {
     // itself (mr/wire.hpp), once the server decides (decide_wire). -1: frames go in the events.
     int wire_fd = -1;
     size_t wire_log = 0;  // payload bytes of the written frames kept for the request log
+    // OpenAI Predicted Outputs: the answer the client expects, drafted from whatever spec is.
+    std::vector<llama_token> prediction;
+};
+
+// Speculation's counts for one request (on its finish).
+struct SpecCounts {
+    int drafted = 0;             // draft tokens verified
+    int accepted = 0;            // of them, kept
+    int prediction_accepted = 0; // the same for drafts taken from the request's prediction
+    int prediction_rejected = 0;
 };
 
 enum class Finish : int { None = 0, Stop = 1, Length = 2, Cancelled = 3, Error = 4 };
@@ -99,6 +118,7 @@ struct Event {
     std::vector<double> wire_times;
     std::string wire_log;
     size_t wire_bytes = 0;
+    SpecCounts spec;                                   // set on a finish
     float logprob = 0.0f;                              // of `token`, when logprobs were asked
     std::vector<std::pair<llama_token, float>> top;    // most likely tokens, best first
 };
@@ -113,6 +133,8 @@ struct EngineStats {
     uint64_t requests_finished = 0;
     uint64_t prefix_hits = 0;         // requests that reused cached KV cells
     uint64_t tokens_reused = 0;       // prompt tokens not recomputed thanks to them
+    uint64_t spec_drafted = 0;        // draft tokens verified (speculative decoding)
+    uint64_t spec_accepted = 0;       // of them, kept
     // Where the engine thread's time went, summed over all steps (microseconds): building the
     // batch, llama_decode, sampling plus turning tokens into events, handing events over, and
     // the bookkeeping between steps (admission, cancels, waking up).
@@ -160,6 +182,17 @@ private:
         Clock::time_point submitted;
         std::unique_ptr<WireWriter> wire;
     };
+    // A slot's speculative decoding: where its drafts come from, how well they do, this step's.
+    struct Speculation {
+        bool on = false;                   // the request may draft (mode, prediction, model)
+        NgramIndex history;                // prompt and answer, for n-gram lookup
+        Prediction prediction;
+        Acceptance acceptance;
+        std::vector<llama_token> draft;    // this step's draft, decoded after the slot's pending token
+        std::vector<int> draft_idx;        // their batch outputs
+        bool from_prediction = false;
+        SpecCounts counts;
+    };
     // One sequence of the unified KV cache; seq id = index in slots_.
     struct Slot {
         bool active = false;
@@ -180,6 +213,7 @@ private:
         int n_in_batch = 0;              // tokens this slot put into the current batch
         bool last_with_rest = false;     // the last prompt token is computed with the ones before it
         std::unique_ptr<WireWriter> wire;  // the client's socket, for a request that has one
+        Speculation spec;
     };
 
     void run();
@@ -192,6 +226,11 @@ private:
     int build_batch();
     bool decode_batch();
     void sample_outputs();
+    void plan_drafts(const std::vector<size_t>& generating);
+    std::vector<llama_token> propose(Slot& slot, int k_max);
+    void settle_draft(Slot& slot, size_t accepted);
+    bool emit_sampled(Slot& slot, llama_token token, int logits_idx);
+    bool ends(const Slot& slot, llama_token token) const;  // an end-of-generation or stop token
     void finish(Slot& slot, Finish reason, std::string error = {}, bool keep_cache = true);
     void release(Slot& slot, bool keep_cache);
     void emit_token(Slot& slot, llama_token token, int logits_idx);
@@ -199,7 +238,7 @@ private:
     void emit(Slot& slot, Event ev);
     void publish_frames(uint64_t id, std::vector<std::string> frames, bool first_is_rest);
     void add_logprobs(Event& ev, int logits_idx, int n_top) const;
-    static void add_timings(Event& ev, const Slot& slot);
+    static void add_finish_info(Event& ev, const Slot& slot);
     void start(Pending p);
     bool shares_running_prefill(const std::vector<llama_token>& prompt) const;
     size_t pick_slot(const std::vector<llama_token>& prompt) const;
@@ -216,10 +255,12 @@ private:
     EngineParams params_;
     bool flash_attn_ = false;  // before ctx_: make_context sets it
     bool deterministic_ = false;
+    bool can_speculate_ = false;  // the model's memory can drop a sequence's last cells (not recurrent)
     ContextPtr ctx_;
     int n_ctx_seq_ = 0;
     size_t short_prompt_ = 0;  // prompts shorter than this compute their last token with the rest
     Batch batch_;
+    StepCost step_cost_;  // decode time by tokens in the step, for choosing draft lengths
     std::vector<Slot> slots_;
     std::unique_ptr<std::atomic<uint64_t>[]> slot_ids_;  // slots_[i].id while active, else 0: any thread reads
     std::vector<Event> out_;  // events of the current step (engine thread only)
@@ -239,6 +280,7 @@ private:
     std::atomic<int> busy_{0};
     std::atomic<uint64_t> steps_{0}, tokens_prompt_{0}, tokens_generated_{0}, finished_{0};
     std::atomic<uint64_t> prefix_hits_{0}, tokens_reused_{0};
+    std::atomic<uint64_t> spec_drafted_{0}, spec_accepted_{0};
     std::atomic<uint64_t> us_batch_{0}, us_decode_{0}, us_sample_{0}, us_publish_{0}, us_other_{0};
 
     Notifier notifier_;

@@ -103,6 +103,13 @@ def _networks(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
                    "on the model, the prompt and the sampling options, never on other requests, the "
                    "prefix cache, n or streaming; implies --per-slot-kv, flash attention and "
                    "--no-repack; CPU only [MR_DETERMINISTIC; default off].")
+@click.option("--spec", type=click.Choice(["auto", "ngram", "off"]), default=None,
+              help="Speculative decoding from each request's own prompt and answer (n-gram lookup): "
+                   "auto drafts where the measured step costs say it pays, ngram always, off never "
+                   "(a request's `prediction` still drafts); answers are the model's own either way "
+                   "[MR_SPEC; default auto].")
+@click.option("--spec-max", type=click.IntRange(0, 64), default=None,
+              help="The longest draft, in tokens [MR_SPEC_MAX; default 8].")
 @click.option("--rpc", default=None,
               help="llama.cpp RPC workers (`mr worker`) that take a share of every model's layers: "
                    "HOST:PORT[,HOST:PORT...]; per model: mr configure --rpc [MR_RPC].")
@@ -139,7 +146,8 @@ def _settings(options: dict[str, Any]) -> Any:
                "max_queue": "max_queue", "memory_budget": "memory_budget", "threads": "threads",
                "gpu_layers": "gpu_layers", "tls_cert": "tls_cert", "tls_key": "tls_key",
                "request_log_size": "request_log_size", "flash_attn": "flash_attn", "no_auth": "no_auth",
-               "repack": "repack", "per_slot_kv": "per_slot_kv", "deterministic": "deterministic"}
+               "repack": "repack", "per_slot_kv": "per_slot_kv", "deterministic": "deterministic",
+               "spec": "spec", "spec_max": "spec_max"}
     for option, field in mapping.items():
         if options.get(option) is not None:
             setattr(settings, field, options[option])

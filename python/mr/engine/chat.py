@@ -13,7 +13,7 @@ import numpy as np
 
 from mr.engine.chatformat import ChatFormat
 from mr.engine.stream import AsyncStream, Stream
-from mr.engine.types import ChatDelta, ChatMessage, Timings, Usage
+from mr.engine.types import ChatDelta, ChatMessage, SpecCounts, Timings, Usage
 
 
 class ChatPrompt(NamedTuple):
@@ -59,6 +59,11 @@ class _ChatOutput:
     @property
     def timings(self) -> Timings:
         return self._stream.timings
+
+    @property
+    def spec(self) -> SpecCounts:
+        """Speculative decoding's counts (known once the answer is done)."""
+        return self._stream.spec
 
     def _feed(self, piece: str, final: bool) -> ChatDelta | None:
         return self._fmt.feed(piece, final)

@@ -18,7 +18,7 @@ from mr import _native, config
 from mr.engine import limits, logbridge
 from mr.engine.chat import AsyncChatStream, ChatPrompt, ChatStream
 from mr.engine.chatformat import ChatFormat
-from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
+from mr.engine.options import RANDOM_SEED, SPEC, EngineOptions, SamplingOptions
 from mr.engine.prompt import SpecialGuard, check_roles
 from mr.engine.pump import EventPump
 from mr.engine.render import render
@@ -58,7 +58,8 @@ class LLM:
         n_batch = min(o.n_batch, self.n_ctx)
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, n_batch, min(o.n_ubatch, n_batch),
                                       o.n_threads, o.max_queue, o.prefill_chunk,
-                                      o.native_flash_attn, o.idle_cache, o.per_slot_kv, o.deterministic)
+                                      o.native_flash_attn, o.idle_cache, o.per_slot_kv, o.deterministic,
+                                      SPEC[o.spec], o.spec_max)
         if o.deterministic and not self._engine.deterministic:
             _log.warning("%s: the deterministic mode cannot hold here (a GPU or RPC workers compute with "
                          "kernels of their own): answers may vary with the batch", Path(path).name)
@@ -88,21 +89,24 @@ class LLM:
     def generate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
                  max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
                  ignore_eos: bool = False, parse_special: bool = False,
-                 logprobs: int | None = None) -> Stream:
+                 logprobs: int | None = None, prediction: Prompt | None = None) -> Stream:
         """Queue a completion of `prompt` (text or token ids); iterate the result for text.
 
         logprobs: None for none, 0 for the chosen tokens' log-probabilities, N (<= 20) to add
-        the N most likely tokens at each step (`Stream.logprobs`)."""
+        the N most likely tokens at each step (`Stream.logprobs`).
+        prediction: the expected answer (text or token ids; OpenAI's Predicted Outputs): the
+        engine drafts from it, whatever EngineOptions.spec says. The answer is the model's own;
+        only its speed changes (`Stream.spec` counts what was kept)."""
         stops = list(stop)
         args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special, logprobs)
-        request_id, route = self._pump.submit_sync(*args, stops)
+        request_id, route = self._pump.submit_sync(*args, stops, prediction=self._prediction(prediction))
         return Stream(request_id, route, stops, self._pump.cancel, self._piece_of(logprobs), len(args[0]))
 
     def agenerate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
                   max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
                   ignore_eos: bool = False, parse_special: bool = False,
                   logprobs: int | None = None, frame: Frame | None = None,
-                  wire: Wire | None = None) -> AsyncStream:
+                  wire: Wire | None = None, prediction: Prompt | None = None) -> AsyncStream:
         """Like generate(), for asyncio: call it on the running loop, then `async for` the result.
 
         frame: (head, tail, chunked): the engine also renders each piece of text as `head` + the
@@ -114,7 +118,7 @@ class LLM:
         args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special, logprobs)
         decide = self._pump.decide_wire if wire is not None else None
         stream = AsyncStream(0, stops, self._pump.cancel, self._piece_of(logprobs), len(args[0]), decide)
-        stream.id = self._pump.submit(stream.put, *args, stops, frame, wire)
+        stream.id = self._pump.submit(stream.put, *args, stops, frame, wire, self._prediction(prediction))
         return stream
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -134,25 +138,28 @@ class LLM:
 
     def chat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
              max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
-             logprobs: int | None = None, ignore_eos: bool = False) -> ChatStream:
+             logprobs: int | None = None, ignore_eos: bool = False,
+             prediction: str | None = None) -> ChatStream:
         """Answer `messages` (OpenAI shape, or prepare_chat's result); iterate for ChatDelta objects."""
         prepared = self._prepared(messages, options)
         fmt = prepared.fmt.fresh()
         stream = self.generate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
-                               stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos)
+                               stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos,
+                               prediction=prediction)
         return ChatStream(stream, fmt)
 
     def achat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
               max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
               logprobs: int | None = None, ignore_eos: bool = False,
-              frame: Frame | None = None, wire: Wire | None = None) -> AsyncChatStream:
+              frame: Frame | None = None, wire: Wire | None = None,
+              prediction: str | None = None) -> AsyncChatStream:
         """Like chat(), for asyncio (see agenerate). On a server, pass prepare_chat's result
         (computed in a worker thread): rendering and tokenizing must not run on the loop."""
         prepared = self._prepared(messages, options)
         fmt = prepared.fmt.fresh()
         stream = self.agenerate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
                                 stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos,
-                                frame=frame, wire=wire)
+                                frame=frame, wire=wire, prediction=prediction)
         return AsyncChatStream(stream, fmt)
 
     def prepare_chat(self, messages: list[dict[str, Any]], options: ChatOptions | None = None) -> ChatPrompt:
@@ -322,6 +329,15 @@ class LLM:
         tokens = self.prompt_tokens(prompt, parse_special)
         n_logprobs = -1 if logprobs is None else logprobs
         return tokens, _native_sampling(sampling), max_tokens, ignore_eos, list(stop_tokens), n_logprobs
+
+    def _prediction(self, prediction: Prompt | None) -> np.ndarray | None:
+        """A predicted answer as token ids (text without a BOS: it continues the prompt)."""
+        if prediction is None or (isinstance(prediction, str) and not prediction):
+            return None
+        if isinstance(prediction, str):
+            limits.check_text(prediction, "prediction", "prediction")
+            return self.tokenize(prediction, add_special=False, parse_special=False)
+        return self.prompt_tokens(prediction)
 
     def _piece_of(self, logprobs: int | None) -> Callable[[int], bytes] | None:
         return None if logprobs is None else self.model.token_to_piece

@@ -83,6 +83,12 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     # not on other requests, the prefix cache, n or streaming. Implies per_slot_kv, flash
     # attention and plain (not repacked) weights; holds only where the CPU computes every step.
     deterministic: bool = False
+    # Speculative decoding (EngineParams::spec in cpp/include/mr/engine.hpp): "auto" drafts from
+    # each request's own prompt and answer (n-gram lookup) when the measured step costs say it
+    # pays, "ngram" always, "off" never (a request's `prediction` still drafts). Lossless: the
+    # answer is the model's own. spec_max: the longest draft.
+    spec: str = "auto"
+    spec_max: int = 8
 
     def validate(self) -> None:
         _check("n_ctx", self.n_ctx is None or 0 < self.n_ctx <= 1 << 20, "in [1, 1048576]")
@@ -95,6 +101,8 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
         _check("n_gpu_layers", self.n_gpu_layers >= -1, ">= -1")
         _check("flash_attn", self.flash_attn in FLASH_ATTN, "one of auto, on, off")
         _check("idle_cache", 0.0 <= self.idle_cache <= 1.0, "in [0, 1]")
+        _check("spec", self.spec in SPEC, "one of auto, ngram, off")
+        _check("spec_max", 0 <= self.spec_max <= 64, "in [0, 64]")
         _check("flash_attn", not (self.deterministic and self.flash_attn == "off"),
                "on or auto in the deterministic mode")
         from mr.rpc import parse_endpoints
@@ -126,6 +134,7 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
 
 
 FLASH_ATTN = {"off": 0, "on": 1, "auto": -1}
+SPEC = {"off": 0, "auto": 1, "ngram": 2}  # EngineParams::Spec
 
 
 def _check(param: str, ok: bool, expected: str) -> None:

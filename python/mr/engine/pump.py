@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from mr import _native
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled", 4: "error"}
 Sink = Callable[["RawEvent"], None]
+_NO_TOKENS = np.zeros(0, dtype=np.int32)
 
 
 class EventPump:
@@ -55,20 +58,25 @@ class EventPump:
 
     def submit(self, sink: Sink, prompt: object, sampling: _native.SamplingParams, max_tokens: int,
                ignore_eos: bool, stop_tokens: list[int], n_logprobs: int, stops: list[str],
-               frame: tuple[bytes, bytes, bool] | None = None, wire: tuple[int, int] | None = None) -> int:
-        """`wire`: (socket fd, log bytes) for the engine to send the frames to (decide_wire)."""
+               frame: tuple[bytes, bytes, bool] | None = None, wire: tuple[int, int] | None = None,
+               prediction: np.ndarray | None = None) -> int:
+        """`wire`: (socket fd, log bytes) for the engine to send the frames to (decide_wire);
+        `prediction`: token ids the engine drafts from (Predicted Outputs)."""
         head, tail, chunked = frame or (b"", b"", False)
         wire_fd, wire_log = wire or (-1, 0)
+        predicted = _NO_TOKENS if prediction is None else prediction
         with self._lock:
             request_id = self._engine.submit(prompt, sampling, max_tokens, ignore_eos, stop_tokens,
-                                             n_logprobs, stops, head, tail, chunked, wire_fd, wire_log)
+                                             n_logprobs, stops, head, tail, chunked, wire_fd, wire_log,
+                                             predicted)
             self._sinks[request_id] = sink
         return request_id
 
-    def submit_sync(self, *args: object) -> tuple[int, queue.SimpleQueue[RawEvent]]:
+    def submit_sync(self, *args: object, prediction: np.ndarray | None = None,
+                    ) -> tuple[int, queue.SimpleQueue[RawEvent]]:
         self._detach_if_idle()
         route: queue.SimpleQueue[RawEvent] = queue.SimpleQueue()
-        return self.submit(route.put, *args), route  # type: ignore[arg-type]
+        return self.submit(route.put, *args, prediction=prediction), route  # type: ignore[arg-type]
 
     def cancel(self, request_id: int) -> None:
         self._engine.cancel(request_id)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from mr import _native
 from mr.engine.pump import FINISH_NAMES
-from mr.engine.types import Timings, TokenLogprob, TopLogprob, Usage
+from mr.engine.types import SpecCounts, Timings, TokenLogprob, TopLogprob, Usage
 from mr.errors import CutShortError, EngineError
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class _Output:
         self.tokens: list[int] = []
         self.logprobs: list[TokenLogprob] = []
         self.timings = Timings()
+        self.spec = SpecCounts()  # speculative decoding's counts, known at the finish
         self.wire_end: tuple[list[float], bytes, int] | None = None  # what the engine sent itself
         self._engine_sends = False  # the engine thread writes this stream's frames to the socket
         self._aborted: str | None = None  # why abort() ended it, until the engine's finish comes
@@ -81,7 +82,7 @@ class _Output:
             # now could land before that frame on the socket).
             self._aborted = why
             return
-        end = (self.n_prompt, len(self.tokens), self.n_cached, why, 0.0, 0.0, 0.0, -1, None)
+        end = (self.n_prompt, len(self.tokens), self.n_cached, why, 0.0, 0.0, 0.0, -1, None, (0, 0, 0, 0))
         self._deliver((self.id, -1, "", None, 3, None, end))
 
     def _deliver(self, raw: RawEvent) -> None:
@@ -108,7 +109,8 @@ class _Output:
 
     def _end(self, finish: int, end: End) -> None:
         self.done = True
-        n_prompt, n_generated, self.n_cached, error, queue_ms, prefill_ms, decode_ms, stop, wire = end
+        n_prompt, n_generated, self.n_cached, error, queue_ms, prefill_ms, decode_ms, stop, wire, spec = end
+        self.spec = SpecCounts(*spec)
         self.wire_end = wire
         self.n_prompt = n_prompt or self.n_prompt
         self._n_generated = n_generated

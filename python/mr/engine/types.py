@@ -26,6 +26,16 @@ class Timings(msgspec.Struct, kw_only=True):
         return (completion_tokens - 1) * 1000.0 / self.decode_ms if self.decode_ms > 0 else 0.0
 
 
+class SpecCounts(msgspec.Struct):
+    """Speculative decoding's counts for one request: draft tokens verified and kept, and of them
+    those taken from the request's prediction (OpenAI's accepted/rejected_prediction_tokens)."""
+
+    drafted: int = 0
+    accepted: int = 0
+    prediction_accepted: int = 0
+    prediction_rejected: int = 0
+
+
 class TopLogprob(msgspec.Struct, kw_only=True, array_like=True):
     token: int
     text: bytes

@@ -53,6 +53,8 @@ class RunnerConfig:
     idle_cache: float = 0.0  # EngineOptions.idle_cache
     per_slot_kv: bool = False  # EngineOptions.per_slot_kv
     deterministic: bool = False  # EngineOptions.deterministic (`mr serve --deterministic`)
+    spec: str = "auto"  # EngineOptions.spec (`mr serve --spec`)
+    spec_max: int = 8  # EngineOptions.spec_max
     rpc: tuple[str, ...] = ()  # `mr serve --rpc`: RPC workers for every model without its own
 
 
@@ -245,7 +247,7 @@ class Runner:
         options = EngineOptions(n_ctx=n_ctx, n_slots=n_slots, max_queue=c.max_queue,
                                 n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers, flash_attn=c.flash_attn,
                                 repack=c.repack, idle_cache=c.idle_cache, per_slot_kv=c.per_slot_kv,
-                                deterministic=c.deterministic, rpc=rpc)
+                                deterministic=c.deterministic, spec=c.spec, spec_max=c.spec_max, rpc=rpc)
         return LLM(resolved.gguf_paths[0], options, chat_template=template)
 
     def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate,

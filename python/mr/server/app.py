@@ -38,7 +38,7 @@ def runner_config(settings: Settings) -> RunnerConfig:
                         n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
                         flash_attn=settings.flash_attn, repack=settings.repack,
                         idle_cache=settings.idle_cache, per_slot_kv=settings.per_slot_kv,
-                        deterministic=settings.deterministic,
+                        deterministic=settings.deterministic, spec=settings.spec, spec_max=settings.spec_max,
                         rpc=parse_endpoints(settings.rpc))
 
 

@@ -67,7 +67,8 @@ async def engines_status(request: Req) -> dict[str, Any]:
                      "keep_alive": format_duration(runner.config.keep_alive),
                      "kv_cache": "per-slot" if runner.config.per_slot_kv or runner.config.deterministic
                      else "shared",
-                     "deterministic": runner.config.deterministic},
+                     "deterministic": runner.config.deterministic,
+                     "spec": runner.config.spec, "spec_max": runner.config.spec_max},
     }
 
 

@@ -52,6 +52,8 @@ class Settings(msgspec.Struct, kw_only=True):
     idle_cache: float = 0.0  # share of a model's KV cells idle conversations' caches may keep (0..1)
     per_slot_kv: bool = False  # one KV cache per slot (ctx_size / parallel cells each), not one shared
     deterministic: bool = False  # batch-invariant answers (EngineOptions.deterministic)
+    spec: str = "auto"  # speculative decoding: "auto", "ngram" or "off" (EngineOptions.spec)
+    spec_max: int = 8  # the longest draft (EngineOptions.spec_max)
     settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
     log_requests: bool = True
     responses_ttl: float = 3600.0  # seconds a stored Responses API answer is kept
@@ -159,6 +161,19 @@ def _flash_attn(raw: str) -> str:
     return raw
 
 
+def _spec(raw: str) -> str:
+    if raw not in ("auto", "ngram", "off"):
+        raise ValueError(f"MR_SPEC must be auto, ngram or off, not {raw!r}")
+    return raw
+
+
+def _spec_max(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 64:
+        raise ValueError(f"MR_SPEC_MAX must be between 0 and 64, not {raw!r}")
+    return value
+
+
 def _loop(raw: str) -> str:
     if raw not in ("auto", "asyncio", "uvloop"):
         raise ValueError(f"MR_LOOP must be auto, asyncio or uvloop, not {raw!r}")
@@ -196,6 +211,8 @@ _ENV = [
     ("MR_IDLE_CACHE", "idle_cache", _share),
     ("MR_PER_SLOT_KV", "per_slot_kv", _bool),
     ("MR_DETERMINISTIC", "deterministic", _bool),
+    ("MR_SPEC", "spec", _spec),
+    ("MR_SPEC_MAX", "spec_max", _spec_max),
     ("MR_LOG_REQUESTS", "log_requests", _bool),
     ("MR_RESPONSES_TTL", "responses_ttl", _ttl),
     ("MR_RESPONSES_MAX_ENTRIES", "responses_max_entries", int),

@@ -1,0 +1,133 @@
+"""Speculative decoding (EngineOptions.spec, a request's prediction): drafts from the request's own
+tokens (n-gram lookup) or its predicted output, verified in the step with its next token.
+
+Lossless is checked where it holds bit for bit: in the deterministic mode a token's logits do not
+depend on the step's shape, so an answer with speculation must be the one without, token for
+token, greedy and seeded, for every draft source. (In the default mode a step of 1 + k tokens
+takes other kernels than a step of one, so near-ties may fall the other way on some CPUs.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mr import _native
+from mr.engine import LLM, EngineOptions, SamplingOptions
+from mr.errors import InvalidArgumentError
+
+GREEDY = SamplingOptions(temperature=0)
+# A text the model copies: the next tokens are in the prompt, so n-gram drafts are accepted.
+SOURCE = "\n".join(f"def step_{i}(x):\n    return x * {i} + {i * i}\n" for i in range(12))
+COPY = [{"role": "user", "content": "Repeat this code exactly, with nothing else:\n\n" + SOURCE}]
+TOKENS = 96
+
+
+def _options(spec: str, **kw: object) -> EngineOptions:
+    return EngineOptions(n_ctx=8192, n_slots=2, deterministic=True, spec=spec, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def engines(smollm2_path):
+    """One engine with speculation forced on (every draft found) and one with it off."""
+    with LLM(smollm2_path, _options("ngram")) as on, LLM(smollm2_path, _options("off")) as off:
+        if not (on.deterministic and off.deterministic):
+            pytest.skip("the deterministic mode holds only where the CPU computes every step")
+        yield on, off
+
+
+def _answer(llm: LLM, sampling: SamplingOptions = GREEDY, **kw: object):
+    stream = llm.chat(COPY, sampling, max_tokens=TOKENS, **kw)  # type: ignore[arg-type]
+    deltas = list(stream)
+    return stream, "".join(d.content or "" for d in deltas)
+
+
+def _tokens(chat) -> list[int]:
+    return list(chat.stream.tokens)
+
+
+def test_ngram_drafts_are_accepted_and_the_answer_is_the_same(engines) -> None:
+    on, off = engines
+    with_spec, text_on = _answer(on)
+    without, text_off = _answer(off)
+    assert _tokens(with_spec) == _tokens(without)
+    assert text_on == text_off
+    counts = with_spec.spec
+    assert counts.drafted > 0 and counts.accepted > 0, counts
+    assert without.spec.drafted == 0
+    stats = on._engine.stats()
+    assert stats["spec_accepted"] >= counts.accepted and stats["spec_drafted"] >= counts.drafted
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_seeded_sampling_is_the_same_with_drafts(engines, seed: int) -> None:
+    # The sampler draws once per token it produces, in the same order with or without a draft:
+    # a seeded answer at temperature > 0 is the same one (so is its distribution over seeds).
+    on, off = engines
+    sampling = SamplingOptions(temperature=0.8, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
+    with_spec, _ = _answer(on, sampling)
+    without, _ = _answer(off, sampling)
+    assert _tokens(with_spec) == _tokens(without)
+
+
+def test_a_prediction_is_drafted_first(engines) -> None:
+    on, off = engines
+    expected, text = _answer(off)
+    predicted, _ = _answer(on, prediction=text)
+    assert _tokens(predicted) == _tokens(expected)
+    counts = predicted.spec
+    assert counts.prediction_accepted > TOKENS // 2, counts  # the whole answer was predicted
+    assert counts.prediction_rejected <= 1, counts  # at most the draft past its end
+
+
+def test_a_prediction_drafts_with_spec_off(smollm2_path) -> None:
+    # With spec off there are no n-gram drafts, but the client's prediction is still a source
+    # (whether a draft pays is still measured: this engine is fresh, so it tries).
+    with LLM(smollm2_path, _options("off")) as off:
+        expected, text = _answer(off)
+        predicted, _ = _answer(off, prediction=text)
+    assert _tokens(predicted) == _tokens(expected)
+    assert predicted.spec.prediction_accepted > 0
+    assert predicted.spec.accepted == predicted.spec.prediction_accepted
+
+
+def test_a_wrong_prediction_changes_nothing_but_its_counts(engines) -> None:
+    on, off = engines
+    expected, _ = _answer(off)
+    wrong = SOURCE.replace("return", "yield").replace("x *", "y -")
+    predicted, _ = _answer(on, prediction=wrong)
+    assert _tokens(predicted) == _tokens(expected)
+    assert predicted.spec.prediction_rejected > 0
+
+
+def test_logprobs_grammar_and_max_tokens_hold_with_drafts(engines) -> None:
+    on, off = engines
+    schema = {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}
+    results = []
+    for llm in (on, off):
+        stream = llm.generate(COPY[0]["content"] + "\nAnswer in JSON: ", SamplingOptions(
+            temperature=0, grammar=_native.json_schema_to_grammar(json.dumps(schema))),
+            max_tokens=40, logprobs=2)
+        stream.text()
+        results.append((list(stream.tokens), [round(lp.logprob, 6) for lp in stream.logprobs]))
+        assert stream.n_generated == 40  # max_tokens exactly, drafts or not
+        assert len(stream.logprobs) == 40
+    assert results[0] == results[1]
+
+
+def test_a_stop_string_inside_an_accepted_draft_ends_the_answer_there(engines) -> None:
+    on, off = engines
+    texts = []
+    for llm in (on, off):
+        stream = llm.chat(COPY, GREEDY, max_tokens=TOKENS, stop=["step_3"])
+        texts.append("".join(d.content or "" for d in stream))
+        assert stream.stream.finish_reason == "stop"
+    assert texts[0] == texts[1] and "step_3" not in texts[0]
+
+
+def test_spec_options_are_checked(smollm2_path) -> None:
+    with pytest.raises(InvalidArgumentError, match="spec"):
+        LLM(smollm2_path, EngineOptions(n_ctx=512, spec="always"))
+    with pytest.raises(InvalidArgumentError, match="spec_max"):
+        LLM(smollm2_path, EngineOptions(n_ctx=512, spec_max=65))
