@@ -57,6 +57,10 @@ async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[A
     clock = convert.Clock()
     lease = await ctx.runner.acquire(data.model, keep)
     clock.mark_loaded()
+    defaults = lease.model.resolved.defaults  # the model's own, where the request says nothing
+    if defaults is not None:
+        messages, stop = defaults.apply_messages(messages), defaults.apply_stop(stop)
+        limit, sampling = defaults.apply_max_tokens(limit), defaults.apply_sampling(sampling, data.options)
     try:
         options = thinking.apply(options, lease.model.think)
         prompt = await asyncio.to_thread(lease.llm.prepare_chat, messages, options)  # off the loop

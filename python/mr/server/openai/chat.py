@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from litestar import Response, post
@@ -63,6 +63,10 @@ async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared, max_q
     tokenizing run in a worker thread, once: they may take long enough to stall every other
     client of the loop."""
     llm = lease.llm
+    defaults = lease.model.resolved.defaults  # the model's own, where the request says nothing
+    if defaults is not None:
+        p = replace(p, messages=defaults.apply_messages(p.messages), stop=defaults.apply_stop(p.stop),
+                    max_tokens=defaults.apply_max_tokens(p.max_tokens))
     options = p.thinking.apply(p.options, lease.model.think)
     try:
         params.check_fits(data.n, lease.model.n_slots, max_queue, "n")
@@ -75,6 +79,8 @@ async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared, max_q
 
     def start(i: int) -> Callable[[], AsyncChatStream]:
         sampling = params.sampling(data, llm.model.n_vocab, i)
+        if defaults is not None:
+            sampling = defaults.apply_sampling(sampling, data)
         frame = direct[0].text_frame(i, sse.CONTENT_KEY, direct[1].chunked) if direct else None
         return lambda: llm.achat(prompt, sampling, max_tokens=p.max_tokens, stop=p.stop,
                                  ignore_eos=data.ignore_eos, logprobs=p.logprobs, frame=frame, wire=engine)
