@@ -1,7 +1,8 @@
 """`python -m bench [PART ...]`: mr side by side with llama.cpp's tools, printed as ratios.
 
 Parts: decode (with the roofline), concurrency, determinism, http, ceiling, prefix, embeddings,
-load, pull, scale (RPC workers and replicas behind HAProxy); none named = all.
+load, pull, scale (RPC workers and replicas behind HAProxy), spec (speculative decoding); none
+named = all.
 Results go to bench/results/<timestamp>/: results.jsonl, summary.md, *.png, server logs.
 """
 
@@ -38,16 +39,17 @@ def _parts() -> dict[str, Callable[[Context], None]]:
         pull,
         scale,
         serving,
+        spec,
     )
 
     return {"decode": decode.run, "concurrency": concurrency.run, "determinism": determinism.run,
             "http": serving.run,
             "ceiling": ceiling.run, "prefix": prefix.run, "embeddings": embeddings.run, "load": load.run,
-            "pull": pull.run, "scale": scale.run}
+            "pull": pull.run, "scale": scale.run, "spec": spec.run}
 
 
 PART_NAMES = ("decode", "concurrency", "determinism", "http", "ceiling", "prefix", "embeddings", "load",
-              "pull", "scale")
+              "pull", "scale", "spec")
 
 
 def _levels(text: str) -> tuple[int, ...]:

@@ -197,9 +197,11 @@ if ((LEFT < 60)); then
   echo "[gpu] NO BENCH: only ${LEFT} s of the ${BUDGET_S} s budget left" >&2
   FAILED+=(bench-skipped)
 else
-  PART_S=$((LEFT / 4 > 90 ? 90 : LEFT / 4))  # two parts, each may overrun by one repetition
+  PART_S=$((LEFT / 5 > 90 ? 90 : LEFT / 5))  # three parts, each may overrun by one repetition
   echo "[gpu] bench with --part-seconds $PART_S (${LEFT} s left)"
-  timeout $((LEFT - 10)) "$PY" -m bench decode concurrency --no-http --no-build --model "$MODEL" \
+  # spec: mr serve with --spec auto vs off (llama-server is not built here; the random weights
+  # copy nothing, so this shows what trying to draft costs on the GPU, not what drafts gain)
+  timeout $((LEFT - 10)) "$PY" -m bench decode concurrency spec --no-http --no-build --model "$MODEL" \
     --levels 1,4,8,16,32,64 --slots 64 --ctx-size 16384 --gen-tokens 128 --reps 3 \
     --part-seconds "$PART_S" --out "$OUT/bench" || FAILED+=(bench)
 fi

@@ -85,9 +85,15 @@ def ps(as_json: bool) -> None:
         click.echo(json.dumps(models, indent=2))
         return
     rows = [[m["model_name"], m["backend_name"], m["mode"], m["until"], _context(m),
-             str(m["parallel"]), _mib(m["memory"]), _layers(m)] for m in models]
+             str(m["parallel"]), _mib(m["memory"]), _drafts(m), _layers(m)] for m in models]
     click.echo(_table(rows, ["MODEL NAME", "BACKEND", "MODE", "UNTIL", "CONTEXT", "SLOTS", "MEMORY",
-                             "LAYERS"]))
+                             "DRAFTS", "LAYERS"]))
+
+
+def _drafts(model: dict[str, Any]) -> str:
+    """Speculative decoding: the share of drafted tokens kept, "73% of 1204", or "-"."""
+    drafted = model.get("spec_drafted", 0)
+    return f"{100 * model.get('spec_accepted', 0) / drafted:.0f}% of {drafted}" if drafted else "-"
 
 
 def _context(model: dict[str, Any]) -> str:

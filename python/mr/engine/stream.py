@@ -56,7 +56,8 @@ class _Output:
     @property
     def usage(self) -> Usage:
         return Usage(prompt_tokens=self.n_prompt, completion_tokens=self.n_generated,
-                     cached_tokens=self.n_cached)
+                     cached_tokens=self.n_cached, accepted_prediction_tokens=self.spec.prediction_accepted,
+                     rejected_prediction_tokens=self.spec.prediction_rejected)
 
     @property
     def n_generated(self) -> int:

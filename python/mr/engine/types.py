@@ -9,6 +9,8 @@ class Usage(msgspec.Struct, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV cells were reused from an earlier request
+    accepted_prediction_tokens: int = 0  # drafted from the request's prediction and kept
+    rejected_prediction_tokens: int = 0  # drafted from it and not kept
 
     @property
     def total_tokens(self) -> int:

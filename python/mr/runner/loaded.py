@@ -106,6 +106,7 @@ class LoadedModel:
             "until": self.until(), "expires_at": self.expires_at, "loaded_at": self.loaded_at,
             "last_used": self.last_used, "active_requests": self.active,
             "busy_slots": stats.get("busy_slots", 0), "queued": stats.get("queued", 0),
+            "spec_drafted": stats.get("spec_drafted", 0), "spec_accepted": stats.get("spec_accepted", 0),
             "memory": self.memory, "size": self.resolved.size, "on_gpu": self.on_gpu,
             "status": "draining" if self.draining else "loaded",
             "placement": msgspec.to_builtins(self.placement),

@@ -146,6 +146,9 @@ class RunnerCollector(Collector):
                                      labels=["model"])
         hits = CounterMetricFamily("mr_prefix_cache_hits", "Requests that reused a cached prefix",
                                    labels=["model"])
+        drafted = CounterMetricFamily("mr_spec_drafted_tokens",
+                                      "Draft tokens verified (speculative decoding)", labels=["model"])
+        accepted = CounterMetricFamily("mr_spec_accepted_tokens", "Draft tokens kept", labels=["model"])
         loaded = self.runner.loaded()
         for m in loaded:
             stats = m.stats()
@@ -156,9 +159,10 @@ class RunnerCollector(Collector):
             gauges["model_memory_bytes"].add_metric([m.name], m.estimate.total)
             reused.add_metric([m.name], stats.get("tokens_reused", 0))
             hits.add_metric([m.name], stats.get("prefix_hits", 0))
+            drafted.add_metric([m.name], stats.get("spec_drafted", 0))
+            accepted.add_metric([m.name], stats.get("spec_accepted", 0))
         yield from gauges.values()
-        yield reused
-        yield hits
+        yield from (reused, hits, drafted, accepted)
         loads = CounterMetricFamily("mr_model_loads", "Times a model was loaded", labels=["model"])
         for name, count in self.runner.loads.items():
             loads.add_metric([name], count)

@@ -43,6 +43,7 @@ class _Prepared:
     stop: list[str]
     logprobs: int | None
     thinking: Thinking
+    prediction: str | None  # Predicted Outputs: a draft source for every choice
 
 
 def _prepare(data: ChatCompletionRequest) -> _Prepared:
@@ -52,7 +53,8 @@ def _prepare(data: ChatCompletionRequest) -> _Prepared:
     return _Prepared(messages=params.messages(data.messages), options=params.chat_options(data),
                      max_tokens=params.max_tokens(data, "max_completion_tokens", "max_tokens"),
                      stop=params.stops(data.stop), logprobs=params.top_logprobs(data),
-                     thinking=from_openai(data.reasoning_effort, data.chat_template_kwargs, budget))
+                     thinking=from_openai(data.reasoning_effort, data.chat_template_kwargs, budget),
+                     prediction=params.prediction(data))
 
 
 async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared, max_queue: int,
@@ -83,7 +85,8 @@ async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared, max_q
             sampling = defaults.apply_sampling(sampling, data)
         frame = direct[0].text_frame(i, sse.CONTENT_KEY, direct[1].chunked) if direct else None
         return lambda: llm.achat(prompt, sampling, max_tokens=p.max_tokens, stop=p.stop,
-                                 ignore_eos=data.ignore_eos, logprobs=p.logprobs, frame=frame, wire=engine)
+                                 ignore_eos=data.ignore_eos, logprobs=p.logprobs, frame=frame, wire=engine,
+                                 prediction=p.prediction)
 
     streams = await asubmit_all(lease, (start(i) for i in range(data.n)), off_loop=bool(prompt.fmt.grammar))
     return streams, direct is not None

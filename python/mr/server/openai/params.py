@@ -121,6 +121,11 @@ def _content(content: str | list[Any] | None, param: str) -> str:
     return "\n".join(texts)
 
 
+def prediction(req: ChatCompletionRequest) -> str | None:
+    """The predicted answer's text (Predicted Outputs), or None."""
+    return None if req.prediction is None else _content(req.prediction.content, "prediction.content")
+
+
 def chat_options(req: ChatCompletionRequest) -> ChatOptions | None:
     tools = [msgspec.to_builtins(t) for t in req.tools] if req.tools else None
     choice = req.tool_choice

@@ -86,6 +86,13 @@ class ResponseFormat(Struct, kw_only=True):
     json_schema: JsonSchemaSpec | None = None
 
 
+class PredictionIn(Struct, kw_only=True):
+    """Predicted Outputs: the answer the client expects (e.g. a file it asked to edit)."""
+
+    type: Literal["content"]
+    content: str | list[ContentPart]
+
+
 class StreamOptions(Struct, kw_only=True):
     include_usage: bool = False
 
@@ -126,6 +133,7 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     chat_template_kwargs: dict[str, Any] | None = None
     thinking_budget_tokens: ThinkingBudget | None = None
     reasoning_budget_tokens: ThinkingBudget | None = None
+    prediction: PredictionIn | None = None
 
 
 # ---- chat: response ----
@@ -176,11 +184,19 @@ class PromptTokensDetails(Struct, kw_only=True):
     cached_tokens: int = 0
 
 
+class CompletionTokensDetails(Struct, kw_only=True):
+    # Predicted Outputs: predicted tokens the answer kept, and those it did not (OpenAI's names)
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
+
+
 class UsageOut(Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails = msgspec.field(default_factory=PromptTokensDetails)
+    completion_tokens_details: CompletionTokensDetails = msgspec.field(
+        default_factory=CompletionTokensDetails)
 
 
 class ChatCompletion(Struct, kw_only=True):

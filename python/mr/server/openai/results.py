@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from mr.engine import TokenLogprob, ToolCall, ToolCallDelta, Usage
 from mr.server.openai.protocol import (
+    CompletionTokensDetails,
     FunctionOut,
     LogprobOut,
     PromptTokensDetails,
@@ -31,9 +32,13 @@ def usage(usages: Sequence[Usage]) -> UsageOut:
     """One prompt (counted once, as OpenAI does for n > 1) and every choice's completion."""
     first = usages[0] if usages else Usage()
     completion = sum(u.completion_tokens for u in usages)
+    details = CompletionTokensDetails(
+        accepted_prediction_tokens=sum(u.accepted_prediction_tokens for u in usages),
+        rejected_prediction_tokens=sum(u.rejected_prediction_tokens for u in usages))
     return UsageOut(prompt_tokens=first.prompt_tokens, completion_tokens=completion,
                     total_tokens=first.prompt_tokens + completion,
-                    prompt_tokens_details=PromptTokensDetails(cached_tokens=first.cached_tokens))
+                    prompt_tokens_details=PromptTokensDetails(cached_tokens=first.cached_tokens),
+                    completion_tokens_details=details)
 
 
 def _text(raw: bytes) -> str:
