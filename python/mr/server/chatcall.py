@@ -22,6 +22,7 @@ from mr.runner import Lease
 from mr.server import sse
 from mr.server.context import Req, ServerContext
 from mr.server.disconnect import until_disconnect
+from mr.server.modeldefaults import model_defaults
 from mr.server.openai.streams import asubmit_all, finish_all
 from mr.server.thinking import Thinking
 
@@ -43,6 +44,7 @@ class ChatCall:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     thinking: Thinking = field(default_factory=Thinking)  # with the model's configured default
+    request: Any = None  # the body: the sampling fields it set win over the model's own defaults
 
 
 @dataclass
@@ -72,13 +74,15 @@ class Running:
 async def start(ctx: ServerContext, call: ChatCall) -> Running:
     lease = await ctx.runner.acquire(call.model)
     llm = lease.llm
+    own = model_defaults(lease)
+    gen = own.apply(call.request, call.sampling, call.max_tokens, call.stop)
     options = call.thinking.apply(call.options, lease.model.think)
     try:  # rendering, grammars and tokenizing may take long: never on the event loop
-        prompt = await asyncio.to_thread(llm.prepare_chat, call.messages, options)
+        prompt = await asyncio.to_thread(llm.prepare_chat, own.apply_messages(call.messages), options)
     except BaseException:
         lease.release()
         raise
-    start = [lambda: llm.achat(prompt, call.sampling, max_tokens=call.max_tokens, stop=call.stop,
+    start = [lambda: llm.achat(prompt, gen.sampling, max_tokens=gen.max_tokens, stop=gen.stop,
                                ignore_eos=call.ignore_eos)]
     [stream] = await asubmit_all(lease, start, off_loop=bool(prompt.fmt.grammar))
     return Running(ctx, lease, stream)
@@ -114,7 +118,8 @@ async def count_prompt(ctx: ServerContext, call: ChatCall) -> int:
     """How many tokens the rendered prompt of `call` takes (what usage would report)."""
     async with await ctx.runner.acquire(call.model) as lease:
         llm = lease.llm
-        messages, options = call.messages, call.thinking.apply(call.options, lease.model.think)
+        messages = model_defaults(lease).apply_messages(call.messages)  # as `start` renders them
+        options = call.thinking.apply(call.options, lease.model.think)
 
         def count() -> int:  # the very tokens a request with these messages would submit
             return len(llm.prepare_chat(messages, options).tokens)

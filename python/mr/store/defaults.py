@@ -1,15 +1,15 @@
 """A model's own request defaults (an Ollama artifact's `.params` and `.system`), applied only
 where a request says nothing: a field it set, a stop it gave or a system message it sent wins.
 
-The routes call these once they hold the model: `apply_sampling`, `apply_stop`,
-`apply_max_tokens`, `apply_messages`. A DMR model has none (LocalModel.defaults is None): nothing
-changes for it.
+The routes call these once they hold the model: `apply` (sampling, max_tokens, stop) and, where
+a chat template renders the prompt, `apply_messages`. A DMR model has none (LocalModel.defaults is
+None); `NONE` stands in for them and changes nothing, so a route needs no branch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -25,6 +25,14 @@ _SAMPLING = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "
 def _asked(request: Any, name: str) -> bool:
     theirs = "repeat_last_n" if name == "penalty_last_n" else name
     return request is not None and getattr(request, theirs, None) is not None
+
+
+class Generation(NamedTuple):
+    """What the engine gets for one answer: sampling (SamplingOptions), max_tokens, stop."""
+
+    sampling: Any
+    max_tokens: int
+    stop: list[str]
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,12 @@ class ModelDefaults:
         made = cls(sampling, tuple(s for s in p.stop or () if s), limit, system or None)
         return made if made != cls() else None
 
+    def apply(self, request: Any, sampling: Any, max_tokens: int, stop: list[str]) -> Generation:
+        """The request's sampling, max_tokens and stop, each filled in where it left them unset
+        (`request`: its body, or Ollama's `options`, whose set sampling fields win)."""
+        return Generation(self.apply_sampling(sampling, request), self.apply_max_tokens(max_tokens),
+                          self.apply_stop(stop))
+
     def apply_sampling(self, base: Any, request: Any) -> Any:
         """`base` (SamplingOptions) with each default that `request` (an OpenAI body or
         Ollama's `options`, None when absent) leaves unset."""
@@ -60,3 +74,6 @@ class ModelDefaults:
         if not self.system or any(m.get("role") in ("system", "developer") for m in messages):
             return messages
         return [{"role": "system", "content": self.system}, *messages]
+
+
+NONE = ModelDefaults()  # a model without defaults: every apply_* returns what it was given

@@ -42,7 +42,7 @@ def chat_call(req: MessagesRequest) -> ChatCall:
     stops = [checked_text(s, "stop_sequences") for s in req.stop_sequences or []]
     return ChatCall(model=req.model, messages=messages(req), options=options(req),
                     sampling=SamplingOptions(**fields), max_tokens=req.max_tokens, stop=stops,
-                    ignore_eos=req.ignore_eos, thinking=thinking(req))
+                    ignore_eos=req.ignore_eos, thinking=thinking(req), request=req)
 
 
 def prompt_call(req: PromptFields) -> ChatCall:

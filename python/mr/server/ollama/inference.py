@@ -16,6 +16,7 @@ from mr.runner import Lease
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid, stream_error
+from mr.server.modeldefaults import model_defaults
 from mr.server.ollama import convert, ignored
 from mr.server.ollama.protocol import ChatRequest, GenerateRequest
 from mr.server.openai.streams import asubmit_all
@@ -57,13 +58,11 @@ async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[A
     clock = convert.Clock()
     lease = await ctx.runner.acquire(data.model, keep)
     clock.mark_loaded()
-    defaults = lease.model.resolved.defaults  # the model's own, where the request says nothing
-    if defaults is not None:
-        messages, stop = defaults.apply_messages(messages), defaults.apply_stop(stop)
-        limit, sampling = defaults.apply_max_tokens(limit), defaults.apply_sampling(sampling, data.options)
+    own = model_defaults(lease)  # the model's own, where the request says nothing
+    sampling, limit, stop = own.apply(data.options, sampling, limit, stop)
     try:
         options = thinking.apply(options, lease.model.think)
-        prompt = await asyncio.to_thread(lease.llm.prepare_chat, messages, options)  # off the loop
+        prompt = await asyncio.to_thread(lease.llm.prepare_chat, own.apply_messages(messages), options)
     except BaseException:
         lease.release()
         raise
@@ -86,15 +85,17 @@ async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Re
     clock = convert.Clock()
     lease = await ctx.runner.acquire(data.model, keep)
     clock.mark_loaded()
+    own = model_defaults(lease)  # the model's own, where the request says nothing
+    sampling, limit, stop = own.apply(data.options, sampling, limit, stop)
     try:
         llm = lease.llm
         stream: AsyncStream | AsyncChatStream
-        if data.raw:  # the caller wrote the template's markers themselves: they are tokens
+        if data.raw:  # the caller wrote the template's markers themselves: they are tokens (no system)
             tokens = await asyncio.to_thread(llm.tokenize, data.prompt, True, True)
             stream = llm.agenerate(tokens, sampling, max_tokens=limit, stop=stop)
         else:
-            messages = ([{"role": "system", "content": data.system}] if data.system else []) + [
-                {"role": "user", "content": data.prompt}]
+            messages = own.apply_messages(([{"role": "system", "content": data.system}] if data.system
+                                           else []) + [{"role": "user", "content": data.prompt}])
             options = from_ollama(data.think).apply(options, lease.model.think)
             prompt = await asyncio.to_thread(llm.prepare_chat, messages, options)
             start = [lambda: llm.achat(prompt, sampling, max_tokens=limit, stop=stop)]

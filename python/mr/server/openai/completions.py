@@ -20,6 +20,7 @@ from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid
 from mr.server.metrics import StreamTimer
+from mr.server.modeldefaults import model_defaults
 from mr.server.openai import params, results
 from mr.server.openai.merge import finished, merge
 from mr.server.openai.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
@@ -78,13 +79,14 @@ def _submit(lease: Lease, data: CompletionRequest, encoded: list[np.ndarray], li
             stop: list[str], direct: tuple[sse.ChunkFrames, Wire] | None,
             engine: tuple[int, int] | None = None) -> list[AsyncStream]:
     """n streams per prompt (seed + i); with `direct`, rendering their frames in the engine
-    (and with `engine`, mr.server.wire.engine_wire, letting it send them)."""
-    llm = lease.llm
+    (and with `engine`, mr.server.wire.engine_wire, letting it send them). The model's own
+    defaults fill in what the request left unset; a raw prompt takes no system prompt."""
+    llm, own = lease.llm, model_defaults(lease)
 
     def start(prompt: np.ndarray, i: int, index: int) -> Callable[[], AsyncStream]:
-        sampling = params.sampling(data, llm.model.n_vocab, i)
+        gen = own.apply(data, params.sampling(data, llm.model.n_vocab, i), limit, stop)
         frame = direct[0].text_frame(index, sse.TEXT_KEY, direct[1].chunked) if direct else None
-        return lambda: llm.agenerate(prompt, sampling, max_tokens=limit, stop=stop,
+        return lambda: llm.agenerate(prompt, gen.sampling, max_tokens=gen.max_tokens, stop=gen.stop,
                                      ignore_eos=data.ignore_eos, logprobs=data.logprobs, frame=frame,
                                      wire=engine)
 

@@ -31,7 +31,8 @@ def chat_call(req: ResponseRequest, items: list[dict[str, Any]],
     fields = {name: getattr(req, name) for name in ("temperature", "top_p") if getattr(req, name) is not None}
     return ChatCall(model=req.model, messages=msgs, options=options(req), sampling=SamplingOptions(**fields),
                     max_tokens=req.max_output_tokens or -1, ignore_eos=req.ignore_eos,
-                    thinking=from_effort(req.reasoning.effort if req.reasoning else None, "reasoning.effort"))
+                    thinking=from_effort(req.reasoning.effort if req.reasoning else None, "reasoning.effort"),
+                    request=req)
 
 
 # ---- input items ----
