@@ -92,7 +92,8 @@ def test_mr_figures_are_there(quick: dict[str, Any]) -> None:
                 ("prefix", "ttft cold", "mr-engine"), ("prefix", "ttft cached", "mr-engine"),
                 ("prefix", "ttft cached", "mr-serve"), ("embeddings", "embed", "mr-engine"),
                 ("load", "model load", "mr-engine"), ("load", "peak RSS", "mr-engine"),
-                ("pull", "pull", "mr-store"), ("scale", f"tg16 local ({ONE})", "mr-engine"),
+                ("pull", "pull", "mr-store"), ("pull", "pull", "mr-store-ollama"),
+                ("scale", f"tg16 local ({ONE})", "mr-engine"),
                 ("scale", f"tg16 split 1+2 ({ONE})", "mr-engine"),
                 ("scale", f"rpc cost per step ({ONE})", "mr-engine")]:
         assert key in found, key
