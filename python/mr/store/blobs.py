@@ -2,7 +2,8 @@
 
 A blob's final name is its digest and exists only after its size and then its digest were
 checked; committed blobs are read-only. Downloads go to `<hex>.incomplete`, which a later pull
-resumes (re-hashing what is there) but never trusts.
+resumes (re-hashing what is there) but never trusts. A download is hashed and written on a thread
+of its own (`_Pipe`), so that the socket reads go on meanwhile.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +26,11 @@ from mr.store.layout import Layout, fsync_dir, raise_if_disk_full
 
 CHUNK = 1 << 20
 READ_ONLY = 0o444
+PIPE_CHUNKS = 8  # downloaded chunks waiting for the disk thread: a bound on the memory held
+# During a download the disk thread syncs every so many bytes, so that the fsync before the
+# commit has little left to write (it would otherwise flush the whole blob after the transfer).
+EARLY_SYNC = 64 << 20
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def _write(f: BinaryIO, data: bytes) -> None:
@@ -39,8 +47,50 @@ def _mismatch(want: str, got: str, want_size: int, got_size: int, more: bool = F
     return text
 
 
+class _Pipe:
+    """Runs `consume` on each item put, in order, on a thread of its own: sha256, write(2) and
+    fdatasync release the GIL, so the hashing and the disk overlap the socket reads. The first
+    exception stops the work (later items are dropped); the owner finds it in `error`."""
+
+    def __init__(self, consume: Callable[[bytes, int], None]) -> None:
+        self._consume = consume
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[tuple[bytes, int] | None] = queue.Queue(PIPE_CHUNKS)
+        self._thread = threading.Thread(target=self._run, name="mr-blob-pipe", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes, keep: int) -> None:
+        self._queue.put((data, keep))
+
+    def drain(self) -> None:
+        """Wait until every item put so far is consumed (or dropped after an error)."""
+        self._queue.join()
+
+    def stop(self) -> BaseException | None:
+        self._queue.put(None)
+        self._thread.join()
+        return self.error
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self.error is None:
+                    self._consume(*item)
+            except BaseException as exc:  # the owner re-raises it on its own thread
+                self.error = exc
+            finally:
+                self._queue.task_done()
+
+
 class PartialBlob:
-    """A download in `<hex>.incomplete`: resume from what is there, commit only when verified."""
+    """A download in `<hex>.incomplete`: resume from what is there, commit only when verified.
+
+    `write` hands the bytes to the disk thread; `offset` counts the bytes accepted. Anything
+    that reads the file or the hash (flush, restart, commit) first waits for that thread, and a
+    write it failed is raised there, as a write on the caller's thread would have been."""
 
     def __init__(self, layout: Layout, digest: str, size: int) -> None:
         self.digest = digests.validate(digest)
@@ -49,6 +99,8 @@ class PartialBlob:
         self.final = layout.blob_path(digest)
         self._file: BinaryIO | None = None
         self._hasher = digests.hasher(digest)
+        self._pipe: _Pipe | None = None
+        self._unsynced = 0
         self.offset = 0
         self.overflow = False
 
@@ -58,6 +110,7 @@ class PartialBlob:
         self._hasher = digests.hasher(self.digest)
         self.offset = 0
         self.overflow = False
+        self._unsynced = 0
         try:
             existing = self.path.stat().st_size
         except FileNotFoundError:
@@ -74,38 +127,70 @@ class PartialBlob:
 
     def restart(self) -> None:
         """Start over from byte 0 (the registry ignored our Range, or the partial was bad)."""
+        self._settle()
         assert self._file is not None
         self._file.seek(0)
         self._file.truncate(0)
         self._hasher = digests.hasher(self.digest)
+        self._unsynced = 0
         self.offset = 0
         self.overflow = False
 
     def write(self, data: bytes) -> None:
         """Append; bytes past the expected size are hashed (for the error) but not written."""
         assert self._file is not None
+        self._raise_failed()
+        keep = min(len(data), max(self.size - self.offset, 0))
+        self.overflow = self.overflow or keep < len(data)
+        if self._pipe is None:
+            self._pipe = _Pipe(self._consume)
+        self._pipe.put(data, keep)
+        self.offset += keep
+
+    def _consume(self, data: bytes, keep: int) -> None:
+        """On the disk thread: hash everything, write the first `keep` bytes."""
+        assert self._file is not None
         self._hasher.update(data)
-        room = self.size - self.offset
-        if len(data) > room:
-            self.overflow = True
-            data = data[: max(room, 0)]
-        if not data:
+        if not keep:
             return
-        try:
-            _write(self._file, data)
-        except OSError as exc:
-            self.discard()
+        _write(self._file, data if keep == len(data) else data[:keep])
+        self._unsynced += keep
+        if self._unsynced >= EARLY_SYNC:
+            self._file.flush()
+            _datasync(self._file.fileno())
+            self._unsynced = 0
+
+    def _settle(self) -> None:
+        """Wait for the disk thread; raise what it failed."""
+        if self._pipe is not None:
+            self._pipe.drain()
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        exc = self._pipe.error if self._pipe is not None else None
+        if exc is None:
+            return
+        self.discard()  # a failed write leaves no partial behind (as before the disk thread)
+        if isinstance(exc, OSError):
             raise_if_disk_full(exc, self.path.parent, self.size)
-            raise
-        self.offset += len(data)
+        raise exc
+
+    def _stop_pipe(self) -> BaseException | None:
+        pipe, self._pipe = self._pipe, None
+        return pipe.stop() if pipe is not None else None
 
     def flush(self) -> None:
+        self._settle()
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        """Keep the partial on disk for a later resume."""
+        """Keep the partial on disk for a later resume (unless a write failed: then it is gone;
+        the caller is already raising why it closes)."""
+        if self._stop_pipe() is not None:
+            self.discard()
+            return
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self.flush()
@@ -113,6 +198,7 @@ class PartialBlob:
             self._file = None
 
     def discard(self) -> None:
+        self._stop_pipe()
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
@@ -124,6 +210,7 @@ class PartialBlob:
         """Verify size, then digest, then `validate` (what the bytes must be: a GGUF, JSON...);
         rename into place read-only. On any refusal nothing remains."""
         self.flush()
+        self._stop_pipe()  # settled: nothing is in flight
         got = digests.from_hasher(self._hasher)
         if self.overflow or self.offset != self.size or got != self.digest:
             self.discard()

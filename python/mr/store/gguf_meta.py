@@ -10,8 +10,9 @@ from __future__ import annotations
 import mmap
 import re
 import struct
+import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
@@ -80,6 +81,22 @@ class _Reader:
         self.pos += length
         return raw.decode("utf-8", errors="replace")
 
+    def skip_strings(self, count: int) -> None:
+        """Skip `count` strings (a vocabulary, merges) with string()'s checks, in one tight
+        loop: a tokenizer's 100k strings one method call each took most of a pull's time."""
+        buf, pos, end = self.buf, self.pos, self.end
+        unpack = struct.Struct(self.endian + "Q").unpack_from
+        for _ in range(count):
+            if pos + 8 > end:
+                raise GGUFFormatError("not a valid GGUF file: header runs past the end of the file")
+            (length,) = unpack(buf, pos)
+            if length > MAX_STRING:
+                raise GGUFFormatError("not a valid GGUF file: absurd string length")
+            pos += 8 + length
+        if pos > end:  # lengths are capped, so the sum cannot wrap around: one check at the end
+            raise GGUFFormatError("not a valid GGUF file: header runs past the end of the file")
+        self.pos = pos
+
     def value_type(self) -> GGUFValueType:
         raw = self.u32()
         try:
@@ -101,6 +118,9 @@ class _Reader:
                 size = struct.calcsize(_SCALARS[etype]) * count
                 self.need(size)
                 self.pos += size
+                return None
+            if etype == GGUFValueType.STRING and not keep:
+                self.skip_strings(count)
                 return None
             items = []
             for _ in range(count):
@@ -131,15 +151,36 @@ def _quant_name(file_type: int) -> str:
 
 
 def read_header(path: Path) -> GGUFInfo:
-    """Parse one GGUF file's header and tensor infos."""
+    """Parse one GGUF file's header and tensor infos. A read-only file (a committed blob: never
+    written again) that was parsed before with the same inode, size and modification time is
+    not parsed again: a pull checks an Ollama model's weights before the commit and reads its
+    config from them after (chmod and rename keep all four). A writable file is always parsed:
+    a check must see the bytes that are there."""
     try:
-        size = path.stat().st_size
-        if size < 24:
+        st = path.stat()
+        if st.st_size < 24:
             raise GGUFFormatError(f"not a valid GGUF file: {path.name}")
-        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _parse(buf, size)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        info = None if st.st_mode & 0o222 else _parsed.get(key)
+        if info is None:
+            with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                info = _parse(buf, st.st_size)
+            _keep(key, info)
     except OSError as exc:
         raise GGUFFormatError(f"cannot read GGUF file {path.name}: {exc.strerror}") from exc
+    return replace(info, kv=dict(info.kv), tensor_types=Counter(info.tensor_types))  # the caller's own
+
+
+_PARSED_KEPT = 16
+_parsed: dict[tuple[int, int, int, int], GGUFInfo] = {}  # oldest first
+_parsed_lock = threading.Lock()  # the server resolves models on worker threads
+
+
+def _keep(key: tuple[int, int, int, int], info: GGUFInfo) -> None:
+    with _parsed_lock:
+        while len(_parsed) >= _PARSED_KEPT:
+            del _parsed[next(iter(_parsed))]
+        _parsed[key] = info
 
 
 def _parse(buf: mmap.mmap, size: int) -> GGUFInfo:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import requests
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
 
 from mr.errors import ModelNotFoundError
 from mr.store import artifact, mirrors, ollama
@@ -40,8 +43,11 @@ Check = Callable[[artifact.Descriptor, Path], None]
 # What a mirror's failure can be that the source may not share: ask the source then.
 _FALLBACK = (RegistryError, ModelNotFoundError)
 
-# Small enough that a cut connection loses little (urllib3 drops a short read's bytes).
-NET_CHUNK = 128 * 1024
+# The socket's bytes are taken as they arrive (read1: a cut connection loses none of them) and
+# handed to the disk thread in chunks of about this size, or after HAND_OVER_S on a slow link,
+# so that the progress bar and the partial on disk follow a trickle too.
+NET_CHUNK = 1 << 20
+HAND_OVER_S = 0.25
 
 
 @dataclass
@@ -69,6 +75,7 @@ class BlobDownloader:
         self.report = report
         self.sleep = sleep
         self.check = check
+        self.checked: set[tuple[str, str]] = set()  # (digest, media type) checked at its commit
 
     def fetch(self, desc: artifact.Descriptor) -> int:
         """Make sure the blob is committed; returns the bytes downloaded."""
@@ -100,6 +107,8 @@ class BlobDownloader:
             except BaseException:
                 partial.close()  # a partial that passed no check is kept only for a resume
                 raise
+            if validate is not None:
+                self.checked.add((desc.digest, desc.mediaType))
             self.report.done(desc.digest)
             return received
 
@@ -127,11 +136,9 @@ class BlobDownloader:
                         continue
                 before = partial.offset
                 try:
-                    for chunk in resp.iter_content(NET_CHUNK):
+                    for chunk in _chunks(resp, self.client.guard):
                         partial.write(chunk)
                         received += len(chunk)
-                        if self.client.guard is not None:
-                            self.client.guard.advance(len(chunk))
                         self.report.advance(partial.digest, len(chunk))
                         if partial.overflow:
                             break
@@ -148,6 +155,41 @@ class BlobDownloader:
                     continue
             break  # the body ended cleanly: commit decides whether it was all there
         return received
+
+
+def _chunks(resp: requests.Response, guard: TransferGuard | None) -> Iterator[bytes]:
+    """The body in chunks of about NET_CHUNK bytes, each read counted by the guard (its rate
+    check sees a trickle as it comes). What arrived before a network error is yielded before
+    the error is raised, as requests' error (as iter_content raises it): the resume keeps it."""
+    pieces: list[bytes] = []
+    held = 0
+    handed = time.monotonic()
+    try:
+        while piece := resp.raw.read1(NET_CHUNK, decode_content=True):
+            if guard is not None:
+                guard.advance(len(piece))
+            pieces.append(piece)
+            held += len(piece)
+            if held >= NET_CHUNK or time.monotonic() - handed >= HAND_OVER_S:
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                pieces, held, handed = [], 0, time.monotonic()
+    except (ProtocolError, ReadTimeoutError, DecodeError, SSLError) as exc:
+        if pieces:
+            yield b"".join(pieces)
+        raise _as_requests_error(exc) from exc
+    if pieces:
+        yield b"".join(pieces)
+
+
+def _as_requests_error(exc: Exception) -> requests.RequestException:
+    """What requests' iter_content raises for urllib3's errors (NETWORK_ERRORS expects them)."""
+    if isinstance(exc, ProtocolError):
+        return requests.exceptions.ChunkedEncodingError(exc)
+    if isinstance(exc, DecodeError):
+        return requests.exceptions.ContentDecodingError(exc)
+    if isinstance(exc, SSLError):
+        return requests.exceptions.SSLError(exc)
+    return requests.ConnectionError(exc)
 
 
 def _refuse_size_conflict(store: Store, desc: artifact.Descriptor) -> None:
@@ -243,8 +285,9 @@ def _pull(store: Store, ref: refs.Reference, client: RegistryClient, progress: b
                 downloaded += fetcher.fetch(desc)
         finally:
             report.close()
-        if check is not None:  # the blobs that were there already are checked too
+        if check is not None:  # the blobs that were there already are checked too (once)
             for desc in needed:
-                check(desc, store.blobs.path(desc.digest))
+                if (desc.digest, desc.mediaType) not in fetcher.checked:
+                    check(desc, store.blobs.path(desc.digest))
         store.commit(model_id, data, manifest, tag)
     return PullResult(store.resolve(model_id), downloaded=True, bytes_downloaded=downloaded)
