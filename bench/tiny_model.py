@@ -11,12 +11,14 @@ import numpy as np
 
 
 def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 0,
-                     chat_template: str | None = None, pooling: int | None = None) -> Path:
+                     chat_template: str | None = None, pooling: int | None = None,
+                     renamed_tokens: dict[int, str] | None = None) -> Path:
     """A 2-layer llama with random F16 weights and SmolLM2's real tokenizer (about 14 MB).
 
     It loads and generates (nonsense), which is all the fast engine-mechanics tests need.
     `chat_template` replaces SmolLM2's template in the file's metadata; `pooling` (llama.cpp's
-    pooling type: 1 mean, 2 CLS, 3 last) marks it an embedding model.
+    pooling type: 1 mean, 2 CLS, 3 last) marks it an embedding model. `renamed_tokens` gives some
+    token ids another text (a vocabulary that is not SmolLM2's).
     """
     import gguf
 
@@ -33,6 +35,7 @@ def write_tiny_llama(src: Path, dest: Path, n_layer: int = 2, n_embd: int = 64, 
         value = field.contents()
         if name == "tokenizer.ggml.tokens":
             n_vocab = len(value)
+            value = [(renamed_tokens or {}).get(i, text) for i, text in enumerate(value)]
         if isinstance(value, list):
             writer.add_array(name, value)
         else:

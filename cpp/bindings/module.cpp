@@ -338,7 +338,8 @@ PYBIND11_MODULE(_native, m) {
     py::class_<mr::Engine, Owned<mr::Engine>>(m, "Engine")
         .def(py::init([](std::shared_ptr<mr::Model> model, int n_ctx, int n_slots, int n_batch, int n_ubatch,
                          int n_threads, int max_queue, int prefill_chunk, int flash_attn, float idle_cache,
-                         bool per_slot_kv, bool deterministic, int spec, int spec_max) {
+                         bool per_slot_kv, bool deterministic, int spec, int spec_max,
+                         std::shared_ptr<mr::Model> draft) {
                  if (spec < 0 || spec > 2) throw mr::InvalidArgument("spec must be 0 (off), 1 (auto) or 2 (ngram)");
                  mr::EngineParams p;
                  p.n_ctx = n_ctx;
@@ -355,11 +356,12 @@ PYBIND11_MODULE(_native, m) {
                  p.deterministic = deterministic;
                  p.spec = static_cast<mr::EngineParams::Spec>(spec);
                  p.spec_max = spec_max;
-                 return Owned<mr::Engine>(new mr::Engine(std::move(model), p));
+                 return Owned<mr::Engine>(new mr::Engine(std::move(model), p, std::move(draft)));
              }),
              "model"_a, "n_ctx"_a = 4096, "n_slots"_a = 4, "n_batch"_a = 512, "n_ubatch"_a = 512,
              "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, "flash_attn"_a = -1, "idle_cache"_a = 0.0f,
-             "per_slot_kv"_a = false, "deterministic"_a = false, "spec"_a = 1, "spec_max"_a = 8, release_gil())
+             "per_slot_kv"_a = false, "deterministic"_a = false, "spec"_a = 1, "spec_max"_a = 8,
+             "draft"_a = std::shared_ptr<mr::Model>(), release_gil())
         .def("submit",
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,
                 const mr::SamplingParams& sampling, int max_tokens, bool ignore_eos,

@@ -85,7 +85,7 @@ private:
 
 }  // namespace
 
-Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
+Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params, std::shared_ptr<Model> draft)
     : model_(std::move(model)), params_(resolved(params)),
       ctx_(make_context(*model_, context_params(params_), &flash_attn_)),
       n_ctx_seq_(static_cast<int>(llama_n_ctx_seq(ctx_.get()))),
@@ -110,6 +110,10 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params)
     // A rejected draft's cells are dropped from the end of its sequence: recurrent state cannot be.
     can_speculate_ = params_.spec_max > 0 && !llama_model_is_recurrent(model_->get()) &&
                      !llama_model_is_hybrid(model_->get());
+    if (draft != nullptr) {
+        draft_ = std::make_unique<DraftModel>(std::move(draft), *model_, n_ctx_seq_, params_.n_slots,
+                                              params_.n_threads, deterministic_);
+    }
     thread_ = std::thread([this] { run(); });
 }
 
@@ -662,8 +666,9 @@ void Engine::sample_outputs() {
         sampled.emplace_back(slot.sampler->sample(ctx_.get(), idx), idx);
         const auto& draft = slot.spec.draft;
         size_t accepted = 0;
-        while (accepted < draft.size() && sampled.back().first == draft[accepted] && !ends(slot, draft[accepted])) {
-            idx = slot.spec.draft_idx[accepted++];
+        while (accepted < draft.size() && sampled.back().first == draft[accepted]) {
+            if (ends(slot, draft[accepted++])) break;  // kept, and the answer ends with it
+            idx = slot.spec.draft_idx[accepted - 1];
             sampled.emplace_back(slot.sampler->sample(ctx_.get(), idx), idx);
         }
         if (!draft.empty()) settle_draft(slot, accepted);
@@ -721,32 +726,54 @@ void Engine::settle_draft(Slot& slot, size_t accepted) {
 // Drafts for this step's generating slots: each as long as it pays (EngineParams::spec), within
 // the batch, the slot's context and its max_tokens.
 void Engine::plan_drafts(const std::vector<size_t>& generating) {
+    // What each slot could draft: its prediction or its own tokens, else the draft model, which
+    // drafts for all such slots at once.
+    std::vector<std::vector<llama_token>> proposals(generating.size());
+    std::vector<DraftModel::Ask> asks;
+    std::vector<size_t> ask_of;
+    const int room0 = params_.n_batch - static_cast<int>(generating.size());
+    for (size_t i = 0; i < generating.size(); ++i) {
+        Slot& slot = slots_[generating[i]];
+        const int k_max = slot.spec.on ? draft_room(slot, room0) : 0;
+        if (k_max <= 0) continue;
+        proposals[i] = propose(slot, k_max);
+        if (proposals[i].empty() && draft_ != nullptr && params_.spec != EngineParams::Spec::Off) {
+            asks.push_back({static_cast<int>(generating[i]), &slot.spec.history.tokens(), k_max});
+            ask_of.push_back(i);
+        }
+    }
+    if (!asks.empty()) {
+        auto drafted = draft_->draft(asks);
+        for (size_t j = 0; j < asks.size(); ++j) proposals[ask_of[j]] = std::move(drafted[j]);
+    }
+    // How much of each to take: as much as pays (EngineParams::spec), within the batch.
     int n_tokens = static_cast<int>(generating.size());
     double n_out = n_tokens;  // tokens the step is expected to produce
-    int room = params_.n_batch - n_tokens;
-    for (size_t seq : generating) {
-        Slot& slot = slots_[seq];
-        if (!slot.spec.on) continue;
-        const int left = slot.request.max_tokens > 0 ? slot.request.max_tokens - slot.n_generated : kMaxDraft + 1;
-        // Two cells spare: the last kept token must still have a cell to be decoded into.
-        const int k_max = std::min({params_.spec_max, room, n_ctx_seq_ - slot.n_past - 2, left - 1});
+    for (size_t i = 0; i < generating.size(); ++i) {
+        Slot& slot = slots_[generating[i]];
+        auto& draft = proposals[i];
+        const int k_max = std::min(static_cast<int>(draft.size()), params_.n_batch - n_tokens);
         if (k_max <= 0) continue;
-        std::vector<llama_token> draft = propose(slot, k_max);
-        if (draft.empty()) continue;
-        const bool forced = params_.spec == EngineParams::Spec::Ngram;
-        const int k = forced ? static_cast<int>(draft.size())
-                             : best_draft_length(step_cost_, slot.spec.acceptance, n_tokens, n_out,
-                                                 static_cast<int>(draft.size()));
+        const int k = params_.spec == EngineParams::Spec::Ngram
+                          ? k_max
+                          : best_draft_length(step_cost_, slot.spec.acceptance, n_tokens, n_out, k_max);
         if (k == 0) continue;
         draft.resize(static_cast<size_t>(k));
         slot.spec.draft = std::move(draft);
         n_tokens += k;
         n_out += slot.spec.acceptance.expected_extra(k);
-        room -= k;
     }
 }
 
-// The request's prediction first (the client asked for it), then the slot's own tokens.
+// The longest draft `slot` may take: spec_max, the batch's room, its context (two cells spare:
+// the last kept token must still have a cell to be decoded into) and its max_tokens.
+int Engine::draft_room(const Slot& slot, int room) const {
+    const int left = slot.request.max_tokens > 0 ? slot.request.max_tokens - slot.n_generated : kMaxDraft + 1;
+    return std::min({params_.spec_max, room, n_ctx_seq_ - slot.n_past - 2, left - 1});
+}
+
+// The request's prediction first (the client asked for it), then the slot's own tokens, unless
+// there is a draft model: then it drafts (plan_drafts asks it for all slots at once).
 std::vector<llama_token> Engine::propose(Slot& slot, int k_max) {
     Speculation& spec = slot.spec;
     if (!spec.prediction.empty()) {
@@ -755,7 +782,7 @@ std::vector<llama_token> Engine::propose(Slot& slot, int k_max) {
         if (!draft.empty()) return draft;
     }
     spec.from_prediction = false;
-    if (params_.spec == EngineParams::Spec::Off) return {};
+    if (params_.spec == EngineParams::Spec::Off || draft_ != nullptr) return {};
     return spec.history.continuation(k_max);
 }
 

@@ -168,6 +168,7 @@ class Engine:
         deterministic: bool = False,
         spec: int = 1,  # 0 off, 1 auto, 2 ngram
         spec_max: int = 8,
+        draft: Model | None = None,
     ) -> None: ...
     def submit(
         self,

@@ -131,3 +131,40 @@ def test_spec_options_are_checked(smollm2_path) -> None:
         LLM(smollm2_path, EngineOptions(n_ctx=512, spec="always"))
     with pytest.raises(InvalidArgumentError, match="spec_max"):
         LLM(smollm2_path, EngineOptions(n_ctx=512, spec_max=65))
+
+
+def test_a_draft_model_drafting_for_itself_is_always_right(smollm2_path) -> None:
+    # SmolLM2 drafts for itself: its greedy drafts are the greedy answer, so every drafted token
+    # is kept (the deterministic mode makes the two contexts' logits agree). A real pairing needs a
+    # smaller model with the same vocabulary, which is not on hand here.
+    with LLM(smollm2_path, _options("auto", draft_model=str(smollm2_path), spec_max=4)) as drafted, \
+            LLM(smollm2_path, _options("off")) as plain:
+        story = [{"role": "user", "content": "Write a story about a lighthouse keeper."}]
+        a = drafted.chat(story, GREEDY, max_tokens=48)
+        b = plain.chat(story, GREEDY, max_tokens=48)
+        assert "".join(d.content or "" for d in a) == "".join(d.content or "" for d in b)
+        assert list(a.stream.tokens) == list(b.stream.tokens)
+        assert a.spec.drafted > 0 and a.spec.accepted == a.spec.drafted, a.spec
+
+
+def test_a_draft_model_with_another_vocabulary_is_refused(smollm2_path, tmp_path) -> None:
+    from mr.errors import ModelLoadError
+    from support import write_tiny_llama
+
+    other = tmp_path / "other-vocab.gguf"
+    write_tiny_llama(smollm2_path, other, renamed_tokens={1000: "not-smollm2"})
+    with pytest.raises(ModelLoadError, match="vocabulary"):
+        LLM(smollm2_path, EngineOptions(n_ctx=512, draft_model=str(other)))
+
+
+def test_a_poor_draft_model_changes_nothing_but_the_counts(smollm2_path, tiny_gguf) -> None:
+    # The tiny random model shares SmolLM2's tokenizer: a legal draft model whose drafts are
+    # mostly wrong. Every draft is taken (ngram mode) and the answer is still SmolLM2's own.
+    with LLM(smollm2_path, _options("ngram", draft_model=str(tiny_gguf), spec_max=3)) as drafted, \
+            LLM(smollm2_path, _options("off")) as plain:
+        story = [{"role": "user", "content": "Write a story about a lighthouse keeper."}]
+        a = drafted.chat(story, GREEDY, max_tokens=32)
+        b = plain.chat(story, GREEDY, max_tokens=32)
+        assert a.collect().content == b.collect().content
+        assert list(a.stream.tokens) == list(b.stream.tokens) and len(a.stream.tokens) > 8
+        assert a.spec.drafted > a.spec.accepted, a.spec

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "mr/context.hpp"
+#include "mr/draft_model.hpp"
 #include "mr/drafter.hpp"
 #include "mr/notifier.hpp"
 #include "mr/sampler.hpp"
@@ -143,7 +144,9 @@ struct EngineStats {
 
 class Engine {
 public:
-    Engine(std::shared_ptr<Model> model, const EngineParams& params);
+    // `draft`: a smaller model with the same vocabulary that drafts where n-gram lookup finds
+    // nothing (speculative decoding; none: n-gram drafts and predictions only).
+    Engine(std::shared_ptr<Model> model, const EngineParams& params, std::shared_ptr<Model> draft = nullptr);
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
@@ -227,6 +230,7 @@ private:
     bool decode_batch();
     void sample_outputs();
     void plan_drafts(const std::vector<size_t>& generating);
+    int draft_room(const Slot& slot, int room) const;
     std::vector<llama_token> propose(Slot& slot, int k_max);
     void settle_draft(Slot& slot, size_t accepted);
     bool emit_sampled(Slot& slot, llama_token token, int logits_idx);
@@ -261,6 +265,7 @@ private:
     size_t short_prompt_ = 0;  // prompts shorter than this compute their last token with the rest
     Batch batch_;
     StepCost step_cost_;  // decode time by tokens in the step, for choosing draft lengths
+    std::unique_ptr<DraftModel> draft_;  // the draft model, when there is one
     std::vector<Slot> slots_;
     std::unique_ptr<std::atomic<uint64_t>[]> slot_ids_;  // slots_[i].id while active, else 0: any thread reads
     std::vector<Event> out_;  // events of the current step (engine thread only)

@@ -59,7 +59,7 @@ class LLM:
         self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, n_batch, min(o.n_ubatch, n_batch),
                                       o.n_threads, o.max_queue, o.prefill_chunk,
                                       o.native_flash_attn, o.idle_cache, o.per_slot_kv, o.deterministic,
-                                      SPEC[o.spec], o.spec_max)
+                                      SPEC[o.spec], o.spec_max, self._draft_model())
         if o.deterministic and not self._engine.deterministic:
             _log.warning("%s: the deterministic mode cannot hold here (a GPU or RPC workers compute with "
                          "kernels of their own): answers may vary with the batch", Path(path).name)
@@ -329,6 +329,13 @@ class LLM:
         tokens = self.prompt_tokens(prompt, parse_special)
         n_logprobs = -1 if logprobs is None else logprobs
         return tokens, _native_sampling(sampling), max_tokens, ignore_eos, list(stop_tokens), n_logprobs
+
+    def _draft_model(self) -> _native.Model | None:
+        """The draft model (EngineOptions.draft_model), placed as the model is."""
+        o = self.options
+        if o.draft_model is None:
+            return None
+        return _native.Model(o.draft_model, o.n_gpu_layers, o.use_mmap, o.repack_weights, [])
 
     def _prediction(self, prediction: Prompt | None) -> np.ndarray | None:
         """A predicted answer as token ids (text without a BOS: it continues the prompt)."""

@@ -89,6 +89,9 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     # answer is the model's own. spec_max: the longest draft.
     spec: str = "auto"
     spec_max: int = 8
+    # A smaller GGUF with the same vocabulary that drafts where n-gram lookup finds nothing
+    # (greedy drafts, verified as any other: the answer stays the model's own).
+    draft_model: str | None = None
 
     def validate(self) -> None:
         _check("n_ctx", self.n_ctx is None or 0 < self.n_ctx <= 1 << 20, "in [1, 1048576]")
