@@ -110,6 +110,10 @@ def _networks(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
                    "[MR_SPEC; default auto].")
 @click.option("--spec-max", type=click.IntRange(0, 64), default=None,
               help="The longest draft, in tokens [MR_SPEC_MAX; default 8].")
+@click.option("--draft-model", default=None,
+              help="A smaller model with the same vocabulary (a store name or a GGUF path) that "
+                   "drafts for the served models instead of n-gram lookup; checked at load, counted "
+                   "in the memory budget [MR_DRAFT_MODEL].")
 @click.option("--rpc", default=None,
               help="llama.cpp RPC workers (`mr worker`) that take a share of every model's layers: "
                    "HOST:PORT[,HOST:PORT...]; per model: mr configure --rpc [MR_RPC].")
@@ -147,7 +151,7 @@ def _settings(options: dict[str, Any]) -> Any:
                "gpu_layers": "gpu_layers", "tls_cert": "tls_cert", "tls_key": "tls_key",
                "request_log_size": "request_log_size", "flash_attn": "flash_attn", "no_auth": "no_auth",
                "repack": "repack", "per_slot_kv": "per_slot_kv", "deterministic": "deterministic",
-               "spec": "spec", "spec_max": "spec_max"}
+               "spec": "spec", "spec_max": "spec_max", "draft_model": "draft_model"}
     for option, field in mapping.items():
         if options.get(option) is not None:
             setattr(settings, field, options[option])

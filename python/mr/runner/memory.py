@@ -31,6 +31,11 @@ class MemoryEstimate:
     def total(self) -> int:
         return self.weights + self.kv_cache + self.compute
 
+    def plus(self, other: MemoryEstimate) -> MemoryEstimate:
+        """This model and another loaded with it (a draft model), at this one's context."""
+        return MemoryEstimate(weights=self.weights + other.weights, kv_cache=self.kv_cache + other.kv_cache,
+                              compute=self.compute + other.compute, n_ctx=self.n_ctx)
+
     def describe(self) -> str:
         return (f"{human(self.total)} (weights {human(self.weights)} + KV cache {human(self.kv_cache)} "
                 f"for {self.n_ctx} tokens + compute {human(self.compute)})")

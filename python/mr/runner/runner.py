@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mr.rpc import WorkerMemory
@@ -55,6 +56,7 @@ class RunnerConfig:
     deterministic: bool = False  # EngineOptions.deterministic (`mr serve --deterministic`)
     spec: str = "auto"  # EngineOptions.spec (`mr serve --spec`)
     spec_max: int = 8  # EngineOptions.spec_max
+    draft_model: str | None = None  # `mr serve --draft-model`: a store name or a GGUF path
     rpc: tuple[str, ...] = ()  # `mr serve --rpc`: RPC workers for every model without its own
 
 
@@ -202,6 +204,9 @@ class Runner:
         n_slots = settings.parallel or self.config.n_slots
         est = await asyncio.to_thread(estimate, resolved.gguf_paths, n_ctx, 512,
                                       n_slots if self.config.per_slot_kv or self.config.deterministic else 1)
+        draft = await self._draft_path()
+        if draft is not None:  # its weights, and a KV stream per slot as long as the model's
+            est = est.plus(await asyncio.to_thread(estimate, [draft], est.n_ctx, 512, n_slots))
         rpc = tuple(settings.rpc) if settings.rpc is not None else self.config.rpc
         # An unreachable worker fails the load here, named, before anything is allocated.
         reported = await asyncio.to_thread(probe_workers, rpc) if rpc else []
@@ -211,7 +216,7 @@ class Runner:
         hold = getattr(self.source, "hold", None)
         files = await asyncio.to_thread(hold, resolved) if hold is not None else None
         try:
-            llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots, rpc)
+            llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots, rpc, draft)
             if self._closed:
                 llm.close()
                 raise ModelBusyError("the server is shutting down")
@@ -237,7 +242,17 @@ class Runner:
             model.expires_at = time.time() + model.keep_alive
             model.timer = asyncio.get_running_loop().call_later(model.keep_alive, self._expire, model)
 
-    def _open(self, resolved: ResolvedModel, n_ctx: int, n_slots: int, rpc: tuple[str, ...]) -> LLM:
+    async def _draft_path(self) -> Path | None:
+        """The draft model's GGUF (RunnerConfig.draft_model): a file, or a model of the store."""
+        name = self.config.draft_model
+        if not name:
+            return None
+        if Path(name).is_file():
+            return Path(name)
+        return (await self._resolve(name)).gguf_paths[0]
+
+    def _open(self, resolved: ResolvedModel, n_ctx: int, n_slots: int, rpc: tuple[str, ...],
+              draft: Path | None = None) -> LLM:
         from mr.engine import LLM, EngineOptions
 
         template = None
@@ -247,7 +262,8 @@ class Runner:
         options = EngineOptions(n_ctx=n_ctx, n_slots=n_slots, max_queue=c.max_queue,
                                 n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers, flash_attn=c.flash_attn,
                                 repack=c.repack, idle_cache=c.idle_cache, per_slot_kv=c.per_slot_kv,
-                                deterministic=c.deterministic, spec=c.spec, spec_max=c.spec_max, rpc=rpc)
+                                deterministic=c.deterministic, spec=c.spec, spec_max=c.spec_max, rpc=rpc,
+                                draft_model=str(draft) if draft is not None else None)
         return LLM(resolved.gguf_paths[0], options, chat_template=template)
 
     def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate,

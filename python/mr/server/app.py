@@ -39,6 +39,7 @@ def runner_config(settings: Settings) -> RunnerConfig:
                         flash_attn=settings.flash_attn, repack=settings.repack,
                         idle_cache=settings.idle_cache, per_slot_kv=settings.per_slot_kv,
                         deterministic=settings.deterministic, spec=settings.spec, spec_max=settings.spec_max,
+                        draft_model=settings.draft_model or None,
                         rpc=parse_endpoints(settings.rpc))
 
 

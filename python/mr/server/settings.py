@@ -54,6 +54,7 @@ class Settings(msgspec.Struct, kw_only=True):
     deterministic: bool = False  # batch-invariant answers (EngineOptions.deterministic)
     spec: str = "auto"  # speculative decoding: "auto", "ngram" or "off" (EngineOptions.spec)
     spec_max: int = 8  # the longest draft (EngineOptions.spec_max)
+    draft_model: str | None = None  # a store name or GGUF path that drafts for every model
     settings_path: str | None = None  # per-model settings file; None: $MR_HOME/model-settings.json
     log_requests: bool = True
     responses_ttl: float = 3600.0  # seconds a stored Responses API answer is kept
@@ -213,6 +214,7 @@ _ENV = [
     ("MR_DETERMINISTIC", "deterministic", _bool),
     ("MR_SPEC", "spec", _spec),
     ("MR_SPEC_MAX", "spec_max", _spec_max),
+    ("MR_DRAFT_MODEL", "draft_model", str),
     ("MR_LOG_REQUESTS", "log_requests", _bool),
     ("MR_RESPONSES_TTL", "responses_ttl", _ttl),
     ("MR_RESPONSES_MAX_ENTRIES", "responses_max_entries", int),
