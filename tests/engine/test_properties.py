@@ -16,6 +16,8 @@ from mr.engine.types import ChatMessage, ToolCall
 from mr.errors import MrError
 
 EXAMPLES = int(os.environ.get("MR_FUZZ_EXAMPLES", "200"))
+if os.environ.get("MR_FUZZ_LONG") == "1":  # scripts/fuzz.sh --long
+    EXAMPLES = max(EXAMPLES, 5000)
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from conftest import SMOL, TINY, serve
@@ -25,6 +26,11 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
 from _registry_stub import StubRegistry
 
 EXAMPLES = int(os.environ.get("MR_FUZZ_EXAMPLES", "5"))
+# `scripts/fuzz.sh --long`: schema-breaking inputs too (Schemathesis's negative mode: integers past
+# every bound, wrong types), generation lengths of up to 256 tokens instead of 16, and lengths
+# beyond 32 bits (or negative) sent as generated: they must be refused, never a 5xx.
+LONG = os.environ.get("MR_FUZZ_LONG") == "1"
+CAP = 256 if LONG else 16
 MODELS = (SMOL, TINY)
 TRIED: dict[str, int] = {"cases": 0, "engine": 0}
 _LENGTHS = ("max_tokens", "max_completion_tokens", "num_predict", "max_output_tokens")
@@ -59,7 +65,10 @@ def loaded_schema(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path, 
         with serve(home / "store", home, ctx_size=1024, keep_alive=600.0) as server:
             body = {"model": SMOL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
             assert httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60).status_code == 200
-            yield schemathesis.openapi.from_url(f"{server.url}/schema/openapi.json")
+            schema = schemathesis.openapi.from_url(f"{server.url}/schema/openapi.json")
+            if LONG:
+                schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+            yield schema
     finally:
         print(f"\nfuzz (model loaded): {TRIED['cases']} inputs tried, {TRIED['engine']} reached a model")
 
@@ -80,27 +89,34 @@ def _steer(case: schemathesis.Case, registry: StubRegistry) -> None:
             fuzzed = body.get(key) if isinstance(body.get(key), str) else ""
             body[key] = f"{registry.host}/ai/tiny" if n % 2 == 0 else f"{registry.host}/{fuzzed}"
     for key in _LENGTHS:
-        if isinstance(body.get(key), int) and body[key] > 16:
-            body[key] = 16
+        if key in body:
+            body[key] = _capped(body[key])
     _cap_missing_length(case.path, body)
     options = body.get("options")
-    if isinstance(options, dict) and isinstance(options.get("num_predict"), int):
-        options["num_predict"] = min(options["num_predict"], 16)
-    if isinstance(body.get("n"), int):
+    if isinstance(options, dict) and "num_predict" in options:
+        options["num_predict"] = _capped(options["num_predict"])
+    if isinstance(body.get("n"), int) and (not LONG or 0 < body["n"] < 2**31):
         body["n"] = min(body["n"], 4)
+
+
+def _capped(value: object) -> object:
+    """A generated length, at most CAP; in the long run, one beyond 32 bits or negative as it is."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= CAP:
+        return value
+    return value if LONG and value >= 2**31 else CAP
 
 
 def _cap_missing_length(path: str, body: dict) -> None:
     """A generation without a length runs until the context is full: a minute and more for
     SmolLM2 on a busy 2-core machine, past the case's timeout. Cap it like a given length."""
     if path.endswith("/completions") and not any(isinstance(body.get(k), int) for k in _LENGTHS):
-        body["max_tokens"] = 16
+        body["max_tokens"] = CAP
     elif path.endswith("/responses") and not isinstance(body.get("max_output_tokens"), int):
-        body["max_output_tokens"] = 16
+        body["max_output_tokens"] = CAP
     elif path.endswith(("/api/generate", "/api/chat")):
         options = body.setdefault("options", {})
         if isinstance(options, dict) and not isinstance(options.get("num_predict"), int):
-            options["num_predict"] = 16
+            options["num_predict"] = CAP
 
 
 fuzzed = schemathesis.pytest.from_fixture("loaded_schema")
@@ -113,6 +129,6 @@ def test_no_input_causes_a_server_error_with_a_model_loaded(case: schemathesis.C
                                                             registry: StubRegistry) -> None:
     _steer(case, registry)
     TRIED["cases"] += 1
-    response = case.call(timeout=60)
+    response = case.call(timeout=300 if LONG else 60)
     case.validate_response(response, checks=[not_a_server_error])
 
