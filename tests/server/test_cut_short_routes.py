@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from _serving import loaded, wait_for
+from _serving import free_port, loaded, start, wait_for, wait_healthy
 
 from conftest import TINY, serve
 
@@ -149,3 +152,67 @@ def test_kv_cache_full_is_an_error_on_every_route(url: str, route: str, stream: 
     assert 1 <= cut < 4, f"{cut} of 4 answers were cut short"
     with httpx.Client(base_url=url) as client:  # the cut ones released their lease too (RELIABILITY 30)
         assert wait_for(lambda: all(m["active_requests"] == 0 for m in loaded(client).values()), 30)
+
+
+LONG_OLLAMA = {"options": {"num_predict": 4000, "seed": 7}}
+LONG = {"completions": {"max_tokens": 4000}, "anthropic": {"max_tokens": 4000},
+        "responses": {"max_output_tokens": 4000}, "ollama_chat": LONG_OLLAMA, "ollama_generate": LONG_OLLAMA}
+
+
+def _stream_until_closed(url: str, route: str, got: dict[str, bytes], started: threading.Event) -> None:
+    path, body = ROUTES[route]
+    body = {"model": TINY, **body, **LONG[route], "stream": True}
+    raw = b""
+    try:
+        with httpx.stream("POST", url + path, json=body, timeout=120) as response:
+            for chunk in response.iter_bytes():
+                raw += chunk
+                started.set()
+    except httpx.HTTPError:
+        pass  # the connection may close after the last frame
+    got[route] = raw
+
+
+def test_shutdown_ends_every_stream_with_an_error(store_root: Path, tmp_path: Path) -> None:
+    """SIGTERM mid-answer (RELIABILITY 31): every route's stream ends with its error form, never
+    with the frames of a finished answer (test_cut_short.py has the chat route's)."""
+    env = {"MR_MODELS_DIR": str(store_root), "MR_HOME": str(tmp_path), "MR_CTX_SIZE": "8192",
+           "MR_PORT": str(free_port())}
+    url = f"http://127.0.0.1:{env['MR_PORT']}"
+    server = start(["--parallel", "8", "--quiet"], env)
+    got: dict[str, bytes] = {}
+    try:
+        wait_healthy(url, server)
+        started = {route: threading.Event() for route in ROUTES}
+        readers = [threading.Thread(target=_stream_until_closed, args=(url, route, got, started[route]))
+                   for route in ROUTES]
+        for reader in readers:
+            reader.start()
+        assert all(event.wait(120) for event in started.values()), "a stream never began"
+        os.kill(server.pid, signal.SIGTERM)
+        for reader in readers:
+            reader.join(120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.communicate(timeout=30)
+    for route in ROUTES:
+        raw = got[route].replace("\ufffd".encode(), b"?")
+        if route.startswith("ollama"):
+            lines = _ndjson(raw)
+            assert "shutting down" in lines[-1]["error"], lines[-1]
+            assert not any(line.get("done") for line in lines)
+            continue
+        frames = _sse(raw)
+        names = [event for event, _ in frames]
+        last_event, last = frames[-1]
+        if route == "completions":
+            assert last != "[DONE]" and "shutting down" in last["error"]["message"], frames[-2:]
+            assert all(c["finish_reason"] is None for _, p in frames[:-1] for c in p["choices"])
+        elif route == "anthropic":
+            assert last_event == "error" and "shutting down" in last["error"]["message"], frames[-2:]
+            assert "message_stop" not in names and "message_delta" not in names
+        else:
+            assert last_event == "response.failed", names[-3:]
+            assert "shutting down" in last["response"]["error"]["message"]
+            assert "response.completed" not in names and "response.incomplete" not in names
