@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _serving import loaded
+from _serving import loaded, wait_for
 
 from conftest import SMOL, TINY, serve_client
 
@@ -130,6 +130,23 @@ def test_every_error_path_releases_its_lease(client: httpx.Client, route: str, b
     r = client.post(route, json={"model": TINY, **body})
     assert r.status_code == status, r.text
     _assert_released(client)
+
+
+@pytest.mark.parametrize(("route", "body"), [
+    ("/v1/messages", {"messages": MSG, "max_tokens": 1500, "ignore_eos": True}),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 1500, "ignore_eos": True}),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 1500, "ignore_eos": True}),
+    ("/api/chat", {"messages": MSG, "options": {"num_predict": 1500, "seed": 7}}),
+])
+def test_a_client_leaving_mid_stream_releases_the_lease(client: httpx.Client, route: str,
+                                                       body: dict[str, Any]) -> None:
+    """A client gone mid-answer is an error path too: the lease is released (a leaked one keeps
+    `active_requests` up for good, and the model from unloading on keep-alive)."""
+    with httpx.stream("POST", f"{client.base_url}{route}", json={"model": TINY, "stream": True, **body},
+                      timeout=60) as response:
+        assert response.status_code == 200
+        next(response.iter_bytes())  # the answer has begun; then the client leaves
+    assert wait_for(lambda: all(m["active_requests"] == 0 for m in loaded(client).values()), 120)
 
 
 def test_a_model_with_failed_requests_still_unloads(client: httpx.Client) -> None:
