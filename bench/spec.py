@@ -37,6 +37,7 @@ MR_AUTO, MR_OFF = "mr-serve spec auto", "mr-serve spec off"
 LLAMA_TYPES = ("ngram-simple", "ngram-map-k", "ngram-mod")
 LEVELS = (1, 4, 8)
 MAX_TOKENS = 320
+SLOT_TOKENS = 1536
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,8 +60,13 @@ def workloads() -> dict[str, str]:
 
 
 def run(ctx: Context) -> None:
+    import dataclasses
     import tempfile
 
+    # Each of 8 slots holds a prompt of up to about 900 tokens and its answer (llama-server gives
+    # each slot ctx-size / parallel).
+    slots = max(ctx.slots, *LEVELS)
+    ctx = dataclasses.replace(ctx, slots=slots, ctx_size=max(ctx.ctx_size, slots * SLOT_TOKENS))
     home = Path(tempfile.mkdtemp(prefix="mr-bench-spec-"))
     package_mr(ctx, home)
     servers = [start_mr(ctx, home, MR_AUTO, {"MR_SPEC": "auto"}),
