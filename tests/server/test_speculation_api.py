@@ -107,7 +107,7 @@ def test_a_draft_model_by_store_name(store_root: Path, tmp_path_factory: pytest.
     # `mr serve --draft-model ai/tiny`: the tiny random model (SmolLM2's tokenizer) drafts; its
     # drafts are poor, the answer is still SmolLM2's own, and the memory budget counts it.
     expected = _ask(oai).choices[0].message.content
-    plain = [m for m in sc.get("/engines/ps").json() if any(SMOL in tag for tag in m["tags"])][0]
+    plain = next(m for m in sc.get("/engines/ps").json() if any(SMOL in tag for tag in m["tags"]))
     with serve_client(store_root, tmp_path_factory.mktemp("draft-home"), deterministic=True, spec="ngram",
                       ctx_size=8192, draft_model="ai/tiny") as client:
         drafted = openai.OpenAI(base_url=f"{client.base_url}/v1", api_key="none")
