@@ -128,8 +128,11 @@ def raise_if_disk_full(exc: OSError, path: Path, needed: int) -> None:
     """Turn ENOSPC/EDQUOT into DiskFullError with the sizes."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         free = free_bytes(path)
+        # The write ran out of space; by now the partial file may be gone, so the free space can
+        # look like enough: say when it was counted.
         raise DiskFullError(
-            f"no space left on device: need {human_bytes(needed)}, free {human_bytes(free)}"
+            f"no space left on device: need {human_bytes(needed)}, free {human_bytes(free)} "
+            "(the disk filled up while writing; free space counted after the failed write was cleaned up)"
         ) from exc
 
 
