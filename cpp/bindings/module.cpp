@@ -360,7 +360,7 @@ PYBIND11_MODULE(_native, m) {
              }),
              "model"_a, "n_ctx"_a = 4096, "n_slots"_a = 4, "n_batch"_a = 512, "n_ubatch"_a = 512,
              "n_threads"_a = 0, "max_queue"_a = 64, "prefill_chunk"_a = 0, "flash_attn"_a = -1, "idle_cache"_a = 0.0f,
-             "per_slot_kv"_a = false, "deterministic"_a = false, "spec"_a = 1, "spec_max"_a = 8,
+             "per_slot_kv"_a = false, "deterministic"_a = false, "spec"_a = 1, "spec_max"_a = 64,
              "draft"_a = std::shared_ptr<mr::Model>(), release_gil())
         .def("submit",
              [](mr::Engine& self, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& prompt,

@@ -44,13 +44,25 @@ int NgramIndex::find(const llama_token* tokens, int n) const {
     return std::equal(tokens, tokens + n, tokens_.begin() + (after - n)) ? after : -1;
 }
 
-std::vector<llama_token> NgramIndex::continuation(int k) const {
+std::vector<llama_token> NgramIndex::continuation(int k, int* matched) const {
     const int s = static_cast<int>(tokens_.size());
     for (int n = std::min(kMaxN, s); n >= kMinN; --n) {
         const int after = find(&tokens_[s - n], n);
         if (after < 0) continue;
-        const int end = std::min(after + k, s);
-        return std::vector<llama_token>(tokens_.begin() + after, tokens_.begin() + end);
+        if (matched != nullptr) {  // how far back the two places agree
+            int m = n;
+            while (m < kLongMatch && after - m - 1 >= 0 && tokens_[after - m - 1] == tokens_[s - m - 1]) ++m;
+            *matched = m;
+        }
+        // Past the sequence's end the draft continues from itself: the two places are `s - after`
+        // tokens apart, so the text repeats with that period (a list, a table, code of one shape).
+        std::vector<llama_token> out;
+        out.reserve(static_cast<size_t>(std::max(k, 0)));
+        for (int i = 0; i < k; ++i) {
+            const int j = after + i;
+            out.push_back(j < s ? tokens_[j] : out[static_cast<size_t>(j - s)]);
+        }
+        return out;
     }
     return {};
 }

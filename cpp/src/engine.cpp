@@ -19,6 +19,7 @@ constexpr size_t kFewColumns = 64;  // below it a CPU step's kernels treat each 
 // Zen 3); a context this short stays where it wins or loses little.
 constexpr int kFlashAttnMaxCtx = 1024;
 constexpr int kMaxDraft = 64;
+constexpr int kShortDraft = 8;  // after a match of fewer than NgramIndex::kLongMatch tokens
 
 void validate(const EngineParams& p) {
     if (p.n_ctx <= 0) throw InvalidArgument("n_ctx must be > 0, got " + std::to_string(p.n_ctx));
@@ -712,7 +713,7 @@ void Engine::settle_draft(Slot& slot, size_t accepted) {
     }
     const int drafted = static_cast<int>(spec.draft.size());
     const int kept = static_cast<int>(accepted);
-    spec.acceptance.record(drafted, kept);
+    (spec.long_match ? spec.long_acceptance : spec.acceptance).record(drafted, kept);
     spec.counts.drafted += drafted;
     spec.counts.accepted += kept;
     if (spec.from_prediction) {
@@ -756,13 +757,17 @@ void Engine::plan_drafts(const std::vector<size_t>& generating) {
         if (k_max <= 0) continue;
         const int k = params_.spec == EngineParams::Spec::Ngram
                           ? k_max
-                          : best_draft_length(step_cost_, slot.spec.acceptance, n_tokens, n_out, k_max);
+                          : best_draft_length(step_cost_, acceptance_of(slot.spec), n_tokens, n_out, k_max);
         if (k == 0) continue;
         draft.resize(static_cast<size_t>(k));
         slot.spec.draft = std::move(draft);
         n_tokens += k;
-        n_out += slot.spec.acceptance.expected_extra(k);
+        n_out += acceptance_of(slot.spec).expected_extra(k);
     }
+}
+
+const Acceptance& Engine::acceptance_of(const Speculation& spec) {
+    return spec.long_match && !spec.from_prediction ? spec.long_acceptance : spec.acceptance;
 }
 
 // The longest draft `slot` may take: spec_max, the batch's room, its context (two cells spare:
@@ -776,6 +781,7 @@ int Engine::draft_room(const Slot& slot, int room) const {
 // there is a draft model: then it drafts (plan_drafts asks it for all slots at once).
 std::vector<llama_token> Engine::propose(Slot& slot, int k_max) {
     Speculation& spec = slot.spec;
+    spec.long_match = false;
     if (!spec.prediction.empty()) {
         std::vector<llama_token> draft = spec.prediction.draft(spec.history.tokens(), k_max);
         spec.from_prediction = !draft.empty();
@@ -783,7 +789,13 @@ std::vector<llama_token> Engine::propose(Slot& slot, int k_max) {
     }
     spec.from_prediction = false;
     if (params_.spec == EngineParams::Spec::Off || draft_ != nullptr) return {};
-    return spec.history.continuation(k_max);
+    int matched = 0;
+    std::vector<llama_token> draft = spec.history.continuation(k_max, &matched);
+    // A long match is a text being copied: its draft may run long (ngram-mod's insight in
+    // llama-server: 24 matching tokens, 48-64 drafted); a short one is a guess.
+    spec.long_match = matched >= NgramIndex::kLongMatch;
+    if (!spec.long_match && static_cast<int>(draft.size()) > kShortDraft) draft.resize(kShortDraft);
+    return draft;
 }
 
 void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {

@@ -167,7 +167,7 @@ class Engine:
         per_slot_kv: bool = False,
         deterministic: bool = False,
         spec: int = 1,  # 0 off, 1 auto, 2 ngram
-        spec_max: int = 8,
+        spec_max: int = 64,
         draft: Model | None = None,
     ) -> None: ...
     def submit(

@@ -84,7 +84,7 @@ def test_metrics_and_ps_count_drafts(oai: openai.OpenAI, sc: httpx.Client) -> No
     drafted = [line for line in metrics.splitlines() if line.startswith("mr_spec_drafted_tokens_total{")]
     assert drafted and float(drafted[0].rsplit(" ", 1)[1]) >= ps[0]["spec_drafted"]
     defaults = sc.get("/engines/status").json()["defaults"]
-    assert (defaults["spec"], defaults["spec_max"]) == ("ngram", 8)
+    assert (defaults["spec"], defaults["spec_max"]) == ("ngram", 64)
 
 
 def test_the_switches() -> None:
@@ -92,7 +92,7 @@ def test_the_switches() -> None:
     from mr.server import Settings
     from mr.server.app import runner_config
 
-    assert Settings.from_env({}).spec == "auto" and Settings.from_env({}).spec_max == 8
+    assert Settings.from_env({}).spec == "auto" and Settings.from_env({}).spec_max == 64
     settings = Settings.from_env({"MR_SPEC": "off", "MR_SPEC_MAX": "3"})
     assert (settings.spec, settings.spec_max) == ("off", 3)
     assert (runner_config(settings).spec, runner_config(settings).spec_max) == ("off", 3)

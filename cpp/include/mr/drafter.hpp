@@ -32,8 +32,11 @@ public:
     // followed by at least one token, or -1.
     int find(const llama_token* tokens, int n) const;
     // Up to k tokens that followed the latest earlier occurrence of the longest suffix of the
-    // indexed sequence (n-gram prompt lookup); empty when no suffix occurred before.
-    std::vector<llama_token> continuation(int k) const;
+    // indexed sequence (n-gram prompt lookup); empty when no suffix occurred before. `matched`
+    // gets how many tokens before the draft agree with the sequence's last ones (up to kLongMatch):
+    // a text being copied matches for dozens of tokens, a chance bigram for two.
+    std::vector<llama_token> continuation(int k, int* matched = nullptr) const;
+    static constexpr int kLongMatch = 16;
 
 private:
     static uint64_t key(const llama_token* tokens, int n);
@@ -62,13 +65,15 @@ private:
 // Per-slot acceptance: a discounted count of drafted tokens accepted and rejected.
 class Acceptance {
 public:
+    explicit Acceptance(double prior = 0.6) : prior_(prior) {}
     void record(int drafted, int accepted);
     // The chance that the next drafted token is accepted, given the ones before it were.
-    double rate() const { return (accepted_ + 1.2) / (tried_ + 2.0); }
+    double rate() const { return (accepted_ + 2.0 * prior_) / (tried_ + 2.0); }
     // Tokens a draft of k adds to the step's one sampled token, on average.
     double expected_extra(int k) const;
 
 private:
+    double prior_;
     double accepted_ = 0.0, tried_ = 0.0;
 };
 

@@ -67,7 +67,9 @@ struct EngineParams {
     // being computed. Ngram: every draft found, up to spec_max (for measuring).
     enum class Spec : int { Off = 0, Auto = 1, Ngram = 2 };
     Spec spec = Spec::Auto;
-    int spec_max = 8;  // the longest draft (also for predicted outputs)
+    // The longest draft (predictions and long matches: a text being copied); a draft after a
+    // short match (2-15 tokens) is at most kShortDraft.
+    int spec_max = 64;
 };
 
 struct Request {
@@ -190,7 +192,9 @@ private:
         bool on = false;                   // the request may draft (mode, prediction, model)
         NgramIndex history;                // prompt and answer, for n-gram lookup
         Prediction prediction;
-        Acceptance acceptance;
+        Acceptance acceptance;              // of drafts after a short match (or from a draft model)
+        Acceptance long_acceptance{0.9};    // of drafts after a long one (a text being copied)
+        bool long_match = false;            // this step's draft follows a long match
         std::vector<llama_token> draft;    // this step's draft, decoded after the slot's pending token
         std::vector<int> draft_idx;        // their batch outputs
         bool from_prediction = false;
@@ -231,6 +235,7 @@ private:
     void sample_outputs();
     void plan_drafts(const std::vector<size_t>& generating);
     int draft_room(const Slot& slot, int room) const;
+    static const Acceptance& acceptance_of(const Speculation& spec);
     std::vector<llama_token> propose(Slot& slot, int k_max);
     void settle_draft(Slot& slot, size_t accepted);
     bool emit_sampled(Slot& slot, llama_token token, int logits_idx);

@@ -109,7 +109,8 @@ def _networks(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
                    "(a request's `prediction` still drafts); answers are the model's own either way "
                    "[MR_SPEC; default auto].")
 @click.option("--spec-max", type=click.IntRange(0, 64), default=None,
-              help="The longest draft, in tokens [MR_SPEC_MAX; default 8].")
+              help="The longest draft, in tokens (after a long match or from a prediction; a "
+                   "draft after a short match stops at 8) [MR_SPEC_MAX; default 64].")
 @click.option("--draft-model", default=None,
               help="A smaller model with the same vocabulary (a store name or a GGUF path) that "
                    "drafts for the served models instead of n-gram lookup; checked at load, counted "

@@ -86,9 +86,10 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     # Speculative decoding (EngineParams::spec in cpp/include/mr/engine.hpp): "auto" drafts from
     # each request's own prompt and answer (n-gram lookup) when the measured step costs say it
     # pays, "ngram" always, "off" never (a request's `prediction` still drafts). Lossless: the
-    # answer is the model's own. spec_max: the longest draft.
+    # answer is the model's own. spec_max: the longest draft (after a match of 16 tokens or more,
+    # a text being copied, or from a prediction; drafts after shorter matches stop at 8).
     spec: str = "auto"
-    spec_max: int = 8
+    spec_max: int = 64
     # A smaller GGUF with the same vocabulary that drafts where n-gram lookup finds nothing
     # (greedy drafts, verified as any other: the answer stays the model's own).
     draft_model: str | None = None

@@ -55,7 +55,7 @@ class RunnerConfig:
     per_slot_kv: bool = False  # EngineOptions.per_slot_kv
     deterministic: bool = False  # EngineOptions.deterministic (`mr serve --deterministic`)
     spec: str = "auto"  # EngineOptions.spec (`mr serve --spec`)
-    spec_max: int = 8  # EngineOptions.spec_max
+    spec_max: int = 64  # EngineOptions.spec_max
     draft_model: str | None = None  # `mr serve --draft-model`: a store name or a GGUF path
     rpc: tuple[str, ...] = ()  # `mr serve --rpc`: RPC workers for every model without its own
 
