@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,7 +106,10 @@ def _llama_server(ctx: Context, exe: Path, kind: str) -> Server:
 
 def _measure(ctx: Context, servers: list[Server]) -> None:
     deadline = ctx.deadline()
+    only = [w for w in os.environ.get("BENCH_SPEC_WORKLOADS", "").split(",") if w]  # e.g. "free-writing"
     for workload, prompt in workloads().items():
+        if only and workload not in only:
+            continue
         for n in LEVELS:
             runs = paired([lambda s=s, p=prompt, n=n: _wave(s, p, n) for s in servers], ctx.budget.reps,
                           deadline, ctx.settle, rotate=True)
@@ -117,7 +122,10 @@ def _record(ctx: Context, workload: str, n: int, servers: list[Server],
               "max_tokens": MAX_TOKENS, "threads": ctx.threads}
     got: dict[str, Measure] = {}
     for server, results in zip(servers, runs, strict=True):
-        rates = [rate for rate, _ in results]
+        rates = [rate for rate, _ in results if not math.isnan(rate)]
+        if not rates:
+            ctx.results.note(PART, f"{server.name} failed at {workload}@{n} (its log says why)")
+            continue
         accepted = [a for _, a in results if a is not None]
         extra = {"acceptance": round(sum(accepted) / len(accepted), 3)} if accepted else {}
         got[server.name] = ctx.results.add(Measure(PART, f"{workload}@{n}", server.name, "tok/s", rates,
@@ -136,9 +144,16 @@ def _record(ctx: Context, workload: str, n: int, servers: list[Server],
 
 
 def _wave(server: Server, prompt: str, n: int) -> tuple[float, float | None]:
-    """(decode tok/s summed over the n streams, mr's share of drafted tokens kept or None)."""
+    """(decode tok/s summed over the n streams, mr's share of drafted tokens kept or None); a
+    server that fails (llama-server's ngram-mod aborts when 8 drafts overflow its batch) gives
+    nan, and the run goes on with the others."""
+    if server.proc is not None and server.proc.poll() is not None:
+        return math.nan, None
     before = _drafts(server)
-    rates = asyncio.run(_streams(server.target, prompt, n))
+    try:
+        rates = asyncio.run(_streams(server.target, prompt, n))
+    except (httpx.HTTPError, RuntimeError):
+        return math.nan, None
     after = _drafts(server)
     kept = None
     if before is not None and after is not None and after[0] > before[0]:
