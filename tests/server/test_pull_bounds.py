@@ -41,8 +41,13 @@ def test_a_client_that_leaves_cancels_its_pull(trickling: StubRegistry, tmp_path
     body = {"from": f"{trickling.host}/ai/tiny"} if route == "/models/create" else {
         "model": f"{trickling.host}/ai/tiny", "stream": False}
     with serve_client(tmp_path / "fresh", tmp_path) as c:
-        with pytest.raises(httpx.ReadTimeout):
-            c.post(route, json=body, timeout=httpx.Timeout(30, read=1.5))  # gives up, closes
+        if route == "/models/create":  # it streams progress (every 0.25 s on a slow link): leave mid-way
+            with c.stream("POST", route, json=body, timeout=httpx.Timeout(30, read=5)) as reply:
+                assert reply.status_code == 200
+                assert wait_for(lambda: progress.active() == 1, 10)
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                c.post(route, json=body, timeout=httpx.Timeout(30, read=1.5))  # gives up, closes
         # the pull kept its thread for over 13 minutes after the client left before
         assert wait_for(lambda: progress.active() == 0, 10), "the pull outlived its client"
         assert c.get("/health").status_code == 200
