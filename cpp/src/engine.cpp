@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "mr/errors.hpp"
 #include "mr/model.hpp"
@@ -744,8 +745,20 @@ void Engine::plan_drafts(const std::vector<size_t>& generating) {
         }
     }
     if (!asks.empty()) {
-        auto drafted = draft_->draft(asks);
-        for (size_t j = 0; j < asks.size(); ++j) proposals[ask_of[j]] = std::move(drafted[j]);
+        try {
+            auto drafted = draft_->draft(asks);
+            for (size_t j = 0; j < asks.size(); ++j) proposals[ask_of[j]] = std::move(drafted[j]);
+        } catch (const std::exception& e) {
+            // Drafts only change the speed: a draft model that cannot decode is dropped, and the
+            // requests go on without it (an exception here would end the engine thread).
+            ggml_log_callback log = nullptr;
+            void* user = nullptr;
+            llama_log_get(&log, &user);  // llama.cpp's log, which mr routes to Python's logging
+            const std::string line = std::string("the draft model failed (") + e.what() +
+                                     "); decoding goes on without it\n";
+            if (log != nullptr) log(GGML_LOG_LEVEL_WARN, line.c_str(), user);
+            draft_.reset();
+        }
     }
     // How much of each to take: as much as pays (EngineParams::spec), within the batch.
     int n_tokens = static_cast<int>(generating.size());
