@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "mr/drafter.hpp"
 #include "mr/errors.hpp"
 #include "mr/model.hpp"
 #include "mr/sampler.hpp"
@@ -24,13 +25,6 @@ llama_context_params draft_params(int n_ctx_seq, int n_slots, int n_threads, boo
     cp.no_perf = true;
     if (deterministic) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     return cp;
-}
-
-size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b) {
-    const size_t n = std::min(a.size(), b.size());
-    size_t i = 0;
-    while (i < n && a[i] == b[i]) ++i;
-    return i;
 }
 
 }  // namespace

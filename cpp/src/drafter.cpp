@@ -5,6 +5,13 @@
 
 namespace mr {
 
+size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b) {
+    const size_t n = std::min(a.size(), b.size());
+    size_t i = 0;
+    while (i < n && a[i] == b[i]) ++i;
+    return i;
+}
+
 uint64_t NgramIndex::key(const llama_token* tokens, int n) {
     uint64_t h = static_cast<uint64_t>(n) * 0x9E3779B97F4A7C15ull;
     for (int i = 0; i < n; ++i) {

@@ -350,17 +350,6 @@ void Engine::start(Pending p) {
     }
 }
 
-namespace {
-
-size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b) {
-    const size_t n = std::min(a.size(), b.size());
-    size_t i = 0;
-    while (i < n && a[i] == b[i]) ++i;
-    return i;
-}
-
-}  // namespace
-
 // True when a slot still in prefill is computing a long prefix of `prompt` (n > 1 choices, or
 // many requests with one system prompt): waiting for it beats computing the prefix twice.
 bool Engine::shares_running_prefill(const std::vector<llama_token>& prompt) const {

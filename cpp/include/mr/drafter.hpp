@@ -17,6 +17,9 @@
 
 namespace mr {
 
+// How many leading tokens two sequences share (the prefix cache, a draft stream's catch-up).
+size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b);
+
 // The tokens of one sequence, indexed by their 2-, 3- and 4-token n-grams: for each n-gram, the
 // position right after its latest occurrence. Appending is O(1); so is a lookup.
 class NgramIndex {
