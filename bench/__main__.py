@@ -80,6 +80,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--endpoint", choices=["chat", "completions"], default="chat")
     p.add_argument("--flash-attn", choices=["on", "off", "auto"], default="on",
                    help="flash attention for mr and llama.cpp's tools alike (auto: each one's default)")
+    p.add_argument("--spec", choices=["auto", "ngram", "off"], default="auto",
+                   help="mr's speculative decoding, in the engine and mr serve (off: the kernels alone)")
     p.add_argument("--url", type=_url, action="append", default=[], metavar="NAME=URL",
                    help="another OpenAI-compatible server to compare (its /v1 URL; BENCH_API_KEY for a key)")
     p.add_argument("--url-model", default="", help="model name to send to the --url servers")
@@ -111,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "bench" / "results" / stamp
     dev = device.detect()
     settings = {"threads": threads, "slots": args.slots, "ctx_size": args.ctx_size, "n_batch": args.batch,
-                "quick": args.quick, "endpoint": args.endpoint, "flash_attn": args.flash_attn}
+                "quick": args.quick, "endpoint": args.endpoint, "flash_attn": args.flash_attn, "spec": args.spec}
     model_info = {"path": str(model), "name": model.name, "file_mb": round(model.stat().st_size / 1e6, 1)}
     results = Results(out, {"device": dev, "model": model_info, "settings": settings})
     ctx = Context(model=model, threads=threads, slots=args.slots, ctx_size=args.ctx_size, n_batch=args.batch,
                   budget=budget, results=results, endpoint=args.endpoint, urls=args.url,
                   url_model=args.url_model, http=not args.no_http, build_tools=not args.no_build,
-                  quiet_wait=args.quiet_wait, flash_attn=args.flash_attn)
+                  quiet_wait=args.quiet_wait, flash_attn=args.flash_attn, spec=args.spec)
     names = [n for n in PART_NAMES if n in (args.parts or PART_NAMES)]
     if args.no_http:
         names = [n for n in names if n not in ("http", "ceiling")]

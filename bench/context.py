@@ -56,6 +56,7 @@ class Context:
     # Flash attention on both sides of every comparison ("on", "off"; "auto": each side's own
     # default, which for mr on a CPU follows the context size and may differ from llama.cpp's).
     flash_attn: str = "on"
+    spec: str = "auto"  # mr's speculative decoding (EngineOptions.spec, MR_SPEC); the spec part sets its own
     servers: ServerPool | None = None
     busy: list[float] = field(default_factory=list)  # other processes' busy cores, one per repetition
 
@@ -76,7 +77,7 @@ class Context:
 
         return EngineOptions(n_ctx=n_ctx or self.ctx_size, n_slots=slots or self.slots, n_batch=self.n_batch,
                              n_ubatch=self.n_batch, n_threads=self.threads, repack=repack,
-                             flash_attn=self.flash_attn)
+                             flash_attn=self.flash_attn, spec=self.spec)
 
     def pool(self) -> ServerPool:
         """The servers under test, started on first use and shared by the HTTP parts."""

@@ -169,7 +169,7 @@ def start_mr(ctx: Context, home: Path, name: str = MR, env: dict[str, str] | Non
     cmd = [*mr_serve_command(), "--port", str(port), "--parallel", str(ctx.slots), "--ctx-size",
            str(ctx.ctx_size), "--threads", str(ctx.threads), "--keep-alive", "-1", "--quiet",
            "--flash-attn", ctx.flash_attn]
-    proc, log, spawned = _spawn(name, cmd, ctx.out, {**_mr_env(home), **(env or {})})
+    proc, log, spawned = _spawn(name, cmd, ctx.out, {**_mr_env(home), "MR_SPEC": ctx.spec, **(env or {})})
     return Server(Target(name, f"http://127.0.0.1:{port}/v1", MODEL_NAME), proc, log, spawned,
                   f"http://127.0.0.1:{port}/v1/models")
 
