@@ -1,8 +1,8 @@
 """How busy the machine is with other work: sampled between repetitions, while the bench is idle.
 
-On a shared machine another process on the same cores wrecks llama.cpp's thread barriers (a
-decode step can take 10x longer), so the suite records how many cores were busy before each
-repetition and can wait (bounded) for a quiet moment.
+On a shared machine another process on the same cores wrecks llama.cpp's thread barriers (every
+barrier of a decode step waits for a thread that is not running), so the suite records how many
+cores were busy before each repetition and can wait (bounded) for a quiet moment.
 """
 
 from __future__ import annotations

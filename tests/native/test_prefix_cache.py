@@ -127,7 +127,8 @@ def test_one_request_at_a_time_keeps_the_last_idle_cache_when_long(tiny_gguf) ->
 
 
 def test_a_short_idle_cache_goes_when_the_next_request_starts(tiny_gguf) -> None:
-    # one request after another, even one idle cache of ~180 cells slowed the next by 20%
+    # a short idle cache would widen every step of the next request (the shared cache's attention
+    # spans all used cells) for longer than recomputing its prefix would take
     with LLM(tiny_gguf, EngineOptions(n_ctx=2048, n_slots=6, idle_cache=0.0)) as llm:
         llm.generate("alpha" * 20, GREEDY, max_tokens=60, ignore_eos=True).text()
         llm.generate("beta" * 20, GREEDY, max_tokens=60, ignore_eos=True).text()
