@@ -225,6 +225,7 @@ def test_load_over_the_vram_budget_is_refused_with_the_vram_figure(gpu_model: Pa
     from mr.runner import memory
     from mr.runner import runner as runner_module
     from mr.runner.errors import InsufficientMemoryError
+    from mr.units import human_bytes
 
     est = memory.estimate([gpu_model], 2048)
     ram, _ = memory.default_budget()
@@ -241,5 +242,5 @@ def test_load_over_the_vram_budget_is_refused_with_the_vram_figure(gpu_model: Pa
 
     with pytest.raises(InsufficientMemoryError) as refused:
         asyncio.run(load())
-    assert memory.human(small_vram) in str(refused.value)
-    assert memory.human(ram) not in str(refused.value)
+    assert human_bytes(small_vram) in str(refused.value)
+    assert human_bytes(ram) not in str(refused.value)

@@ -10,12 +10,12 @@ import pytest
 from mr.store.gguf_meta import (
     GGUFFormatError,
     format_parameters,
-    format_size,
     parse_human,
     read_header,
     read_model,
     shard_paths,
 )
+from mr.units import human_bytes
 
 
 def test_tiny_header(make_gguf) -> None:
@@ -58,8 +58,9 @@ def test_formats() -> None:
     assert format_parameters(134_515_008) == "134.52M"
     assert format_parameters(7_241_732_096) == "7.24B"
     assert format_parameters(999) == "999"
-    assert format_size(268_800_000) == "256.35MiB"
-    assert format_size(512) == "512B"
+    assert human_bytes(268_800_000) == "256.35MiB"  # DMR's config `size`
+    assert human_bytes(512) == "512B"
+    assert human_bytes(5 << 40) == "5.00TiB" and human_bytes(3 << 50) == "3072.00TiB"
     assert parse_human("256.35 MiB") == parse_human("256.35MiB") == 256.35 * 1024**2
     assert parse_human("361.82 M") == parse_human("361.82M") == pytest.approx(361.82e6)
     assert parse_human("1.2B") == pytest.approx(1.2e9)

@@ -17,6 +17,7 @@ import click
 from mr import config
 from mr.cli import tls
 from mr.errors import ServerNotRunningError
+from mr.units import human_bytes
 
 
 def base_url() -> str:
@@ -72,10 +73,6 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.0f} MiB"
-
-
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON.")
 def ps(as_json: bool) -> None:
@@ -85,7 +82,7 @@ def ps(as_json: bool) -> None:
         click.echo(json.dumps(models, indent=2))
         return
     rows = [[m["model_name"], m["backend_name"], m["mode"], m["until"], _context(m),
-             str(m["parallel"]), _mib(m["memory"]), _drafts(m), _layers(m)] for m in models]
+             str(m["parallel"]), human_bytes(m["memory"]), _drafts(m), _layers(m)] for m in models]
     click.echo(_table(rows, ["MODEL NAME", "BACKEND", "MODE", "UNTIL", "CONTEXT", "SLOTS", "MEMORY",
                              "DRAFTS", "LAYERS"]))
 
@@ -189,4 +186,4 @@ def status(as_json: bool) -> None:
     memory = info.get("memory", {})
     click.echo(f"mr {info.get('version')} is running at {base_url()} "
                f"(backend {info.get('backend')}, {info.get('loaded_models')} model(s) loaded, "
-               f"memory {_mib(memory.get('used', 0))} of {_mib(memory.get('budget', 0))})")
+               f"memory {human_bytes(memory.get('used', 0))} of {human_bytes(memory.get('budget', 0))})")

@@ -140,7 +140,7 @@ def inspect(openai: bool, model: str) -> None:
 def df(as_json: bool) -> None:
     """Show the disk space the model store uses."""
     from mr.store.display import table
-    from mr.store.layout import human_bytes
+    from mr.units import human_bytes
 
     usage = _store().df()
     if as_json:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mr import config as mr_config
+from mr.units import human_bytes
 
 MIB = 1 << 20
 KV_BYTES = 2  # f16 cache cells
@@ -37,17 +38,9 @@ class MemoryEstimate:
                               compute=self.compute + other.compute, n_ctx=self.n_ctx)
 
     def describe(self) -> str:
-        return (f"{human(self.total)} (weights {human(self.weights)} + KV cache {human(self.kv_cache)} "
-                f"for {self.n_ctx} tokens + compute {human(self.compute)})")
-
-
-def human(n: int | float) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
+        return (f"{human_bytes(self.total)} (weights {human_bytes(self.weights)} "
+                f"+ KV cache {human_bytes(self.kv_cache)} "
+                f"for {self.n_ctx} tokens + compute {human_bytes(self.compute)})")
 
 
 def _int(kv: dict[str, str], key: str, default: int = 0) -> int:

@@ -19,11 +19,12 @@ from mr.rpc import WorkerMemory
 from mr.runner import workers
 from mr.runner.errors import InsufficientMemoryError, LoadTimeoutError, ModelBusyError
 from mr.runner.loaded import Lease, LoadedModel
-from mr.runner.memory import MemoryEstimate, default_budget, estimate, human, system_memory
+from mr.runner.memory import MemoryEstimate, default_budget, estimate, system_memory
 from mr.runner.modes import model_mode
 from mr.runner.settings import ModelSettings, SettingsFile
 from mr.runner.source import ModelSource, ResolvedModel
 from mr.runner.trim import limit_arenas, release_freed_memory
+from mr.units import human_bytes
 
 if TYPE_CHECKING:
     from mr.engine import LLM
@@ -281,7 +282,7 @@ class Runner:
         if est.total > pool:
             raise InsufficientMemoryError(
                 f"model {resolved.name} needs {est.describe()}, more than the memory budget of "
-                f"{human(pool)}; lower its context size (mr configure --context-size) or raise "
+                f"{human_bytes(pool)}; lower its context size (mr configure --context-size) or raise "
                 f"the budget (--memory-budget)")
         self._evict_for(est.total, f"load {resolved.name}")
 
@@ -293,8 +294,8 @@ class Runner:
         while self.used_memory() + needed > pool:
             if not idle:
                 raise ModelBusyError(
-                    f"not enough free memory to {purpose} ({human(needed)} needed, "
-                    f"{human(max(pool - self.used_memory(), 0))} free): the loaded models are busy")
+                    f"not enough free memory to {purpose} ({human_bytes(needed)} needed, "
+                    f"{human_bytes(max(pool - self.used_memory(), 0))} free): the loaded models are busy")
             victim = idle.pop(0)
             log.info("evicting %s to %s", victim.name, purpose)
             self._unload(victim)
@@ -326,8 +327,8 @@ class Runner:
         extra = model.estimate.kv_cache + model.estimate.compute
         if model.memory + extra > self._pool():
             raise InsufficientMemoryError(
-                f"embeddings with {model.name} need {human(extra)} more for the embedding context "
-                f"than the memory budget of {human(self._pool())} leaves; raise the budget "
+                f"embeddings with {model.name} need {human_bytes(extra)} more for the embedding context "
+                f"than the memory budget of {human_bytes(self._pool())} leaves; raise the budget "
                 f"(--memory-budget) or lower the context size")
         self._evict_for(extra, f"create the embedding context of {model.name}", keep=model)
         model.embedder_memory += extra

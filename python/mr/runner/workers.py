@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mr.rpc import LayerPlacement, WorkerMemory, shares
-from mr.runner.memory import MemoryEstimate, human
+from mr.runner.memory import MemoryEstimate
+from mr.units import human_bytes
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,13 @@ def refusal(name: str, est: MemoryEstimate, plan: WorkerPlan, pool: int,
             room: dict[str, int]) -> str | None:
     """Why `plan` does not fit (None when it does): this machine's pool, or a worker's room."""
     if plan.local > pool:
-        return (f"model {name} needs {est.describe()}; its share on this machine, {human(plan.local)}, "
-                f"is more than the memory budget of {human(pool)}")
+        return (f"model {name} needs {est.describe()}; its share on this machine, {human_bytes(plan.local)}, "
+                f"is more than the memory budget of {human_bytes(pool)}")
     for endpoint, need in plan.remote.items():
         if need > room.get(endpoint, 0):
             return (f"model {name} needs {est.describe()}; its share on the RPC worker at {endpoint}, "
-                    f"{human(need)}, is more than the {human(max(room.get(endpoint, 0), 0))} that "
+                    f"{human_bytes(need)}, is more than the "
+                    f"{human_bytes(max(room.get(endpoint, 0), 0))} that "
                     f"worker has left (it reports what `mr worker --mem` allows)")
     return None
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from mr.store.layout import human_bytes
 from mr.store.model import LocalModel
+from mr.units import human_bytes
 
 LIST_COLUMNS = ("MODEL NAME", "PARAMETERS", "QUANTIZATION", "ARCHITECTURE", "MODEL ID",
                 "CREATED", "CONTEXT", "SIZE")

@@ -284,16 +284,6 @@ def format_parameters(n: int) -> str:
     return str(n)
 
 
-def format_size(n: int) -> str:
-    """Bytes in binary units, no space: "256.35MiB"."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n}B" if unit == "B" else f"{value:.2f}{unit}"
-        value /= 1024
-    return f"{n}B"  # pragma: no cover
-
-
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
           "t": 1e12, "tb": 1e12, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 

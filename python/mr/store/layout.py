@@ -28,6 +28,7 @@ from filelock import FileLock
 
 from mr.store import digest as digests
 from mr.store.errors import DiskFullError, StoreCorruptError
+from mr.units import human_bytes
 
 log = logging.getLogger("mr.store")
 LAYOUT_VERSION = "1.0.0"
@@ -143,15 +144,6 @@ def free_bytes(path: Path) -> int:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return shutil.disk_usage(probe).free
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)}{unit}" if unit == "B" else f"{value:.2f}{unit}"
-        value /= 1024
-    return f"{n}B"  # pragma: no cover
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from mr.store.errors import InvalidManifestError
+from mr.units import human_bytes
 
 if TYPE_CHECKING:
     from mr.store.artifact import Descriptor, Manifest
@@ -157,7 +158,7 @@ def model_config(raw: dict[str, Any], gguf: Path | None, params: dict[str, Any])
     """DMR's `config` object for an Ollama artifact: its config's fields, filled in from the
     GGUF header (architecture, parameters, every key) and `num_ctx` as the context size.
     Ollama's `architecture` is the CPU (amd64), not the model's: it is not used."""
-    from mr.store.gguf_meta import GGUFFormatError, format_parameters, format_size, read_header
+    from mr.store.gguf_meta import GGUFFormatError, format_parameters, read_header
 
     cfg: dict[str, Any] = {"format": str(raw.get("model_format") or "gguf")}
     info = None
@@ -171,7 +172,7 @@ def model_config(raw: dict[str, Any], gguf: Path | None, params: dict[str, Any])
         cfg["quantization"] = info.quantization or str(quant or "")
         cfg["parameters"] = format_parameters(info.parameters) if info.parameters else str(size or "")
         cfg["architecture"] = info.architecture or str(family or "")
-        cfg["size"] = format_size(info.size)
+        cfg["size"] = human_bytes(info.size)
         cfg["gguf"] = info.kv
     else:
         cfg.update({k: str(v) for k, v in (("quantization", quant), ("parameters", size),

@@ -16,10 +16,11 @@ from mr.store import artifact
 from mr.store import digest as digests
 from mr.store import reference as refs
 from mr.store.errors import DiskFullError, InvalidReferenceError
-from mr.store.gguf_meta import format_parameters, format_size, read_header, read_model, shard_paths
-from mr.store.layout import free_bytes, human_bytes
+from mr.store.gguf_meta import format_parameters, read_header, read_model, shard_paths
+from mr.store.layout import free_bytes
 from mr.store.model import LocalModel
 from mr.store.store import Store
+from mr.units import human_bytes
 
 MAX_CONTEXT = 1 << 24
 
@@ -93,7 +94,7 @@ def _package(store: Store, ref: Any, lease: Any, weights: list[Path], info: Any,
         quantization=info.quantization or None,
         parameters=format_parameters(info.parameters),
         architecture=info.architecture or None,
-        size=format_size(info.size),
+        size=human_bytes(info.size),
         gguf=info.kv,
         context_size=int(context_size) if context_size is not None else None,
     )

@@ -30,12 +30,13 @@ from mr.store.errors import (
     InvalidManifestError,
     RegistryError,
 )
-from mr.store.layout import free_bytes, human_bytes
+from mr.store.layout import free_bytes
 from mr.store.model import LocalModel
 from mr.store.progress import EventSink, Progress
 from mr.store.registry import NETWORK_ERRORS, RegistryClient
 from mr.store.store import Store
 from mr.store.transfer import TransferAbortedError, TransferGuard, default_guard
+from mr.units import human_bytes
 
 log = logging.getLogger("mr.store")
 
