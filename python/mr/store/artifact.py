@@ -81,10 +81,6 @@ class Manifest(msgspec.Struct, omit_defaults=True):
         return out
 
     @property
-    def is_cncf(self) -> bool:
-        return self.config.mediaType == CONFIG_CNCF
-
-    @property
     def is_ollama(self) -> bool:
         return self.config.mediaType == ollama.CONFIG
 

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,11 +251,3 @@ class Layout:
         if index.quarantined:
             payload["quarantined"] = index.quarantined
         atomic_write(self.index_path, json.dumps(payload, indent=2).encode() + b"\n")
-
-    @contextlib.contextmanager
-    def index_transaction(self) -> Iterator[Index]:
-        """Read-modify-write of models.json under the cross-process lock."""
-        with self.index_lock():
-            index = self.read_index()
-            yield index
-            self.write_index(index)

@@ -160,9 +160,6 @@ class Reference:
     def insecure(self) -> bool:
         return is_insecure(self.registry)
 
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(self.registry, self.repository, tag, None)
-
     def __str__(self) -> str:
         return self.stored
 
