@@ -10,7 +10,7 @@
   behind it, each with half the threads (the same cores in all).
 
 On one machine neither can scale: the workers and the replicas share its cores. The figures say
-what the RPC hops and the balancer cost; bench/README.md has the arithmetic for real hosts.
+what the RPC hops and the balancer cost; docs/architecture.md has the arithmetic for real hosts.
 Run it with `python -m bench scale`.
 """
 
