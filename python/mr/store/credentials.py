@@ -1,6 +1,7 @@
 """Registry credentials from the Docker config file (`$DOCKER_CONFIG/config.json` or
-`~/.docker/config.json`): inline `auths`, `credHelpers` and `credsStore` (through oras' helper
-runner). Returns base64 `user:password` for Basic auth or a token request, never logs it.
+`~/.docker/config.json`): inline `auths`, `credHelpers` and `credsStore` (Docker's credential
+helper programs, `docker-credential-<name> get`). Returns base64 `user:password` for Basic auth or
+a token request, never logs it.
 """
 
 from __future__ import annotations
@@ -8,15 +9,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from oras.auth.token import TokenAuth
 from oras.auth.utils import get_basic_auth
 
 from mr.store.reference import DOCKER_HUB
 
+log = logging.getLogger("mr.store")
+
+HELPER_TIMEOUT_S = 60  # a helper may ask the desktop's keyring, which may ask the user
 HUB_KEYS = ["https://index.docker.io/v1/", "index.docker.io", "docker.io",
             "registry-1.docker.io", "https://registry-1.docker.io"]
 
@@ -74,11 +79,29 @@ def lookup(registry: str, wire_host: str) -> str | None:
     store = cfg.get("credsStore")
     if isinstance(store, str) and store:
         helper_keys += [(store, k) for k in keys[:1]]
-    runner = TokenAuth()
     for helper, key in helper_keys:
         if not all(c.isalnum() or c in "-_." for c in helper):
             continue  # a helper name becomes a program name: keep it plain
-        found = runner._get_auth_from_creds_store(helper, key)
+        found = from_helper(helper, key)
         if found:
-            return str(found)
+            return found
+    return None
+
+
+def from_helper(helper: str, key: str) -> str | None:
+    """Base64 `user:password` from `docker-credential-<helper> get` for the server `key`, or None
+    when the helper is missing, fails or knows nothing of it."""
+    program = f"docker-credential-{helper}"
+    try:
+        done = subprocess.run([program, "get"], input=key.encode(), capture_output=True,
+                              timeout=HELPER_TIMEOUT_S, check=False)
+        reply = json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        log.warning("credential helper %s failed; going on without its credentials", program)
+        return None
+    if not isinstance(reply, dict):
+        return None
+    user, secret = reply.get("Username"), reply.get("Secret")
+    if isinstance(user, str) and isinstance(secret, str) and user:
+        return str(get_basic_auth(user, secret))
     return None

@@ -279,7 +279,7 @@ def _pull(store: Store, ref: refs.Reference, client: RegistryClient, progress: b
         missing = [d for d in needed if not store.blobs.has(d.digest, d.size)]
         _check_space(store, missing, ref.display)
         check = ollama.blob_checker(manifest)
-        fetcher = BlobDownloader(store, client, ref.repository, report, sleep=client._sleep,
+        fetcher = BlobDownloader(store, client, ref.repository, report, sleep=client.sleep,
                                  check=check)
         try:
             for desc in needed:

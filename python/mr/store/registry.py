@@ -1,11 +1,11 @@
-"""The registry client: oras' session and token auth, plus mr's retries, redirects and limits.
+"""The registry client: oras' session, plus mr's retries, redirects, auth scoping and limits.
 
-oras provides the HTTP session (cookies refused), the bearer-token request (Docker Hub's token
-flow and any registry's) and the challenge parser; mr adds capped exponential backoff honouring
-Retry-After on network errors, 429 and 5xx, manual redirects that never carry credentials to
-another host or downgrade to plain HTTP, timeouts so a stalled transfer fails, and size caps.
-Credentials go to their registry only: never to a host a redirect led to (its 401 is an error,
-not a challenge to answer), and to a token realm only over HTTPS or on loopback.
+oras provides the HTTP session (cookies refused) and the challenge parser; mr adds capped
+exponential backoff honouring Retry-After on network errors, 429 and 5xx, manual redirects that
+never carry credentials to another host or downgrade to plain HTTP, timeouts so a stalled
+transfer fails, and size caps on every body it reads whole. Credentials go to their registry
+only: never to a host a redirect led to (its 401 is an error, not a challenge to answer), and to
+a token realm only over HTTPS or on loopback.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import oras.provider
 import requests
-from oras.auth.utils import parse_auth_header
+from oras.auth.utils import authHeader, parse_auth_header
 from requests.adapters import HTTPAdapter
 
 from mr.store import credentials
@@ -51,6 +51,8 @@ MAX_REDIRECTS = 10
 NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout,
                   requests.exceptions.ChunkedEncodingError)
 ACCEPT = ", ".join(MANIFEST_TYPES)
+MAX_ERROR_BYTES = 64 * 1024  # a registry's error body: only its first messages are shown
+MAX_TOKEN_BYTES = 1 << 20
 
 
 def _env_float(name: str, default: float) -> float:
@@ -90,44 +92,57 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class _TimeoutAdapter(HTTPAdapter):
-    """Every request through the session gets a (connect, read) timeout, oras' included."""
+    """Every request through the session gets a (connect, read) timeout unless it names one."""
 
     def __init__(self, timeout: tuple[float, float]) -> None:
         super().__init__(pool_maxsize=8)
-        self._timeout = timeout
+        self.timeout = timeout
 
-    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
-
-
-MAX_ERROR_BYTES = 64 * 1024  # a registry's error body: only its first messages are shown
-MAX_TOKEN_BYTES = 1 << 20
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: Any = None, verify: bool | str = True, cert: Any = None,
+             proxies: Mapping[str, str] | None = None) -> requests.Response:
+        return super().send(request, stream=stream, verify=verify, cert=cert, proxies=proxies,
+                            timeout=self.timeout if timeout is None else timeout)
 
 
-def read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
-    """At most `limit` bytes of a streamed body; longer bodies are an error, never buffered."""
-    chunks, total = [], 0
-    for chunk in resp.iter_content(16 * 1024):
-        total += len(chunk)
-        if total > limit:
-            raise RegistryError(f"the registry's {what} is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+@dataclass(frozen=True)
+class Reply:
+    """An answer read whole: status, headers and a body that was read with a size cap."""
+
+    status_code: int
+    headers: Mapping[str, str]  # requests' case-insensitive dict
+    body: bytes
 
 
-def _buffer_capped(resp: requests.Response) -> None:
-    """Read a small reply (HEAD, upload, manifest PUT) into `resp.content`, at most
-    MAX_ERROR_BYTES of it: requests itself would buffer any size."""
+def read_capped(resp: requests.Response, limit: int,
+                too_large: Exception | None = None) -> bytes:
+    """At most `limit` bytes of a streamed body, never more in memory (requests itself would
+    buffer any size): a longer body raises `too_large`, or is cut at `limit` without one."""
+    declared = resp.headers.get("Content-Length", "")
+    if too_large is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
     body = bytearray()
+    for chunk in resp.iter_content(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            if too_large is not None:
+                raise too_large
+            break
+    return bytes(body[:limit])
+
+
+def _read(resp: requests.Response, limit: int = MAX_ERROR_BYTES,
+          too_large: Exception | None = None) -> Reply:
+    """`resp` read whole and closed: a 2xx body up to `limit`, any other up to MAX_ERROR_BYTES."""
     with resp:
-        for chunk in resp.iter_content(16 * 1024):
-            body += chunk
-            if len(body) >= MAX_ERROR_BYTES:
-                break
-    resp._content = bytes(body[:MAX_ERROR_BYTES])
-    resp._content_consumed = True
+        if 200 <= resp.status_code < 300:
+            body = read_capped(resp, limit, too_large)
+        else:
+            try:
+                body = read_capped(resp, MAX_ERROR_BYTES)
+            except NETWORK_ERRORS:
+                body = b""  # its status says what went wrong
+    return Reply(resp.status_code, resp.headers, body)
 
 
 def may_carry_credentials(url: str) -> bool:
@@ -142,23 +157,21 @@ def may_carry_credentials(url: str) -> bool:
     )
 
 
-def _shown(text: str) -> str:
-    """A host from a registry's reply, safe to print: printable and short."""
-    return "".join(ch for ch in text if ch.isprintable())[:100]
+def _shown(text: str, limit: int = 100) -> str:
+    """Text from a registry's reply, safe to print: printable and short."""
+    return "".join(ch for ch in text if ch.isprintable())[:limit]
 
 
-def _registry_message(resp: requests.Response) -> str:
+def _registry_message(reply: Reply) -> str:
     try:
-        consumed = getattr(resp, "_content_consumed", False)
-        body = resp.content if consumed else read_capped(resp, MAX_ERROR_BYTES, "error body")
-        errors = json.loads(body).get("errors") or []
+        errors = json.loads(reply.body).get("errors") or []
         text = "; ".join(
             str(e.get("message") or e.get("code")) for e in errors if isinstance(e, dict)
         )
-    except (ValueError, AttributeError, RegistryError, *NETWORK_ERRORS):
+    except (ValueError, AttributeError):
         text = ""
-    text = "".join(ch for ch in text if ch.isprintable())[:200]
-    return f"HTTP {resp.status_code}" + (f": {text}" if text else "")
+    text = _shown(text, 200)
+    return f"HTTP {reply.status_code}" + (f": {text}" if text else "")
 
 
 def hf_token_header(registry: str, host: str, scheme: str) -> str | None:
@@ -170,6 +183,17 @@ def hf_token_header(registry: str, host: str, scheme: str) -> str | None:
     if not may_carry_credentials(f"{scheme}://{host}/"):
         return None
     return f"Bearer {token}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection broken"
+    return "connection failed"
+
+
+Answer = TypeVar("Answer", Reply, requests.Response)
 
 
 class RegistryClient:
@@ -192,19 +216,16 @@ class RegistryClient:
         self.scheme = "http" if self.insecure else "https"
         self.retry = retry or RetryPolicy()
         self.guard = guard
-        self._sleep = sleep or (guard.sleep if guard is not None else time.sleep)
+        self.sleep = sleep or (guard.sleep if guard is not None else time.sleep)
         connect = _env_float("MR_REGISTRY_CONNECT_TIMEOUT", 15.0)
         read = _env_float("MR_REGISTRY_READ_TIMEOUT", 60.0)
-        self._oras = oras.provider.Registry(hostname=self.host, insecure=self.insecure)
-        self.session: requests.Session = self._oras.session
+        self.session = oras.provider.Registry(hostname=self.host, insecure=self.insecure).session
         adapter = _TimeoutAdapter(timeout or (connect, read))
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self._basic = (
             basic_auth if basic_auth is not None else credentials.lookup(registry, self.host)
         )
-        if self._basic:
-            self._oras.auth._basic_auth = self._basic
         self._auth_header: str | None = hf_token_header(registry, self.host, self.scheme)
 
     # -- URLs ---------------------------------------------------------------------------------
@@ -215,35 +236,38 @@ class RegistryClient:
         return f"{self.scheme}://{self.host}/v2/{repository}/blobs/uploads/"
 
     # -- transport ------------------------------------------------------------------------------
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: dict[str, str] | None = None,
-        body: Callable[[], Any] | bytes | None = None,
-        stream: bool = False,
-    ) -> requests.Response:
-        """Send with auth, redirects and retries (network errors, 429, 5xx)."""
-        for attempt in range(self.retry.attempts):
-            last = attempt == self.retry.attempts - 1
+    def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                body: Callable[[], Any] | bytes | None = None, limit: int = MAX_ERROR_BYTES,
+                too_large: Exception | None = None) -> Reply:
+        """Send with auth, redirects and retries, and read the answer whole (see `_read`)."""
+        return self._retrying(
+            lambda: _read(self._send(method, url, dict(headers or {}), body), limit, too_large),
+            f"cannot reach registry {self.host}")
+
+    def stream(self, url: str, headers: dict[str, str]) -> requests.Response:
+        """A GET whose body the caller reads (and closes), with auth, redirects and retries."""
+        return self._retrying(lambda: self._send("GET", url, headers, None),
+                              f"cannot reach registry {self.host}")
+
+    def _retrying(self, attempt: Callable[[], Answer], failed: str) -> Answer:
+        """`attempt` again after a network error, a 429 or a 5xx, with capped backoff (the
+        registry's Retry-After wins); the last answer is returned whatever its status."""
+        for n in range(self.retry.attempts):
+            last = n == self.retry.attempts - 1
             self.check()
             try:
-                resp = self._send(method, url, dict(headers or {}), body, stream)
+                answer = attempt()
             except NETWORK_ERRORS as exc:
                 self.check()  # a guard that tripped explains the error: no retry
                 if last:
-                    raise RegistryError(
-                        f"cannot reach registry {self.host}: {_reason(exc)}"
-                    ) from exc
-                self._sleep(self.retry.delay(attempt))
+                    raise RegistryError(f"{failed}: {_reason(exc)}") from exc
+                self.sleep(self.retry.delay(n))
                 continue
-            if resp.status_code in RETRY_STATUSES and not last:
-                wait = retry_after_seconds(resp.headers.get("Retry-After"))
-                resp.close()
-                self._sleep(self.retry.delay(attempt, wait))
-                continue
-            return resp
+            if answer.status_code not in RETRY_STATUSES or last:
+                return answer
+            if isinstance(answer, requests.Response):
+                answer.close()
+            self.sleep(self.retry.delay(n, retry_after_seconds(answer.headers.get("Retry-After"))))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def check(self) -> None:
@@ -251,16 +275,16 @@ class RegistryClient:
         if self.guard is not None:
             self.guard.check()
 
-    def _send(self, method: str, url: str, headers: dict[str, str], body: Any,
-              stream: bool) -> requests.Response:
-        resp, where = self._follow(method, url, headers, body, stream)
+    def _send(self, method: str, url: str, headers: dict[str, str],
+              body: Callable[[], Any] | bytes | None) -> requests.Response:
+        resp, where = self._follow(method, url, headers, body)
         if resp.status_code == 401 and self._authenticate(resp, where):
             resp.close()
-            resp, _ = self._follow(method, url, headers, body, stream)
+            resp, _ = self._follow(method, url, headers, body)
         return resp
 
-    def _follow(self, method: str, url: str, headers: dict[str, str], body: Any,
-                stream: bool) -> tuple[requests.Response, str]:
+    def _follow(self, method: str, url: str, headers: dict[str, str],
+                body: Callable[[], Any] | bytes | None) -> tuple[requests.Response, str]:
         """The first answer that is not a redirect, and the URL that gave it."""
         for _ in range(MAX_REDIRECTS):
             sent = dict(headers)
@@ -269,12 +293,9 @@ class RegistryClient:
             data = body() if callable(body) else body
             # Always streamed: no body (an error page included) is read without a size cap.
             resp = self.session.request(method, url, headers=sent, data=data, stream=True,
-                                        allow_redirects=False, verify=self._oras._tls_verify)
+                                        allow_redirects=False)
             if self.guard is not None:
                 self.guard.opened(resp)
-            if not stream:
-                _buffer_capped(resp)
-
             location = resp.headers.get("Location")
             if resp.status_code not in REDIRECTS or not location:
                 return resp, url
@@ -290,6 +311,7 @@ class RegistryClient:
             url = target
         raise RegistryError(f"registry {self.host}: too many redirects")
 
+    # -- auth -----------------------------------------------------------------------------------
     def _authenticate(self, resp: requests.Response, where: str) -> bool:
         """Answer a 401 challenge from `where`; False when there is nothing new to try."""
         other = urlsplit(where).netloc
@@ -341,147 +363,102 @@ class RegistryClient:
             raise RegistryAuthError(f"registry {self.host} refused the credentials")
         return f"Bearer {token}"
 
-    def _request_token(self, h: Any) -> str | None:
+    def _request_token(self, h: authHeader) -> str | None:
         """A bearer token from the challenge's realm; the reply is read with a size cap.
         The credentials go along only over HTTPS (or to loopback): the realm may be on another
         host (Docker Hub's is auth.docker.io), but never read in clear text on the way."""
+        realm = h.realm or ""
         params = {k: v for k, v in (("service", h.service), ("scope", h.scope)) if v}
         headers = {"Accept": "application/json"}
         if self._basic:
-            if not may_carry_credentials(h.realm):
+            if not may_carry_credentials(realm):
                 raise RegistryAuthError(
                     f"registry {self.host} wants its credentials sent over plain HTTP to "
-                    f"{_shown(urlsplit(h.realm).netloc)}; refused"
+                    f"{_shown(urlsplit(realm).netloc)}; refused"
                 )
             headers["Authorization"] = f"Basic {self._basic}"
-        resp = self.session.get(h.realm, headers=headers, params=params, stream=True,
-                                verify=self._oras._tls_verify)
+        resp = self.session.get(realm, headers=headers, params=params, stream=True)
         with resp:
             if resp.status_code != 200:
                 return None
-            info = json.loads(read_capped(resp, MAX_TOKEN_BYTES, "token reply"))
+            too_large = RegistryError(f"the registry's token reply is larger than "
+                                      f"{MAX_TOKEN_BYTES} bytes")
+            info = json.loads(read_capped(resp, MAX_TOKEN_BYTES, too_large))
         token = info.get("token") or info.get("access_token") if isinstance(info, dict) else None
         return token if isinstance(token, str) else None
 
     # -- API ----------------------------------------------------------------------------------
-    def _raise(self, resp: requests.Response, what: str) -> None:
-        if resp.status_code in (401, 403):
+    def _raise(self, reply: Reply, what: str) -> None:
+        if reply.status_code in (401, 403):
             raise RegistryAuthError(
                 f"access to {what} denied by {self.host} (it may not exist, or needs a login)"
             )
-        raise RegistryError(f"registry {self.host}: {what}: {_registry_message(resp)}")
+        raise RegistryError(f"registry {self.host}: {what}: {_registry_message(reply)}")
 
     def get_manifest(self, ref: Reference) -> tuple[bytes, str, str]:
         """(raw bytes, content type, digest) of a manifest; digest checked against any pin."""
-        url = self.url(ref.repository, "manifests", ref.remote_ref)
-        for attempt in range(self.retry.attempts):
-            resp = self.request("GET", url, headers={"Accept": ACCEPT}, stream=True)
-            with resp:
-                if resp.status_code == 404:
-                    raise RemoteModelNotFoundError(f"model not found: {ref.display}")
-                if resp.status_code != 200:
-                    self._raise(resp, ref.display)
-                try:
-                    data = _read_limited(resp, MAX_MANIFEST_BYTES)
-                except NETWORK_ERRORS as exc:
-                    if attempt == self.retry.attempts - 1:
-                        raise RegistryError(f"cannot read manifest from {self.host}") from exc
-                    self._sleep(self.retry.delay(attempt))
-                    continue
-                content_type = resp.headers.get("Content-Type", "")
-                header_digest = resp.headers.get("Docker-Content-Digest")
-            break
-        got = digests.of_bytes(data)
-        for want in (ref.digest, header_digest):
+        reply = self.request(
+            "GET", self.url(ref.repository, "manifests", ref.remote_ref),
+            headers={"Accept": ACCEPT}, limit=MAX_MANIFEST_BYTES,
+            too_large=InvalidManifestError("invalid model manifest: larger than 4 MiB"))
+        if reply.status_code == 404:
+            raise RemoteModelNotFoundError(f"model not found: {ref.display}")
+        if reply.status_code != 200:
+            self._raise(reply, ref.display)
+        got = digests.of_bytes(reply.body)
+        for want in (ref.digest, reply.headers.get("Docker-Content-Digest")):
             if want and digests.is_valid(want) and want != got:
                 raise DigestMismatchError(f"digest mismatch: want {want} got {got}")
-        return data, content_type, got
+        return reply.body, reply.headers.get("Content-Type", ""), got
 
     def open_blob(self, repository: str, digest: str, offset: int = 0) -> requests.Response:
         """A streaming GET of a blob, from `offset` with a Range request. 200, 206 or 416."""
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        resp = self.request("GET", self.url(repository, "blobs", digests.validate(digest)),
-                            headers=headers, stream=True)
+        resp = self.stream(self.url(repository, "blobs", digests.validate(digest)), headers)
         if resp.status_code in (200, 206, 416):
             return resp
-        resp.close()
-        if resp.status_code == 404:
+        reply = _read(resp)
+        if reply.status_code == 404:
             raise RegistryError(f"registry {self.host}: blob {digest} not found")
-        self._raise(resp, f"blob {digest}")
+        self._raise(reply, f"blob {digest}")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def blob_exists(self, repository: str, digest: str) -> bool:
-        resp = self.request("HEAD", self.url(repository, "blobs", digests.validate(digest)))
-        resp.close()
-        if resp.status_code == 200:
-            return True
-        if resp.status_code == 404:
-            return False
-        self._raise(resp, f"blob {digest}")
+        reply = self.request("HEAD", self.url(repository, "blobs", digests.validate(digest)))
+        if reply.status_code in (200, 404):
+            return reply.status_code == 200
+        self._raise(reply, f"blob {digest}")
         return False
 
     def upload_blob(self, repository: str, digest: str, size: int,
                     body: Callable[[], Any]) -> None:
         """Monolithic upload: POST a session, PUT the bytes with `?digest=`. Retried whole."""
         digests.validate(digest)
-        for attempt in range(self.retry.attempts):
-            resp = self.request("POST", self.uploads_url(repository),
+
+        def attempt() -> Reply:
+            post = self.request("POST", self.uploads_url(repository),
                                 headers={"Content-Length": "0"})
-            resp.close()
-            if resp.status_code != 202 or not resp.headers.get("Location"):
-                self._raise(resp, f"upload of {digest}")
-            location = urljoin(self.uploads_url(repository), resp.headers["Location"])
+            if post.status_code != 202 or not post.headers.get("Location"):
+                self._raise(post, f"upload of {digest}")
+            location = urljoin(self.uploads_url(repository), post.headers["Location"])
             sep = "&" if "?" in location else "?"
-            try:
-                put = self._send("PUT", f"{location}{sep}digest={digest}",
-                                 {"Content-Type": "application/octet-stream",
-                                  "Content-Length": str(size)}, body, False)
-            except NETWORK_ERRORS as exc:
-                self.check()  # a guard that tripped (cancel, deadline, rate) explains it: no retry
-                if attempt == self.retry.attempts - 1:
-                    raise RegistryError(f"upload to {self.host} failed: {_reason(exc)}") from exc
-                self._sleep(self.retry.delay(attempt))
-                continue
-            put.close()
-            if put.status_code in (201, 204):
-                return
-            if put.status_code in RETRY_STATUSES and attempt < self.retry.attempts - 1:
-                wait = retry_after_seconds(put.headers.get("Retry-After"))
-                self._sleep(self.retry.delay(attempt, wait))
-                continue
+            return _read(self._send("PUT", f"{location}{sep}digest={digest}",
+                                    {"Content-Type": "application/octet-stream",
+                                     "Content-Length": str(size)}, body))
+
+        put = self._retrying(attempt, f"upload to {self.host} failed")
+        if put.status_code not in (201, 204):
             self._raise(put, f"upload of {digest}")
 
     def put_manifest(self, ref: Reference, data: bytes, media_type: str) -> str:
-        url = self.url(ref.repository, "manifests", ref.remote_ref)
-        resp = self.request("PUT", url, headers={"Content-Type": media_type}, body=data)
-        resp.close()
-        if resp.status_code not in (200, 201):
-            self._raise(resp, f"manifest {ref.display}")
+        reply = self.request("PUT", self.url(ref.repository, "manifests", ref.remote_ref),
+                             headers={"Content-Type": media_type}, body=data)
+        if reply.status_code not in (200, 201):
+            self._raise(reply, f"manifest {ref.display}")
         want = digests.of_bytes(data)
-        got = resp.headers.get("Docker-Content-Digest")
+        got = reply.headers.get("Docker-Content-Digest")
         if got and got != want:
             raise DigestMismatchError(f"digest mismatch: want {want} got {got[:80]}")
         return want
-
-
-def _read_limited(resp: requests.Response, limit: int) -> bytes:
-    declared = resp.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise InvalidManifestError("invalid model manifest: larger than 4 MiB")
-    chunks, total = [], 0
-    for chunk in resp.iter_content(64 * 1024):
-        total += len(chunk)
-        if total > limit:
-            raise InvalidManifestError("invalid model manifest: larger than 4 MiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return "connection broken"
-    return "connection failed"

@@ -127,16 +127,14 @@ class TransferGuard:
 
     @staticmethod
     def _abort(resp: Any) -> None:
-        """Wake a read blocked on `resp`'s socket: shutdown(2), then close."""
-        sock = None
-        with contextlib.suppress(Exception):
-            sock = resp.raw._connection.sock  # urllib3 2.x
-        if sock is None:
-            with contextlib.suppress(Exception):
-                sock = resp.raw._fp.fp.raw._sock  # http.client's socket file
-        if sock is not None:
+        """Wake a read blocked on `resp`'s socket with shutdown(2). A streamed response holds
+        its urllib3 connection until its body is read; an upload body has no socket of its own
+        (it stops at its next chunk)."""
+        connection = getattr(getattr(resp, "raw", None), "connection", None)
+        shutdown = getattr(getattr(connection, "sock", None), "shutdown", None)
+        if shutdown is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                shutdown(socket.SHUT_RDWR)
 
 
 def default_guard() -> TransferGuard:
