@@ -4,55 +4,31 @@ servers on free ports, and the official openai / ollama / httpx clients."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from _serving import ServerThread
 
-SMOL = "ai/smollm2"
-TINY = "ai/tiny"
+from support.serving import (  # noqa: F401 (the server tests import these from conftest)
+    SMOL,
+    TINY,
+    ServerThread,
+    make_settings,
+    package_test_store,
+    serve,
+    serve_client,
+)
 
 
 @pytest.fixture(scope="session")
 def store_root(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path, tiny_gguf: Path) -> Path:
     """A model store holding ai/smollm2 (the real model) and ai/tiny (random weights)."""
-    from mr.store import Store, package_gguf
-
-    root = tmp_path_factory.mktemp("store")
-    store = Store(root)
-    package_gguf(store, smollm2_path, SMOL)
-    package_gguf(store, tiny_gguf, TINY)
-    return root
+    return package_test_store(tmp_path_factory.mktemp("store"), smollm2_path, tiny_gguf)
 
 
 @pytest.fixture(scope="session")
 def mr_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mr-home")
-
-
-def make_settings(store_root: Path, mr_home: Path, **overrides: object):
-    from mr.server import Settings
-
-    base = dict(ctx_size=2048, parallel=4, models_dir=str(store_root),
-                settings_path=str(mr_home / "model-settings.json"), log_requests=False)
-    base.update(overrides)
-    return Settings(**base)  # type: ignore[arg-type]
-
-
-def serve(store_root: Path, mr_home: Path, **overrides: object) -> ServerThread:
-    from mr.server import create_app
-
-    return ServerThread(create_app(make_settings(store_root, mr_home, **overrides)))
-
-
-@contextmanager
-def serve_client(store_root: Path, mr_home: Path, **overrides: object) -> Iterator[httpx.Client]:
-    """A server of its own (settings overridden) and an httpx client for it."""
-    with serve(store_root, mr_home, **overrides) as running, httpx.Client(base_url=running.url,
-                                                                           timeout=60) as client:
-        yield client
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from _serving import loaded, wait_for
-from _sse import parse_sse
 
-from conftest import SMOL, TINY, serve_client
 from mr.runner import estimate
+from support.serving import SMOL, TINY, loaded, serve_client, wait_for
+from support.sse import parse_sse
 
 CTX = 256
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: the real test model, a tiny random-weights GGUF, how an answer starts."""
+"""Test models: a tiny random-weights GGUF (llama or reranker), and how an answer starts."""
 
 from __future__ import annotations
 

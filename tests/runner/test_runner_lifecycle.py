@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import chat, loaded, wait_for
 
-from conftest import SMOL, TINY, serve, serve_client
+from support.serving import SMOL, TINY, chat, loaded, serve, serve_client, wait_for
 
 MIB = 1 << 20
 
