@@ -4,9 +4,10 @@ bench/tiny_model.py) makes the server, not the kernels, the bottleneck; mr serve
 (one slot per client, same context per slot) stream to 16/64/128 clients at once, A B A B.
 Three more mr serve variants show what each part of its streaming stack is worth: the event loop
 writing the engine's frames to the socket instead of the engine thread itself
-(`MR_ENGINE_WRITES=0`), the plain asyncio event loop instead of uvloop (`MR_LOOP=asyncio`, also
-loop writes), and the ASGI path for every token (`MR_DIRECT_STREAMS=0`, also asyncio: the serving
-path as it was before).
+(`engine_writes=False`), the plain asyncio event loop instead of uvloop (`loop="asyncio"`, also
+loop writes), and the ASGI path for every token (`direct_streams=False`, also asyncio: the serving
+path as it was before). These experiment switches are Settings fields with no flag or variable:
+the variants set them through mr.cli.serve.serve_with (bench.servers.mr_serve_command).
 
 The load generator must not be the bottleneck, so it is lean: raw asyncio sockets, one connection
 per request, frames counted in the received bytes rather than parsed, the token count taken from
@@ -34,9 +35,10 @@ if TYPE_CHECKING:
 PART = "ceiling"
 LOOP_WRITES, ASYNCIO = "mr-serve (loop writes)", "mr-serve (asyncio loop)"
 ASGI = "mr-serve (asyncio, asgi path)"
-VARIANTS = {LOOP_WRITES: {"MR_ENGINE_WRITES": "0"},
-            ASYNCIO: {"MR_LOOP": "asyncio", "MR_ENGINE_WRITES": "0"},
-            ASGI: {"MR_LOOP": "asyncio", "MR_DIRECT_STREAMS": "0"}}
+VARIANTS: dict[str, dict[str, object]] = {
+    LOOP_WRITES: {"engine_writes": False},
+    ASYNCIO: {"loop": "asyncio", "engine_writes": False},
+    ASGI: {"loop": "asyncio", "direct_streams": False}}
 LEVELS, QUICK_LEVELS = (16, 64, 128), (4,)
 TOKENS, QUICK_TOKENS = 256, 16  # per request
 CELLS_PER_SLOT = 512
@@ -115,7 +117,8 @@ def run(ctx: Context) -> None:
         try:
             servers = [s for s in pool.start() if s.name in (MR, LLAMA) and s.proc is not None]
             if any(s.name == MR for s in servers):
-                servers += [v for name, env in VARIANTS.items() if (v := pool.add_variant(name, env))]
+                servers += [v for name, switches in VARIANTS.items()
+                            if (v := pool.add_variant(name, switches=switches))]
             if not servers:
                 res.note(PART, "no server could be started")
                 return

@@ -3,6 +3,7 @@ context, batch and threads; plus any OpenAI-compatible URL given on the command 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -141,10 +142,16 @@ def _spawn(name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None 
     return proc, log, spawned
 
 
-def mr_serve_command() -> list[str]:
-    """`python -m mr serve` once the verb is registered; until then the command object itself."""
+def mr_serve_command(switches: dict[str, object] | None = None) -> list[str]:
+    """`python -m mr serve` once the verb is registered; until then the command object itself.
+    `switches`: Settings fields no flag sets (the experiment switches: direct_streams,
+    engine_writes, loop), given through mr.cli.serve.serve_with."""
     from mr.cli import COMMANDS
 
+    if switches:
+        code = ("import json, sys; from mr.cli.serve import serve_with; "
+                "serve_with(sys.argv[2:], **json.loads(sys.argv[1]))")
+        return [sys.executable, "-c", code, json.dumps(switches)]
     if "serve" in COMMANDS:
         return [sys.executable, "-m", "mr", "serve"]
     code = "import sys; from mr.cli.serve import serve; serve(sys.argv[1:], 'mr serve')"
@@ -163,10 +170,12 @@ def package_mr(ctx: Context, home: Path) -> None:
                    env=_mr_env(home), check=True, capture_output=True, timeout=300)
 
 
-def start_mr(ctx: Context, home: Path, name: str = MR, env: dict[str, str] | None = None) -> Server:
-    """mr serve; `env` overrides its settings (e.g. MR_LOOP) for a variant named `name`."""
+def start_mr(ctx: Context, home: Path, name: str = MR, env: dict[str, str] | None = None,
+             switches: dict[str, object] | None = None) -> Server:
+    """mr serve; for a variant named `name`, `env` overrides its MR_* variables (e.g. MR_SPEC) and
+    `switches` the settings without one (mr_serve_command)."""
     port = free_port()
-    cmd = [*mr_serve_command(), "--port", str(port), "--parallel", str(ctx.slots), "--ctx-size",
+    cmd = [*mr_serve_command(switches), "--port", str(port), "--parallel", str(ctx.slots), "--ctx-size",
            str(ctx.ctx_size), "--threads", str(ctx.threads), "--keep-alive", "-1", "--quiet",
            "--flash-attn", ctx.flash_attn]
     proc, log, spawned = _spawn(name, cmd, ctx.out, {**_mr_env(home), "MR_SPEC": ctx.spec, **(env or {})})
@@ -243,9 +252,11 @@ class ServerPool:
             return
         self.servers.append(server)
 
-    def add_variant(self, name: str, env: dict[str, str]) -> Server | None:
-        """Another mr serve on the same model and settings but `env` (after start())."""
-        self._starters[name] = lambda: start_mr(self.ctx, self._home, name, env)
+    def add_variant(self, name: str, env: dict[str, str] | None = None,
+                    switches: dict[str, object] | None = None) -> Server | None:
+        """Another mr serve on the same model and settings but `env` and `switches` (start_mr),
+        after start()."""
+        self._starters[name] = lambda: start_mr(self.ctx, self._home, name, env, switches)
         self._add(self._starters[name])
         return self.get(name)
 

@@ -22,6 +22,20 @@ def session(smollm2_path: Path, tmp_path: Path):
         child.terminate(force=True)
 
 
+def test_the_history_file_may_be_put_elsewhere(smollm2_path: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "MR_HOME": str(tmp_path / "home"), "MR_HOST": "http://127.0.0.1:9", "TERM": "dumb"}
+    child = pexpect.spawn(sys.executable, ["-m", "mr", "run", str(smollm2_path), "--history",
+                                           str(tmp_path / "lines")], env=env, encoding="utf-8", timeout=60)
+    child.expect_exact("> ")
+    child.sendline("/set system Be brief.")
+    child.expect_exact("Set system message.")
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "/set system Be brief." in (tmp_path / "lines").read_text()
+    assert not (tmp_path / "home" / "history").exists()
+
+
 def test_help_system_multiline_and_bye(session, tmp_path: Path) -> None:
     session.sendline("/?")
     session.expect_exact("/set system")

@@ -16,8 +16,8 @@ from _serving import free_port, start, wait_healthy
 @pytest.fixture(scope="module")
 def port(store_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     env = {"MR_MODELS_DIR": str(store_root), "MR_HOME": str(tmp_path_factory.mktemp("hygiene")),
-           "MR_PORT": str(free_port()), "MR_HEADER_TIMEOUT": "1", "MR_BODY_TIMEOUT": "2"}
-    proc = start(["--quiet"], env)
+           "MR_PORT": str(free_port())}
+    proc = start(["--quiet", "--header-timeout", "1", "--body-timeout", "2"], env)
     try:
         wait_healthy(f"http://127.0.0.1:{env['MR_PORT']}", proc)
         yield int(env["MR_PORT"])

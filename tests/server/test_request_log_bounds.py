@@ -123,4 +123,7 @@ def test_the_byte_cap_counts_what_the_route_sends() -> None:
 
 def test_the_cap_is_a_setting() -> None:
     assert Settings().request_log_max_bytes == 16 << 20
-    assert Settings.from_env({"MR_REQUEST_LOG_MAX_BYTES": "1MiB"}).request_log_max_bytes == 1 << 20
+    from mr.cli.serve import _settings, serve
+
+    options = serve.make_context("mr serve", ["--request-log-max", "1MiB"]).params
+    assert _settings(options).request_log_max_bytes == 1 << 20

@@ -1,5 +1,5 @@
 """`POST /engines/configure` gives a model only the RPC workers the server was started with (issue
-29, finding 9a): `mr serve --rpc` (MR_RPC) and `--rpc-allow` (MR_RPC_ALLOW). A model's weights and
+29, finding 9a): `mr serve --rpc` and `--rpc-allow`. A model's weights and
 every request's activations go to its workers, over a protocol with no authentication, so any
 other host:port is a 400 naming it, is not persisted, and is never connected to."""
 
@@ -16,7 +16,6 @@ from _serving import ServerThread, chat, free_port, start, wait_healthy
 from click.testing import CliRunner
 
 from conftest import TINY, make_settings
-from mr.server import Settings
 
 
 @pytest.fixture
@@ -76,9 +75,10 @@ def test_the_servers_own_workers_are_allowed(store_root: Path, tmp_path: Path) -
         assert other.status_code == 400 and "127.0.0.1:4" in other.json()["error"]["message"]
 
 
-def test_mr_serve_takes_the_allow_list_from_its_flag_or_mr_rpc_allow(
-        store_root: Path, tmp_path: Path) -> None:
-    settings = Settings.from_env({"MR_RPC_ALLOW": "10.0.0.2:50052, 10.0.0.3:50052"})
+def test_mr_serve_takes_the_allow_list_from_its_flag(store_root: Path, tmp_path: Path) -> None:
+    from mr.cli.serve import _settings
+
+    settings = _settings({"rpc_allow": "10.0.0.2:50052, 10.0.0.3:50052"})
     assert settings.rpc_allow == ["10.0.0.2:50052", "10.0.0.3:50052"]
     port = free_port()
     env = {"MR_MODELS_DIR": str(store_root), "MR_HOME": str(tmp_path), "MR_PORT": str(port)}

@@ -167,8 +167,8 @@ def test_a_stream_over_tls_is_written_by_the_event_loop_never_the_engine(
     # deterministic mode makes the streamed and whole answers comparable on every CPU.
     port = free_port()
     env = {"MR_MODELS_DIR": str(store_root), "MR_HOME": str(tmp_path), "MR_PORT": str(port),
-           "MR_CTX_SIZE": "2048", "MR_LOOP": loop, "MR_DETERMINISTIC": "1"}
-    proc = start(["--tls-cert", str(certs["cert"]), "--tls-key", str(certs["key"])], env)
+           "MR_CTX_SIZE": "2048", "MR_DETERMINISTIC": "1"}
+    proc = start(["--tls-cert", str(certs["cert"]), "--tls-key", str(certs["key"])], env, loop=loop)
     url = f"https://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, verify=trust(certs["ca"]), timeout=60) as client:

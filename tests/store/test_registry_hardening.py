@@ -178,7 +178,7 @@ def test_a_cli_pull_of_a_trickling_registry_fails_in_bounded_time(
         verb: str, stub, served, store, monkeypatch, capsys) -> None:
     from mr.cli import cli as group
     from mr.cli.errors import run_cli
-    from mr.cli.run import resolve_model
+    from mr.cli.backends import resolve_model
 
     monkeypatch.setenv("MR_PULL_MIN_RATE", "1024")
     monkeypatch.setenv("MR_PULL_RATE_WINDOW", "1.5")

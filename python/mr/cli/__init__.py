@@ -6,7 +6,6 @@ Each verb family lives in its own module, registered by name in COMMANDS.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -50,7 +49,7 @@ def _version() -> str:
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, help_groups=GROUPS, aliases=ALIASES,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=_version(), prog_name="mr", message="%(prog)s %(version)s")
-@click.option("--debug", is_flag=True, envvar="MR_DEBUG", help="Show full tracebacks on errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.option("--ca-cert", type=click.Path(dir_okay=False), default=None,
               help="CA certificate (PEM) that signed an https:// MR_HOST's certificate [MR_CA_CERT].")
 @click.pass_context
@@ -63,7 +62,9 @@ def cli(ctx: click.Context, debug: bool, ca_cert: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     if ca_cert:
-        os.environ["MR_CA_CERT"] = ca_cert  # every verb's HTTP client reads it from there
+        from mr.cli import tls
+
+        tls.use_ca_cert(ca_cert)  # every verb's HTTP client trusts it
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,15 +4,18 @@ the engine in this process. Both yield the same ChatDelta stream."""
 from __future__ import annotations
 
 import json
-import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
 
+import click
+
 from mr import config
-from mr.errors import CutShortError, MrError
+from mr.errors import CutShortError, ModelNotFoundError, MrError
 
 
 @dataclass
@@ -44,14 +47,13 @@ class Backend(Protocol):
 
 
 def server_url() -> str | None:
-    """The base URL of a running mr server at MR_HOST, or None (a quick probe)."""
+    """The base URL of a running mr server at MR_HOST (mr.config.server_url), or None (a quick
+    probe)."""
     import httpx
 
     from mr.cli import tls
 
-    base = config.host().rstrip("/")
-    if "://" not in base:
-        base = f"http://{base}"
+    base = config.server_url()
     try:
         response = httpx.get(f"{base}/version", timeout=0.3, verify=verify_for(base))
     except httpx.HTTPError as exc:
@@ -66,6 +68,39 @@ def verify_for(url: str) -> Any:
     from mr.cli import tls
 
     return tls.ssl_context() if url.startswith("https://") else True
+
+
+def resolve_model(model: str) -> tuple[Path, str | None]:
+    """(GGUF path, chat template override) for a .gguf path or a store reference.
+
+    A store reference that is not present yet is pulled first, with progress on a terminal."""
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf" or path.exists():
+        return path, None
+    from mr.store import Store
+
+    store = Store()
+    try:
+        local = store.resolve(model)
+    except ModelNotFoundError:
+        click.echo(f"Unable to find model '{model}' locally. Pulling from the server.", err=True)
+        local = store.pull(model, progress=sys.stderr.isatty()).model
+    template = local.chat_template_path
+    return local.gguf_path, template.read_text(encoding="utf-8") if template else None
+
+
+def model_defaults(model: str) -> Any:
+    """The store model's own request defaults (an Ollama artifact's params and system prompt),
+    None for a .gguf path or a model without any."""
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf" or path.exists():
+        return None
+    from mr.store import Store
+
+    try:
+        return Store().resolve(model).defaults
+    except ModelNotFoundError:
+        return None
 
 
 class LocalBackend:
@@ -109,7 +144,6 @@ class LocalBackend:
 
     def _load(self, ctx_size: int | None) -> Any:
         if self._llm is None or ctx_size != self._ctx:
-            from mr.cli.run import model_defaults, resolve_model
             from mr.engine import LLM, EngineOptions
 
             if self._llm is not None:
@@ -135,7 +169,7 @@ class RemoteBackend:
 
         self._model = model
         self._pulled = False  # one pull per session, then a missing model is an error
-        key = os.environ.get("MR_API_KEY")
+        key = config.api_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(600, connect=5),
                                     verify=verify_for(base_url))
@@ -211,8 +245,6 @@ class RemoteBackend:
 
     def _pull(self) -> None:
         """The API never pulls by itself; the CLI asks the server to (POST /models/create)."""
-        import click
-
         self._pulled = True
         click.echo(f"Unable to find model '{self._model}' locally. Pulling from the server.", err=True)
         with self._client.stream("POST", "/models/create", json={"from": self._model}) as response:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 
 import click
 
+from mr import config
 from mr.errors import MrError
 
 
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
-    if os.environ.get("_MR_COMPLETE"):  # shell completion: click's own entry point handles it
+    if config.raw("_MR_COMPLETE"):  # shell completion: click's own entry point handles it
         return group.main(prog_name="mr", complete_var="_MR_COMPLETE")  # type: ignore[func-returns-value]
     args = list(argv) if argv is not None else sys.argv[1:]
-    debug = "--debug" in args or os.environ.get("MR_DEBUG", "") not in ("", "0")
+    debug = "--debug" in args
     try:
         with group.make_context("mr", args) as ctx:
             group.invoke(ctx)

@@ -4,46 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from mr.cli.backends import Backend, RunOptions
-
-
-def resolve_model(model: str) -> tuple[Path, str | None]:
-    """(GGUF path, chat template override) for a .gguf path or a store reference.
-
-    A store reference that is not present yet is pulled first, with progress on a terminal."""
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf" or path.exists():
-        return path, None
-    from mr.errors import ModelNotFoundError
-    from mr.store import Store
-
-    store = Store()
-    try:
-        local = store.resolve(model)
-    except ModelNotFoundError:
-        click.echo(f"Unable to find model '{model}' locally. Pulling from the server.", err=True)
-        local = store.pull(model, progress=sys.stderr.isatty()).model
-    template = local.chat_template_path
-    return local.gguf_path, template.read_text(encoding="utf-8") if template else None
-
-
-def model_defaults(model: str) -> Any:
-    """The store model's own request defaults (an Ollama artifact's params and system prompt),
-    None for a .gguf path or a model without any."""
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf" or path.exists():
-        return None
-    from mr.errors import ModelNotFoundError
-    from mr.store import Store
-
-    try:
-        return Store().resolve(model).defaults
-    except ModelNotFoundError:
-        return None
 
 
 def open_backend(model: str, local: bool, rpc: tuple[str, ...] = (), deterministic: bool = False) -> Backend:
@@ -100,9 +64,11 @@ def _read_piped_stdin() -> str:
 @click.option("--deterministic", is_flag=True,
               help="Batch-invariant kernels: the same prompt, options and seed give the same answer "
                    "every time (CPU only); runs in this process.")
+@click.option("--history", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The chat's line history file [default: $MR_HOME/history].")
 def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: int | None,
         max_tokens: int, ctx_size: int | None, ignore_eos: bool, system: str | None, local: bool,
-        verbose: bool, detach: bool, rpc: str | None, deterministic: bool) -> None:
+        verbose: bool, detach: bool, rpc: str | None, deterministic: bool, history: Path | None) -> None:
     """Run MODEL (a store name or a .gguf path): answer PROMPT, or chat when there is none.
 
     Piped input is appended to the prompt: cat notes.txt | mr run ai/smollm2 "Summarise:"
@@ -127,6 +93,6 @@ def run(model: str, prompt: tuple[str, ...], temperature: float | None, seed: in
                 {"role": "user", "content": text}]
             stream_reply(backend.chat(messages, options), verbose, interrupt_exits=True)
         else:
-            Session(backend, options, system, verbose, model).run()
+            Session(backend, options, system, verbose, model, history).run()
     finally:
         backend.close()

@@ -7,7 +7,6 @@ server reads it on the next load.
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -21,22 +20,15 @@ from mr.units import human_bytes
 
 
 def base_url() -> str:
-    """MR_HOST as a URL: "http://127.0.0.1:12434", or a bare host (the server's bind address)."""
-    raw = config.host().strip().rstrip("/")
-    if "://" in raw:
-        return raw
-    host, _, port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
-    host = host or raw
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://{host}:{port or config.DEFAULT_PORT}"
+    """MR_HOST as a URL (mr.config.server_url: a URL, or the server's bind address)."""
+    return config.server_url()
 
 
 def _request(method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
     url = base_url() + path
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if data is not None else {}
-    key = os.environ.get("MR_API_KEY")
+    key = config.api_key()
     if key:
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)

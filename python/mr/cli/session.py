@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,9 @@ INT_PARAMS = {"top_k", "seed", "num_predict", "penalty_last_n"}
 
 class Session:
     def __init__(self, backend: Backend, options: RunOptions, system: str | None, verbose: bool,
-                 model: str = "the model") -> None:
+                 model: str = "the model", history_file: Path | None = None) -> None:
         self.backend = backend
+        self.history_file = history_file or config.home() / "history"
         self.model = model
         self.options = options
         self.system = system
@@ -40,7 +40,7 @@ class Session:
         self.history: list[dict[str, Any]] = []
 
     def run(self) -> None:
-        _enable_line_editing()
+        _enable_line_editing(self.history_file)
         click.echo(WELCOME.format(model=self.model))
         while True:
             try:
@@ -176,13 +176,12 @@ def print_speed(reply: Reply) -> None:
     click.echo(f"generation: {reply.completion_tokens} tokens, {decode:.1f} tokens/s", err=True)
 
 
-def _enable_line_editing() -> None:
+def _enable_line_editing(path: Path) -> None:
     """readline gives line editing and a history file when the platform has it."""
     try:
         import readline
     except ImportError:
         return
-    path = Path(os.environ.get("MR_HISTORY_FILE") or config.home() / "history")
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         readline.read_history_file(path)

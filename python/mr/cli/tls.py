@@ -4,13 +4,14 @@ one clear error (TLSError), never a silent fall-back to running in-process."""
 
 from __future__ import annotations
 
-import os
 import ssl
 from pathlib import Path
 
+from mr import config
 from mr.errors import MrError
 
 ENV = "MR_CA_CERT"
+_given: str | None = None  # `mr --ca-cert FILE`, over MR_CA_CERT
 
 
 class TLSError(MrError):
@@ -20,8 +21,13 @@ class TLSError(MrError):
     http_status = 502
 
 
+def use_ca_cert(path: str) -> None:
+    global _given
+    _given = path
+
+
 def ca_cert() -> str | None:
-    return os.environ.get(ENV) or None
+    return _given or config.raw(ENV)
 
 
 def ssl_context() -> ssl.SSLContext:

@@ -134,7 +134,7 @@ def _rpc(value: str | list[str] | None, allowed: set[str]) -> list[str] | None:
     if refused:
         raise invalid("rpc", f"RPC worker {refused[0]} is not one this server was started with: "
                              f"allowed are {', '.join(sorted(allowed)) or 'none'} (mr serve --rpc, "
-                             "--rpc-allow or MR_RPC_ALLOW name them)")
+                             "--rpc-allow name them)")
     return endpoints
 
 

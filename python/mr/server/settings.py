@@ -1,22 +1,20 @@
-"""The server's settings: one msgspec Struct, each field with an MR_* environment twin.
-
-`Settings.from_env()` reads the environment; `mr serve` flags override it. MR_HOST may be a bare
-host ("0.0.0.0") or the URL clients use ("http://127.0.0.1:12434"): mr's CLI reads the same
-variable to find the server, so both forms are accepted.
+"""The server's settings: one msgspec Struct. `Settings.from_env()` reads the MR_* variables that
+mr.config declares for `mr serve` (each the twin of a flag); `mr serve`'s flags override them. A
+field without a variable is set by its flag, or from Python (the experiment switches below).
 """
 
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import msgspec
 
 from mr import config as mr_config
 
-DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HOST = mr_config.DEFAULT_HOST
 DEFAULT_MAX_BODY = 16 << 20
 DEFAULT_RESPONSES_BYTES = 64 << 20
 DEFAULT_REQUEST_LOG_BYTES = 16 << 20
@@ -42,6 +40,8 @@ class Settings(msgspec.Struct, kw_only=True):
     load_timeout: float = 300.0
     header_timeout: float = 10.0  # seconds for a request's headers (slowloris)
     body_timeout: float = 120.0  # seconds for a request's body once its headers are in
+    # Experiment switches, with no flag or variable: the bench's ceiling part measures what each
+    # part of the streaming path is worth by turning it off (mr.cli.serve.serve_with).
     direct_streams: bool = True  # plain streamed tokens go to the socket past ASGI (mr.server.wire)
     engine_writes: bool = True  # ... sent by the engine thread itself (one choice, plain TCP)
     loop: str = "auto"  # the event loop: "auto" (uvloop when installed), "asyncio" or "uvloop"
@@ -81,35 +81,23 @@ class Settings(msgspec.Struct, kw_only=True):
         return Path(self.models_dir) if self.models_dir else mr_config.models_dir()
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Defaults overridden by MR_* variables (invalid values raise ValueError)."""
-        e = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Defaults overridden by the MR_* variables of `mr serve` (invalid values raise ValueError)."""
         out = cls()
-        host, port = split_host(e.get("MR_HOST", ""))
+        host, port = mr_config.bind_address(env)
         if host:
             out.host = host
         if port:
             out.port = port
-        for name, field, convert in _ENV:
-            raw = e.get(name)
-            if raw is not None and raw.strip() != "":
-                setattr(out, field, convert(raw.strip()))
+        for name, (field, convert) in ENV.items():
+            value = mr_config.raw(name, env)
+            if value is None:
+                continue
+            try:
+                setattr(out, field, convert(value))
+            except ValueError as exc:
+                raise ValueError(exc if name in str(exc) else f"{name}={value!r}: {exc}") from None
         return out
-
-
-def split_host(value: str) -> tuple[str | None, int | None]:
-    """"0.0.0.0" -> ("0.0.0.0", None); "http://127.0.0.1:8080" -> ("127.0.0.1", 8080)."""
-    value = value.strip()
-    if not value:
-        return None, None
-    if "://" in value:
-        parts = urlsplit(value)
-        return parts.hostname, parts.port
-    return value, None
-
-
-def _csv(raw: str) -> list[str]:
-    return [part.strip() for part in raw.split(",") if part.strip()]
 
 
 def _keep_alive(raw: str) -> float:
@@ -125,21 +113,6 @@ def _size(raw: str) -> int | None:
     return parse_size(raw)
 
 
-def _ttl(raw: str) -> float:
-    from mr.runner.duration import parse_duration
-
-    return parse_duration(raw, "MR_RESPONSES_TTL") or 0.0
-
-
-def _bytes(raw: str) -> int:
-    return _size(raw) or DEFAULT_RESPONSES_BYTES
-
-
-def _log_bytes(raw: str) -> int:
-    value = _size(raw)
-    return DEFAULT_REQUEST_LOG_BYTES if value is None else value
-
-
 def _networks(raw: str) -> list[str]:
     """Checked here: a typo stops `mr serve` with one line, not a traceback when the app is built."""
     from mr.server.proxies import parse_networks
@@ -149,83 +122,36 @@ def _networks(raw: str) -> list[str]:
     return values
 
 
-def _share(raw: str) -> float:
-    value = float(raw)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"MR_IDLE_CACHE must be between 0 and 1, not {raw!r}")
-    return value
+def _csv(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def _flash_attn(raw: str) -> str:
-    if raw not in ("auto", "on", "off"):
-        raise ValueError(f"MR_FLASH_ATTN must be auto, on or off, not {raw!r}")
-    return raw
+def _choice(name: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, not {raw!r}")
+        return raw
+
+    return convert
 
 
-def _spec(raw: str) -> str:
-    if raw not in ("auto", "ngram", "off"):
-        raise ValueError(f"MR_SPEC must be auto, ngram or off, not {raw!r}")
-    return raw
-
-
-def _spec_max(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 64:
-        raise ValueError(f"MR_SPEC_MAX must be between 0 and 64, not {raw!r}")
-    return value
-
-
-def _loop(raw: str) -> str:
-    if raw not in ("auto", "asyncio", "uvloop"):
-        raise ValueError(f"MR_LOOP must be auto, asyncio or uvloop, not {raw!r}")
-    return raw
-
-
-def _bool(raw: str) -> bool:
-    return raw.lower() not in ("0", "false", "no", "off", "")
-
-
-_ENV = [
-    ("MR_PORT", "port", int),
-    ("MR_API_KEY", "api_key", str),
-    ("MR_NO_AUTH", "no_auth", _bool),
-    ("MR_PARALLEL", "parallel", int),
-    ("MR_CTX_SIZE", "ctx_size", int),
-    ("MR_KEEP_ALIVE", "keep_alive", _keep_alive),
-    ("MR_MODELS_DIR", "models_dir", str),
-    ("MR_MAX_QUEUE", "max_queue", int),
-    ("MR_MEMORY_BUDGET", "memory_budget", _size),
-    ("MR_ALLOWED_HOSTS", "allowed_hosts", _csv),
-    ("MR_CORS_ORIGINS", "cors_origins", _csv),
-    ("MR_TRUSTED_PROXIES", "trusted_proxies", _networks),
-    ("MR_MAX_BODY_BYTES", "max_body_bytes", int),
-    ("MR_LOAD_TIMEOUT", "load_timeout", float),
-    ("MR_HEADER_TIMEOUT", "header_timeout", float),
-    ("MR_BODY_TIMEOUT", "body_timeout", float),
-    ("MR_DIRECT_STREAMS", "direct_streams", _bool),
-    ("MR_ENGINE_WRITES", "engine_writes", _bool),
-    ("MR_LOOP", "loop", _loop),
-    ("MR_THREADS", "threads", int),
-    ("MR_GPU_LAYERS", "gpu_layers", int),
-    ("MR_FLASH_ATTN", "flash_attn", _flash_attn),
-    ("MR_REPACK", "repack", _bool),
-    ("MR_IDLE_CACHE", "idle_cache", _share),
-    ("MR_PER_SLOT_KV", "per_slot_kv", _bool),
-    ("MR_DETERMINISTIC", "deterministic", _bool),
-    ("MR_SPEC", "spec", _spec),
-    ("MR_SPEC_MAX", "spec_max", _spec_max),
-    ("MR_DRAFT_MODEL", "draft_model", str),
-    ("MR_LOG_REQUESTS", "log_requests", _bool),
-    ("MR_RESPONSES_TTL", "responses_ttl", _ttl),
-    ("MR_RESPONSES_MAX_ENTRIES", "responses_max_entries", int),
-    ("MR_RESPONSES_MAX_BYTES", "responses_max_bytes", _bytes),
-    ("MR_REQUEST_LOG_SIZE", "request_log_size", int),
-    ("MR_REQUEST_LOG_BODY_BYTES", "request_log_body_bytes", int),
-    ("MR_REQUEST_LOG_MAX_BYTES", "request_log_max_bytes", _log_bytes),
-    ("MR_TLS_CERT", "tls_cert", str),
-    ("MR_TLS_KEY", "tls_key", str),
-    ("MR_RPC", "rpc", _csv),
-    ("MR_RPC_ALLOW", "rpc_allow", _csv),
-]
+# variable -> (Settings field, conversion); every name is declared in mr.config.VARS.
+ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "MR_PORT": ("port", int),
+    "MR_API_KEY": ("api_key", str),
+    "MR_PARALLEL": ("parallel", int),
+    "MR_CTX_SIZE": ("ctx_size", int),
+    "MR_KEEP_ALIVE": ("keep_alive", _keep_alive),
+    "MR_MODELS_DIR": ("models_dir", str),
+    "MR_MEMORY_BUDGET": ("memory_budget", _size),
+    "MR_FLASH_ATTN": ("flash_attn", _choice("MR_FLASH_ATTN", ("auto", "on", "off"))),
+    "MR_PER_SLOT_KV": ("per_slot_kv", mr_config.switch),
+    "MR_DETERMINISTIC": ("deterministic", mr_config.switch),
+    "MR_SPEC": ("spec", _choice("MR_SPEC", ("auto", "ngram", "off"))),
+    "MR_TLS_CERT": ("tls_cert", str),
+    "MR_TLS_KEY": ("tls_key", str),
+    "MR_TRUSTED_PROXIES": ("trusted_proxies", _networks),
+    "MR_CORS_ORIGINS": ("cors_origins", _csv),
+}
 
 FOREVER = math.inf
