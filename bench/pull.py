@@ -50,12 +50,14 @@ def run(ctx: Context) -> None:
 def _measure(ctx: Context, host: str, tmp: Path) -> None:
     import requests
 
-    from mr.store import Store
+    from mr.store import Store, package_gguf
+    from mr.store.pull import pull as pull_model
+    from mr.store.push import push
 
     ref = f"{host}/{REPO}:latest"
     source = Store(tmp / "source")
-    source.package(ctx.model, ref)
-    source.push(ref)
+    package_gguf(source, ctx.model, ref)
+    push(source, ref)
     manifest = requests.get(f"http://{host}/v2/{REPO}/manifests/latest", timeout=10, headers={
         "Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
     layer = next(x for x in manifest["layers"] if x["mediaType"] == GGUF_MEDIA)
@@ -68,7 +70,7 @@ def _measure(ctx: Context, host: str, tmp: Path) -> None:
         def ours() -> float:
             root = tmp / f"store-{next(counter)}"
             start = time.perf_counter()
-            Store(root).pull(reference, progress=False)
+            pull_model(Store(root), reference, progress=False)
             seconds = time.perf_counter() - start
             shutil.rmtree(root, ignore_errors=True)
             return size_mb / seconds

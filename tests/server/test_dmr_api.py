@@ -105,8 +105,9 @@ def ndjson(r: httpx.Response) -> list[dict]:
 
 def test_create_pulls_with_ndjson_progress_then_push(store_root: Path, tmp_path: Path, registry: str) -> None:
     from mr.store import Store
+    from mr.store.push import push
 
-    Store(store_root).push(TINY, target=f"{registry}/ai/tiny:latest")
+    push(Store(store_root), TINY, target=f"{registry}/ai/tiny:latest")
     with serve_client(tmp_path / "fresh", tmp_path) as c:
         r = c.post("/models/create", json={"from": f"{registry}/ai/tiny"})
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
@@ -130,8 +131,9 @@ def test_create_pulls_with_ndjson_progress_then_push(store_root: Path, tmp_path:
 
 def test_ollama_pull_from_a_registry(tmp_path: Path, registry: str, store_root: Path) -> None:
     from mr.store import Store
+    from mr.store.push import push
 
-    Store(store_root).push(SMOL, target=f"{registry}/ai/smol:latest")
+    push(Store(store_root), SMOL, target=f"{registry}/ai/smol:latest")
     with serve_client(tmp_path / "fresh", tmp_path) as c:
         client = ollama.Client(host=str(c.base_url), timeout=60)
         statuses = [p.status for p in client.pull(f"{registry}/ai/smol", stream=True)]

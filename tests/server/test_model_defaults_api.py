@@ -136,6 +136,7 @@ def models(registry, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory  
            ) -> Iterator[tuple[Clients, str]]:
     """A server whose store pulled the three artifacts; (clients, the registry's repository)."""
     from mr.store import Store
+    from mr.store.pull import pull
 
     gguf = tiny_gguf.read_bytes()
     repo = f"{registry.host}/library/tiny"
@@ -146,7 +147,7 @@ def models(registry, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory  
          layers_for(gguf, template=CHATML_GO, params={"stop": STOPS, "temperature": 0}))
     root = tmp_path_factory.mktemp("defaults-store")
     for tag in ("plain", "limits", "stops"):
-        Store(root).pull(f"{repo}:{tag}")
+        pull(Store(root), f"{repo}:{tag}")
     home = tmp_path_factory.mktemp("defaults-home")
     with serve_client(root, home, deterministic=True, ctx_size=4096) as http:
         url = str(http.base_url).rstrip("/")

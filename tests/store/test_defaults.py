@@ -11,6 +11,7 @@ from mr.engine import SamplingOptions
 from mr.runner.source import from_local_model
 from mr.store import Store, package_gguf
 from mr.store.defaults import ModelDefaults
+from mr.store.pull import pull
 
 PARAMS = {"stop": ["<|im_end|>"], "temperature": 0.2, "top_k": 7, "repeat_last_n": 33,
           "num_predict": 3, "mirostat": 2}
@@ -37,7 +38,7 @@ def test_defaults_fill_only_what_the_request_left_out() -> None:
 def test_the_runner_sees_an_ollama_models_defaults(registry, store: Store, make_gguf) -> None:
     push(registry.host, "library/d", "v1",
          layers_for(make_gguf(rows=16).read_bytes(), params=PARAMS, system="Be terse."))
-    model = store.pull(f"{registry.host}/library/d:v1").model
+    model = pull(store, f"{registry.host}/library/d:v1").model
     resolved = from_local_model(model, f"{registry.host}/library/d:v1")
     assert resolved.defaults == ModelDefaults.of(PARAMS, "Be terse.")
     dmr = package_gguf(store, make_gguf(rows=16), "test/dmr:v1")
@@ -51,7 +52,7 @@ def test_mr_run_applies_num_predict(registry, store: Store, tiny_gguf) -> None:
     push(registry.host, "library/tiny", "v1",
          layers_for(tiny_gguf.read_bytes(), template=None, params={"num_predict": 3}))
     ref = f"{registry.host}/library/tiny:v1"
-    store.pull(ref)
+    pull(store, ref)
     backend = LocalBackend(ref)
     try:
         reply = backend.chat([{"role": "user", "content": "hi"}],

@@ -19,6 +19,7 @@ from _registry_stub import StubRegistry
 
 from conftest import subprocess_env
 from mr.store import Store, package_gguf
+from mr.store.pull import pull
 
 RUNS = int(os.environ.get("MR_FAULT_RUNS", "24"))
 # point -> how many matching calls a pull of test/m:v2 makes (the k-th one is killed)
@@ -30,6 +31,7 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from mr.store import Store, blobs
+    from mr.store.pull import pull
     root, ref, point, k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     calls = [0]
 
@@ -55,7 +57,7 @@ CHILD = textwrap.dedent("""
             maybe()
         real_write(self, data[len(data) // 2:])
     os.replace, os.link, blobs.PartialBlob.write = replace, link, write
-    Store(root).pull(ref).model.gguf_path
+    pull(Store(root), ref).model.gguf_path
 """)
 
 
@@ -107,7 +109,7 @@ def test_kill_9_at_any_point_leaves_old_or_new_state(two_models: tuple[Store, st
             model = store.resolve(ref)
             assert all(store.blobs.verify(d) for d in model.files)  # listed means complete
         tampered += _tamper_complete_partials(store)
-        result = store.pull(ref)  # a re-pull succeeds after any kill
+        result = pull(store, ref)  # a re-pull succeeds after any kill
         assert result.model.gguf_path.exists()
         assert all(store.blobs.verify(d) for d in result.model.files)
         usage = store.df()

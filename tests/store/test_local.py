@@ -350,3 +350,21 @@ def test_import_default_model(store: Store, monkeypatch, make_gguf) -> None:
     first = import_default_model(store)
     assert first.tags == ["docker.io/ai/smollm2:latest"]
     assert import_default_model(store).id == first.id
+
+
+def test_the_store_is_apart_from_the_transfer_code(tmp_path: Path) -> None:
+    """`Store` is the local content and index (containerd's shape): pull, push and package are
+    functions over it, and using it loads no registry client (oras, requests)."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    assert not {"pull", "push", "package"} & set(dir(Store))
+    code = ("import sys\nfrom mr.store import Store\n"
+            f"store = Store({str(tmp_path / 'models')!r})\nstore.list(); store.df()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('oras', 'requests')\n"
+            "             or m in ('mr.store.registry', 'mr.store.pull', 'mr.store.push')))")
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

@@ -15,6 +15,7 @@ from mr.errors import ModelLoadError
 from mr.store import Store, artifact
 from mr.store.errors import InvalidManifestError
 from mr.store.ollama_template import CHATML, GEMMA, LLAMA3, shape, translate
+from mr.store.pull import pull
 
 PARAMS = {"stop": ["<|im_end|>"], "temperature": 0.2, "num_ctx": 2048, "top_k": 7}
 
@@ -73,7 +74,7 @@ def test_pushed_again_as_dmr_format(registry, store: Store, make_gguf) -> None:
     gguf = make_gguf(rows=64).read_bytes()
     push(registry.host, "library/smol", "dmr", layers_for(gguf, params=PARAMS))
     src = f"{registry.host}/library/smol:dmr"
-    store.pull(src)
+    pull(store, src)
     target = f"{registry.host}/test/from-ollama:v1"
     r = cli("tag", src, target)
     assert r.exit_code == 0, r.output
@@ -90,7 +91,7 @@ def test_pushed_again_as_dmr_format(registry, store: Store, make_gguf) -> None:
     # and that artifact pulls back as an ordinary DMR model with the same weights
     r = cli("rm", target)
     assert r.exit_code == 0, r.output
-    pulled = store.pull(target).model
+    pulled = pull(store, target).model
     assert not pulled.manifest.is_ollama and pulled.gguf_path.read_bytes() == gguf
 
 
@@ -101,7 +102,7 @@ def test_template_rule(registry, store: Store, make_gguf) -> None:
              "odd": (bare, "{{ .Prompt }} ### {{ .Response }}")}
     for tag, (gguf, template) in cases.items():
         push(registry.host, "library/tpl", tag, layers_for(gguf, template=template))
-        store.pull(f"{registry.host}/library/tpl:{tag}")
+        pull(store, f"{registry.host}/library/tpl:{tag}")
     # the GGUF's own Jinja template wins: no override
     assert store.resolve(f"{registry.host}/library/tpl:own").chat_template_path is None
     # no template in the GGUF: the ChatML Go template becomes ChatML Jinja
@@ -165,7 +166,7 @@ def test_hostile_manifests_refused(registry, store: Store, make_gguf, name: str,
     }[name]
     push(registry.host, "library/bad", name, layers)
     with pytest.raises(InvalidManifestError, match="invalid model manifest") as info:
-        store.pull(f"{registry.host}/library/bad:{name}")
+        pull(store, f"{registry.host}/library/bad:{name}")
     assert why in str(info.value)
     assert store.list() == []
     if name in BEFORE_DOWNLOAD:
@@ -180,7 +181,7 @@ def test_container_image_is_not_a_model(registry, store: Store) -> None:
     layers = [("application/vnd.docker.image.rootfs.diff.tar.gzip", b"\x1f\x8b" + b"\0" * 30)]
     push(registry.host, "library/busybox", "latest", layers, config=config_json(layers))
     with pytest.raises(InvalidManifestError, match="unknown layer media type"):
-        store.pull(f"{registry.host}/library/busybox:latest")
+        pull(store, f"{registry.host}/library/busybox:latest")
 
 
 def test_lying_size_leaves_the_committed_model_whole(registry, store: Store, make_gguf) -> None:
@@ -189,10 +190,10 @@ def test_lying_size_leaves_the_committed_model_whole(registry, store: Store, mak
     gguf = make_gguf(rows=64).read_bytes()
     layers = layers_for(gguf, params=PARAMS)
     push(registry.host, "library/m1", "v1", layers)
-    m1 = store.pull(f"{registry.host}/library/m1:v1").model
+    m1 = pull(store, f"{registry.host}/library/m1:v1").model
     push(registry.host, "library/m2", "v1", layers, sizes={0: len(gguf) + 1})
     with pytest.raises(InvalidManifestError, match="already in the store"):
-        store.pull(f"{registry.host}/library/m2:v1")
+        pull(store, f"{registry.host}/library/m2:v1")
     assert store.blobs.has(m1.manifest.weights[0].digest, len(gguf))
     assert store.resolve(m1.id).gguf_path.read_bytes() == gguf
     assert [m.id for m in store.list()] == [m1.id]
@@ -216,9 +217,9 @@ def test_interrupted_pull_resumes(registry, store: Store, make_gguf, monkeypatch
 
     monkeypatch.setattr(pull_mod.BlobDownloader, "fetch", flaky)
     with pytest.raises(KeyboardInterrupt):
-        store.pull(f"{registry.host}/library/cut:v1")
+        pull(store, f"{registry.host}/library/cut:v1")
     assert store.list() == []
     monkeypatch.setattr(pull_mod.BlobDownloader, "fetch", real)
-    result = store.pull(f"{registry.host}/library/cut:v1")
+    result = pull(store, f"{registry.host}/library/cut:v1")
     assert result.bytes_downloaded < len(gguf) + 4096  # the weights came in the first pull
     assert result.model.gguf_path.read_bytes() == gguf

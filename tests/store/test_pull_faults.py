@@ -25,6 +25,7 @@ from mr.store.errors import (
     RegistryError,
 )
 from mr.store.pull import pull
+from mr.store.push import push
 
 
 @pytest.fixture
@@ -140,7 +141,8 @@ def test_killed_pull_resumes(stub, served, store) -> None:
     stub.faults.append(Fault(f"/blobs/{weights(served)}", "slow", times=1, delay=0.05))
     code = textwrap.dedent(f"""
         from mr.store import Store
-        Store({str(store.root)!r}).pull({ref(stub)!r})
+        from mr.store.pull import pull
+        pull(Store({str(store.root)!r}), {ref(stub)!r})
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], env=subprocess_env())
     partial = store.layout.partial_path(weights(served))
@@ -321,14 +323,14 @@ def test_push_gets_a_push_scoped_token(stub, store, make_gguf, tmp_path) -> None
     docker_config(tmp_path, stub.host, "dave", "pw")
     name = f"{stub.host}/team/model:v1"
     model = package_gguf(store, make_gguf(rows=64), name)
-    assert store.push(name) == model.id
+    assert push(store, name) == model.id
     scopes = [s.path.split("scope=")[1] for s in stub.requests_for("/token")]
     assert "repository%3Ateam%2Fmodel%3Apull%2Cpush" in scopes
     assert stub.manifests["team/model"]["v1"][0] == store.manifest_bytes(model)
     assert set(stub.blobs) == set(model.files)
     # and it pulls back, byte for byte, into another store
     other = Store(tmp_path / "other")
-    assert other.pull(name).model.gguf_path.read_bytes() == model.gguf_path.read_bytes()
+    assert pull(other, name).model.gguf_path.read_bytes() == model.gguf_path.read_bytes()
 
 
 def test_anonymous_token(stub, served, store) -> None:

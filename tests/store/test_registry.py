@@ -14,6 +14,8 @@ from click.testing import CliRunner
 
 from conftest import subprocess_env
 from mr.store import Store, artifact, package_gguf
+from mr.store.pull import pull
+from mr.store.push import push
 
 
 def sha256_file(path: Path) -> str:
@@ -86,13 +88,13 @@ def test_push_tag_and_shared_layers(registry, store: Store, make_gguf, tmp_path)
     lic = tmp_path / "L"
     lic.write_text("x")
     b = package_gguf(store, src, f"{registry.host}/test/shared:b", licenses=[lic])
-    assert store.push(f"{registry.host}/test/shared:a") == a.id
-    assert store.push(b.id, target=f"{registry.host}/test/shared:b") == b.id
+    assert push(store, f"{registry.host}/test/shared:a") == a.id
+    assert push(store, b.id, target=f"{registry.host}/test/shared:b") == b.id
 
     other = Store(tmp_path / "other")
-    first = other.pull(f"{registry.host}/test/shared:a")
+    first = pull(other, f"{registry.host}/test/shared:a")
     assert first.downloaded and first.bytes_downloaded >= src.stat().st_size
-    second = other.pull(f"{registry.host}/test/shared:b")
+    second = pull(other, f"{registry.host}/test/shared:b")
     # the GGUF layer is shared: only the license and the config come down
     assert second.bytes_downloaded < src.stat().st_size
     assert second.model.gguf_path.read_bytes() == src.read_bytes()
@@ -100,7 +102,7 @@ def test_push_tag_and_shared_layers(registry, store: Store, make_gguf, tmp_path)
     store.tag(a.id, f"{registry.host}/test/shared:c")
     r = cli("push", f"{registry.host}/test/shared:c")
     assert r.exit_code == 0, r.output
-    pinned = other.pull(f"{registry.host}/test/shared@{a.id}")
+    pinned = pull(other, f"{registry.host}/test/shared@{a.id}")
     assert pinned.model.id == a.id and not pinned.downloaded
 
 
@@ -108,7 +110,7 @@ def test_pull_unknown_model(registry, store: Store) -> None:
     from mr.errors import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="model not found"):
-        store.pull(f"{registry.host}/test/nothing-here:v1")
+        pull(store, f"{registry.host}/test/nothing-here:v1")
     assert store.list() == []
 
 
@@ -116,12 +118,13 @@ def test_four_processes_pull_at_once(registry, store: Store, make_gguf, tmp_path
     src = make_gguf(rows=32 * 1024)  # 8 MiB, so the downloads overlap
     ref = f"{registry.host}/test/concurrent:v1"
     model = package_gguf(store, src, ref)
-    store.push(ref)
+    push(store, ref)
     root = tmp_path / "shared-store"
     code = textwrap.dedent(f"""
         import sys
         from mr.store import Store
-        r = Store({str(root)!r}).pull({ref!r})
+        from mr.store.pull import pull
+        r = pull(Store({str(root)!r}), {ref!r})
         print(r.model.id, r.bytes_downloaded)
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code], env=subprocess_env(),
@@ -152,11 +155,11 @@ def test_real_model_end_to_end(registry, store: Store, tmp_path: Path) -> None:
     assert model.config["architecture"] == "llama"
     assert model.config["size"] == "93.81MiB"
     assert model.config["gguf"]["llama.context_length"] == "8192"
-    store.push(ref)
+    push(store, ref)
     config = check_artifact(registry, "ai/smollm2", "latest", model.id)
     assert config["config"]["gguf"]["general.architecture"] == "llama"
     assert store.remove(ref)[-1] == f"Deleted: {model.id}"
-    pulled = store.pull(ref).model
+    pulled = pull(store, ref).model
     assert pulled.id == model.id
     assert sha256_file(pulled.gguf_path) == "sha256:" + default_model.SHA256
     assert pulled.chat_template_path is None

@@ -21,6 +21,7 @@ from mr.store import Store, package_gguf
 from mr.store.errors import InvalidManifestError, RegistryAuthError, RegistryError
 from mr.store.model import LocalModel
 from mr.store.pull import pull
+from mr.store.push import push
 from mr.store.registry import RegistryClient, may_carry_credentials
 from mr.store.transfer import TransferAbortedError, TransferGuard
 
@@ -177,8 +178,8 @@ def _within(seconds: float, work: Callable[[], object]) -> object:
 def test_a_cli_pull_of_a_trickling_registry_fails_in_bounded_time(
         verb: str, stub, served, store, monkeypatch, capsys) -> None:
     from mr.cli import cli as group
-    from mr.cli.errors import run_cli
     from mr.cli.backends import resolve_model
+    from mr.cli.errors import run_cli
 
     monkeypatch.setenv("MR_PULL_MIN_RATE", "1024")
     monkeypatch.setenv("MR_PULL_RATE_WINDOW", "1.5")
@@ -205,7 +206,7 @@ def test_a_push_stops_mid_upload_at_its_guard(stub, store, make_gguf) -> None:
     stub.faults.append(Fault(f"digest={digest}", "slow_upload", method="PUT", delay=0.05))
     guard = TransferGuard(deadline_s=1.0, min_rate=0)
     started = time.monotonic()
-    failure = _within(8, lambda: store.push(name, guard=guard))
+    failure = _within(8, lambda: push(store, name, guard=guard))
     assert isinstance(failure, TransferAbortedError) and "deadline" in str(failure)
     assert time.monotonic() - started < 6  # the upload alone takes over 10 s
     assert stub.requests_for(f"digest={digest}", "PUT"), "the upload had not started"

@@ -15,6 +15,8 @@ from mr.errors import InvalidArgumentError
 from mr.store import Store, mirrors, package_gguf
 from mr.store import reference as refs
 from mr.store.errors import RegistryError
+from mr.store.pull import pull
+from mr.store.push import push as push_model
 
 HF_REPO = "bartowski/smollm2-135m-instruct-gguf"
 HF_NAME = "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF"
@@ -75,7 +77,7 @@ def test_every_source_through_mirrors(registry, store: Store, make_gguf, monkeyp
     hf_id = push(registry.host, HF_REPO, "Q4_K_M", layers_for(hf_gguf))
     ollama_id = push(registry.host, "library/smollm2", "latest", layers_for(ollama_gguf))
     package_gguf(store, make_gguf(rows=16), f"{registry.host}/ai/smollm2:latest")
-    assert store.push(f"{registry.host}/ai/smollm2:latest")
+    assert push_model(store, f"{registry.host}/ai/smollm2:latest")
     store.remove(f"{registry.host}/ai/smollm2:latest")
 
     for name in (f"{HF_NAME}:Q4_K_M", "ollama.com/smollm2", "smollm2"):
@@ -119,7 +121,7 @@ def test_mirror_without_the_model_falls_back_and_hf_token_goes_to_hf_only(
         monkeypatch.setenv("HF_ENDPOINT", f"http://{hf.host}")
         monkeypatch.setenv("HF_TOKEN", SECRET)
         monkeypatch.setenv("MR_REGISTRY_MIRRORS", f"hf.co={mirror.host}")
-        model = store.pull(HF_NAME).model  # no tag: Ollama's `latest`, Hugging Face's Q4_K_M
+        model = pull(store, HF_NAME).model  # no tag: Ollama's `latest`, Hugging Face's Q4_K_M
         assert model.id == model_id and model.tags == [f"huggingface.co/{HF_REPO}:latest"]
         assert mirror.requests_for("/manifests/latest")  # the mirror was asked first
         assert all(SECRET not in t for t in _tokens(mirror))
@@ -138,13 +140,13 @@ def test_mirror_serving_bad_bytes_falls_back(store: Store, make_gguf, monkeypatc
     try:
         monkeypatch.setenv("HF_ENDPOINT", f"http://{hf.host}")
         monkeypatch.setenv("MR_REGISTRY_MIRRORS", f"hf.co={mirror.host}")
-        assert store.pull(HF_NAME).model.id == model_id
+        assert pull(store, HF_NAME).model.id == model_id
         assert hf.requests_for("/blobs/")
         # and when the source fails too, the error names both
         monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
         store.remove(model_id, force=True)
         with pytest.raises(RegistryError, match=r"127\.0\.0\.1:9.*after mirror .*digest mismatch"):
-            store.pull(HF_NAME)
+            pull(store, HF_NAME)
     finally:
         hf.close()
         mirror.close()
@@ -155,7 +157,7 @@ def test_hf_token_never_reaches_other_registries(store: Store, make_gguf, monkey
     try:
         monkeypatch.setenv("HF_TOKEN", SECRET)
         monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-        assert store.pull(f"{other.host}/{HF_REPO}").model.id == model_id
+        assert pull(store, f"{other.host}/{HF_REPO}").model.id == model_id
         assert other.seen and all(SECRET not in t for t in _tokens(other))
     finally:
         other.close()
@@ -180,7 +182,7 @@ def test_pinned_digest_through_mirror(store: Store, make_gguf, monkeypatch) -> N
         wrong = "sha256:" + "0" * 64
         hf.manifests[HF_REPO][wrong] = hf.manifests[HF_REPO]["latest"]
         with pytest.raises(RegistryError, match=r"after mirror .*: digest mismatch"):
-            store.pull(f"{HF_NAME}@{wrong}")
+            pull(store, f"{HF_NAME}@{wrong}")
         assert store.list() == []
     finally:
         hf.close()

@@ -78,13 +78,14 @@ def resolve_model(model: str) -> tuple[Path, str | None]:
     if path.suffix == ".gguf" or path.exists():
         return path, None
     from mr.store import Store
+    from mr.store.pull import pull
 
     store = Store()
     try:
         local = store.resolve(model)
     except ModelNotFoundError:
         click.echo(f"Unable to find model '{model}' locally. Pulling from the server.", err=True)
-        local = store.pull(model, progress=sys.stderr.isatty()).model
+        local = pull(store, model, progress=sys.stderr.isatty()).model
     template = local.chat_template_path
     return local.gguf_path, template.read_text(encoding="utf-8") if template else None
 

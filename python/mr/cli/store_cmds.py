@@ -27,10 +27,11 @@ def _tty() -> bool:
 @click.argument("model")
 def pull(model: str) -> None:
     """Pull a model from a registry (Docker Hub by default)."""
+    from mr.store.pull import pull as pull_model
     from mr.store.reference import parse
 
     name = parse(model).display
-    result = _store().pull(model, progress=_tty())
+    result = pull_model(_store(), model, progress=_tty())
     if result.downloaded:
         click.echo("Model pulled successfully")
     else:
@@ -41,7 +42,9 @@ def pull(model: str) -> None:
 @click.argument("model")
 def push(model: str) -> None:
     """Push a local model to its registry."""
-    _store().push(model, progress=_tty())
+    from mr.store.push import push as push_model
+
+    push_model(_store(), model, progress=_tty())
     click.echo("Model pushed successfully")
 
 
@@ -59,12 +62,15 @@ def push(model: str) -> None:
 def package(gguf: str, licenses: tuple[str, ...], chat_template: str | None, mmproj: str | None,
             context_size: int | None, do_push: bool, target: str) -> None:
     """Package a GGUF file into a model artifact tagged TARGET."""
+    from mr.store.package import package_gguf
+    from mr.store.push import push as push_model
+
     store = _store()
-    model = store.package(gguf, target, licenses=licenses, chat_template=chat_template,
-                          context_size=context_size, mmproj=mmproj)
+    model = package_gguf(store, gguf, target, licenses=licenses, chat_template=chat_template,
+                         context_size=context_size, mmproj=mmproj)
     click.echo(f"Model packaged successfully: {model.name} ({model.short_id})")
     if do_push:
-        store.push(target, progress=_tty())
+        push_model(store, target, progress=_tty())
         click.echo("Model pushed successfully")
 
 

@@ -43,8 +43,9 @@ async def create_model(request: Req, data: Annotated[CreateRequest, Body()]) -> 
     if not data.from_.strip():
         raise invalid("from", "from must name a model")
     store.check_reference(data.from_)
+    from mr.store.pull import pull  # the registry client (oras, requests) loads on first use
 
-    pulling = thread_events(lambda sink, guard: store.pull(data.from_, on_progress=sink, guard=guard))
+    pulling = thread_events(lambda sink, guard: pull(store, data.from_, on_progress=sink, guard=guard))
     # A pull that fails at once gets its own status; a client that leaves meanwhile cancels it.
     first = await until_disconnect(request, first_event(pulling), lambda: None)
 
@@ -124,9 +125,10 @@ async def _tag(ctx: ServerContext, source: str, query: Any) -> Response[bytes]:
 def _push(ctx: ServerContext, name: Annotated[str, Parameter()]) -> Stream:
     store = ctx.require_store()
     store.check_reference(name)
+    from mr.store.push import push
 
     async def events() -> AsyncIterator[bytes]:
-        async for item in thread_events(lambda sink, guard: store.push(name, on_progress=sink, guard=guard)):
+        async for item in thread_events(lambda sink, guard: push(store, name, on_progress=sink, guard=guard)):
             if isinstance(item, BaseException):
                 yield _ndjson({"type": "error", "message": error_message(item)})
                 return

@@ -1,4 +1,9 @@
-"""The facade: `Store(root)` resolves, lists, tags, removes, measures, pulls, pushes, packages."""
+"""The local store: `Store(root)` resolves, lists, tags, removes, measures, leases and commits.
+
+Its content (blobs, manifests) and its index live here; what moves models in or out is functions
+over a Store, as containerd keeps its content and image stores apart from its transfer code:
+mr.store.pull.pull, mr.store.push.push, mr.store.package.package_gguf.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mr import config as mr_config
 from mr.errors import ModelLoadError, ModelNotFoundError, MrError
@@ -19,11 +24,6 @@ from mr.store.blobs import BlobStore
 from mr.store.errors import ConflictError, InvalidReferenceError
 from mr.store.layout import Index, IndexEntry, Layout, atomic_write
 from mr.store.model import LocalModel, ensure_bundle
-
-if TYPE_CHECKING:
-    from mr.store.progress import EventSink
-    from mr.store.pull import PullResult
-    from mr.store.transfer import TransferGuard
 
 
 @dataclass
@@ -284,32 +284,6 @@ class Store:
         return DiskUsage(models=len(index.entries), models_bytes=used,
                          unreferenced_bytes=unreferenced, partial_bytes=partial,
                          manifests_bytes=manifests, quarantined=len(index.quarantined))
-
-    # -- registry -----------------------------------------------------------------------------
-    def pull(self, reference: str, progress: bool = False,
-             on_progress: EventSink | None = None, guard: TransferGuard | None = None) -> PullResult:
-        """Pull from the registry; returns PullResult(model, downloaded, bytes_downloaded).
-        `guard` bounds it (cancel, deadline, minimum rate; see mr.store.transfer)."""
-        from mr.store.pull import pull
-
-        return pull(self, reference, progress=progress, on_progress=on_progress, guard=guard)
-
-    def push(self, reference: str, target: str | None = None, progress: bool = False,
-             on_progress: EventSink | None = None, guard: TransferGuard | None = None) -> str:
-        """Push a local model to its tag's registry (or `target`); returns the manifest digest.
-        `guard` bounds it like a pull's."""
-        from mr.store.push import push
-
-        return push(self, reference, target=target, progress=progress, on_progress=on_progress,
-                    guard=guard)
-
-    def package(self, gguf_path: Path | str, target_ref: str, licenses: Sequence[Path | str] = (),
-                chat_template: Path | str | None = None, context_size: int | None = None,
-                mmproj: Path | str | None = None) -> LocalModel:
-        from mr.store.package import package_gguf
-
-        return package_gguf(self, gguf_path, target_ref, licenses=licenses,
-                            chat_template=chat_template, context_size=context_size, mmproj=mmproj)
 
 
 def _dirs(parent: Path) -> list[Path]:

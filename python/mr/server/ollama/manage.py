@@ -123,7 +123,9 @@ async def pull(request: Req, data: Annotated[PullRequest, Body()]) -> Response[A
     if not data.target:
         raise invalid("model", "model is required")
     store.check_reference(data.target)
-    pulling = thread_events(lambda sink, guard: store.pull(data.target, on_progress=sink, guard=guard))
+    from mr.store.pull import pull as pull_model  # the registry client loads on first use
+
+    pulling = thread_events(lambda sink, guard: pull_model(store, data.target, on_progress=sink, guard=guard))
     if data.stream:
         return Stream(_pull_lines(pulling), media_type="application/x-ndjson")
     await until_disconnect(request, _last(pulling), lambda: None)  # leaving cancels the pull
