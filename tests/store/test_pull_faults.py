@@ -191,6 +191,19 @@ def test_persistent_errors_give_up(stub, served, store, fast_client) -> None:
         pull(store, ref(stub), client=fast_client(stub.host))
 
 
+@pytest.mark.parametrize(("body", "shown"), [
+    (b'{"errors": [{"code": "DENIED", "message": "no\\u0007 way"}]}', "HTTP 400: no way"),
+    (b'{"errors": 5}', "HTTP 400"), (b"[1]", "HTTP 400"), (b"\xff\xfe", "HTTP 400"),
+    (b'{"errors": [{"message": "' + b"x" * (1 << 20) + b'"}]}', "HTTP 400"),  # cut, not JSON
+])
+def test_an_error_body_of_any_shape_gives_its_status(body: bytes, shown: str, stub, served, store,
+                                                     fast_client) -> None:
+    stub.faults.append(Fault("/manifests/", "status", times=1, status=400, body=body))
+    with pytest.raises(RegistryError) as info:
+        pull(store, ref(stub), client=fast_client(stub.host))
+    assert str(info.value).endswith(f"test/m:v1: {shown}")
+
+
 def test_unreachable_registry(store, fast_client) -> None:
     import socket
 

@@ -168,7 +168,7 @@ def _registry_message(reply: Reply) -> str:
         text = "; ".join(
             str(e.get("message") or e.get("code")) for e in errors if isinstance(e, dict)
         )
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):  # not JSON, or not the spec's shape
         text = ""
     text = _shown(text, 200)
     return f"HTTP {reply.status_code}" + (f": {text}" if text else "")
@@ -193,7 +193,7 @@ def _reason(exc: BaseException) -> str:
     return "connection failed"
 
 
-Answer = TypeVar("Answer", Reply, requests.Response)
+_Answer = TypeVar("_Answer", Reply, requests.Response)
 
 
 class RegistryClient:
@@ -249,7 +249,7 @@ class RegistryClient:
         return self._retrying(lambda: self._send("GET", url, headers, None),
                               f"cannot reach registry {self.host}")
 
-    def _retrying(self, attempt: Callable[[], Answer], failed: str) -> Answer:
+    def _retrying(self, attempt: Callable[[], _Answer], failed: str) -> _Answer:
         """`attempt` again after a network error, a 429 or a 5xx, with capped backoff (the
         registry's Retry-After wins); the last answer is returned whatever its status."""
         for n in range(self.retry.attempts):
