@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mr.units import human_bytes
+
 MAX_FILE = 1 << 20  # a chat message, not a corpus
 
 
@@ -21,7 +23,7 @@ def expand(line: str) -> str:
     path = Path(name).expanduser()
     try:
         if path.stat().st_size > MAX_FILE:
-            raise AttachError(f"{name} is larger than {MAX_FILE >> 20} MiB")
+            raise AttachError(f"{name} is larger than {human_bytes(MAX_FILE)}")
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise AttachError(f"{name} is not a UTF-8 text file") from None
