@@ -23,7 +23,7 @@ def test_the_environment_and_the_serve_flag_set_it(monkeypatch: pytest.MonkeyPat
     assert _settings({"deterministic": True}).deterministic
     monkeypatch.setenv("MR_DETERMINISTIC", "1")
     settings = _settings({})
-    assert settings.deterministic and runner_config(settings).deterministic
+    assert settings.deterministic and runner_config(settings).engine.deterministic
 
 
 def test_mr_run_deterministic_answers_as_the_engine_in_the_mode(tiny_gguf: Path, tmp_path: Path) -> None:

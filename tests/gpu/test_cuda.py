@@ -186,11 +186,13 @@ def test_a_cached_prompt_starts_its_answer_exactly_as_a_cold_one(gpu_model: Path
 # ---- (c) the memory budget counts VRAM ----
 
 
-def _runner(model: Path, **config: object):
+def _runner(model: Path, n_gpu_layers: int = -1):
+    from mr.engine import EngineOptions
     from mr.runner.runner import Runner, RunnerConfig
     from mr.runner.source import PathSource
 
-    return Runner(PathSource({"m": model}), RunnerConfig(n_ctx=2048, n_slots=2, **config))  # type: ignore[arg-type]
+    engine = EngineOptions(n_ctx=2048, n_slots=2, n_gpu_layers=n_gpu_layers)
+    return Runner(PathSource({"m": model}), RunnerConfig(engine=engine))
 
 
 def test_budget_is_the_vram_one(gpu_model: Path) -> None:
@@ -206,8 +208,8 @@ def test_budget_is_the_vram_one(gpu_model: Path) -> None:
 
 
 def test_loaded_model_is_on_gpu(gpu_model: Path) -> None:
-    async def load(**config: object) -> tuple[dict[str, object], dict[str, float]]:
-        runner = _runner(gpu_model, **config)
+    async def load(n_gpu_layers: int = -1) -> tuple[dict[str, object], dict[str, float]]:
+        runner = _runner(gpu_model, n_gpu_layers)
         try:
             model = await runner.load("m")
             return runner.ps()[0], model.llm.model.weight_buffers

@@ -96,7 +96,7 @@ def test_the_switches() -> None:
     assert Settings.from_env({}).spec == "auto" and Settings.from_env({}).spec_max == 64
     assert Settings.from_env({"MR_SPEC": "off"}).spec == "off"
     settings = _settings({"spec": "off", "spec_max": 3})  # --spec-max has no variable
-    assert (runner_config(settings).spec, runner_config(settings).spec_max) == ("off", 3)
+    assert (runner_config(settings).engine.spec, runner_config(settings).engine.spec_max) == ("off", 3)
     with pytest.raises(ValueError, match="MR_SPEC"):
         Settings.from_env({"MR_SPEC": "always"})
     with pytest.raises(click.BadParameter, match="0<=x<=64"):

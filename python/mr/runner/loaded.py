@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,22 @@ class Closable(Protocol):
         ...
 
 
+class ModelState(enum.Enum):
+    """Where a loaded model is in its life. A model is loading before a LoadedModel exists (the
+    runner's load futures stand for that), so a LoadedModel starts READY:
+
+        READY --unload, no lease--> CLOSING --engine stopped, files released--> GONE
+        READY --unload while leased--> DRAINING --last lease released--> CLOSING
+
+    Only a READY model is in the runner's table and takes new leases; a DRAINING one finishes
+    its requests and stays in `ps` and in the memory budget until it closes."""
+
+    READY = "loaded"
+    DRAINING = "draining"
+    CLOSING = "closing"  # its engine stops in a worker thread (LoadedModel.closed)
+    GONE = "gone"
+
+
 @dataclass(eq=False)
 class LoadedModel:
     resolved: ResolvedModel
@@ -42,15 +59,14 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     expires_at: float | None = None  # wall-clock time; None while in use or when kept forever
-    active: int = 0
-    closing: bool = False
+    state: ModelState = ModelState.READY
+    active: int = 0  # leases held
     streams: set[Closable] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
     embed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     embed_waiting: int = 0  # embedding requests queued behind embed_lock
     embedder_memory: int = 0  # the embedding contexts, counted once each is reserved
     contexts: set[str] = field(default_factory=set)  # which ones: "embed", "rank"
-    draining: bool = False  # unloaded while busy: still running, still in memory
     hold: Any = None  # the source's hold on the model's files (StoreSource.hold)
     closed: asyncio.Future[None] | None = None  # set while its engine stops in a worker thread
     placement: list[LayerPlacement] = field(default_factory=list)  # where its layers live
@@ -88,7 +104,7 @@ class LoadedModel:
             return {}
 
     def until(self) -> str:
-        if self.draining:
+        if self.state is ModelState.DRAINING:
             return "draining"
         if self.active:
             return "active"
@@ -108,7 +124,7 @@ class LoadedModel:
             "busy_slots": stats.get("busy_slots", 0), "queued": stats.get("queued", 0),
             "spec_drafted": stats.get("spec_drafted", 0), "spec_accepted": stats.get("spec_accepted", 0),
             "memory": self.memory, "size": self.resolved.size, "on_gpu": self.on_gpu,
-            "status": "draining" if self.draining else "loaded",
+            "status": self.state.value,
             "placement": msgspec.to_builtins(self.placement),
             "workers": [{"endpoint": ep, "memory": n} for ep, n in self.worker_memory.items()],
         }

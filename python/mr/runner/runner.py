@@ -11,14 +11,17 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
+from mr.engine.options import EngineOptions
 from mr.rpc import WorkerMemory
 from mr.runner import workers
 from mr.runner.errors import InsufficientMemoryError, LoadTimeoutError, ModelBusyError
-from mr.runner.loaded import Lease, LoadedModel
+from mr.runner.loaded import Lease, LoadedModel, ModelState
 from mr.runner.memory import MemoryEstimate, default_budget, estimate, system_memory
 from mr.runner.modes import model_mode
 from mr.runner.settings import ModelSettings, SettingsFile
@@ -41,24 +44,19 @@ def probe_workers(endpoints: tuple[str, ...]) -> list[WorkerMemory]:
 
 @dataclass
 class RunnerConfig:
-    n_slots: int = 4  # `mr serve --parallel`
-    n_ctx: int | None = None  # `mr serve --ctx-size`; None: the package's, else the model's (capped)
+    # How every model is run. A model's own settings (mr configure) replace n_ctx, n_slots and
+    # rpc; n_ctx None: the package's context, else the model's (capped); draft_model may name a
+    # model of the store as well as a GGUF path (it is resolved at each load).
+    engine: EngineOptions = field(default_factory=EngineOptions)
     keep_alive: float = 300.0  # seconds; math.inf: forever; 0: unload when idle
-    max_queue: int = 64  # requests waiting per model beyond its slots (then 503)
     max_embed_queue: int = 8  # embedding requests waiting per model for its embedding context
     memory_budget: int | None = None  # bytes for models; None: 80% of RAM, or 90% of VRAM with a GPU
     load_timeout: float = 300.0  # how long a request waits for a model to load
-    n_threads: int = 0
-    n_gpu_layers: int = -1
-    flash_attn: str = "auto"  # "auto", "on" or "off" (EngineOptions.native_flash_attn says why)
-    repack: bool = True  # EngineOptions.repack
-    idle_cache: float = 0.0  # EngineOptions.idle_cache
-    per_slot_kv: bool = False  # EngineOptions.per_slot_kv
-    deterministic: bool = False  # EngineOptions.deterministic (`mr serve --deterministic`)
-    spec: str = "auto"  # EngineOptions.spec (`mr serve --spec`)
-    spec_max: int = 64  # EngineOptions.spec_max
-    draft_model: str | None = None  # `mr serve --draft-model`: a store name or a GGUF path
-    rpc: tuple[str, ...] = ()  # `mr serve --rpc`: RPC workers for every model without its own
+
+    @property
+    def max_queue(self) -> int:
+        """Requests waiting per model beyond its slots (then 503)."""
+        return self.engine.max_queue
 
 
 class Runner:
@@ -87,7 +85,7 @@ class Runner:
         return self._budget
 
     def _uses_gpu(self) -> bool:
-        return self.budget[1] is not None and self.config.n_gpu_layers != 0
+        return self.budget[1] is not None and self.config.engine.n_gpu_layers != 0
 
     def _pool(self) -> int:
         """The budget models are placed in: the configured one, else VRAM with a GPU, else RAM."""
@@ -121,14 +119,13 @@ class Runner:
         resolved = await self._resolve(name)
         for _ in range(3):
             model = self._loaded.get(resolved.id)
-            if model is not None and not model.closing and not self._drop_if_lost(model):
+            if model is not None and model.state is ModelState.READY and not self._drop_if_lost(model):
                 return self._lease(model, keep_alive)
             await self._wait_loaded(resolved)
         raise ModelBusyError(f"model {name} was unloaded while loading; try again")
 
     async def _resolve(self, name: str) -> ResolvedModel:
-        cached = getattr(self.source, "cached", None)
-        hit = cached(name) if cached is not None else None
+        hit = self.source.cached(name)
         return hit or await asyncio.to_thread(self.source.resolve, name)
 
     def _lease(self, model: LoadedModel, keep_alive: float | None) -> Lease:
@@ -147,7 +144,7 @@ class Runner:
         model.last_used = time.time()
         if self._drop_if_lost(model) or model.active > 0:
             return
-        if model.closing or self._loaded.get(model.id) is not model:
+        if model.state is not ModelState.READY or self._loaded.get(model.id) is not model:
             self._close(model)
         else:
             self._schedule_idle(model)
@@ -198,24 +195,24 @@ class Runner:
 
     async def _load_locked(self, resolved: ResolvedModel) -> LoadedModel:
         existing = self._loaded.get(resolved.id)
-        if existing is not None and not existing.closing:
+        if existing is not None and existing.state is ModelState.READY:
             return existing
         settings = self.model_settings(resolved)
-        n_ctx = settings.context_size or self.config.n_ctx or resolved.context_size
-        n_slots = settings.parallel or self.config.n_slots
-        est = await asyncio.to_thread(estimate, resolved.gguf_paths, n_ctx, 512,
-                                      n_slots if self.config.per_slot_kv or self.config.deterministic else 1)
+        engine = self.config.engine
+        n_ctx = settings.context_size or engine.n_ctx or resolved.context_size
+        n_slots = settings.parallel or engine.n_slots
+        est = await asyncio.to_thread(estimate, resolved.gguf_paths, n_ctx, engine.n_ubatch,
+                                      n_slots if engine.kv_per_slot else 1)
         draft = await self._draft_path()
         if draft is not None:  # its weights, and a KV stream per slot as long as the model's
-            est = est.plus(await asyncio.to_thread(estimate, [draft], est.n_ctx, 512, n_slots))
-        rpc = tuple(settings.rpc) if settings.rpc is not None else self.config.rpc
+            est = est.plus(await asyncio.to_thread(estimate, [draft], est.n_ctx, engine.n_ubatch, n_slots))
+        rpc = tuple(settings.rpc) if settings.rpc is not None else engine.rpc
         # An unreachable worker fails the load here, named, before anything is allocated.
         reported = await asyncio.to_thread(probe_workers, rpc) if rpc else []
         self._make_room(resolved, est, reported)
         keep_alive = settings.keep_alive if settings.keep_alive is not None else self.config.keep_alive
         started = time.perf_counter()
-        hold = getattr(self.source, "hold", None)
-        files = await asyncio.to_thread(hold, resolved) if hold is not None else None
+        files = await asyncio.to_thread(self.source.hold, resolved)
         try:
             llm = await asyncio.to_thread(self._open, resolved, est.n_ctx, n_slots, rpc, draft)
             if self._closed:
@@ -244,8 +241,8 @@ class Runner:
             model.timer = asyncio.get_running_loop().call_later(model.keep_alive, self._expire, model)
 
     async def _draft_path(self) -> Path | None:
-        """The draft model's GGUF (RunnerConfig.draft_model): a file, or a model of the store."""
-        name = self.config.draft_model
+        """The draft model's GGUF (RunnerConfig.engine.draft_model): a file, or a model of the store."""
+        name = self.config.engine.draft_model
         if not name:
             return None
         if Path(name).is_file():
@@ -254,17 +251,13 @@ class Runner:
 
     def _open(self, resolved: ResolvedModel, n_ctx: int, n_slots: int, rpc: tuple[str, ...],
               draft: Path | None = None) -> LLM:
-        from mr.engine import LLM, EngineOptions
+        from mr.engine import LLM
 
         template = None
         if resolved.chat_template_path is not None:
             template = resolved.chat_template_path.read_text(encoding="utf-8")
-        c = self.config
-        options = EngineOptions(n_ctx=n_ctx, n_slots=n_slots, max_queue=c.max_queue,
-                                n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers, flash_attn=c.flash_attn,
-                                repack=c.repack, idle_cache=c.idle_cache, per_slot_kv=c.per_slot_kv,
-                                deterministic=c.deterministic, spec=c.spec, spec_max=c.spec_max, rpc=rpc,
-                                draft_model=str(draft) if draft is not None else None)
+        options = msgspec.structs.replace(self.config.engine, n_ctx=n_ctx, n_slots=n_slots, rpc=rpc,
+                                          draft_model=str(draft) if draft is not None else None)
         return LLM(resolved.gguf_paths[0], options, chat_template=template)
 
     def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate,
@@ -309,7 +302,7 @@ class Runner:
     def _drop_if_lost(self, model: LoadedModel) -> bool:
         """Unload a model whose RPC worker went away (its requests fail until it is loaded
         again; the next request reloads it, once the worker is back). True when it was."""
-        why = model.lost_worker() if not model.closing else ""
+        why = model.lost_worker() if model.state is ModelState.READY else ""
         if not why:
             return False
         log.warning("unloading %s: %s", model.name, why)
@@ -346,21 +339,22 @@ class Runner:
         if model.active == 0:
             self._close(model)
         else:
-            model.closing = True  # the last lease closes it; until then it is draining
-            model.draining = True
+            model.state = ModelState.DRAINING  # the last lease closes it
             self._draining.add(model)
 
     def _close(self, model: LoadedModel) -> None:
+        if model.state in (ModelState.CLOSING, ModelState.GONE):
+            return
         for stream in list(model.streams):
             stream.abort("the model was unloaded")
-        model.closing = True
-        model.draining = False
+        model.state = ModelState.CLOSING
         self._draining.discard(model)
         hold, model.hold = model.hold, None
         loop = self._loop
         if loop is None or loop.is_closed() or not _on_loop(loop):
             _close_llm(model)
             self._release_files(hold, model.resolved)
+            model.state = ModelState.GONE
             return
         # Stopping the engine joins its thread, which first finishes its step (long on a big
         # model): a worker thread waits for it, never the event loop.
@@ -368,17 +362,17 @@ class Runner:
 
         def closed(_: object) -> None:
             self._release_files(hold, model.resolved)
+            model.state = ModelState.GONE
             if not loop.is_closed():  # once the callers holding the model have let go of it
                 loop.call_later(0.5, release_freed_memory)
 
         model.closed.add_done_callback(closed)
 
     def _release_files(self, hold: object, resolved: ResolvedModel) -> None:
-        release = getattr(self.source, "release", None)
-        if hold is None or release is None:
+        if hold is None:
             return
         try:
-            release(hold, resolved)  # file locks and unlinks: milliseconds
+            self.source.release(hold, resolved)  # file locks and unlinks: milliseconds
         except Exception:
             log.exception("releasing the files of %s failed", resolved.name)
 
@@ -399,7 +393,7 @@ class Runner:
             self._unload(model)
         # Answered once the closed ones are really gone (engine stopped, files released).
         await asyncio.gather(*(m.closed for m in targets if m.closed is not None), return_exceptions=True)
-        draining = sum(1 for m in targets if m.draining)
+        draining = sum(1 for m in targets if m.state is ModelState.DRAINING)
         return len(targets) - draining, draining
 
     async def load(self, name: str, keep_alive: float | None = None) -> LoadedModel:
@@ -417,9 +411,6 @@ class Runner:
     def ps(self) -> list[dict[str, object]]:
         models = sorted((*self._loaded.values(), *self._draining), key=lambda m: -m.last_used)
         return [m.to_ps() for m in models]
-
-    def draining(self) -> list[LoadedModel]:
-        return list(self._draining)
 
     # ---- settings ----
 

@@ -33,7 +33,24 @@ class ResolvedModel:
 
 
 class ModelSource(Protocol):
-    def resolve(self, name: str) -> ResolvedModel: ...
+    """What the runner asks of where its models come from."""
+
+    def resolve(self, name: str) -> ResolvedModel:
+        """The model `name` names (blocking: it may read the store); ModelNotFoundError if none."""
+        ...
+
+    def cached(self, name: str) -> ResolvedModel | None:
+        """A resolution known without blocking the event loop, or None (then `resolve` runs in
+        a thread)."""
+        ...
+
+    def hold(self, resolved: ResolvedModel) -> object:
+        """Keep the model's files while it is loaded (blocking); the hold goes to `release`."""
+        ...
+
+    def release(self, hold: object, resolved: ResolvedModel) -> None:
+        """The model is unloaded: let go of `hold` (blocking, short)."""
+        ...
 
 
 class StoreSource:
@@ -76,7 +93,7 @@ class StoreSource:
         model = self.store.resolve(name)
         return from_local_model(model, name)
 
-    def hold(self, resolved: ResolvedModel) -> Any:
+    def hold(self, resolved: ResolvedModel) -> object:
         """While a model is loaded, `rm` (from any process) keeps its files (blocking)."""
         return self.store.hold_in_use(resolved.id, resolved.files)
 
@@ -103,7 +120,8 @@ def from_local_model(model: LocalModel, requested: str) -> ResolvedModel:
 
 
 class PathSource:
-    """A fixed name -> GGUF mapping (embedding mr in a script; tests without a store)."""
+    """A fixed name -> GGUF mapping (embedding mr in a script; tests without a store). Its files
+    are the caller's: nothing is cached or held."""
 
     def __init__(self, models: dict[str, Path]) -> None:
         self.models = {k: Path(v) for k, v in models.items()}
@@ -114,3 +132,12 @@ class PathSource:
             raise ModelNotFoundError(f"no such model: {name}")
         return ResolvedModel(id=f"path:{name}", name=name, gguf_paths=[path], keys=(name,),
                              size=path.stat().st_size, tags=[name])
+
+    def cached(self, name: str) -> ResolvedModel | None:
+        return None
+
+    def hold(self, resolved: ResolvedModel) -> object:
+        return None
+
+    def release(self, hold: object, resolved: ResolvedModel) -> None:
+        return None

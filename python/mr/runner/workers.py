@@ -24,10 +24,6 @@ class WorkerPlan:
     local: int
     remote: dict[str, int]  # endpoint -> bytes
 
-    @property
-    def remote_total(self) -> int:
-        return sum(self.remote.values())
-
 
 def reported_totals(reported: Iterable[WorkerMemory]) -> dict[str, int]:
     """endpoint -> the memory its devices report in all."""

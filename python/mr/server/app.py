@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from mr import __version__
+from mr.engine import EngineOptions
 from mr.rpc import parse_endpoints
 from mr.runner import Runner, RunnerConfig, SettingsFile, StoreSource
 from mr.server import anthropic, dmr, ollama, openai, progress, purge, rerank, responses, tokenize
@@ -32,15 +33,15 @@ DESCRIPTION = ("OpenAI (chat, completions, embeddings, Responses), Anthropic Mes
 
 
 def runner_config(settings: Settings) -> RunnerConfig:
-    return RunnerConfig(n_slots=settings.parallel, n_ctx=settings.ctx_size, keep_alive=settings.keep_alive,
-                        max_queue=settings.max_queue, memory_budget=settings.memory_budget,
-                        load_timeout=settings.load_timeout,
-                        n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
-                        flash_attn=settings.flash_attn, repack=settings.repack,
-                        idle_cache=settings.idle_cache, per_slot_kv=settings.per_slot_kv,
-                        deterministic=settings.deterministic, spec=settings.spec, spec_max=settings.spec_max,
-                        draft_model=settings.draft_model or None,
-                        rpc=parse_endpoints(settings.rpc))
+    engine = EngineOptions(n_ctx=settings.ctx_size, n_slots=settings.parallel, max_queue=settings.max_queue,
+                           n_threads=settings.threads, n_gpu_layers=settings.gpu_layers,
+                           flash_attn=settings.flash_attn, repack=settings.repack,
+                           idle_cache=settings.idle_cache, per_slot_kv=settings.per_slot_kv,
+                           deterministic=settings.deterministic,
+                           spec=settings.spec, spec_max=settings.spec_max,
+                           draft_model=settings.draft_model or None, rpc=parse_endpoints(settings.rpc))
+    return RunnerConfig(engine=engine, keep_alive=settings.keep_alive, memory_budget=settings.memory_budget,
+                        load_timeout=settings.load_timeout)
 
 
 def build_context(settings: Settings, store: Store | None = None,

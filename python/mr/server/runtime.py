@@ -56,19 +56,18 @@ async def version() -> dict[str, str]:
 async def engines_status(request: Req) -> dict[str, Any]:
     ctx = server_context(request)
     runner = ctx.runner
+    engine = runner.config.engine
     ram, vram = runner.budget
     return {
         "running": True, "version": __version__, "backend": "llama.cpp",
         "uptime_s": round(time.time() - ctx.started_at, 1), "loaded_models": len(runner.loaded()),
         "memory": {"budget": runner.pool_size, "ram_budget": ram, "vram_budget": vram,
                    "used": runner.used_memory(), "workers": runner.worker_memory()},
-        "rpc": list(runner.config.rpc),
-        "defaults": {"parallel": runner.config.n_slots, "context_size": runner.config.n_ctx,
+        "rpc": list(engine.rpc),
+        "defaults": {"parallel": engine.n_slots, "context_size": engine.n_ctx,
                      "keep_alive": format_duration(runner.config.keep_alive),
-                     "kv_cache": "per-slot" if runner.config.per_slot_kv or runner.config.deterministic
-                     else "shared",
-                     "deterministic": runner.config.deterministic,
-                     "spec": runner.config.spec, "spec_max": runner.config.spec_max},
+                     "kv_cache": "per-slot" if engine.kv_per_slot else "shared",
+                     "deterministic": engine.deterministic, "spec": engine.spec, "spec_max": engine.spec_max},
     }
 
 
@@ -109,7 +108,7 @@ async def engines_configure_dmr(request: Req, data: Annotated[ConfigureRequest, 
 async def _configure(request: Req, data: ConfigureRequest) -> dict[str, Any]:
     ctx = server_context(request)
     runner = ctx.runner
-    allowed = {*runner.config.rpc, *ctx.settings.rpc_allow}
+    allowed = {*runner.config.engine.rpc, *ctx.settings.rpc_allow}
     settings = ModelSettings(context_size=data.context_size or data.context_size_dash,
                              parallel=data.parallel, keep_alive=parse_duration(data.keep_alive),
                              mode=data.mode, think=parse_switch(data.think, "think"),
