@@ -136,7 +136,8 @@ def test_bad_values_name_their_variable() -> None:
     ("http://127.0.0.1:8123/", "http://127.0.0.1:8123", ("127.0.0.1", 8123)),
     ("https://mr.example", "https://mr.example", ("mr.example", None)),
 ])
-def test_one_host_parser_for_the_cli_and_the_server(value: str, url: str, bind: tuple[object, object]) -> None:
+def test_one_host_parser_for_the_cli_and_the_server(value: str, url: str,
+                                                    bind: tuple[object, object]) -> None:
     env = {"MR_HOST": value}
     assert config.server_url(env) == url
     assert config.bind_address(env) == bind
