@@ -139,3 +139,22 @@ def test_mr_host_may_be_a_url_or_a_bind_address(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setenv("MR_HOST", value)
     assert base_url() == url
+
+
+def test_the_experiment_switches_reach_the_server_through_serve_with(env: dict[str, str]) -> None:
+    # No flag or variable sets them (mr.config); the bench's ceiling variants give them this way.
+    url = f"http://127.0.0.1:{env['MR_PORT']}"
+    proc = start(["--quiet"], {**env, "MR_DIRECT_STREAMS": "1"}, direct_streams=False)
+    try:
+        wait_healthy(url, proc)
+        body = {"model": TINY, "max_tokens": 4, "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200 and parse_sse(r.read())[1]
+        metrics = httpx.get(url + "/metrics", timeout=10).text
+        assert 'mr_streamed_responses_total{path="asgi"} 1' in metrics
+        assert 'mr_streamed_responses_total{path="direct"}' not in metrics.replace(
+            'mr_streamed_responses_total{path="direct"} 0', "")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
