@@ -100,7 +100,7 @@ FAILURES = [
     ("/api/generate", {"prompt": "word " * 3000, "raw": True, "stream": False}, 400),
     ("/api/chat", {"messages": [{"role": "user", "content": "word " * 3000}], "stream": False}, 400),
     ("/v1/embeddings", {"input": ["word " * 3000]}, 400),
-    # Anthropic Messages and Responses (mr.server.chatcall): refused at submit (longer than the
+    # Anthropic Messages and Responses (mr.server.generation): refused at submit (longer than the
     # context, prompt plus max_tokens beyond it) and while the prompt is prepared (a tool or a
     # format whose grammar cannot be built), streamed or not; each after the model was leased.
     ("/v1/messages", {"messages": [{"role": "user", "content": "word " * 3000}], "max_tokens": 5}, 400),

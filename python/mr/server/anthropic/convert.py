@@ -2,8 +2,8 @@
 
 The conversation becomes OpenAI-shaped messages, the form the chat rendering (templates, tool
 formats, grammars) already takes: `tool_use` blocks become assistant tool calls, `tool_result`
-blocks tool messages, `thinking` blocks reasoning content. `tool_choice` any/tool is enforced by
-the same grammar as OpenAI's "required".
+blocks tool messages, `thinking` blocks reasoning content. `tool_choice` any/tool is OpenAI's
+"required" / a named function, under the one tool rule of mr.server.generation.tools.
 """
 
 from __future__ import annotations
@@ -30,24 +30,22 @@ from mr.server.anthropic.protocol import (
     ToolUseOut,
     UsageOut,
 )
-from mr.server.chatcall import ChatCall
 from mr.server.errors import invalid
-from mr.server.openai.params import checked_text
+from mr.server.generation import Chat, Prepared, checked_text, same_sampling, tool_options
 from mr.server.thinking import Thinking
 
 
-def chat_call(req: MessagesRequest) -> ChatCall:
+def prepare(req: MessagesRequest) -> Prepared[Chat]:
     fields = {name: getattr(req, name) for name in ("temperature", "top_p", "top_k")
               if getattr(req, name) is not None}
     stops = [checked_text(s, "stop_sequences") for s in req.stop_sequences or []]
-    return ChatCall(model=req.model, messages=messages(req), options=options(req),
-                    sampling=SamplingOptions(**fields), max_tokens=req.max_tokens, stop=stops,
-                    ignore_eos=req.ignore_eos, thinking=thinking(req), request=req)
+    return Prepared(model=req.model, input=chat(req), sampling=same_sampling(SamplingOptions(**fields)),
+                    fields=req, max_tokens=req.max_tokens, stop=stops, ignore_eos=req.ignore_eos)
 
 
-def prompt_call(req: PromptFields) -> ChatCall:
-    """Just the prompt of a request (count_tokens): what `chat_call` would render."""
-    return ChatCall(model=req.model, messages=messages(req), options=options(req), thinking=thinking(req))
+def chat(req: PromptFields) -> Chat:
+    """The prompt of a request (count_tokens counts just this)."""
+    return Chat(messages(req), options(req), thinking(req))
 
 
 def thinking(req: PromptFields) -> Thinking:
@@ -144,10 +142,8 @@ def options(req: PromptFields) -> ChatOptions | None:
         raise invalid("tool_choice", f"tool_choice {type(choice).__struct_config__.tag!r} needs tools")
     if isinstance(choice, ToolChoiceTool) and choice.name not in {t.name for t in req.tools or []}:
         raise invalid("tool_choice", f"tool_choice names {choice.name!r}, which is not in tools")
-    parallel = not (choice is not None and getattr(choice, "disable_parallel_tool_use", False))
-    if not tools:
-        return None
-    return ChatOptions(tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel)
+    asked = getattr(choice, "disable_parallel_tool_use", None)  # Anthropic asks the other way round
+    return tool_options(tools, tool_choice, None if asked is None else not asked)
 
 
 # ---- results ----

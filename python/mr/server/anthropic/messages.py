@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from litestar import Response, post
 from litestar.params import Body
 
+from mr.engine import AsyncChatStream
 from mr.errors import MrError
-from mr.server import chatcall
+from mr.server import generation
 from mr.server.anthropic import convert
 from mr.server.anthropic.envelope import error_type
 from mr.server.anthropic.events import EventWriter, error_frame
@@ -21,22 +22,21 @@ from mr.server.anthropic.protocol import (
     StopReason,
     encode,
 )
-from mr.server.chatcall import ChatCall, Running, new_id
 from mr.server.context import Req, server_context
 from mr.server.errors import stream_error
-from mr.server.openai.params import log_unknown_fields
+from mr.server.generation import Chat, Prepared, Running, log_unknown_fields, new_id
 
 
 @post("/messages", summary="Create a message (Anthropic)", tags=["Anthropic"], status_code=200)
 async def create_message(request: Req, data: Annotated[MessagesRequest, Body()]) -> Response[Any]:
     ctx = server_context(request)
     await log_unknown_fields(request, MessagesRequest)
-    call = convert.chat_call(data)
-    running = await chatcall.start(ctx, call)
+    prepared = convert.prepare(data)
+    running = await generation.start(ctx, prepared)
     if data.stream:
-        return chatcall.event_stream(running, lambda r: _events(r, call))
-    message = await chatcall.collect(request, running)
-    reason, sequence = _stop(running, call)
+        return generation.event_stream(running, lambda r: _events(r, prepared))
+    message = await generation.collect(request, running)
+    reason, sequence = _stop(running, prepared)
     out = MessageOut(id=new_id("msg"), model=data.model, content=convert.content(message),
                      stop_reason=reason, stop_sequence=sequence, usage=convert.usage(running.stream.usage))
     return Response(encode(out), media_type="application/json")
@@ -46,21 +46,21 @@ async def create_message(request: Req, data: Annotated[MessagesRequest, Body()])
       status_code=200)
 async def count_tokens(request: Req, data: Annotated[CountTokensRequest, Body()]) -> CountTokensOut:
     ctx = server_context(request)
-    n = await chatcall.count_prompt(ctx, convert.prompt_call(data))
+    n = await generation.count_prompt(ctx, Prepared(model=data.model, input=convert.chat(data)))
     return CountTokensOut(input_tokens=n)
 
 
-def _stop(running: Running, call: ChatCall) -> tuple[StopReason, str | None]:
+def _stop(running: Running[AsyncChatStream], prepared: Prepared[Chat]) -> tuple[StopReason, str | None]:
     """(stop_reason, the request's stop sequence that ended the text, if one did)."""
     stream = running.stream
     matched = stream.stream.stop_sequence
-    sequence = matched if stream.finish_reason == "stop" and matched in call.stop else None
+    sequence = matched if stream.finish_reason == "stop" and matched in prepared.stop else None
     return convert.stop_reason(stream.finish_reason, sequence), sequence
 
 
-async def _events(running: Running, call: ChatCall) -> AsyncIterator[bytes]:
+async def _events(running: Running[AsyncChatStream], prepared: Prepared[Chat]) -> AsyncIterator[bytes]:
     stream = running.stream
-    writer = EventWriter(new_id("msg"), call.model)
+    writer = EventWriter(new_id("msg"), prepared.model)
     timer = running.ctx.metrics.stream_timer()
     try:
         async for delta in stream:
@@ -75,7 +75,7 @@ async def _events(running: Running, call: ChatCall) -> AsyncIterator[bytes]:
             yield error_frame("overloaded_error", "the server stopped this request before it finished")
             return
         usage = running.count()
-        for frame in writer.end(*_stop(running, call), usage):
+        for frame in writer.end(*_stop(running, prepared), usage):
             yield frame
     except Exception as exc:
         yield _error(exc)

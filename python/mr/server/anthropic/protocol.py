@@ -68,16 +68,16 @@ class ToolDef(Struct, kw_only=True):
 
 
 class ToolChoiceAuto(Struct, kw_only=True, tag_field="type", tag="auto"):
-    disable_parallel_tool_use: bool = False
+    disable_parallel_tool_use: bool | None = None  # None: unsaid (mr.server.generation.tools)
 
 
 class ToolChoiceAny(Struct, kw_only=True, tag_field="type", tag="any"):
-    disable_parallel_tool_use: bool = False
+    disable_parallel_tool_use: bool | None = None  # None: unsaid (mr.server.generation.tools)
 
 
 class ToolChoiceTool(Struct, kw_only=True, tag_field="type", tag="tool"):
     name: Annotated[str, Meta(min_length=1, max_length=256)]
-    disable_parallel_tool_use: bool = False
+    disable_parallel_tool_use: bool | None = None
 
 
 class ToolChoiceNone(Struct, kw_only=True, tag_field="type", tag="none"):

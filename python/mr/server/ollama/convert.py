@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from mr.engine import ChatOptions, SamplingOptions, ToolCall
+from mr.engine import SamplingOptions, ToolCall
 from mr.engine.limits import INT32_MAX
 from mr.runner import parse_duration
 from mr.server.errors import invalid
@@ -57,13 +57,6 @@ def response_format(fmt: Format) -> dict[str, Any] | None:
     if isinstance(fmt, dict):
         return {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt, "strict": True}}
     raise invalid("format", 'format must be "json" or a JSON schema object')
-
-
-def chat_options(tools: list[dict[str, Any]] | None, fmt: Format) -> ChatOptions | None:
-    rf = response_format(fmt)
-    if not tools and rf is None:
-        return None
-    return ChatOptions(tools=tools or None, response_format=rf, parallel_tool_calls=True)
 
 
 def messages(items: list[Message]) -> list[dict[str, Any]]:

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Response, post
 from litestar.params import Body
-from litestar.response import Stream
 
 from mr.engine import AsyncChatStream, AsyncStream, ChatDelta
-from mr.runner import Lease
+from mr.server import generation
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid, stream_error
-from mr.server.modeldefaults import model_defaults
+from mr.server.generation import Chat, Prepared, Running, Text, same_sampling, tool_options
 from mr.server.ollama import convert, ignored
-from mr.server.ollama.protocol import ChatRequest, GenerateRequest
-from mr.server.openai.streams import asubmit_all
-from mr.server.sse import guarded
+from mr.server.ollama.protocol import ChatRequest, GenerateRequest, Options
 from mr.server.thinking import from_ollama
 
 NDJSON = "application/x-ndjson"
@@ -52,24 +48,12 @@ async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[A
     if not data.messages:
         return await _load_only(ctx, data.model, keep, chat=True)
     messages = convert.messages(data.messages)
-    options = convert.chat_options(data.tools, data.format)
-    thinking = from_ollama(data.think)
-    sampling, limit, stop = convert.sampling(data.options)
+    options = tool_options(data.tools, None, None, convert.response_format(data.format))  # no tool_choice
+    prepared = _prepare(data.model, Chat(messages, options, from_ollama(data.think)), data.options, keep)
     clock = convert.Clock()
-    lease = await ctx.runner.acquire(data.model, keep)
-    clock.mark_loaded()
-    own = model_defaults(lease)  # the model's own, where the request says nothing
-    sampling, limit, stop = own.apply(data.options, sampling, limit, stop)
-    try:
-        options = thinking.apply(options, lease.model.think)
-        prompt = await asyncio.to_thread(lease.llm.prepare_chat, own.apply_messages(messages), options)
-    except BaseException:
-        lease.release()
-        raise
-    start = [lambda: lease.llm.achat(prompt, sampling, max_tokens=limit, stop=stop)]
-    [stream] = await asubmit_all(lease, start, off_loop=bool(prompt.fmt.grammar))
+    running = await generation.start(ctx, prepared, loaded=clock.mark_loaded)
     extra = ignored.headers(ignored.of_chat(data), request.url.path)
-    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, True, extra)
+    return await _respond(request, running, data.model, data.stream, clock, True, extra)
 
 
 @post("/generate", summary="Ollama generate", tags=["Ollama"], status_code=200)
@@ -80,46 +64,41 @@ async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Re
         raise invalid("images", "images are not supported by this server")
     if not data.prompt and not data.system:
         return await _load_only(ctx, data.model, keep, chat=False)
-    options = convert.chat_options(None, data.format)
-    sampling, limit, stop = convert.sampling(data.options)
+    options = tool_options(None, None, None, convert.response_format(data.format))
     clock = convert.Clock()
-    lease = await ctx.runner.acquire(data.model, keep)
-    clock.mark_loaded()
-    own = model_defaults(lease)  # the model's own, where the request says nothing
-    sampling, limit, stop = own.apply(data.options, sampling, limit, stop)
-    try:
-        llm = lease.llm
-        stream: AsyncStream | AsyncChatStream
-        if data.raw:  # the caller wrote the template's markers themselves: they are tokens (no system)
-            tokens = await asyncio.to_thread(llm.tokenize, data.prompt, True, True)
-            stream = llm.agenerate(tokens, sampling, max_tokens=limit, stop=stop)
-        else:
-            messages = own.apply_messages(([{"role": "system", "content": data.system}] if data.system
-                                           else []) + [{"role": "user", "content": data.prompt}])
-            options = from_ollama(data.think).apply(options, lease.model.think)
-            prompt = await asyncio.to_thread(llm.prepare_chat, messages, options)
-            start = [lambda: llm.achat(prompt, sampling, max_tokens=limit, stop=stop)]
-            [stream] = await asubmit_all(lease, start, off_loop=bool(prompt.fmt.grammar))  # tracked
-    except BaseException:
-        lease.release()
-        raise
-    lease.track(stream)
+    running: Running[AsyncChatStream] | Running[AsyncStream]
+    if data.raw:  # the caller wrote the template's markers themselves: they are tokens (no system)
+        text = data.prompt
+        raw = _prepare(data.model, Text(lambda llm: [llm.tokenize(text, True, True)]), data.options, keep)
+        running = await generation.start(ctx, raw, loaded=clock.mark_loaded)
+    else:
+        messages = ([{"role": "system", "content": data.system}] if data.system else []) + \
+            [{"role": "user", "content": data.prompt}]
+        prepared = _prepare(data.model, Chat(messages, options, from_ollama(data.think)), data.options, keep)
+        running = await generation.start(ctx, prepared, loaded=clock.mark_loaded)
     extra = ignored.headers(ignored.of_generate(data), request.url.path)
-    return await _respond(request, ctx, lease, stream, data.model, data.stream, clock, False, extra)
+    return await _respond(request, running, data.model, data.stream, clock, False, extra)
 
 
-async def _respond(request: Req, ctx: ServerContext, lease: Lease, stream: AsyncStream | AsyncChatStream,
-                   model: str, streaming: bool, clock: convert.Clock, chat: bool,
+def _prepare(model: str, source: Chat | Text, options: Options | None, keep: float | None) -> Prepared[Any]:
+    """`options` (Ollama's: sampling, num_predict, stop) win over the model's own defaults."""
+    sampling, limit, stop = convert.sampling(options)
+    return Prepared(model=model, input=source, sampling=same_sampling(sampling), fields=options,
+                    max_tokens=limit, stop=stop, keep_alive=keep)
+
+
+async def _respond(request: Req, running: Running[AsyncChatStream] | Running[AsyncStream], model: str,
+                   streaming: bool, clock: convert.Clock, chat: bool,
                    headers: dict[str, str] | None) -> Response[Any]:
     if streaming:
-        body = guarded(_lines(ctx, lease, stream, model, clock, chat), lambda: _finish(lease, stream))
-        return Stream(body, media_type=NDJSON, headers=headers)
+        return generation.event_stream(running, lambda r: _lines(r, model, clock, chat), NDJSON, headers)
+    stream = running.stream
     try:
-        text = await until_disconnect(request, _collect(stream), stream.close)
+        text = await until_disconnect(request, _collect(stream), running.close)
     finally:
-        _finish(lease, stream)
+        running.finish()
     body = _final(stream, model, clock, chat, text)
-    ctx.metrics.tokens(lease.model.name, stream.usage.prompt_tokens, stream.usage.completion_tokens)
+    running.count()
     return Response(_encode(body), media_type="application/json", headers=headers)
 
 
@@ -127,12 +106,6 @@ async def _collect(stream: AsyncStream | AsyncChatStream) -> str:
     if isinstance(stream, AsyncChatStream):
         return (await stream.collect()).content
     return await stream.text()
-
-
-def _finish(lease: Lease, stream: AsyncStream | AsyncChatStream) -> None:
-    stream.close()
-    lease.untrack(stream)
-    lease.release()
 
 
 def _final(stream: AsyncStream | AsyncChatStream, model: str, clock: convert.Clock, chat: bool,
@@ -154,8 +127,9 @@ def _final(stream: AsyncStream | AsyncChatStream, model: str, clock: convert.Clo
     return body
 
 
-async def _lines(ctx: ServerContext, lease: Lease, stream: AsyncStream | AsyncChatStream, model: str,
+async def _lines(running: Running[AsyncChatStream] | Running[AsyncStream], model: str,
                  clock: convert.Clock, chat: bool) -> AsyncIterator[bytes]:
+    stream = running.stream
     try:
         async for piece in stream:
             clock.token()
@@ -168,9 +142,7 @@ async def _lines(ctx: ServerContext, lease: Lease, stream: AsyncStream | AsyncCh
             body.update({"message": {"role": "assistant", "content": text, **extra}} if chat
                         else {"response": text, **extra})
             yield _line(body)
-        ctx.metrics.tokens(lease.model.name, stream.usage.prompt_tokens, stream.usage.completion_tokens)
+        running.count()
         yield _line(_final(stream, model, clock, chat, ""))
     except Exception as exc:
         yield _line({"error": stream_error(exc).error.message})
-    finally:
-        _finish(lease, stream)

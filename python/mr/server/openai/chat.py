@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from litestar import Response, post
 from litestar.params import Body
 from litestar.response import Stream
 
-from mr.engine import AsyncChatStream, ChatDelta, ChatOptions, ChatPrompt
-from mr.runner import Lease
+from mr.engine import AsyncChatStream, ChatDelta
 from mr.server import sse
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
+from mr.server.generation import Chat, Direct, Prepared, Running, log_unknown_fields, start
 from mr.server.metrics import StreamTimer
 from mr.server.openai import params, results
 from mr.server.openai.merge import finished, merge
@@ -28,99 +28,49 @@ from mr.server.openai.protocol import (
     ChoiceLogprobs,
     DeltaOut,
 )
-from mr.server.openai.streams import asubmit_all, finish_all, sse_response
-from mr.server.thinking import Thinking, from_openai
-from mr.server.wire import Capture, DirectWriter, Wire, capture_of, engine_wire, go_direct, wire_of
+from mr.server.openai.streams import sse_response
+from mr.server.thinking import from_openai
+from mr.server.wire import DirectWriter, capture_of, go_direct, wire_of
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """A request's engine arguments, validated before any model is touched."""
-
-    messages: list[dict[str, Any]]
-    options: ChatOptions | None
-    max_tokens: int
-    stop: list[str]
-    logprobs: int | None
-    thinking: Thinking
-    prediction: str | None  # Predicted Outputs: a draft source for every choice
-
-
-def _prepare(data: ChatCompletionRequest) -> _Prepared:
+def prepare(data: ChatCompletionRequest) -> Prepared[Chat]:
+    """The request's engine arguments: n choices, choice i sampled with seed + i."""
     budget = data.reasoning_budget_tokens
     if budget is None:
         budget = data.thinking_budget_tokens
-    return _Prepared(messages=params.messages(data.messages), options=params.chat_options(data),
-                     max_tokens=params.max_tokens(data, "max_completion_tokens", "max_tokens"),
-                     stop=params.stops(data.stop), logprobs=params.top_logprobs(data),
-                     thinking=from_openai(data.reasoning_effort, data.chat_template_kwargs, budget),
-                     prediction=params.prediction(data))
-
-
-async def _submit(lease: Lease, data: ChatCompletionRequest, p: _Prepared, max_queue: int,
-                  direct: tuple[sse.ChunkFrames, Wire] | None,
-                  engine: tuple[int, int] | None = None) -> tuple[list[AsyncChatStream], bool]:
-    """One engine stream per choice (seed + i), and whether they stream direct (mr.server.wire):
-    plain content with no logprobs, on a connection that allows it. Rendering, the grammar and
-    tokenizing run in a worker thread, once: they may take long enough to stall every other
-    client of the loop."""
-    llm = lease.llm
-    defaults = lease.model.resolved.defaults  # the model's own, where the request says nothing
-    if defaults is not None:
-        p = replace(p, messages=defaults.apply_messages(p.messages), stop=defaults.apply_stop(p.stop),
-                    max_tokens=defaults.apply_max_tokens(p.max_tokens))
-    options = p.thinking.apply(p.options, lease.model.think)
-    try:
-        params.check_fits(data.n, lease.model.n_slots, max_queue, "n")
-        prompt: ChatPrompt = await asyncio.to_thread(llm.prepare_chat, p.messages, options)
-    except BaseException:
-        lease.release()
-        raise
-    if not prompt.fmt.plain or p.logprobs is not None:
-        direct = engine = None
-
-    def start(i: int) -> Callable[[], AsyncChatStream]:
-        sampling = params.sampling(data, llm.model.n_vocab, i)
-        if defaults is not None:
-            sampling = defaults.apply_sampling(sampling, data)
-        frame = direct[0].text_frame(i, sse.CONTENT_KEY, direct[1].chunked) if direct else None
-        return lambda: llm.achat(prompt, sampling, max_tokens=p.max_tokens, stop=p.stop,
-                                 ignore_eos=data.ignore_eos, logprobs=p.logprobs, frame=frame, wire=engine,
-                                 prediction=p.prediction)
-
-    streams = await asubmit_all(lease, (start(i) for i in range(data.n)), off_loop=bool(prompt.fmt.grammar))
-    return streams, direct is not None
+    thinking = from_openai(data.reasoning_effort, data.chat_template_kwargs, budget)
+    chat = Chat(params.messages(data.messages), params.chat_options(data), thinking)
+    return Prepared(model=data.model, input=chat, sampling=partial(params.sampling, data), fields=data,
+                    max_tokens=params.max_tokens(data, "max_completion_tokens", "max_tokens"),
+                    stop=params.stops(data.stop), ignore_eos=data.ignore_eos, n=data.n,
+                    logprobs=params.top_logprobs(data), prediction=params.prediction(data))
 
 
 @post("/chat/completions", summary="Create a chat completion", tags=["OpenAI"], status_code=200)
 async def chat_completions(request: Req, data: Annotated[ChatCompletionRequest, Body()]) -> Response[Any]:
     ctx = server_context(request)
-    await params.log_unknown_fields(request, ChatCompletionRequest)
-    prepared = _prepare(data)
-    lease = await ctx.runner.acquire(data.model)
+    await log_unknown_fields(request, ChatCompletionRequest)
+    prepared = prepare(data)
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
     frames = sse.ChunkFrames(results.new_id("chatcmpl"), int(time.time()), data.model,
                              "chat.completion.chunk", include_usage)
     wire = wire_of(request.scope) if data.stream else None
-    engine = engine_wire(wire, data.n, capture_of(request.scope))
-    streams, direct = await _submit(lease, data, prepared, ctx.runner.config.max_queue,
-                                    (frames, wire) if wire is not None else None, engine)
+    direct = Direct(frames, wire, sse.CONTENT_KEY, capture_of(request.scope)) if wire is not None else None
+    running = await start(ctx, prepared, direct=direct)
     want_logprobs = prepared.logprobs is not None
     if data.stream:
-        timer = ctx.metrics.stream_timer(direct)
-        if direct:
-            assert wire is not None
-            choices = _direct_frames(streams, frames, wire, timer, capture_of(request.scope))
+        timer = ctx.metrics.stream_timer(running.direct is not None)
+        if running.direct is not None:
+            choices = _direct_frames(running, running.direct, timer)
         else:
-            choices = _choice_frames(streams, frames, want_logprobs, timer)
-        body = sse_response(ctx, lease, streams, frames, include_usage, choices, timer)
-        body = sse.guarded(body, lambda: finish_all(lease, streams))
+            choices = _choice_frames(running.streams, frames, want_logprobs, timer)
+        body = sse.guarded(sse_response(running, frames, include_usage, choices, timer), running.finish)
         return Stream(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     try:
-        work = _collect(ctx, streams, data.model, want_logprobs, lease.model.name)
-        completion = await until_disconnect(request, work, lambda: [s.close() for s in streams])
+        work = _collect(ctx, running.streams, data.model, want_logprobs, running.lease.model.name)
+        completion = await until_disconnect(request, work, running.close)
     finally:
-        finish_all(lease, streams)
+        running.finish()
     return Response(sse.encode(completion), media_type="application/json")
 
 
@@ -145,15 +95,16 @@ async def _collect(ctx: ServerContext, streams: list[AsyncChatStream], model: st
                           choices=choices, usage=usage)
 
 
-async def _direct_frames(streams: list[AsyncChatStream], frames: sse.ChunkFrames, wire: Wire,
-                         timer: StreamTimer, capture: Capture | None) -> AsyncIterator[bytes]:
+async def _direct_frames(running: Running[AsyncChatStream], direct: Direct,
+                         timer: StreamTimer) -> AsyncIterator[bytes]:
     """The role frames through ASGI, then the engine's frames straight to the socket, then each
     choice's finish frame through ASGI again as it ends."""
+    streams, frames = running.streams, direct.frames
     for i in range(len(streams)):
         yield frames.choice(i, sse.ROLE_DELTA)
     # Resumed only once Litestar has sent the frames above: direct bytes follow them on the wire.
-    write = DirectWriter(wire, timer.times, lambda: [s.close() for s in streams], capture)
-    go_direct([s.stream for s in streams], write, wire)
+    write = DirectWriter(direct.wire, timer.times, running.close, direct.capture)
+    go_direct([s.stream for s in streams], write, direct.wire)
     async for i in finished([s.stream for s in streams]):
         timer.engine_frames += write.engine_sent(streams[i].stream.wire_end)
         yield frames.choice(i, sse.EMPTY_DELTA, results.finish_reason(streams[i].finish_reason))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 import numpy as np
@@ -14,18 +15,17 @@ from litestar.response import Stream
 
 from mr.engine import LLM, AsyncStream, TokenLogprob, limits
 from mr.errors import InvalidArgumentError
-from mr.runner import Lease
 from mr.server import sse
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid
+from mr.server.generation import Direct, Prepared, Running, Text, checked_text, log_unknown_fields, start
 from mr.server.metrics import StreamTimer
-from mr.server.modeldefaults import model_defaults
 from mr.server.openai import params, results
 from mr.server.openai.merge import finished, merge
 from mr.server.openai.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
-from mr.server.openai.streams import finish_all, sse_response, submit_all
-from mr.server.wire import Capture, DirectWriter, Wire, capture_of, engine_wire, go_direct, wire_of
+from mr.server.openai.streams import sse_response
+from mr.server.wire import DirectWriter, capture_of, go_direct, wire_of
 
 Prompt = str | list[int]
 
@@ -33,7 +33,7 @@ Prompt = str | list[int]
 def prompts(req: CompletionRequest) -> list[Prompt]:
     p = req.prompt
     if isinstance(p, str):
-        return [params.checked_text(p, "prompt")]
+        return [checked_text(p, "prompt")]
     if not p:
         raise invalid("prompt", "prompt must not be empty")
     return token_or_text_batch(p, "prompt")
@@ -49,7 +49,7 @@ def token_or_text_batch(items: list[str | int | list[int]], param: str) -> list[
             raise invalid(param, f"{param} mixes token ids and texts")
         if isinstance(item, list) and not item:
             raise invalid(param, f"{param} must not contain empty token lists")
-        out.append(params.checked_text(item, param) if isinstance(item, str) else list(item))
+        out.append(checked_text(item, param) if isinstance(item, str) else list(item))
     return out
 
 
@@ -75,63 +75,47 @@ def _encode(llm: LLM, items: list[Prompt]) -> list[np.ndarray]:
     return out
 
 
-def _submit(lease: Lease, data: CompletionRequest, encoded: list[np.ndarray], limit: int,
-            stop: list[str], direct: tuple[sse.ChunkFrames, Wire] | None,
-            engine: tuple[int, int] | None = None) -> list[AsyncStream]:
-    """n streams per prompt (seed + i); with `direct`, rendering their frames in the engine
-    (and with `engine`, mr.server.wire.engine_wire, letting it send them). The model's own
-    defaults fill in what the request left unset; a raw prompt takes no system prompt."""
-    llm, own = lease.llm, model_defaults(lease)
-
-    def start(prompt: np.ndarray, i: int, index: int) -> Callable[[], AsyncStream]:
-        gen = own.apply(data, params.sampling(data, llm.model.n_vocab, i), limit, stop)
-        frame = direct[0].text_frame(index, sse.TEXT_KEY, direct[1].chunked) if direct else None
-        return lambda: llm.agenerate(prompt, gen.sampling, max_tokens=gen.max_tokens, stop=gen.stop,
-                                     ignore_eos=data.ignore_eos, logprobs=data.logprobs, frame=frame,
-                                     wire=engine)
-
-    starts = (start(prompt, i, p * data.n + i) for p, prompt in enumerate(encoded) for i in range(data.n))
-    return submit_all(lease, starts)
+def prepare(data: CompletionRequest, items: list[Prompt]) -> Prepared[Text]:
+    """n streams per prompt (seed + i), tokenized once the model is leased. A raw prompt takes no
+    system prompt."""
+    return Prepared(model=data.model, input=Text(partial(_encode, items=items), len(items)),
+                    sampling=partial(params.sampling, data), fields=data,
+                    max_tokens=params.max_tokens(data, "max_tokens"), stop=params.stops(data.stop),
+                    ignore_eos=data.ignore_eos, n=data.n, logprobs=data.logprobs)
 
 
 @post("/completions", summary="Create a text completion", tags=["OpenAI"], status_code=200)
 async def completions(request: Req, data: Annotated[CompletionRequest, Body()]) -> Response[Any]:
     ctx = server_context(request)
-    await params.log_unknown_fields(request, CompletionRequest)
+    await log_unknown_fields(request, CompletionRequest)
     _check(data)
     items = prompts(data)
-    limit = params.max_tokens(data, "max_tokens")  # validated before a model is loaded
-    stop = params.stops(data.stop)
-    lease = await ctx.runner.acquire(data.model)
-    try:  # every failure before the streams exist releases the lease here
-        params.check_fits(len(items) * data.n, lease.model.n_slots, ctx.runner.config.max_queue, "n")
-        encoded = await asyncio.to_thread(_encode, lease.llm, items)
-        echoes = [_echo(lease.llm, p) if data.echo else "" for p in items for _ in range(data.n)]
+    prepared = prepare(data, items)  # validated before a model is loaded
+    include_usage = bool(data.stream_options and data.stream_options.include_usage)
+    frames = sse.ChunkFrames(results.new_id("cmpl"), int(time.time()), data.model, "text_completion",
+                             include_usage)
+    wire = wire_of(request.scope) if data.stream else None
+    direct = Direct(frames, wire, sse.TEXT_KEY, capture_of(request.scope)) if wire is not None else None
+    running = await start(ctx, prepared, direct=direct)
+    try:
+        echoes = [_echo(running.lease.llm, p) if data.echo else "" for p in items for _ in range(data.n)]
     except BaseException:
-        lease.release()
+        running.finish()
         raise
     want_lp = data.logprobs is not None
     if data.stream:
-        include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        frames = sse.ChunkFrames(results.new_id("cmpl"), int(time.time()), data.model, "text_completion",
-                                 include_usage)
-        wire = None if want_lp else wire_of(request.scope)
-        engine = engine_wire(wire, len(items) * data.n, capture_of(request.scope))
-        streams = _submit(lease, data, encoded, limit, stop, (frames, wire) if wire else None, engine)
-        timer = ctx.metrics.stream_timer(wire is not None)
-        if wire is not None:
-            choices = _direct_frames(streams, frames, echoes, wire, timer, capture_of(request.scope))
+        timer = ctx.metrics.stream_timer(running.direct is not None)
+        if running.direct is not None:
+            choices = _direct_frames(running, running.direct, echoes, timer)
         else:
-            choices = _choice_frames(streams, frames, echoes, want_lp, timer)
-        body = sse_response(ctx, lease, streams, frames, include_usage, choices, timer)
-        body = sse.guarded(body, lambda: finish_all(lease, streams))
+            choices = _choice_frames(running.streams, frames, echoes, want_lp, timer)
+        body = sse.guarded(sse_response(running, frames, include_usage, choices, timer), running.finish)
         return Stream(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    streams = _submit(lease, data, encoded, limit, stop, None)
     try:
-        work = _collect(ctx, streams, data.model, echoes, want_lp, lease.model.name)
-        result = await until_disconnect(request, work, lambda: [s.close() for s in streams])
+        work = _collect(ctx, running.streams, data.model, echoes, want_lp, running.lease.model.name)
+        result = await until_disconnect(request, work, running.close)
     finally:
-        finish_all(lease, streams)
+        running.finish()
     return Response(sse.encode(result), media_type="application/json")
 
 
@@ -166,16 +150,17 @@ async def _collect(ctx: ServerContext, streams: list[AsyncStream], model: str, e
                       choices=choices, usage=usage)
 
 
-async def _direct_frames(streams: list[AsyncStream], frames: sse.ChunkFrames, echoes: list[str],
-                         wire: Wire, timer: StreamTimer, capture: Capture | None) -> AsyncIterator[bytes]:
+async def _direct_frames(running: Running[AsyncStream], direct: Direct, echoes: list[str],
+                         timer: StreamTimer) -> AsyncIterator[bytes]:
     """Echoes through ASGI, then the engine's frames straight to the socket (mr.server.wire),
     then each choice's finish frame through ASGI as it ends."""
+    streams, frames = running.streams, direct.frames
     for i, echo in enumerate(echoes):
         if echo:
             yield frames.choice(i, sse.text_body(echo))
     # On the first resumption the response has started (headers and echoes are on the wire).
-    write = DirectWriter(wire, timer.times, lambda: [s.close() for s in streams], capture)
-    go_direct(streams, write, wire)
+    write = DirectWriter(direct.wire, timer.times, running.close, direct.capture)
+    go_direct(streams, write, direct.wire)
     async for i in finished(streams):
         timer.engine_frames += write.engine_sent(streams[i].wire_end)
         yield frames.choice(i, sse.text_body(""), results.finish_reason(streams[i].finish_reason))

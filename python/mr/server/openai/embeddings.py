@@ -14,7 +14,7 @@ from mr.server.context import Req, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.embedding import Item
 from mr.server.errors import invalid
-from mr.server.openai import params
+from mr.server.generation import checked_text, log_unknown_fields
 from mr.server.openai.completions import token_or_text_batch
 from mr.server.openai.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 
@@ -22,7 +22,7 @@ from mr.server.openai.protocol import EmbeddingData, EmbeddingRequest, Embedding
 def items_of(raw: str | list[Any]) -> list[Item]:
     """Texts, or token lists embedded as given (their ids are checked by the engine)."""
     if isinstance(raw, str):
-        return [params.checked_text(raw, "input")]
+        return [checked_text(raw, "input")]
     embedding.check_count(raw)
     return token_or_text_batch(raw, "input")
 
@@ -48,7 +48,7 @@ def encode_rows(matrix: np.ndarray, fmt: str) -> list[list[float] | str]:
 @post("/embeddings", summary="Create embeddings", tags=["OpenAI"], status_code=200)
 async def embeddings(request: Req, data: Annotated[EmbeddingRequest, Body()]) -> Response[bytes]:
     ctx = server_context(request)
-    await params.log_unknown_fields(request, EmbeddingRequest)
+    await log_unknown_fields(request, EmbeddingRequest)
     items = items_of(data.input)
     async with await ctx.runner.acquire(data.model) as lease:
         # a client that leaves cancels the native work (see embedding.in_worker)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import msgspec
 
 from mr.engine import ChatOptions, SamplingOptions
 from mr.engine.limits import INT32_MAX
-from mr.server.context import Req
 from mr.server.errors import invalid
+from mr.server.generation import checked_text, tool_options
 from mr.server.openai.protocol import ChatCompletionRequest, ChatMessageIn, SamplingFields
 
-log = logging.getLogger("mr.server")
-
 SEED_RANGE = 0xFFFFFFFF  # llama.cpp takes [0, 2**32 - 1); larger seeds wrap
-_seen_unknown: set[str] = set()
 
 
 def sampling(req: SamplingFields, n_vocab: int, index: int = 0) -> SamplingOptions:
@@ -59,14 +55,6 @@ def max_tokens(req: SamplingFields, *names: str) -> int:
     return -1
 
 
-def check_fits(n_streams: int, n_slots: int, max_queue: int, param: str) -> None:
-    """A request that could never be admitted whole (more streams than slots plus queue) is a
-    400: a 503 would send the client into retrying forever."""
-    if n_streams > n_slots + max_queue:
-        raise invalid(param, f"this request needs {n_streams} parallel generations; the model runs "
-                             f"{n_slots} at a time with {max_queue} waiting at most")
-
-
 def stops(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
@@ -74,14 +62,6 @@ def stops(stop: str | list[str] | None) -> list[str]:
     if any(not s for s in items):
         raise invalid("stop", "stop sequences must not be empty")
     return [checked_text(s, "stop") for s in items]
-
-
-def checked_text(text: str, param: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid(param, f"{param} is not valid Unicode (lone surrogate)") from None
-    return text
 
 
 def messages(items: list[ChatMessageIn]) -> list[dict[str, Any]]:
@@ -144,13 +124,7 @@ def chat_options(req: ChatCompletionRequest) -> ChatOptions | None:
                                                           or fmt.json_schema.schema is None):
         raise invalid("response_format", "response_format json_schema needs json_schema.schema")
     response_format = msgspec.to_builtins(fmt) if fmt is not None and fmt.type != "text" else None
-    if tools is None and tool_choice is None and response_format is None:
-        return None
-    # One call unless parallel calls are asked for (llama-server's default too): a forced call
-    # list a small model may otherwise repeat until max_tokens.
-    parallel = bool(req.parallel_tool_calls)
-    return ChatOptions(tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel,
-                       response_format=response_format)
+    return tool_options(tools, tool_choice, req.parallel_tool_calls, response_format)
 
 
 def top_logprobs(req: ChatCompletionRequest) -> int | None:
@@ -160,16 +134,3 @@ def top_logprobs(req: ChatCompletionRequest) -> int | None:
     if not req.logprobs:
         return None
     return req.top_logprobs or 0
-
-
-async def log_unknown_fields(request: Req, known: type[msgspec.Struct]) -> None:
-    """Unknown fields are ignored; say so once per name (OpenAI's API grows; clients send extras)."""
-    try:
-        keys = msgspec.json.decode(await request.body(), type=dict[str, msgspec.Raw]).keys()
-    except msgspec.DecodeError:
-        return
-    fields = set(known.__struct_fields__)
-    for key in sorted(keys - fields - _seen_unknown)[:8]:
-        if len(_seen_unknown) < 256:
-            _seen_unknown.add(key)
-        log.info("ignoring unknown request field %r on %s", key, request.url.path)

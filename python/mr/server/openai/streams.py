@@ -1,81 +1,32 @@
-"""Starting and ending the engine streams of one request (n choices, several prompts)."""
+"""The SSE body of a streamed OpenAI response (chat or completions, n choices)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
-from mr.runner import Lease
 from mr.server import sse
-from mr.server.context import ServerContext
 from mr.server.errors import stream_error
+from mr.server.generation import Running
 from mr.server.metrics import StreamTimer
 from mr.server.openai import results
 
 
-class Closable(Protocol):
-    def close(self) -> None: ...
-
-    def abort(self, why: str) -> None: ...
-
-
-S = TypeVar("S", bound=Closable)
-
-
-def submit_all(lease: Lease, starts: Iterable[Callable[[], S]]) -> list[S]:
-    """Start every stream; on any failure the started ones are cancelled and the lease released,
-    so nothing stays queued or leased."""
-    streams: list[S] = []
-    try:
-        for start in starts:
-            streams.append(start())
-            lease.track(streams[-1])
-    except BaseException:
-        finish_all(lease, streams)
-        raise
-    return streams
-
-
-async def asubmit_all(lease: Lease, starts: Iterable[Callable[[], S]], off_loop: bool) -> list[S]:
-    """submit_all; in a worker thread when starting is costly (a grammar is compiled when its
-    request is submitted: milliseconds to seconds, which must not stall the other clients). A
-    caller cancelled meanwhile leaves nothing behind: the streams are finished once started."""
-    if not off_loop:
-        return submit_all(lease, starts)
-    lease.llm.attach(asyncio.get_running_loop())  # the streams' events are drained on this loop
-    work = asyncio.ensure_future(asyncio.to_thread(submit_all, lease, starts))  # `starts` may raise
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        work.add_done_callback(lambda done: done.cancelled() or done.exception() is not None
-                               or finish_all(lease, done.result()))
-        raise
-
-
-def finish_all(lease: Lease, streams: list[S]) -> None:
-    for s in streams:
-        s.close()
-        lease.untrack(s)
-    lease.release()
-
-
-async def sse_response(ctx: ServerContext, lease: Lease, streams: list[Any], frames: sse.ChunkFrames,
-                       include_usage: bool, choices: AsyncIterator[bytes],
-                       timer: StreamTimer) -> AsyncIterator[bytes]:
-    """An SSE body: the choice frames, then the usage frame (when asked) and `[DONE]`. An error
-    mid-way becomes an error event; the streams are finished and the latencies recorded
-    whatever happens."""
+async def sse_response(running: Running[Any], frames: sse.ChunkFrames, include_usage: bool,
+                       choices: AsyncIterator[bytes], timer: StreamTimer) -> AsyncIterator[bytes]:
+    """The choice frames, then the usage frame (when asked) and `[DONE]`. An error mid-way
+    becomes an error event; the streams are finished and the latencies recorded whatever
+    happens."""
     try:
         async for frame in choices:
             yield frame
-        usage = results.usage([s.usage for s in streams])
-        ctx.metrics.usage(lease.model.name, usage)
+        usage = results.usage([s.usage for s in running.streams])
+        running.ctx.metrics.usage(running.lease.model.name, usage)
         if include_usage:
             yield frames.usage_frame(usage)
         yield sse.DONE
     except Exception as exc:
         yield sse.event(stream_error(exc))
     finally:
-        finish_all(lease, streams)
+        running.finish()
         timer.done()

@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from mr.engine import ChatOptions, SamplingOptions
-from mr.server.chatcall import ChatCall, new_id
 from mr.server.errors import invalid
-from mr.server.openai.params import checked_text
+from mr.server.generation import Chat, Prepared, checked_text, new_id, same_sampling, tool_options
 from mr.server.responses.protocol import ContentPart, FunctionTool, InputItem, ResponseRequest
 from mr.server.thinking import from_effort
 
@@ -23,16 +22,16 @@ TEXT_PARTS = {"input_text", "output_text", "text", "refusal"}
 SKIPPED_ITEMS = {"reasoning"}  # replayed by clients; the model's reasoning is not re-rendered
 
 
-def chat_call(req: ResponseRequest, items: list[dict[str, Any]],
-              history: list[dict[str, Any]]) -> ChatCall:
+def prepare(req: ResponseRequest, items: list[dict[str, Any]],
+            history: list[dict[str, Any]]) -> Prepared[Chat]:
     msgs = [{"role": "system", "content": checked_text(req.instructions, "instructions")}] \
         if req.instructions else []
     msgs += history + messages(items)
+    thinking = from_effort(req.reasoning.effort if req.reasoning else None, "reasoning.effort")
     fields = {name: getattr(req, name) for name in ("temperature", "top_p") if getattr(req, name) is not None}
-    return ChatCall(model=req.model, messages=msgs, options=options(req), sampling=SamplingOptions(**fields),
-                    max_tokens=req.max_output_tokens or -1, ignore_eos=req.ignore_eos,
-                    thinking=from_effort(req.reasoning.effort if req.reasoning else None, "reasoning.effort"),
-                    request=req)
+    return Prepared(model=req.model, input=Chat(msgs, options(req), thinking),
+                    sampling=same_sampling(SamplingOptions(**fields)), fields=req,
+                    max_tokens=req.max_output_tokens or -1, ignore_eos=req.ignore_eos)
 
 
 # ---- input items ----
@@ -121,12 +120,7 @@ def messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def options(req: ResponseRequest) -> ChatOptions | None:
     tools = [_tool(i, t) for i, t in enumerate(req.tools or [])]
     choice = _tool_choice(req, {t["function"]["name"] for t in tools})
-    fmt = _format(req)
-    if not tools and fmt is None:
-        return None
-    parallel = True if req.parallel_tool_calls is None else req.parallel_tool_calls
-    return ChatOptions(tools=tools or None, tool_choice=choice, parallel_tool_calls=parallel,
-                       response_format=fmt)
+    return tool_options(tools, choice, req.parallel_tool_calls, _format(req))
 
 
 def _tool(i: int, tool: FunctionTool) -> dict[str, Any]:

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from litestar import Response, post
 from litestar.params import Body
 
+from mr.engine import AsyncChatStream
 from mr.errors import MrError
-from mr.server import chatcall
-from mr.server.chatcall import Running
+from mr.server import generation
 from mr.server.context import Req, server_context
 from mr.server.errors import stream_error
-from mr.server.openai.params import log_unknown_fields
+from mr.server.generation import Running, log_unknown_fields
 from mr.server.responses import convert, output
 from mr.server.responses.events import ResponseEvents
 from mr.server.responses.protocol import ResponseRequest
@@ -49,10 +49,10 @@ async def create_response(request: Req, data: Annotated[ResponseRequest, Body()]
     ctx = server_context(request)
     await log_unknown_fields(request, ResponseRequest)
     turn = _Turn(store_of(request), data)
-    running = await chatcall.start(ctx, convert.chat_call(data, turn.items, turn.history))
+    running = await generation.start(ctx, convert.prepare(data, turn.items, turn.history))
     if data.stream:
-        return chatcall.event_stream(running, lambda r: _events(r, turn))
-    message = await chatcall.collect(request, running)
+        return generation.event_stream(running, lambda r: _events(r, turn))
+    message = await generation.collect(request, running)
     status, reason = output.status_of(running.stream.finish_reason)
     response = turn.skeleton.response(status, output.items(message, status == "incomplete"),
                                       running.stream.usage, reason)
@@ -60,7 +60,7 @@ async def create_response(request: Req, data: Annotated[ResponseRequest, Body()]
     return Response(encode(response), media_type="application/json")
 
 
-async def _events(running: Running, turn: _Turn) -> AsyncIterator[bytes]:
+async def _events(running: Running[AsyncChatStream], turn: _Turn) -> AsyncIterator[bytes]:
     stream = running.stream
     events = ResponseEvents(turn.skeleton)
     timer = running.ctx.metrics.stream_timer()

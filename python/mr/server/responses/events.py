@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from mr.engine import ChatDelta
-from mr.server.chatcall import new_id
+from mr.server.generation import new_id
 from mr.server.responses import output
 
 _encode = msgspec.json.Encoder().encode

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from mr.engine import ChatMessage, Usage
-from mr.server.chatcall import new_id
+from mr.server.generation import new_id, parallel_calls
 from mr.server.responses import convert
 from mr.server.responses.protocol import (
     InputTokensDetails,
@@ -63,8 +63,7 @@ class Skeleton:
         choice = req.tool_choice
         self._fields: dict[str, Any] = {
             "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
-            "model": req.model, "parallel_tool_calls": True if req.parallel_tool_calls is None
-            else req.parallel_tool_calls,
+            "model": req.model, "parallel_tool_calls": parallel_calls(req.parallel_tool_calls),
             "previous_response_id": req.previous_response_id, "temperature": req.temperature,
             "top_p": req.top_p, "tool_choice": msgspec.to_builtins(choice) if choice is not None else "auto",
             "tools": msgspec.to_builtins(req.tools or []), "text": convert.text_config(req),

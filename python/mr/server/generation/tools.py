@@ -1,0 +1,34 @@
+"""Tools and output format for the chat template: one rule for every API.
+
+Each API writes its tools and tool choice in OpenAI's shape (the one chat rendering takes) and
+hands them here with what its request said about parallel calls. The copies this replaced had
+drifted: OpenAI chat allowed one call unless asked, Anthropic and the Responses API several by
+default, and with several allowed a small model repeats a forced call until the grammar's cap (an
+agent runs the tool that many times) or, at a low max_tokens, is cut off before the call list
+closes and the reply is not a call at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mr.engine import ChatOptions
+
+
+def parallel_calls(asked: bool | None) -> bool:
+    """Whether one answer may hold several tool calls: only where the request asks for them
+    (OpenAI's and the Responses API's `parallel_tool_calls: true`, Anthropic's
+    `disable_parallel_tool_use: false`). Unsaid (and in Ollama's API, which cannot say it), one
+    call, as llama-server does."""
+    return asked is True
+
+
+def tool_options(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None,
+                 parallel: bool | None, response_format: dict[str, Any] | None = None) -> ChatOptions | None:
+    """ChatOptions for OpenAI-shaped `tools` and `tool_choice` ("none", "auto", "required" or a
+    named function) and a response format; None when there is neither tool nor format.
+    `parallel`: what the request said about parallel calls (None: nothing)."""
+    if not tools and response_format is None:
+        return None
+    return ChatOptions(tools=tools or None, tool_choice=tool_choice if tools else None,
+                       parallel_tool_calls=parallel_calls(parallel), response_format=response_format)
