@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mr.engine import ChatMessage, ChatOptions, SamplingOptions, Usage
+from mr.engine import ChatMessage, ChatOptions, Usage
 from mr.server.anthropic.protocol import (
     BlockOut,
     MessageParam,
@@ -31,15 +31,13 @@ from mr.server.anthropic.protocol import (
     UsageOut,
 )
 from mr.server.errors import invalid
-from mr.server.generation import Chat, Prepared, checked_text, same_sampling, tool_options
+from mr.server.generation import Chat, Prepared, checked_text, same_sampling, sampling_of, tool_options
 from mr.server.thinking import Thinking
 
 
 def prepare(req: MessagesRequest) -> Prepared[Chat]:
-    fields = {name: getattr(req, name) for name in ("temperature", "top_p", "top_k")
-              if getattr(req, name) is not None}
     stops = [checked_text(s, "stop_sequences") for s in req.stop_sequences or []]
-    return Prepared(model=req.model, input=chat(req), sampling=same_sampling(SamplingOptions(**fields)),
+    return Prepared(model=req.model, input=chat(req), sampling=same_sampling(sampling_of(req)),
                     fields=req, max_tokens=req.max_tokens, stop=stops, ignore_eos=req.ignore_eos)
 
 
@@ -128,7 +126,7 @@ def _result_text(block: ToolResultBlock, param: str) -> str:
 
 
 def options(req: PromptFields) -> ChatOptions | None:
-    tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
+    tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                "parameters": t.input_schema}} for t in req.tools or []]
     choice = req.tool_choice
     tool_choice: str | dict[str, Any] | None = None

@@ -30,5 +30,17 @@ def tool_options(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str
     `parallel`: what the request said about parallel calls (None: nothing)."""
     if not tools and response_format is None:
         return None
-    return ChatOptions(tools=tools or None, tool_choice=tool_choice if tools else None,
+    return ChatOptions(tools=[_shaped(t) for t in tools] if tools else None,
+                       tool_choice=tool_choice if tools else None,
                        parallel_tool_calls=parallel_calls(parallel), response_format=response_format)
+
+
+def _shaped(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool as the template sees it, written alike whichever API it came from: its fields in
+    one order, the unset ones left out (OpenAI's body carries them as null, and a template that
+    writes the tools out would show them)."""
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(function, dict):
+        return tool  # the engine names what is wrong with it
+    return {"type": tool.get("type", "function"),
+            "function": {key: value for key, value in function.items() if value is not None}}

@@ -11,6 +11,7 @@ from mr.engine import SamplingOptions, ToolCall
 from mr.engine.limits import INT32_MAX
 from mr.runner import parse_duration
 from mr.server.errors import invalid
+from mr.server.generation import sampling_fields, seeded
 from mr.server.ollama.protocol import Format, KeepAlive, Message, Options, Timings
 
 
@@ -30,14 +31,7 @@ def sampling(options: Options | None) -> tuple[SamplingOptions, int, list[str]]:
     """(sampling, max_tokens (-1: no limit), stop strings)."""
     if options is None:
         return SamplingOptions(), -1, []
-    fields: dict[str, Any] = {}
-    for name in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty",
-                 "frequency_penalty"):
-        value = getattr(options, name)
-        if value is not None:
-            fields[name] = value
-    if options.seed is not None and options.seed >= 0:
-        fields["seed"] = options.seed % 0xFFFFFFFF
+    fields = seeded(sampling_fields(options), options.seed)
     if options.repeat_last_n is not None:
         fields["penalty_last_n"] = max(options.repeat_last_n, 0)
     for name in ("num_predict", "top_k", "repeat_last_n"):

@@ -9,22 +9,13 @@ import msgspec
 from mr.engine import ChatOptions, SamplingOptions
 from mr.engine.limits import INT32_MAX
 from mr.server.errors import invalid
-from mr.server.generation import checked_text, tool_options
+from mr.server.generation import checked_text, sampling_fields, seeded, tool_options
 from mr.server.openai.protocol import ChatCompletionRequest, ChatMessageIn, SamplingFields
-
-SEED_RANGE = 0xFFFFFFFF  # llama.cpp takes [0, 2**32 - 1); larger seeds wrap
 
 
 def sampling(req: SamplingFields, n_vocab: int, index: int = 0) -> SamplingOptions:
     """The sampling of choice `index` (seed + index when a seed is given)."""
-    fields: dict[str, Any] = {}
-    for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                 "repeat_penalty"):
-        value = getattr(req, name)
-        if value is not None:
-            fields[name] = value
-    if req.seed is not None and req.seed >= 0:
-        fields["seed"] = (req.seed + index) % SEED_RANGE
+    fields = seeded(sampling_fields(req), req.seed, index)
     if req.logit_bias:
         fields["logit_bias"] = logit_bias(req.logit_bias, n_vocab)
     return SamplingOptions(**fields)

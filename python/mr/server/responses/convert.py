@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from mr.engine import ChatOptions, SamplingOptions
+from mr.engine import ChatOptions
 from mr.server.errors import invalid
-from mr.server.generation import Chat, Prepared, checked_text, new_id, same_sampling, tool_options
+from mr.server.generation import (
+    Chat,
+    Prepared,
+    checked_text,
+    new_id,
+    same_sampling,
+    sampling_of,
+    tool_options,
+)
 from mr.server.responses.protocol import ContentPart, FunctionTool, InputItem, ResponseRequest
 from mr.server.thinking import from_effort
 
@@ -28,9 +36,8 @@ def prepare(req: ResponseRequest, items: list[dict[str, Any]],
         if req.instructions else []
     msgs += history + messages(items)
     thinking = from_effort(req.reasoning.effort if req.reasoning else None, "reasoning.effort")
-    fields = {name: getattr(req, name) for name in ("temperature", "top_p") if getattr(req, name) is not None}
     return Prepared(model=req.model, input=Chat(msgs, options(req), thinking),
-                    sampling=same_sampling(SamplingOptions(**fields)), fields=req,
+                    sampling=same_sampling(sampling_of(req)), fields=req,
                     max_tokens=req.max_output_tokens or -1, ignore_eos=req.ignore_eos)
 
 
@@ -127,8 +134,8 @@ def _tool(i: int, tool: FunctionTool) -> dict[str, Any]:
     if tool.type != "function" or not tool.name:
         raise invalid(f"tools[{i}]", f"tools[{i}]: only function tools with a name are supported, "
                                      f"not {tool.type!r}")
-    return {"type": "function", "function": {"name": tool.name, "description": tool.description or "",
-                                             "parameters": tool.parameters or {"type": "object"}}}
+    return {"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                             "parameters": tool.parameters, "strict": tool.strict}}
 
 
 def _tool_choice(req: ResponseRequest, names: set[str]) -> str | dict[str, Any] | None:
