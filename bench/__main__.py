@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "bench" / "results" / stamp
     dev = device.detect()
     settings = {"threads": threads, "slots": args.slots, "ctx_size": args.ctx_size, "n_batch": args.batch,
-                "quick": args.quick, "endpoint": args.endpoint, "flash_attn": args.flash_attn, "spec": args.spec}
+                "quick": args.quick, "endpoint": args.endpoint, "flash_attn": args.flash_attn,
+                "spec": args.spec}
     model_info = {"path": str(model), "name": model.name, "file_mb": round(model.stat().st_size / 1e6, 1)}
     results = Results(out, {"device": dev, "model": model_info, "settings": settings})
     ctx = Context(model=model, threads=threads, slots=args.slots, ctx_size=args.ctx_size, n_batch=args.batch,

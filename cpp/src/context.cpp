@@ -28,8 +28,8 @@ bool resolved_flash_attn(const llama_context_params& params, const log::Capture&
 // every thread that ever ran ggml work (a model load that repacks weights for AMX, an embedder
 // on an executor thread, a second engine) keeps an OpenMP team; once libgomp manages more
 // threads than there are cores it throttles its barrier spinning to a few hundred spins and
-// every one of the hundreds of barriers in a decode step turns into a futex sleep and wake
-// (3x slower decode on a 2-core AMX machine). A pool per context spins on its own atomics.
+// every one of the hundreds of barriers in a decode step turns into a futex sleep and wake,
+// which on a small machine costs more than the step's math. A pool per context spins on its own atomics.
 ggml_threadpool* make_threadpool(const llama_context_params& params, bool remote) {
     ggml_threadpool_params tp = ggml_threadpool_params_default(std::max(params.n_threads, params.n_threads_batch));
     // With RPC workers a step also waits on the network: spinning through that wait would take

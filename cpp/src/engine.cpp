@@ -15,9 +15,8 @@ namespace {
 constexpr int kMaxSlots = 256;  // llama.cpp's LLAMA_MAX_SEQ
 constexpr size_t kFewColumns = 64;  // below it a CPU step's kernels treat each column alike (prompt_chunk)
 // Flash attention "auto" where CPUs compute: off for a request context longer than this. On a
-// CPU it decodes faster while the context is short and slower as it fills (bench/README.md,
-// "Flash attention": 1.13x at 0 tokens of depth, 0.84x at 512, 0.59x at 2,048 on an AMD EPYC
-// Zen 3); a context this short stays where it wins or loses little.
+// CPU its kernel wins while the KV range is short and loses as it fills (docs/kv-cache.md,
+// "Flash attention"); a context this short stays where it wins or loses little.
 constexpr int kFlashAttnMaxCtx = 1024;
 constexpr int kMaxDraft = 64;
 constexpr int kShortDraft = 8;  // after a match of fewer than NgramIndex::kLongMatch tokens
@@ -135,7 +134,7 @@ uint64_t Engine::submit(Request request) {
     if (request.prompt.empty()) throw InvalidArgument("the prompt is empty");
     for (llama_token t : request.prompt) model_->check_token(t);
     for (llama_token t : request.stop_tokens) model_->check_token(t);
-    if (request.n_logprobs < -1 || request.n_logprobs > 20) throw InvalidArgument("top logprobs must be in [0, 20]");
+    if (request.n_logprobs < -1 || request.n_logprobs > 20) throw InvalidArgument("top_logprobs must be in [0, 20]");
     if (request.max_tokens == 0 || request.max_tokens < -1) {
         throw InvalidArgument("max_tokens must be >= 1 (or -1 for no limit)");
     }
@@ -267,7 +266,7 @@ bool Engine::wait_for_work() {
 
 void Engine::apply_cancels() {
     for (Slot& slot : slots_) {
-        if (slot.active && cancels_.count(slot.id)) finish(slot, Finish::Cancelled);
+        if (slot.active() && cancels_.count(slot.id)) finish(slot, Finish::Cancelled);
     }
     cancels_.clear();  // ids of finished or unknown requests are simply dropped
 }
@@ -276,7 +275,7 @@ void Engine::apply_wires() {
     for (const auto& [id, open] : wire_calls_) {
         WireWriter* wire = nullptr;
         for (Slot& s : slots_) {
-            if (s.active && s.id == id) wire = s.wire.get();
+            if (s.active() && s.id == id) wire = s.wire.get();
         }
         for (Pending& p : queue_) {
             if (p.id == id) wire = p.wire.get();
@@ -318,7 +317,7 @@ void Engine::start(Pending p) {
     const bool last_with_rest = p.request.prompt.size() < short_prompt_;
     const int reused = reuse_prefix(seq, p.request.prompt, last_with_rest ? 2 : 1);
     slot.last_with_rest = last_with_rest;
-    slot.active = true;
+    slot.state = SlotState::Prefill;
     slot.id = p.id;
     slot.admitted = ++admissions_;
     slot.request = std::move(p.request);
@@ -355,7 +354,7 @@ void Engine::start(Pending p) {
 bool Engine::shares_running_prefill(const std::vector<llama_token>& prompt) const {
     constexpr size_t kMinShared = 16;
     for (const Slot& s : slots_) {
-        if (!s.active || s.n_prompt_done >= s.request.prompt.size()) continue;
+        if (s.state != SlotState::Prefill) continue;
         const size_t shared = std::min(common_prefix(s.request.prompt, prompt), prompt.size() - 1);
         if (shared >= kMinShared && shared > s.n_prompt_done) return true;
     }
@@ -371,13 +370,13 @@ size_t Engine::pick_slot(const std::vector<llama_token>& prompt) const {
     constexpr size_t kMinReuse = 32;
     int least = std::numeric_limits<int>::max();
     for (size_t seq = 0; seq < slots_.size(); ++seq) {
-        if (!slots_[seq].active) least = std::min(least, stream_cost(seq));
+        if (!slots_[seq].active()) least = std::min(least, stream_cost(seq));
     }
     size_t best = slots_.size(), best_len = 0;
     size_t fallback = slots_.size();
     for (size_t seq = 0; seq < slots_.size(); ++seq) {
         const Slot& s = slots_[seq];
-        if (s.active || stream_cost(seq) != least) continue;
+        if (s.active() || stream_cost(seq) != least) continue;
         const size_t len = common_prefix(s.cache, prompt);
         if (len >= kMinReuse && len > best_len) {
             best = seq;
@@ -396,8 +395,8 @@ size_t Engine::pick_slot(const std::vector<llama_token>& prompt) const {
 // (reuse_prefix), which is cheaper than a pass per step. One shared cache has no such rule: 0.
 int Engine::stream_cost(size_t seq) const {
     if (!params_.per_slot_kv) return 0;
-    const bool left = seq > 0 && slots_[seq - 1].active;
-    const bool right = seq + 1 < slots_.size() && slots_[seq + 1].active;
+    const bool left = seq > 0 && slots_[seq - 1].active();
+    const bool right = seq + 1 < slots_.size() && slots_[seq + 1].active();
     return 1 - static_cast<int>(left) - static_cast<int>(right);
 }
 
@@ -453,7 +452,7 @@ void Engine::clear_seq(size_t seq) {
 bool Engine::drop_idle_cache() {
     Slot* lru = nullptr;
     for (Slot& s : slots_) {
-        if (!s.active && !s.cache.empty() && (lru == nullptr || s.last_used < lru->last_used)) lru = &s;
+        if (!s.active() && !s.cache.empty() && (lru == nullptr || s.last_used < lru->last_used)) lru = &s;
     }
     if (lru == nullptr) return false;
     clear_seq(static_cast<size_t>(lru - slots_.data()));
@@ -463,11 +462,9 @@ bool Engine::drop_idle_cache() {
 // Idle caches are kept for the next turn of their conversation, but not at any price: a unified
 // cache's attention spans every used cell up to the highest one (padded to 256), so each idle
 // cell is visited by every decode step of every running sequence, and llama.cpp places new
-// cells after the newest ones, so even a few kept caches hold the span up. On a 2-core CPU,
-// waves of 1, 4, 8 and 16 requests on one engine decoded at 168/257/282/334 tok/s with no idle
-// cache kept, 156/242/270/282 with 10% of the cells kept, 143/223/225/227 with all of them
-// (bench/README.md); one request after another, keeping the last one's cache of ~180 cells
-// cost each the next 20% of its decode speed. So: past the budget (idle_cache, a share of the
+// cells after the newest ones, so even a few kept caches hold the span up, and a running
+// sequence pays for every idle cell in every step (docs/kv-cache.md measures it). So: past the
+// budget (idle_cache, a share of the
 // cells) the least recently used go first; while a single request runs, the idle cache used
 // last is kept besides if it is long (a long system prompt or conversation that comes back with
 // the next turn, after a chat UI's title request).
@@ -477,7 +474,7 @@ void Engine::trim_idle_caches() {
     std::vector<Slot*> idle;
     size_t cells = 0;
     for (Slot& s : slots_) {
-        if (!s.active && !s.cache.empty()) {
+        if (!s.active() && !s.cache.empty()) {
             idle.push_back(&s);
             cells += s.cache.size();
         }
@@ -498,7 +495,7 @@ void Engine::trim_idle_caches() {
 void Engine::drain_all() {
     std::lock_guard<std::mutex> lock(mutex_);
     for (Slot& slot : slots_) {
-        if (slot.active) finish(slot, Finish::Cancelled, "the engine shut down");
+        if (slot.active()) finish(slot, Finish::Cancelled, "the engine shut down");
     }
     for (Pending& p : queue_) {
         Event ev;
@@ -519,10 +516,9 @@ int Engine::build_batch() {
         slot.n_in_batch = 0;
         slot.spec.draft.clear();
         slot.spec.draft_idx.clear();
-        if (!slot.active) continue;
-        if (slot.pending >= 0) {
+        if (slot.state == SlotState::Generating) {
             generating.push_back(seq);
-        } else if (slot.n_prompt_done < slot.request.prompt.size()) {
+        } else if (slot.state == SlotState::Prefill) {
             prefill.push_back(seq);
         }
     }
@@ -588,9 +584,9 @@ void Engine::step() {
     Lap lap;
     steps_++;
     for (Slot& slot : slots_) {
-        if (!slot.active || slot.n_in_batch == 0) continue;
+        if (!slot.active() || slot.n_in_batch == 0) continue;
         slot.last_used = steps_.load();
-        if (slot.pending >= 0) {  // its draft's cells are settled once it is sampled (settle_draft)
+        if (slot.state == SlotState::Generating) {  // its draft's cells are settled once it is sampled (settle_draft)
             slot.cache.push_back(slot.pending);
             slot.pending = -1;
             slot.n_past += 1;
@@ -629,7 +625,7 @@ bool Engine::decode_batch() {
         }
         const std::string why = lost.empty() ? "llama_decode failed with code " + std::to_string(ret) : lost;
         for (Slot& slot : slots_) {
-            if (slot.active && slot.n_in_batch > 0) finish(slot, Finish::Error, why, false);
+            if (slot.active() && slot.n_in_batch > 0) finish(slot, Finish::Error, why, false);
         }
         return false;
     }
@@ -639,7 +635,7 @@ bool Engine::decode_batch() {
 void Engine::evict_newest(const std::string& why) {
     Slot* newest = nullptr;
     for (Slot& slot : slots_) {
-        if (slot.active && (newest == nullptr || slot.admitted > newest->admitted)) newest = &slot;
+        if (slot.active() && (newest == nullptr || slot.admitted > newest->admitted)) newest = &slot;
     }
     if (newest != nullptr) finish(*newest, Finish::Length, why, /*keep_cache=*/false);
 }
@@ -650,7 +646,7 @@ void Engine::evict_newest(const std::string& why) {
 // before any token is emitted, so a request that ends here leaves a cache that matches its cells.
 void Engine::sample_outputs() {
     for (Slot& slot : slots_) {
-        if (!slot.active || slot.logits_idx < 0) continue;
+        if (!slot.active() || slot.logits_idx < 0) continue;
         std::vector<std::pair<llama_token, int>> sampled;  // token, batch output
         int idx = slot.logits_idx;
         slot.logits_idx = -1;
@@ -689,7 +685,7 @@ bool Engine::emit_sampled(Slot& slot, llama_token token, int logits_idx) {
         slot.spec.prediction.advance(token);
     }
     emit_token(slot, token, logits_idx);
-    return slot.active;
+    return slot.active();
 }
 
 // The draft's first `accepted` tokens are the sequence's now; the cells of the rest are dropped.
@@ -830,6 +826,7 @@ void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
         release(slot, true);
     } else {
         slot.pending = token;
+        slot.state = SlotState::Generating;
     }
 }
 
@@ -917,7 +914,7 @@ void Engine::add_finish_info(Event& ev, const Slot& slot) {
 // prefix reuses; they are dropped when the KV cache needs the room.
 void Engine::release(Slot& slot, bool keep_cache) {
     if (!keep_cache) clear_seq(static_cast<size_t>(&slot - slots_.data()));
-    slot.active = false;
+    slot.state = SlotState::Idle;
     slot.sampler.reset();
     slot.wire.reset();  // closes the engine's copy of the socket
     slot.pending = -1;

@@ -1,5 +1,6 @@
 """Typed stub of mr's native extension (kept true by tests/native/test_stub.py)."""
 
+import enum
 from collections.abc import Callable
 
 import numpy as np
@@ -8,19 +9,6 @@ import numpy.typing as npt
 def llama_commit() -> str: ...
 def system_info() -> str: ...
 def default_threads() -> int: ...
-# x (n, k) times `rows` rows of ggml type `type` (raw blocks), through ggml's CPU mul_mat
-def cpu_mul_mat(
-    type: int, weights: bytes, rows: int, x: npt.ArrayLike, threads: int = 1, reference: bool = False
-) -> npt.NDArray[np.float32]: ...
-# x (rows, k) quantized to ggml type `type` by ggml's own quantizer (raw blocks)
-def cpu_quantize(type: int, x: npt.ArrayLike) -> bytes: ...
-# ggml's CPU flash attention, K and V as f16: q (heads, n_q, d), k/v (kv_heads, n_kv, d), mask (n_q, n_kv)
-def cpu_flash_attn(
-    q: npt.ArrayLike, k: npt.ArrayLike, v: npt.ArrayLike, mask: npt.ArrayLike, threads: int = 1,
-    reference: bool = False,
-) -> npt.NDArray[np.float32]: ...
-# the index of the first largest value (greedy decoding's pick over the logits)
-def first_argmax(values: npt.ArrayLike) -> int: ...
 def set_log_handler(handler: Callable[[int, str], None], min_level: int) -> None: ...
 def set_log_level(min_level: int) -> None: ...
 def clear_log_handler() -> None: ...
@@ -52,8 +40,6 @@ class Model:
     # (device, worker "host:port" or "" for this machine, repeating layers, holds the output layer)
     @property
     def placement(self) -> list[tuple[str, str, int, bool]]: ...
-    @property
-    def workers(self) -> list[WorkerDevice]: ...
     @property
     def lost_worker(self) -> str: ...
     @property
@@ -115,26 +101,7 @@ class SamplingParams:
     reasoning_start: str
     reasoning_end: list[str]
     reasoning_prefill: str
-    def __init__(self) -> None: ...
-
-# (id, token, text, frame, finish, logprob, end):
-# token: -1 when the event only finishes the request or only carries frames a wire gave back,
-# Engine.REST_OF_FRAME (-2) when its frame is the unsent end of one the engine began writing to
-# the request's wire; text: output ready to emit (whole UTF-8
-# characters, stop strings cut; may be ""); frame: `text` rendered by the request's frame format
-# (head + JSON string body + tail, as an HTTP chunk if asked), None without one or without text;
-# finish: 0 none, 1 stop, 2 length, 3 cancelled, 4 error;
-# logprob: (logprob, top, piece) when logprobs were asked for, top [(token, logprob), ...] best
-# first or None, piece the token's own bytes; end: set on the finishing event, (n_prompt,
-# n_generated, n_cached, error, queue_ms, prefill_ms, decode_ms, stop_index, wire), wire being
-# (send times in time.perf_counter() seconds, logged payload, payload bytes) for a request that
-# had a wire, else None.
-Top = list[tuple[int, float]] | None
-Logprob = tuple[float, Top, bytes]
-WireEnd = tuple[list[float], bytes, int]
-SpecEnd = tuple[int, int, int, int]  # drafted, accepted, prediction accepted, prediction rejected
-End = tuple[int, int, int, str, float, float, float, int, WireEnd | None, SpecEnd]
-RawEvent = tuple[int, int, str, bytes | None, int, Logprob | None, End | None]
+    def __init__(self, **fields: object) -> None: ...
 
 class TextAssembler:
     """Token bytes in, text out: whole UTF-8 characters (invalid bytes as U+FFFD, as Python's
@@ -148,54 +115,146 @@ class TextAssembler:
     @property
     def matched(self) -> int: ...
 
-def render_frame(head: bytes, tail: bytes, chunked: bool, text: str) -> bytes:
-    """`head` + `text` as a JSON string body + `tail`; with `chunked`, as one HTTP/1.1 chunk."""
+class FrameFormat:
+    """How a request's text is also rendered as wire bytes: `head` + the text as a JSON string
+    body + `tail`; with `chunked`, as one HTTP/1.1 chunk."""
+
+    def __init__(self, head: bytes = b"", tail: bytes = b"", chunked: bool = False) -> None: ...
+    @property
+    def head(self) -> bytes: ...
+    @property
+    def tail(self) -> bytes: ...
+    @property
+    def chunked(self) -> bool: ...
+    def render(self, text: str) -> bytes: ...
+
+class Spec(enum.Enum):
+    """Speculative decoding (EngineParams::Spec)."""
+
+    OFF = 0
+    AUTO = 1
+    NGRAM = 2
+
+class EngineParams:
+    """The engine's parameters (EngineParams in mr/engine.hpp); keyword arguments set fields."""
+
+    n_ctx: int
+    n_slots: int
+    n_batch: int
+    n_ubatch: int
+    n_threads: int
+    n_threads_batch: int
+    max_queue: int
+    prefill_chunk: int
+    flash_attn: int  # -1 auto, 0 off, 1 on
+    idle_cache: float
+    per_slot_kv: bool
+    deterministic: bool
+    spec: Spec
+    spec_max: int
+    def __init__(self, **fields: object) -> None: ...
+
+class Request:
+    """One generation request (Request in mr/engine.hpp); keyword arguments set fields."""
+
+    prompt: npt.NDArray[np.int32]
+    sampling: SamplingParams
+    max_tokens: int  # -1: until end-of-generation or the context is full
+    ignore_eos: bool
+    stop_tokens: list[int]
+    stop_strings: list[str]
+    n_logprobs: int  # -1 none, 0 the chosen token's, N also the N most likely
+    frame: FrameFormat
+    wire_fd: int  # the client's socket for the engine to write the frames to; -1: none
+    wire_log: int
+    prediction: npt.NDArray[np.int32]
+    def __init__(self, **fields: object) -> None: ...
+
+class Finish(enum.IntEnum):
+    NONE = 0
+    STOP = 1
+    LENGTH = 2
+    CANCELLED = 3
+    ERROR = 4
+
+class SpecCounts:
+    @property
+    def drafted(self) -> int: ...
+    @property
+    def accepted(self) -> int: ...
+    @property
+    def prediction_accepted(self) -> int: ...
+    @property
+    def prediction_rejected(self) -> int: ...
+
+class Event:
+    """Something that happened to one request in an engine step.
+
+    token: -1 when the event only finishes the request or only carries frames a wire gave back,
+    Engine.REST_OF_FRAME when its frame is the unsent end of one the engine began writing; text:
+    output ready to emit (whole UTF-8 characters, stop strings cut; may be ""); frame: `text`
+    rendered by the request's FrameFormat, None without one or without text. The fields from
+    n_prompt on are set on the finishing event; logprob, top and piece when logprobs were asked
+    for; the wire fields on the finish of a request the engine wrote to itself (has_wire)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def token(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def frame(self) -> bytes | None: ...
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def finish(self) -> Finish: ...
+    @property
+    def stop_index(self) -> int: ...
+    @property
+    def n_prompt(self) -> int: ...
+    @property
+    def n_generated(self) -> int: ...
+    @property
+    def n_cached(self) -> int: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def queue_ms(self) -> float: ...
+    @property
+    def prefill_ms(self) -> float: ...
+    @property
+    def decode_ms(self) -> float: ...
+    @property
+    def spec(self) -> SpecCounts: ...
+    @property
+    def logprob(self) -> float | None: ...
+    @property
+    def top(self) -> list[tuple[int, float]]: ...
+    @property
+    def piece(self) -> bytes: ...
+    @property
+    def has_wire(self) -> bool: ...
+    @property
+    def wire_times(self) -> list[float]: ...
+    @property
+    def wire_log(self) -> bytes: ...
+    @property
+    def wire_bytes(self) -> int: ...
 
 class Engine:
-    def __init__(
-        self,
-        model: Model,
-        n_ctx: int = 4096,
-        n_slots: int = 4,
-        n_batch: int = 512,
-        n_ubatch: int = 512,
-        n_threads: int = 0,
-        max_queue: int = 64,
-        prefill_chunk: int = 0,
-        flash_attn: int = -1,
-        idle_cache: float = 0.0,
-        per_slot_kv: bool = False,
-        deterministic: bool = False,
-        spec: int = 1,  # 0 off, 1 auto, 2 ngram
-        spec_max: int = 64,
-        draft: Model | None = None,
-    ) -> None: ...
-    def submit(
-        self,
-        prompt: npt.ArrayLike,
-        sampling: SamplingParams,
-        max_tokens: int = -1,
-        ignore_eos: bool = False,
-        stop_tokens: list[int] = ...,
-        n_logprobs: int = -1,
-        stop_strings: list[str] = ...,
-        frame_head: bytes = b"",
-        frame_tail: bytes = b"",
-        frame_chunked: bool = False,
-        wire_fd: int = -1,
-        wire_log: int = 0,
-        prediction: npt.ArrayLike = ...,
-    ) -> int: ...
+    def __init__(self, model: Model, params: EngineParams = ..., draft: Model | None = None) -> None: ...
+    def submit(self, request: Request) -> int: ...
     def cancel(self, id: int) -> None: ...
     def decide_wire(self, id: int, open: bool) -> None: ...
     REST_OF_FRAME: int
-    def poll(self, timeout_ms: int = 0) -> list[RawEvent]: ...
+    def poll(self, timeout_ms: int = 0) -> list[Event]: ...
     @property
     def event_fd(self) -> int: ...
     @property
-    def n_ctx(self) -> int: ...
+    def params(self) -> EngineParams: ...
     @property
-    def n_slots(self) -> int: ...
+    def n_ctx(self) -> int: ...
     @property
     def flash_attn(self) -> bool: ...
     @property
@@ -275,3 +334,24 @@ class ChatTemplates:
     ) -> ChatPrompt: ...
 
 def json_schema_to_grammar(schema_json: str) -> str: ...
+
+class testing:
+    """ggml's CPU kernels called directly, for mr's tests (not part of mr's API)."""
+
+    # x (n, k) times `rows` rows of ggml type `type` (raw blocks), through ggml's CPU mul_mat
+    @staticmethod
+    def cpu_mul_mat(
+        type: int, weights: bytes, rows: int, x: npt.ArrayLike, threads: int = 1, reference: bool = False
+    ) -> npt.NDArray[np.float32]: ...
+    # x (rows, k) quantized to ggml type `type` by ggml's own quantizer (raw blocks)
+    @staticmethod
+    def cpu_quantize(type: int, x: npt.ArrayLike) -> bytes: ...
+    # the index of the first largest value (greedy decoding's pick over the logits)
+    @staticmethod
+    def first_argmax(values: npt.ArrayLike) -> int: ...
+    # ggml's CPU flash attention, K and V as f16: q (heads, n_q, d), k/v (kv_heads, n_kv, d), mask (n_q, n_kv)
+    @staticmethod
+    def cpu_flash_attn(
+        q: npt.ArrayLike, k: npt.ArrayLike, v: npt.ArrayLike, mask: npt.ArrayLike, threads: int = 1,
+        reference: bool = False,
+    ) -> npt.NDArray[np.float32]: ...

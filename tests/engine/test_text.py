@@ -8,7 +8,7 @@ import json
 import msgspec
 import pytest
 
-from mr._native import TextAssembler, render_frame
+from mr._native import FrameFormat, TextAssembler
 
 
 def test_character_split_across_tokens_is_held_back() -> None:
@@ -61,12 +61,12 @@ def test_after_a_stop_nothing_more_comes_out() -> None:
                                   "\x00\x01\x1f\x7f", "caf\u00e9 \U0001f406 \u2028"])
 def test_frames_carry_the_text_as_json_does(text: str) -> None:
     """The engine's JSON string escaping reads back as the text, like msgspec's encoding."""
-    frame = render_frame(b'{"t":"', b'"}', False, text)
+    frame = FrameFormat(b'{"t":"', b'"}', False).render(text)
     assert json.loads(frame) == {"t": text}
     assert frame == msgspec.json.encode({"t": text})
 
 
 def test_chunked_frames_are_http_chunks() -> None:
-    frame = render_frame(b"data: ", b"\n\n", True, "hi")
+    frame = FrameFormat(b"data: ", b"\n\n", True).render("hi")
     size, _, rest = frame.partition(b"\r\n")
     assert rest.endswith(b"\r\n") and int(size, 16) == len(rest) - 2 == len(b'data: hi\n\n')

@@ -28,7 +28,7 @@ COLUMNS = (1, 2, 3, 4, 7, 8, 16, 33)
 
 def _weights(type_name: str, rng: np.random.Generator) -> bytes:
     w = rng.standard_normal((ROWS, K)).astype(np.float32) * 0.05
-    return _native.cpu_quantize(TYPES[type_name], w)
+    return _native.testing.cpu_quantize(TYPES[type_name], w)
 
 
 @pytest.mark.parametrize("type_name", list(TYPES))
@@ -37,12 +37,12 @@ def test_one_column_equals_every_column_of_a_batch(type_name: str, threads: int)
     rng = np.random.default_rng(TYPES[type_name])
     weights = _weights(type_name, rng)
     x = rng.standard_normal((max(COLUMNS), K)).astype(np.float32)
-    alone = np.vstack([_native.cpu_mul_mat(TYPES[type_name], weights, ROWS, x[i:i + 1], threads,
+    alone = np.vstack([_native.testing.cpu_mul_mat(TYPES[type_name], weights, ROWS, x[i:i + 1], threads,
                                            reference=True) for i in range(len(x))])
     for n in COLUMNS:
-        batch = _native.cpu_mul_mat(TYPES[type_name], weights, ROWS, x[:n], threads, reference=True)
+        batch = _native.testing.cpu_mul_mat(TYPES[type_name], weights, ROWS, x[:n], threads, reference=True)
         assert np.array_equal(batch, alone[:n]), f"{type_name}: {n} columns differ from one at a time"
-    default = _native.cpu_mul_mat(TYPES[type_name], weights, ROWS, x, threads)
+    default = _native.testing.cpu_mul_mat(TYPES[type_name], weights, ROWS, x, threads)
     np.testing.assert_allclose(default, alone, rtol=1e-3, atol=1e-3)  # the same product, other sums
 
 
@@ -52,7 +52,8 @@ def test_quantize_round_trips_through_the_product() -> None:
     x = rng.standard_normal((3, K)).astype(np.float32)
     w = np.zeros((ROWS, K), dtype=np.float32)
     w[np.arange(ROWS), np.arange(ROWS)] = 1.0
-    out = _native.cpu_mul_mat(TYPES["Q8_0"], _native.cpu_quantize(TYPES["Q8_0"], w), ROWS, x, reference=True)
+    weights = _native.testing.cpu_quantize(TYPES["Q8_0"], w)
+    out = _native.testing.cpu_mul_mat(TYPES["Q8_0"], weights, ROWS, x, reference=True)
     np.testing.assert_allclose(out, x[:, :ROWS], rtol=0.02, atol=0.02)
 
 
@@ -72,18 +73,19 @@ def test_attention_row_is_the_same_alone_amid_others_and_in_a_longer_cache(threa
     n_kv = 1024  # long enough for the default kernels' KV split across threads
     cells = np.sort(rng.choice(n_kv, 700, replace=False))  # one sequence's cells, in order
     q, k, v, mask = _attention_inputs(rng, 9, n_kv, cells)
-    batch = _native.cpu_flash_attn(q, k, v, mask, threads, reference=True)
+    batch = _native.testing.cpu_flash_attn(q, k, v, mask, threads, reference=True)
     for row in (0, 4, 8):
-        alone = _native.cpu_flash_attn(q[:, row:row + 1], k, v, mask[row:row + 1], threads, reference=True)
+        alone = _native.testing.cpu_flash_attn(q[:, row:row + 1], k, v, mask[row:row + 1], threads,
+                                               reference=True)
         assert np.array_equal(alone[0], batch[row])
     # the same cells in the same order, with more hidden cells after them (a longer used range)
     pad = 512
     k2 = np.concatenate([k, rng.standard_normal((2, pad, 64)).astype(np.float32)], axis=1)
     v2 = np.concatenate([v, rng.standard_normal((2, pad, 64)).astype(np.float32)], axis=1)
     mask2 = np.concatenate([mask, np.full((9, pad), -np.inf, dtype=np.float32)], axis=1)
-    longer = _native.cpu_flash_attn(q, k2, v2, mask2, threads, reference=True)
+    longer = _native.testing.cpu_flash_attn(q, k2, v2, mask2, threads, reference=True)
     assert np.array_equal(longer, batch)
-    one_thread = _native.cpu_flash_attn(q, k, v, mask, 1, reference=True)
+    one_thread = _native.testing.cpu_flash_attn(q, k, v, mask, 1, reference=True)
     assert np.array_equal(one_thread, batch)
 
 
@@ -91,4 +93,4 @@ def test_quantize_refuses_a_type_it_cannot_make() -> None:
     from mr.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError, match="does not make"):
-        _native.cpu_quantize(9, np.zeros((1, 32), dtype=np.float32))  # Q8_1: ggml would abort
+        _native.testing.cpu_quantize(9, np.zeros((1, 32), dtype=np.float32))  # Q8_1: ggml would abort

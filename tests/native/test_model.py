@@ -87,7 +87,7 @@ def test_directory_is_not_a_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize("n_ctx", [0, -5])
 def test_bad_context_size(smollm2, n_ctx: int) -> None:
     with pytest.raises(InvalidArgumentError, match="n_ctx"):
-        _native.Engine(smollm2.model, n_ctx=n_ctx)
+        _native.Engine(smollm2.model, _native.EngineParams(n_ctx=n_ctx))
     with pytest.raises(InvalidArgumentError, match="n_ctx"):
         LLM(smollm2.model.path, EngineOptions(n_ctx=n_ctx))
 
@@ -122,6 +122,6 @@ def test_prompt_too_long(smollm2) -> None:
 
 def test_batch_smaller_than_slots_is_refused(smollm2) -> None:
     with pytest.raises(InvalidArgumentError, match="n_batch"):
-        _native.Engine(smollm2.model, n_ctx=512, n_slots=8, n_batch=4)
+        _native.Engine(smollm2.model, _native.EngineParams(n_ctx=512, n_slots=8, n_batch=4))
     with pytest.raises(InvalidArgumentError, match="n_batch"):
         EngineOptions(n_slots=8, n_batch=4).validate()

@@ -78,7 +78,7 @@ def product(rows: int, k: int, n: int, threads: int, seed: int) -> tuple[np.ndar
     w = rng.normal(0.1, 1.0, (rows, k)).astype(np.float32)  # an offset, so the mins matter
     x = rng.normal(0, 1.0, (n, k)).astype(np.float32)
     raw, values = quantize_q4_1(w)
-    got = _native.cpu_mul_mat(GGML_TYPE_Q4_1, raw, rows, x, threads)
+    got = _native.testing.cpu_mul_mat(GGML_TYPE_Q4_1, raw, rows, x, threads)
     want, magnitude = reference(raw, values, x)
     return got, want, magnitude
 
@@ -113,7 +113,7 @@ def test_the_mins_reach_the_result() -> None:
     w = np.repeat(np.arange(1, rows * k // BLOCK + 1, dtype=np.float32).reshape(rows, -1), BLOCK, axis=1)
     x = np.random.default_rng(7).normal(size=(n, k)).astype(np.float32)
     raw, values = quantize_q4_1(w)
-    got = _native.cpu_mul_mat(GGML_TYPE_Q4_1, raw, rows, x, 2)
+    got = _native.testing.cpu_mul_mat(GGML_TYPE_Q4_1, raw, rows, x, 2)
     want, magnitude = reference(raw, values, x)
     assert np.abs(want).max() > 1
     np.testing.assert_array_less(np.abs(got - want), 1e-5 * magnitude + 1e-6)
@@ -124,8 +124,8 @@ def test_bad_shapes_are_clear_errors() -> None:
 
     x = np.zeros((2, 64), dtype=np.float32)
     with pytest.raises(InvalidArgumentError, match="need"):
-        _native.cpu_mul_mat(GGML_TYPE_Q4_1, b"\0" * 10, 1, x)
+        _native.testing.cpu_mul_mat(GGML_TYPE_Q4_1, b"\0" * 10, 1, x)
     with pytest.raises(InvalidArgumentError, match="blocks"):
-        _native.cpu_mul_mat(GGML_TYPE_Q4_1, b"", 1, np.zeros((2, 40), dtype=np.float32))
+        _native.testing.cpu_mul_mat(GGML_TYPE_Q4_1, b"", 1, np.zeros((2, 40), dtype=np.float32))
     with pytest.raises(InvalidArgumentError, match="unknown ggml type"):
-        _native.cpu_mul_mat(999, b"", 1, x)
+        _native.testing.cpu_mul_mat(999, b"", 1, x)

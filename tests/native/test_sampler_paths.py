@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mr._native.testing import first_argmax
 
-from mr._native import first_argmax
 from mr.engine import LLM, EngineOptions, SamplingOptions
 
 PROMPT = "Once upon a time, in a small village by the sea,"

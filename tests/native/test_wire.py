@@ -17,24 +17,29 @@ REST = _native.Engine.REST_OF_FRAME
 
 @pytest.fixture(scope="module")
 def engine(tiny_gguf):
-    engine = _native.Engine(_native.Model(str(tiny_gguf)), n_ctx=2048, n_slots=2)
+    engine = _native.Engine(_native.Model(str(tiny_gguf)), _native.EngineParams(n_ctx=2048, n_slots=2))
     yield engine
     engine.shutdown()
 
 
 def submit(engine: _native.Engine, fd: int, n: int, log: int = 1 << 20) -> int:
-    return engine.submit(list(range(10, 20)), _native.SamplingParams(), n, True, [], -1, [], HEAD, TAIL,
-                         False, fd, log)
+    return engine.submit(_request(list(range(10, 20)), n, _native.FrameFormat(HEAD, TAIL), fd, log))
+
+
+def _request(prompt: list[int], n: int, frame: _native.FrameFormat, fd: int, log: int = 0) -> _native.Request:
+    request = _native.Request(max_tokens=n, ignore_eos=True, frame=frame, wire_fd=fd, wire_log=log)
+    request.prompt = prompt
+    return request
 
 
 def run(engine: _native.Engine, request_id: int, decide: bool | None, reader: socket.socket | None = None,
-        read_after: float = 0.0) -> tuple[list[tuple], bytes]:
+        read_after: float = 0.0) -> tuple[list[_native.Event], bytes]:
     """Every event of the request and every byte read from the socket, in order."""
     events, received, started = [], bytearray(), time.monotonic()
     if decide is not None:
         engine.decide_wire(request_id, decide)
-    while not events or not events[-1][4]:
-        events += [e for e in engine.poll(100) if e[0] == request_id]
+    while not events or not events[-1].finished:
+        events += [e for e in engine.poll(100) if e.id == request_id]
         if reader is not None and time.monotonic() - started > read_after:
             received += _read_all(reader)
     if reader is not None:
@@ -64,8 +69,8 @@ def test_an_open_wire_gets_every_frame_and_no_token_event(engine) -> None:
     with ours, theirs:
         request = submit(engine, ours.fileno(), 200)  # long enough to outlast the decision
         events, received = run(engine, request, True, theirs)
-    assert len(events) == 1 and events[0][4] == 2  # only the finish (length): no wake-up per token
-    times, log, n_bytes = events[0][6][8]
+    assert len(events) == 1 and events[0].finish == _native.Finish.LENGTH  # no wake-up per token
+    times, log, n_bytes = events[0].wire_times, events[0].wire_log, events[0].wire_bytes
     sent = frames(received)
     assert all(f.startswith(HEAD) for f in sent) and len(sent) == len(times) > 10
     assert log == received and n_bytes == len(received)  # not chunked: the payload is the frame
@@ -78,8 +83,9 @@ def test_a_released_wire_hands_the_frames_back_in_events(engine) -> None:
         request = submit(engine, ours.fileno(), 20)
         events, received = run(engine, request, False, theirs)
     assert received == b""
-    handed = b"".join(e[3] for e in events if e[3] is not None)
-    assert len(frames(handed)) >= 10 and events[-1][6][8] == ([], b"", 0)
+    handed = b"".join(e.frame for e in events if e.frame is not None)
+    assert len(frames(handed)) >= 10 and events[-1].has_wire
+    assert (events[-1].wire_times, events[-1].wire_log, events[-1].wire_bytes) == ([], b"", 0)
 
 
 def test_an_answer_that_ends_before_the_decision_comes_back_whole(engine) -> None:
@@ -88,7 +94,7 @@ def test_an_answer_that_ends_before_the_decision_comes_back_whole(engine) -> Non
         request = submit(engine, ours.fileno(), 8)
         events, _ = run(engine, request, None)  # the server never decides
         assert _read_all(theirs) == b""
-    assert len(frames(b"".join(e[3] for e in events if e[3] is not None))) >= 4
+    assert len(frames(b"".join(e.frame for e in events if e.frame is not None))) >= 4
     engine.decide_wire(request, True)  # too late: ignored, nothing breaks
 
 
@@ -99,20 +105,20 @@ def test_a_full_socket_hands_the_rest_back_in_order(engine) -> None:
         theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         request = submit(engine, ours.fileno(), 1500)  # far more than the two buffers hold
         events, early = run(engine, request, True, theirs, read_after=60)  # nobody reads meanwhile
-    handed = [e for e in events if e[3] is not None]
-    assert handed and all(e[1] >= 0 for e in handed[1:])  # the first may be a frame's rest, then tokens
-    whole = early + b"".join(e[3] for e in handed)  # what the server would send after the engine
+    handed = [e for e in events if e.frame is not None]
+    assert handed and all(e.token >= 0 for e in handed[1:])  # the first may be a frame's rest, then tokens
+    # what the server would send after the engine
+    whole = early + b"".join(e.frame for e in handed if e.frame is not None)
     sent = frames(whole)
     assert len(sent) >= 1000 and all(f.startswith(HEAD) for f in sent)
-    times, log, n_bytes = events[-1][6][8]
+    times, log, n_bytes = events[-1].wire_times, events[-1].wire_log, events[-1].wire_bytes
     assert 0 < len(times) < len(sent) and whole.startswith(log) and n_bytes >= len(early)
 
 
 def test_a_wire_needs_a_frame_format_and_a_socket(engine) -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs, pytest.raises(ValueError, match="frame format"):
-        engine.submit([10, 11], _native.SamplingParams(), 4, True, [], -1, [], b"", b"", False,
-                      ours.fileno(), 0)
+        engine.submit(_request([10, 11], 4, _native.FrameFormat(), ours.fileno()))
     with pytest.raises(ValueError, match="socket"):
         submit(engine, 10_000, 4)  # not an open descriptor
 
@@ -123,8 +129,9 @@ def test_a_stream_writes_what_the_engine_gives_back_after_what_it_sent(tiny_gguf
     import asyncio
 
     from mr.engine import LLM, EngineOptions, SamplingOptions
+    from mr.engine.types import WireReport
 
-    async def main(llm: LLM) -> tuple[bytes, list[tuple[bytes, bool]], tuple]:
+    async def main(llm: LLM) -> tuple[bytes, list[tuple[bytes, bool]], WireReport | None]:
         ours, theirs = socket.socketpair()
         with ours, theirs:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -141,4 +148,4 @@ def test_a_stream_writes_what_the_engine_gives_back_after_what_it_sent(tiny_gguf
     assert sent and written and all(whole for _, whole in written[1:])
     whole = frames(sent + b"".join(data for data, _ in written))
     assert len(whole) >= 1000 and all(f.startswith(HEAD) for f in whole)
-    assert 0 < len(end[0]) < len(whole)
+    assert end is not None and 0 < len(end.times) < len(whole)

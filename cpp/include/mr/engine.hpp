@@ -51,7 +51,7 @@ struct EngineParams {
     // llama-server's default), instead of one shared by all: a sequence's attention then spans
     // only its own cells and idle caches cost the running sequences nothing, but one request
     // can use only its slot's share of the context, and a prefix taken from another slot is
-    // copied (the whole stream) instead of shared. Not faster on every CPU (bench/README.md).
+    // copied (the whole stream) instead of shared. Not faster on every CPU (docs/kv-cache.md).
     bool per_slot_kv = false;
     // Batch invariance: a token's logits depend only on the model and its own sequence, not on
     // what shares its step, how its prompt was chunked or whether its prefix came from the cache.
@@ -200,9 +200,14 @@ private:
         bool from_prediction = false;
         SpecCounts counts;
     };
+    // A slot's life, as llama-server's slot_state: free (its cells may hold a cache for the next
+    // request), computing its request's prompt in chunks, then generating (a token sampled and
+    // waiting to be decoded, with its draft if it has one) until the request finishes.
+    enum class SlotState { Idle, Prefill, Generating };
     // One sequence of the unified KV cache; seq id = index in slots_.
     struct Slot {
-        bool active = false;
+        SlotState state = SlotState::Idle;
+        bool active() const { return state != SlotState::Idle; }
         uint64_t id = 0;
         uint64_t admitted = 0;           // admission order, for evicting the newest first
         Request request;
@@ -215,7 +220,7 @@ private:
         std::vector<llama_token> cache;  // the tokens whose KV cells this sequence holds, in order
         uint64_t last_used = 0;          // step of the last use, for dropping idle caches (LRU)
         Clock::time_point submitted, admitted_at, first_token;
-        llama_token pending = -1;        // sampled, not yet decoded
+        llama_token pending = -1;        // Generating: sampled, not yet decoded
         int logits_idx = -1;             // batch output to sample from after this step
         int n_in_batch = 0;              // tokens this slot put into the current batch
         bool last_with_rest = false;     // the last prompt token is computed with the ones before it

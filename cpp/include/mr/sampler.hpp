@@ -56,8 +56,8 @@ public:
 
 private:
     // The fast paths skip llama_sampler_sample's copy of every logit into a candidate array
-    // (the vocabulary is 49k-256k entries; that copy and the sorts after it cost 100-250 us a
-    // token, 3-5% of a small model's decode step): greedy is an argmax over the logits, and a
+    // (the vocabulary is 49k-256k entries; that copy and the sorts after it are a visible part
+    // of a small model's decode step): greedy is an argmax over the logits, and a
     // chain that starts with top-k runs unchanged on the k best candidates picked in one pass.
     enum class Path { Chain, Argmax, TopK };
     llama_token sample_top_k(const float* logits);

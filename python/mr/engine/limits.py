@@ -20,8 +20,8 @@ INT32_MAX = 2**31 - 1  # the engine's token counts are 32-bit
 # Characters one text to tokenize may have (a prompt, a rendered chat, an input to embed,
 # /tokenize's content). llama.cpp's tokenizer takes a few microseconds per token, more in text
 # packed with special-token text, so unbounded text would occupy a core for as long as a client
-# likes. This much (about 130k tokens of prose: more than a 128k context holds) takes 0.2 s as
-# prose and 0.6-1.0 s in that worst case on a busy 2-core machine.
+# likes. This much (about 130k tokens of prose: more than a 128k context holds) is about a
+# second of one core at most, even in that worst case.
 MAX_TEXT_CHARS = 1 << 19
 # All the texts of one request together (inputs to embed, documents to rerank, prompts to
 # complete): about 260k tokens of prose, near OpenAI's own cap on an embeddings request, and at

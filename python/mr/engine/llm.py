@@ -18,7 +18,7 @@ from mr import _native, config
 from mr.engine import limits, logbridge
 from mr.engine.chat import AsyncChatStream, ChatPrompt, ChatStream
 from mr.engine.chatformat import ChatFormat
-from mr.engine.options import RANDOM_SEED, SPEC, EngineOptions, SamplingOptions
+from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
 from mr.engine.prompt import SpecialGuard, check_roles
 from mr.engine.pump import EventPump
 from mr.engine.render import render
@@ -53,13 +53,7 @@ class LLM:
         o = self.options
         self.n_ctx = config.kv_cells(o.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP),
                                      o.n_slots if o.kv_per_slot else 1)
-        # llama.cpp caps a context's batch at its size, and a batch beyond the cap aborts the
-        # process (GGML_ASSERT in llama_decode): the engine must never build a larger one.
-        n_batch = min(o.n_batch, self.n_ctx)
-        self._engine = _native.Engine(self.model, self.n_ctx, o.n_slots, n_batch, min(o.n_ubatch, n_batch),
-                                      o.n_threads, o.max_queue, o.prefill_chunk,
-                                      o.native_flash_attn, o.idle_cache, o.per_slot_kv, o.deterministic,
-                                      SPEC[o.spec], o.spec_max, self._draft_model())
+        self._engine = _native.Engine(self.model, _engine_params(o, self.n_ctx), self._draft_model())
         if o.deterministic and not self._engine.deterministic:
             _log.warning("%s: the deterministic mode cannot hold here (a GPU or RPC workers compute with "
                          "kernels of their own): answers may vary with the batch", Path(path).name)
@@ -97,10 +91,12 @@ class LLM:
         prediction: the expected answer (text or token ids; OpenAI's Predicted Outputs): the
         engine drafts from it, whatever EngineOptions.spec says. The answer is the model's own;
         only its speed changes (`Stream.spec` counts what was kept)."""
-        stops = list(stop)
-        args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special, logprobs)
-        request_id, route = self._pump.submit_sync(*args, stops, prediction=self._prediction(prediction))
-        return Stream(request_id, route, stops, self._pump.cancel, self._piece_of(logprobs), len(args[0]))
+        request = self._request(prompt, sampling, max_tokens, stop, stop_tokens, ignore_eos, parse_special,
+                                logprobs, prediction)
+        n_prompt = len(request.prompt)
+        request_id, route = self._pump.submit_sync(request)
+        return Stream(request_id, route, request.stop_strings, self._pump.cancel, self._piece_of(logprobs),
+                      n_prompt)
 
     def agenerate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
                   max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
@@ -114,11 +110,16 @@ class LLM:
         wire: (socket fd, log bytes): the engine may send those frames to the socket itself, once
         go_direct(..., engine_writes=True) says so; it keeps `log bytes` of them for a log."""
         self._attach_current()
-        stops = list(stop)
-        args = self._request(prompt, sampling, max_tokens, stop_tokens, ignore_eos, parse_special, logprobs)
+        request = self._request(prompt, sampling, max_tokens, stop, stop_tokens, ignore_eos, parse_special,
+                                logprobs, prediction)
+        if frame is not None:
+            request.frame = _native.FrameFormat(*frame)
+        if wire is not None:
+            request.wire_fd, request.wire_log = wire
         decide = self._pump.decide_wire if wire is not None else None
-        stream = AsyncStream(0, stops, self._pump.cancel, self._piece_of(logprobs), len(args[0]), decide)
-        stream.id = self._pump.submit(stream.put, *args, stops, frame, wire, self._prediction(prediction))
+        stream = AsyncStream(0, request.stop_strings, self._pump.cancel, self._piece_of(logprobs),
+                             len(request.prompt), decide)
+        stream.id = self._pump.submit(stream.put, request)
         return stream
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -252,11 +253,6 @@ class LLM:
         for context in contexts:
             context.cancel(why)
 
-    @property
-    def has_embedder(self) -> bool:
-        """Whether the embedding context (its own KV cache and buffers) exists yet."""
-        return self._embedder is not None
-
     def _embedder_ctx(self) -> _native.Embedder:
         with self._init_lock:
             if self._embedder is None:
@@ -317,18 +313,20 @@ class LLM:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, prompt: Prompt, sampling: SamplingOptions | None, max_tokens: int,
-                 stop_tokens: Sequence[int], ignore_eos: bool, parse_special: bool,
-                 logprobs: int | None) -> tuple[Any, ...]:
+    def _request(self, prompt: Prompt, sampling: SamplingOptions | None, max_tokens: int, stop: Sequence[str],
+                 stop_tokens: Sequence[int], ignore_eos: bool, parse_special: bool, logprobs: int | None,
+                 prediction: Prompt | None) -> _native.Request:
+        """The engine's request; the engine checks what it holds (max_tokens, logprobs, ids)."""
         sampling = sampling or SamplingOptions()
         sampling.validate(self.model.n_vocab)
-        if max_tokens == 0 or max_tokens < -1:
-            raise InvalidArgumentError("max_tokens must be >= 1 (or -1 for no limit)")
-        if logprobs is not None and not 0 <= logprobs <= 20:
-            raise InvalidArgumentError("top_logprobs must be in [0, 20]")
-        tokens = self.prompt_tokens(prompt, parse_special)
-        n_logprobs = -1 if logprobs is None else logprobs
-        return tokens, _native_sampling(sampling), max_tokens, ignore_eos, list(stop_tokens), n_logprobs
+        request = _native.Request(sampling=_native_sampling(sampling), max_tokens=max_tokens,
+                                  ignore_eos=ignore_eos, stop_tokens=list(stop_tokens),
+                                  stop_strings=list(stop), n_logprobs=-1 if logprobs is None else logprobs)
+        request.prompt = self.prompt_tokens(prompt, parse_special)
+        predicted = self._prediction(prediction)
+        if predicted is not None:
+            request.prediction = predicted
+        return request
 
     def _draft_model(self) -> _native.Model | None:
         """The draft model (EngineOptions.draft_model), placed as the model is."""
@@ -381,6 +379,14 @@ def _checked_text(text: str) -> str:
     except UnicodeEncodeError as exc:
         raise InvalidArgumentError(f"text is not valid Unicode (position {exc.start})") from None
     return text
+
+
+def _engine_params(o: EngineOptions, n_ctx: int) -> _native.EngineParams:
+    return _native.EngineParams(
+        n_ctx=n_ctx, n_slots=o.n_slots, n_batch=o.n_batch, n_ubatch=o.n_ubatch, n_threads=o.n_threads,
+        n_threads_batch=o.n_threads, max_queue=o.max_queue, prefill_chunk=o.prefill_chunk,
+        flash_attn=o.native_flash_attn, idle_cache=o.idle_cache, per_slot_kv=o.per_slot_kv,
+        deterministic=o.deterministic, spec=_native.Spec[o.spec.upper()], spec_max=o.spec_max)
 
 
 def _native_sampling(s: SamplingOptions) -> _native.SamplingParams:

@@ -138,7 +138,7 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
 
 
 FLASH_ATTN = {"off": 0, "on": 1, "auto": -1}
-SPEC = {"off": 0, "auto": 1, "ngram": 2}  # EngineParams::Spec
+SPEC = ("off", "auto", "ngram")  # EngineParams::Spec
 
 
 def _check(param: str, ok: bool, expected: str) -> None:

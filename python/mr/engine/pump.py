@@ -21,15 +21,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mr import _native
 
 if TYPE_CHECKING:
-    from mr._native import RawEvent
-
-# A RawEvent is (id, token, text, frame, finish, logprob, end): see mr._native.
-ID, TOKEN, TEXT, FRAME, FINISH, LOGPROB, END = range(7)
+    from mr._native import Event
 
 LOG = logging.getLogger("mr.engine")
 
@@ -39,9 +34,9 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-FINISH_NAMES = {1: "stop", 2: "length", 3: "cancelled", 4: "error"}
-Sink = Callable[["RawEvent"], None]
-_NO_TOKENS = np.zeros(0, dtype=np.int32)
+
+
+Sink = Callable[["Event"], None]
 
 
 class EventPump:
@@ -56,27 +51,17 @@ class EventPump:
         )
         self._thread.start()
 
-    def submit(self, sink: Sink, prompt: object, sampling: _native.SamplingParams, max_tokens: int,
-               ignore_eos: bool, stop_tokens: list[int], n_logprobs: int, stops: list[str],
-               frame: tuple[bytes, bytes, bool] | None = None, wire: tuple[int, int] | None = None,
-               prediction: np.ndarray | None = None) -> int:
-        """`wire`: (socket fd, log bytes) for the engine to send the frames to (decide_wire);
-        `prediction`: token ids the engine drafts from (Predicted Outputs)."""
-        head, tail, chunked = frame or (b"", b"", False)
-        wire_fd, wire_log = wire or (-1, 0)
-        predicted = _NO_TOKENS if prediction is None else prediction
+    def submit(self, sink: Sink, request: _native.Request) -> int:
         with self._lock:
-            request_id = self._engine.submit(prompt, sampling, max_tokens, ignore_eos, stop_tokens,
-                                             n_logprobs, stops, head, tail, chunked, wire_fd, wire_log,
-                                             predicted)
+            request_id = self._engine.submit(request)
             self._sinks[request_id] = sink
         return request_id
 
-    def submit_sync(self, *args: object, prediction: np.ndarray | None = None,
-                    ) -> tuple[int, queue.SimpleQueue[RawEvent]]:
+    def submit_sync(self, request: _native.Request) -> tuple[int, queue.SimpleQueue[Event | None]]:
+        """Submit for a blocking consumer: its events go to a queue (None: no event, a wake-up)."""
         self._detach_if_idle()
-        route: queue.SimpleQueue[RawEvent] = queue.SimpleQueue()
-        return self.submit(route.put, *args, prediction=prediction), route  # type: ignore[arg-type]
+        route: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        return self.submit(route.put, request), route
 
     def cancel(self, request_id: int) -> None:
         self._engine.cancel(request_id)
@@ -150,16 +135,16 @@ class EventPump:
     def _drain_now(self) -> None:
         self._route(self._engine.poll(0))
 
-    def _route(self, events: list[RawEvent]) -> None:
+    def _route(self, events: list[Event]) -> None:
         if not events:
             return
         sinks = self._sinks
         with self._lock:
-            for raw in events:
-                sink = sinks.pop(raw[ID], None) if raw[FINISH] else sinks.get(raw[ID])
+            for ev in events:
+                sink = sinks.pop(ev.id, None) if ev.finished else sinks.get(ev.id)
                 if sink is None:
                     continue
                 try:
-                    sink(raw)
+                    sink(ev)
                 except Exception:  # one consumer's failure must not starve the others
-                    LOG.exception("delivering an event of request %d failed", raw[ID])
+                    LOG.exception("delivering an event of request %d failed", ev.id)

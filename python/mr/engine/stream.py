@@ -16,16 +16,16 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from mr import _native
-from mr.engine.pump import FINISH_NAMES
-from mr.engine.types import SpecCounts, Timings, TokenLogprob, TopLogprob, Usage
+from mr._native import Finish
+from mr.engine.types import SpecCounts, Timings, TokenLogprob, TopLogprob, Usage, WireReport
 from mr.errors import CutShortError, EngineError
 
 if TYPE_CHECKING:
-    from mr._native import End, Logprob, RawEvent
+    from mr._native import Event
 
-# Finish codes whose error text means the request was ended by the engine, not by its own stop
+# Finishes whose error text means the request was ended by the engine, not by its own stop
 # condition (KV cache full: "length" + text; engine shut down: "cancelled" + text).
-_CUT_SHORT = (2, 3)
+_CUT_SHORT = (Finish.LENGTH, Finish.CANCELLED)
 _REST_OF_FRAME = _native.Engine.REST_OF_FRAME
 
 
@@ -49,7 +49,7 @@ class _Output:
         self.logprobs: list[TokenLogprob] = []
         self.timings = Timings()
         self.spec = SpecCounts()  # speculative decoding's counts, known at the finish
-        self.wire_end: tuple[list[float], bytes, int] | None = None  # what the engine sent itself
+        self.wire_end: WireReport | None = None  # what the engine sent itself
         self._engine_sends = False  # the engine thread writes this stream's frames to the socket
         self._aborted: str | None = None  # why abort() ended it, until the engine's finish comes
 
@@ -73,59 +73,65 @@ class _Output:
 
     def abort(self, why: str) -> None:
         """End the request from outside (unload, shutdown): the consumer gets CutShortError, not
-        a finish that looks complete. A synthetic finish event wakes a consumer that is waiting."""
+        a finish that looks complete, and a consumer that is waiting wakes up at once."""
         if self.done:
             return
         self._cancel(self.id)
-        if self._engine_sends:
-            # The engine thread may still send a frame until it takes the cancel: only its own
-            # finish, which follows its last frame, may end the stream (an error frame written
-            # now could land before that frame on the socket).
-            self._aborted = why
-            return
-        end = (self.n_prompt, len(self.tokens), self.n_cached, why, 0.0, 0.0, 0.0, -1, None, (0, 0, 0, 0))
-        self._deliver((self.id, -1, "", None, 3, None, end))
+        self._aborted = why
+        if not self._engine_sends:
+            # The engine thread may still send a frame until it takes the cancel: then only its
+            # own finish, which follows its last frame, may end the stream (an error frame
+            # written now could land before that frame on the socket).
+            self._wake()
 
-    def _deliver(self, raw: RawEvent) -> None:
-        """Put an event on this stream's own route (a method, not a stored bound method: that
-        would be a reference cycle, and a stream and its engine would wait for the collector)."""
+    def _wake(self) -> None:
+        """Wake a consumer waiting for an event (a method, not a stored bound method: that would
+        be a reference cycle, and a stream and its engine would wait for the collector)."""
         raise NotImplementedError
 
-    def _logprob(self, token: int, lp: Logprob) -> TokenLogprob:
-        assert self._piece_of is not None
-        logprob, top, piece = lp
-        alternatives = [TopLogprob(token=t, text=self._piece_of(t), logprob=v) for t, v in top or ()]
-        return TokenLogprob(token=token, text=piece, logprob=logprob, top=alternatives)
+    def _end_aborted(self) -> None:
+        assert self._aborted is not None
+        self.done = True
+        self.finish_reason, self.error = "error", self._aborted
+        raise CutShortError(f"the answer was cut short: {self._aborted}")
 
-    def step(self, raw: RawEvent) -> str:
-        _id, token, text, _frame, finish, lp, end = raw
+    def _logprob(self, token: int, ev: Event) -> TokenLogprob:
+        assert self._piece_of is not None and ev.logprob is not None
+        alternatives = [TopLogprob(token=t, text=self._piece_of(t), logprob=v) for t, v in ev.top]
+        return TokenLogprob(token=token, text=ev.piece, logprob=ev.logprob, top=alternatives)
+
+    def step(self, ev: Event) -> str:
+        token = ev.token
         if token >= 0:
             self.tokens.append(token)
-            if lp is not None and self._piece_of is not None:
-                self.logprobs.append(self._logprob(token, lp))
-        if finish:
-            assert end is not None
-            self._end(finish, end)
-        return text
+            if self._piece_of is not None and ev.logprob is not None:
+                self.logprobs.append(self._logprob(token, ev))
+        if ev.finished:
+            self._end(ev)
+        return ev.text
 
-    def _end(self, finish: int, end: End) -> None:
+    def _end(self, ev: Event) -> None:
         self.done = True
-        n_prompt, n_generated, self.n_cached, error, queue_ms, prefill_ms, decode_ms, stop, wire, spec = end
-        self.spec = SpecCounts(*spec)
-        self.wire_end = wire
-        self.n_prompt = n_prompt or self.n_prompt
-        self._n_generated = n_generated
-        self.timings = Timings(queue_ms=queue_ms, prefill_ms=prefill_ms, decode_ms=decode_ms)
-        if finish == 3 and self._aborted is not None:
+        spec = ev.spec
+        self.spec = SpecCounts(spec.drafted, spec.accepted, spec.prediction_accepted,
+                               spec.prediction_rejected)
+        if ev.has_wire:
+            self.wire_end = WireReport(times=ev.wire_times, payload=ev.wire_log, n_bytes=ev.wire_bytes)
+        self.n_prompt = ev.n_prompt or self.n_prompt
+        self._n_generated = ev.n_generated
+        self.n_cached = ev.n_cached
+        self.timings = Timings(queue_ms=ev.queue_ms, prefill_ms=ev.prefill_ms, decode_ms=ev.decode_ms)
+        finish, error = ev.finish, ev.error
+        if finish == Finish.CANCELLED and self._aborted is not None:
             error = error or self._aborted
-        if finish == 4:
+        if finish == Finish.ERROR:
             raise EngineError(error or "generation failed")
         if error and finish in _CUT_SHORT:
             self.finish_reason, self.error = "error", error
             raise CutShortError(f"the answer was cut short: {error}")
-        self.finish_reason = FINISH_NAMES.get(finish, "stop")
-        if stop >= 0:
-            self.stop_sequence = self._stops[stop]
+        self.finish_reason = finish.name.lower()
+        if ev.stop_index >= 0:
+            self.stop_sequence = self._stops[ev.stop_index]
             self.finish_reason = "stop"
 
 
@@ -135,21 +141,25 @@ class Stream(_Output, Iterator[str]):
     it) cancels the request, which frees its slot within one engine step. An answer the engine
     cut short (KV cache full, engine shut down, `abort`) raises CutShortError instead of ending."""
 
-    def __init__(self, request_id: int, route: queue.SimpleQueue[RawEvent], stops: list[str],
+    def __init__(self, request_id: int, route: queue.SimpleQueue[Event | None], stops: list[str],
                  cancel: Callable[[int], None], piece_of: Callable[[int], bytes] | None = None,
                  n_prompt: int = 0) -> None:
         super().__init__(request_id, stops, cancel, piece_of, n_prompt)
         self._route = route
 
-    def _deliver(self, raw: RawEvent) -> None:
-        self._route.put(raw)
+    def _wake(self) -> None:
+        self._route.put(None)  # no event: abort() has ended the request
 
     def __iter__(self) -> Stream:
         return self
 
     def __next__(self) -> str:
         while not self.done:
-            text = self.step(self._route.get())
+            ev = self._route.get()
+            if ev is None:
+                self._end_aborted()
+                continue
+            text = self.step(ev)
             if text:
                 return text
         raise StopIteration
@@ -172,28 +182,28 @@ class AsyncStream(_Output, AsyncIterator[str]):
                  piece_of: Callable[[int], bytes] | None = None, n_prompt: int = 0,
                  decide_wire: Callable[[int, bool], None] | None = None) -> None:
         super().__init__(request_id, stops, cancel, piece_of, n_prompt)
-        self._pending: collections.deque[RawEvent] = collections.deque()
+        self._pending: collections.deque[Event] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._write: Callable[[bytes, bool], None] | None = None
         self._decide_wire = decide_wire  # submitted with a wire: the engine may send the frames
 
-    def put(self, raw: RawEvent) -> None:
-        frame, write = raw[3], self._write
+    def put(self, ev: Event) -> None:
+        write = self._write
         if write is not None:
-            if raw[4]:
+            frame, finished = ev.frame, ev.finished
+            if finished:
                 self._write = None  # the writer holds its streams: no cycle outlives the request
             if frame is not None:
-                write(frame, raw[1] != _REST_OF_FRAME)
-                if not raw[4]:
+                write(frame, ev.token != _REST_OF_FRAME)
+                if not finished:
                     return  # nothing left for the consumer: no wake-up at all
-                raw = (raw[0], raw[1], "", None, raw[4], raw[5], raw[6])
-        self._pending.append(raw)
+        self._pending.append(ev)
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def _deliver(self, raw: RawEvent) -> None:
-        self.put(raw)
 
     @property
     def wired(self) -> bool:
@@ -208,8 +218,8 @@ class AsyncStream(_Output, AsyncIterator[str]):
         come to `write`; `whole` is False for the rest of one it began); else it gives them back."""
         waiting, self._pending = self._pending, collections.deque()
         self._write = write
-        for raw in waiting:
-            self.put(raw)
+        for ev in waiting:
+            self.put(ev)
         if self._decide_wire is not None:
             decide, self._decide_wire = self._decide_wire, None
             self._engine_sends = engine_writes
@@ -222,24 +232,32 @@ class AsyncStream(_Output, AsyncIterator[str]):
         try:
             while not self.done:
                 if not self._pending:
+                    if self._aborted is not None and not self._engine_sends:
+                        self._end_aborted()
                     self._waiter = asyncio.get_running_loop().create_future()
                     try:
                         await self._waiter
                     finally:
                         self._waiter = None
                     continue
-                pieces: list[str] = []
-                while self._pending and not self.done:
-                    if self._pending[0][4] and pieces:
-                        break  # the finish on its own next time: an error must not eat this text
-                    pieces.append(self.step(self._pending.popleft()))
-                text = "".join(pieces)
+                text = self._take_pending()
                 if text:
                     return text
         except asyncio.CancelledError:
             self.close()
             raise
         raise StopAsyncIteration
+
+    def _take_pending(self) -> str:
+        """The text of the events waiting (one piece), up to a finish, which comes on its own
+        next time: an error must not eat this text. A direct stream's frames were written, so
+        its consumer only waits for the finish."""
+        pieces: list[str] = []
+        while self._pending and not self.done:
+            if self._pending[0].finished and pieces:
+                break
+            pieces.append(self.step(self._pending.popleft()))
+        return "".join(pieces)
 
     async def text(self) -> str:
         return "".join([piece async for piece in self])

@@ -28,6 +28,14 @@ class Timings(msgspec.Struct, kw_only=True):
         return (completion_tokens - 1) * 1000.0 / self.decode_ms if self.decode_ms > 0 else 0.0
 
 
+class WireReport(msgspec.Struct, kw_only=True):
+    """What the engine sent to a request's socket itself (a stream with a wire, at its end)."""
+
+    times: list[float]  # when each frame went out (time.perf_counter() seconds)
+    payload: bytes  # the frames' payload, up to the log size asked for
+    n_bytes: int  # the payload's whole size
+
+
 class SpecCounts(msgspec.Struct):
     """Speculative decoding's counts for one request: draft tokens verified and kept, and of them
     those taken from the request's prediction (OpenAI's accepted/rejected_prediction_tokens)."""

@@ -18,6 +18,3 @@ def probe(endpoints: Iterable[str]) -> list[WorkerMemory]:
 def placement_of(model: _native.Model) -> list[LayerPlacement]:
     return [LayerPlacement(*row) for row in model.placement]
 
-
-def workers_of(model: _native.Model) -> list[WorkerMemory]:
-    return [WorkerMemory(*row) for row in model.workers]

@@ -23,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mr.engine.types import WireReport
 
 WIRE_KEY = "mr.wire"
 CAPTURE_KEY = "mr.capture"
@@ -120,10 +123,10 @@ class DirectWriter:
             elif self._capture is not None:
                 self._capture.direct_chunk(data, self._chunked)
 
-    def engine_sent(self, end: tuple[list[float], bytes, int] | None) -> int:
+    def engine_sent(self, end: WireReport | None) -> int:
         """At a stream's end: what the engine sent itself (its times, its log; None: nothing),
         then what waited for it; returns how many frames the engine sent."""
-        times, payload, n_bytes = end or ([], b"", 0)
+        times, payload, n_bytes = (end.times, end.payload, end.n_bytes) if end is not None else ([], b"", 0)
         if times:
             self._times.extend(times)
             self._times.sort()

@@ -1,0 +1,74 @@
+// mr._native.testing: ggml's CPU kernels called directly, for the tests that pin their
+// numerics (tiles, flash attention, batch invariance). Not part of mr's API.
+#include "bindings.hpp"
+
+#include "mr/errors.hpp"
+#include "mr/kernels.hpp"
+#include "mr/sampler.hpp"
+
+namespace mr::bind {
+namespace {
+
+using namespace pybind11::literals;
+
+py::array_t<float> cpu_mul_mat(int type, const py::bytes& weights, int64_t rows, const FloatArray& x, int threads,
+                               bool reference) {
+    if (x.ndim() != 2) throw InvalidArgument("x must be a 2-D float32 array (n, k)");
+    const std::string_view w(weights);
+    const int64_t n = x.shape(0), k = x.shape(1);
+    std::vector<float> out;
+    {
+        py::gil_scoped_release released;
+        out = mr::cpu_mul_mat(type, w.data(), w.size(), rows, k, x.data(), n, threads, reference);
+    }
+    return to_matrix(std::move(out), n, rows);
+}
+
+void check_attention_shapes(const FloatArray& q, const FloatArray& k, const FloatArray& v, const FloatArray& mask) {
+    if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3 || mask.ndim() != 2) {
+        throw InvalidArgument("q, k and v must be 3-D (heads, rows, d) and mask 2-D (n_q, n_kv)");
+    }
+    for (const FloatArray* a : {&k, &v}) {
+        if (a->shape(0) != k.shape(0) || a->shape(1) != k.shape(1) || a->shape(2) != q.shape(2)) {
+            throw InvalidArgument("k and v must both be (n_head_kv, n_kv, d) with q's d");
+        }
+    }
+    if (mask.shape(0) != q.shape(1) || mask.shape(1) != k.shape(1)) throw InvalidArgument("mask must be (n_q, n_kv)");
+}
+
+py::array_t<float> cpu_flash_attn(const FloatArray& q, const FloatArray& k, const FloatArray& v, const FloatArray& mask,
+                                  int threads, bool reference) {
+    check_attention_shapes(q, k, v, mask);
+    const int64_t n_head = q.shape(0), n_q = q.shape(1), d = q.shape(2), n_head_kv = k.shape(0), n_kv = k.shape(1);
+    std::vector<float> out;
+    {
+        py::gil_scoped_release released;
+        out = mr::cpu_flash_attn(q.data(), k.data(), v.data(), mask.data(), d, n_q, n_head, n_kv, n_head_kv, threads,
+                                 reference);
+    }
+    return py::array_t<float>(to_matrix(std::move(out), n_q, n_head * d).reshape({n_q, n_head, d}));
+}
+
+py::bytes cpu_quantize(int type, const FloatArray& x) {
+    if (x.ndim() != 2) throw InvalidArgument("x must be a 2-D float32 array (rows, k)");
+    const std::vector<uint8_t> out = mr::cpu_quantize(type, x.data(), x.shape(0), x.shape(1));
+    return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+}
+
+int32_t first_argmax(const FloatArray& values) {
+    if (values.ndim() != 1 || values.size() == 0) throw InvalidArgument("values must be a non-empty 1-D array");
+    if (values.size() > INT32_MAX) throw InvalidArgument("values has more than 2^31 - 1 entries");
+    return mr::first_argmax(values.data(), static_cast<int32_t>(values.size()));
+}
+
+}  // namespace
+
+void bind_testing(py::module_ t) {
+    t.doc() = "ggml's CPU kernels called directly, for mr's tests (not part of mr's API)";
+    t.def("cpu_mul_mat", &cpu_mul_mat, "type"_a, "weights"_a, "rows"_a, "x"_a, "threads"_a = 1, "reference"_a = false);
+    t.def("cpu_quantize", &cpu_quantize, "type"_a, "x"_a);
+    t.def("first_argmax", &first_argmax, "values"_a);
+    t.def("cpu_flash_attn", &cpu_flash_attn, "q"_a, "k"_a, "v"_a, "mask"_a, "threads"_a = 1, "reference"_a = false);
+}
+
+}  // namespace mr::bind
