@@ -4,18 +4,27 @@ the engine in this process. Both yield the same ChatDelta stream."""
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import click
 
 from mr import config
 from mr.errors import CutShortError, ModelNotFoundError, MrError
+from mr.jsontypes import JSON
+
+if TYPE_CHECKING:
+    import httpx
+
+    from mr.engine import LLM
+    from mr.store.defaults import ModelDefaults
 
 
 @dataclass
@@ -33,7 +42,7 @@ class Reply:
     """One answer: iterate for (content, reasoning) pieces; counts and speed when done."""
 
     pieces: Iterator[tuple[str, str]]
-    close: Any
+    close: Callable[[], object]
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
@@ -42,7 +51,7 @@ class Reply:
 
 
 class Backend(Protocol):
-    def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply: ...
+    def chat(self, messages: list[JSON], options: RunOptions) -> Reply: ...
     def close(self) -> None: ...
 
 
@@ -63,7 +72,7 @@ def server_url() -> str | None:
     return base if response.status_code == 200 else None
 
 
-def verify_for(url: str) -> Any:
+def verify_for(url: str) -> ssl.SSLContext | bool:
     """httpx's `verify` for `url`: the CLI's trust store for https, unused for http."""
     from mr.cli import tls
 
@@ -90,7 +99,7 @@ def resolve_model(model: str) -> tuple[Path, str | None]:
     return local.gguf_path, template.read_text(encoding="utf-8") if template else None
 
 
-def model_defaults(model: str) -> Any:
+def model_defaults(model: str) -> ModelDefaults | None:
     """The store model's own request defaults (an Ollama artifact's params and system prompt),
     None for a .gguf path or a model without any."""
     path = Path(model).expanduser()
@@ -111,19 +120,23 @@ class LocalBackend:
         self._model = model
         self._rpc = rpc
         self._deterministic = deterministic
-        self._llm: Any = None
+        self._llm: LLM | None = None
         self._ctx: int | None = None
-        self._defaults: Any = None
+        self._defaults: ModelDefaults | None = None
 
-    def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply:
+    def chat(self, messages: list[JSON], options: RunOptions) -> Reply:
+        import msgspec
+
         from mr.engine import SamplingOptions
 
         llm = self._load(options.ctx_size)
         defaults = SamplingOptions()
         params = {k: v for k, v in options.extra.items() if k in SamplingOptions.__struct_fields__}
         temperature = defaults.temperature if options.temperature is None else options.temperature
-        sampling = SamplingOptions(**{"temperature": temperature, "seed": options.seed, **params})
-        max_tokens, stop = options.max_tokens, []
+        sampling = msgspec.structs.replace(SamplingOptions(temperature=temperature, seed=options.seed),
+                                           **params)
+        max_tokens = options.max_tokens
+        stop: list[str] = []
         own = self._defaults  # the model's own (Ollama's params, system), where the user said nothing
         if own is not None:
             asked = SimpleNamespace(**params, temperature=options.temperature, seed=options.seed)
@@ -143,7 +156,7 @@ class LocalBackend:
         reply.pieces = pieces()
         return reply
 
-    def _load(self, ctx_size: int | None) -> Any:
+    def _load(self, ctx_size: int | None) -> LLM:
         if self._llm is None or ctx_size != self._ctx:
             from mr.engine import LLM, EngineOptions
 
@@ -175,8 +188,8 @@ class RemoteBackend:
         self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(600, connect=5),
                                     verify=verify_for(base_url))
 
-    def chat(self, messages: list[dict[str, Any]], options: RunOptions) -> Reply:
-        body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True,
+    def chat(self, messages: list[JSON], options: RunOptions) -> Reply:
+        body: JSON = {"model": self._model, "messages": messages, "stream": True,
                                 "stream_options": {"include_usage": True}, **options.extra}
         if options.temperature is not None:
             body["temperature"] = options.temperature
@@ -200,7 +213,8 @@ class RemoteBackend:
         reply.pieces = self._pieces(response, reply, context)
         return reply
 
-    def _pieces(self, response: Any, reply: Reply, context: Any) -> Iterator[tuple[str, str]]:
+    def _pieces(self, response: httpx.Response, reply: Reply,
+                context: AbstractContextManager[httpx.Response]) -> Iterator[tuple[str, str]]:
         import httpx
 
         start = first = time.perf_counter()
@@ -261,13 +275,13 @@ class RemoteBackend:
         self._client.close()
 
 
-def _usage(reply: Reply, usage: dict[str, Any]) -> None:
+def _usage(reply: Reply, usage: JSON) -> None:
     reply.prompt_tokens = usage.get("prompt_tokens", 0)
     reply.completion_tokens = usage.get("completion_tokens", 0)
     reply.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
 
 
-def _stream_error(error: Any) -> MrError:
+def _stream_error(error: object) -> MrError:
     """An error event inside a stream, as the mr error of its code."""
     from mr import errors
 
@@ -275,10 +289,11 @@ def _stream_error(error: Any) -> MrError:
     code = error.get("code") if isinstance(error, dict) else None
     by_code = {"cut_short": errors.CutShortError, "context_length_exceeded": errors.ContextLengthError,
                "model_not_found": errors.ModelNotFoundError}
-    return by_code.get(code, errors.EngineError)(message or "the answer failed")
+    kind = by_code.get(code, errors.EngineError) if isinstance(code, str) else errors.EngineError
+    return kind(message or "the answer failed")
 
 
-def _error(response: Any) -> MrError:
+def _error(response: httpx.Response) -> MrError:
     """The server's OpenAI error envelope as the mr error of the same class."""
     from mr import errors
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from mr.jsontypes import JSON
+
 PROMPT = "Write a short story about a lighthouse keeper."
 
 
@@ -35,7 +37,7 @@ async def _one(client: Any, model: str, max_tokens: int) -> tuple[float, int]:
     return ttft, tokens
 
 
-async def _level(base: str, model: str, concurrency: int, max_tokens: int) -> dict[str, Any]:
+async def _level(base: str, model: str, concurrency: int, max_tokens: int) -> JSON:
     import httpx
 
     from mr.cli.backends import verify_for

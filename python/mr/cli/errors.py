@@ -13,7 +13,7 @@ from mr.errors import MrError
 
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
     if config.raw("_MR_COMPLETE"):  # shell completion: click's own entry point handles it
-        return group.main(prog_name="mr", complete_var="_MR_COMPLETE")  # type: ignore[func-returns-value]
+        return group.main(prog_name="mr", complete_var="_MR_COMPLETE")
     args = list(argv) if argv is not None else sys.argv[1:]
     debug = "--debug" in args
     try:

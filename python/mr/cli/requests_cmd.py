@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlencode
 
 import click
 
 from mr.cli.runtime_cmds import _request
+from mr.jsontypes import JSON
 
 PREVIEW = 200  # characters of each body in the human view
 
 
-def _fetch(model: str | None, after: int) -> list[dict[str, Any]]:
+def _fetch(model: str | None, after: int) -> list[JSON]:
     query = {k: v for k, v in (("model", model), ("after", after)) if v}
     path = "/engines/requests" + (f"?{urlencode(query)}" if query else "")
     return _request("GET", path)  # type: ignore[no-any-return]
@@ -26,7 +26,7 @@ def _one_line(text: str) -> str:
     return flat if len(flat) <= PREVIEW else flat[:PREVIEW] + "…"
 
 
-def _human(rec: dict[str, Any]) -> str:
+def _human(rec: JSON) -> str:
     when = datetime.fromtimestamp(rec["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
     tokens = ""
     if rec.get("prompt_tokens") is not None or rec.get("completion_tokens") is not None:
@@ -36,7 +36,7 @@ def _human(rec: dict[str, Any]) -> str:
     return f"{head}\n  > {_one_line(rec['request'])}\n  < {_one_line(rec['response'])}"
 
 
-def _show(records: list[dict[str, Any]], as_json: bool, follow: bool) -> None:
+def _show(records: list[JSON], as_json: bool, follow: bool) -> None:
     if as_json and not follow:
         click.echo(json.dumps(records, indent=2))
         return

@@ -16,6 +16,7 @@ import click
 from mr import config
 from mr.cli import tls
 from mr.errors import ServerNotRunningError
+from mr.jsontypes import JSON
 from mr.units import human_bytes
 
 
@@ -79,19 +80,19 @@ def ps(as_json: bool) -> None:
                              "DRAFTS", "LAYERS"]))
 
 
-def _drafts(model: dict[str, Any]) -> str:
+def _drafts(model: JSON) -> str:
     """Speculative decoding: the share of drafted tokens kept, "73% of 1204", or "-"."""
     drafted = model.get("spec_drafted", 0)
     return f"{100 * model.get('spec_accepted', 0) / drafted:.0f}% of {drafted}" if drafted else "-"
 
 
-def _context(model: dict[str, Any]) -> str:
+def _context(model: JSON) -> str:
     """The context, and each request's share of it with per-slot KV caches: "4096 (512/slot)"."""
     total, share = model["context_size"], model.get("request_context", model["context_size"])
     return str(total) if share >= total else f"{total} ({share}/slot)"
 
 
-def _layers(model: dict[str, Any]) -> str:
+def _layers(model: JSON) -> str:
     """Where the layers live: "CPU 10, RPC0@10.0.0.2:50052 11+out"."""
     parts = []
     for p in model.get("placement") or []:
@@ -154,7 +155,7 @@ def _shown(value: Any) -> str:
     return (",".join(value) or "none") if isinstance(value, list) else str(value)
 
 
-def _configure_offline(model: str, settings: Any) -> dict[str, Any]:
+def _configure_offline(model: str, settings: Any) -> JSON:
     from mr.runner import SettingsFile, StoreSource
     from mr.runner.duration import format_duration
     from mr.store import Store

@@ -216,7 +216,7 @@ def _settings(options: dict[str, Any]) -> Any:
         settings.rpc_allow = _endpoints(options["rpc_allow"], "--rpc-allow")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    if settings.tls_cert:
+    if settings.tls_cert and settings.tls_key:
         _check_tls(settings.tls_cert, settings.tls_key)
     return settings
 
@@ -288,7 +288,12 @@ def run(settings: Any) -> None:
                             ssl_keyfile=settings.tls_key,
                             http=guarded_protocol(settings.header_timeout, settings.body_timeout,
                                                  settings.direct_streams, settings.engine_writes))
-    server = _Server(config, on_exit=lambda: (ctx.runner.drain(), cancel_transfers()))
+
+    def on_exit() -> None:
+        ctx.runner.drain()
+        cancel_transfers()
+
+    server = _Server(config, on_exit=on_exit)
     scheme = "https" if settings.tls_cert else "http"
     click.echo(f"mr serve: listening on {scheme}://{_url_host(settings.host)}:{settings.port} "
                f"(models in {settings.models_root()}, {settings.parallel} slots per model)", err=True)

@@ -12,6 +12,7 @@ from mr import config
 from mr.cli.attach import AttachError, expand
 from mr.cli.backends import Backend, Reply, RunOptions
 from mr.errors import MrError
+from mr.jsontypes import JSON
 
 HELP = """Available commands:
   /set system <text>            set the system message
@@ -37,7 +38,7 @@ class Session:
         self.options = options
         self.system = system
         self.verbose = verbose
-        self.history: list[dict[str, Any]] = []
+        self.history: list[JSON] = []
 
     def run(self) -> None:
         _enable_line_editing(self.history_file)

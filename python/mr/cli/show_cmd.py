@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from mr.jsontypes import JSON
+
 
 def _store() -> Any:
     from mr.store import Store
@@ -15,7 +17,7 @@ def _store() -> Any:
     return Store()
 
 
-def _human(info: dict[str, Any]) -> str:
+def _human(info: JSON) -> str:
     rows = [("architecture", info["architecture"]), ("parameters", info["parameters"]),
             ("quantization", info["quantization"]), ("size", info["size"]),
             ("context length", info["context_length"]), ("embedding length", info["embedding_length"]),

@@ -98,8 +98,8 @@ def rm(force: bool, models: tuple[str, ...]) -> None:
                 click.echo(line)
         except MrError as exc:
             errors.append(exc)
-    for exc in errors[:-1]:
-        click.echo(f"Error: {exc}", err=True)
+    for error in errors[:-1]:
+        click.echo(f"Error: {error}", err=True)
     if errors:
         raise errors[-1]
 

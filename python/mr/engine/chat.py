@@ -7,7 +7,7 @@ rendered its prompt; see mr.engine.chatformat.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -25,12 +25,14 @@ class ChatPrompt(NamedTuple):
     fmt: ChatFormat
 
 
-class _ChatOutput:
+_S = TypeVar("_S", Stream, AsyncStream)
+
+
+class _ChatOutput(Generic[_S]):
     """What both chat streams share: parsing state and the underlying text stream's results."""
 
-    _stream: Stream | AsyncStream
-
-    def __init__(self, fmt: ChatFormat) -> None:
+    def __init__(self, stream: _S, fmt: ChatFormat) -> None:
+        self._stream: _S = stream
         self._fmt = fmt
         self._finished = False
 
@@ -69,12 +71,8 @@ class _ChatOutput:
         return self._fmt.feed(piece, final)
 
 
-class ChatStream(_ChatOutput, Iterator[ChatDelta]):
+class ChatStream(_ChatOutput[Stream], Iterator[ChatDelta]):
     """Blocking iterator of ChatDelta; `message`, `finish_reason` and `usage` when done."""
-
-    def __init__(self, stream: Stream, fmt: ChatFormat) -> None:
-        super().__init__(fmt)
-        self._stream = stream
 
     def __iter__(self) -> ChatStream:
         return self
@@ -102,12 +100,8 @@ class ChatStream(_ChatOutput, Iterator[ChatDelta]):
         return self._stream
 
 
-class AsyncChatStream(_ChatOutput, AsyncIterator[ChatDelta]):
+class AsyncChatStream(_ChatOutput[AsyncStream], AsyncIterator[ChatDelta]):
     """The asyncio twin of ChatStream."""
-
-    def __init__(self, stream: AsyncStream, fmt: ChatFormat) -> None:
-        super().__init__(fmt)
-        self._stream = stream
 
     def __aiter__(self) -> AsyncChatStream:
         return self

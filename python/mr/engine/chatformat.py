@@ -25,6 +25,7 @@ import msgspec
 from mr import _native
 from mr.engine.options import SamplingOptions
 from mr.engine.types import ChatDelta, ChatMessage, ToolCall, ToolCallDelta
+from mr.jsontypes import JSON
 
 # A piece of only these characters can neither open nor close any template's markup (tags, tool-call
 # markers and JSON all need one of <>[]{}|, a newline or a special token): it extends the field the
@@ -172,7 +173,7 @@ class NativeFormat(ChatFormat):
         self._last = self._message(raw)
         return self._last
 
-    def _message(self, raw: dict) -> ChatMessage:
+    def _message(self, raw: JSON) -> ChatMessage:
         calls = []
         for i, call in enumerate(raw.get("tool_calls") or []):
             fn = call.get("function") or {}
@@ -214,7 +215,7 @@ def _extended(message: ChatMessage, field: str, text: str) -> ChatMessage:
 def _delta(field: str, piece: str, last_call: int) -> ChatDelta:
     if field == "arguments":
         return ChatDelta(tool_calls=[ToolCallDelta(index=last_call, arguments=piece)])
-    return ChatDelta(**{field: piece})
+    return msgspec.structs.replace(ChatDelta(), **{field: piece})
 
 
 def _suffix(old: str, new: str) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeGuard
 
 from mr.errors import InvalidArgumentError
+from mr.jsontypes import JSON
 
 INT32_MAX = 2**31 - 1  # the engine's token counts are 32-bit
 # Characters one text to tokenize may have (a prompt, a rendered chat, an input to embed,
@@ -58,12 +59,12 @@ def check_texts(items: Sequence[object], what: str = "texts") -> None:
                                    f"{MAX_REQUEST_CHARS:,} can be tokenized for one request")
 
 
-def check_messages(messages: list[Any]) -> None:
+def check_messages(messages: Sequence[object]) -> None:
     if len(messages) > MAX_MESSAGES:
         raise bad("messages", f"messages has {len(messages)} entries; at most {MAX_MESSAGES} are accepted")
 
 
-def check_tools(tools: list[Any] | None) -> None:
+def check_tools(tools: Sequence[object] | None) -> None:
     if tools and len(tools) > MAX_TOOLS:
         raise bad("tools", f"tools has {len(tools)} entries; at most {MAX_TOOLS} are accepted")
     seen: set[str] = set()
@@ -81,7 +82,7 @@ _RANGES = (("minimum", "maximum"), ("exclusiveMinimum", "exclusiveMaximum"), ("m
            ("minItems", "maxItems"), ("minProperties", "maxProperties"), ("minContains", "maxContains"))
 
 
-def _check_node(node: dict[str, Any], param: str) -> None:
+def _check_node(node: JSON, param: str) -> None:
     pattern = node.get("pattern")
     if isinstance(pattern, str):
         try:
@@ -94,11 +95,11 @@ def _check_node(node: dict[str, Any], param: str) -> None:
             raise bad(param, f"{param} has {low} {a} greater than {high} {b}: nothing can match")
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_schema(value: Any, param: str) -> None:
+def check_schema(value: object, param: str) -> None:
     """Depth, node count and properties per object of a schema (or of a list of tools)."""
     stack = [(value, 0)]
     nodes = 0

@@ -9,7 +9,6 @@ import weakref
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -27,6 +26,7 @@ from mr.engine.thinking import check_kwargs_text
 from mr.engine.types import ChatOptions
 from mr.engine.workers import placement_of
 from mr.errors import InvalidArgumentError
+from mr.jsontypes import JSON
 from mr.rpc import LayerPlacement
 
 _log = logging.getLogger("mr.engine")
@@ -137,7 +137,7 @@ class LLM:
             return
         self._pump.attach(loop)
 
-    def chat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
+    def chat(self, messages: list[JSON] | ChatPrompt, sampling: SamplingOptions | None = None, *,
              max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
              logprobs: int | None = None, ignore_eos: bool = False,
              prediction: str | None = None) -> ChatStream:
@@ -149,7 +149,7 @@ class LLM:
                                prediction=prediction)
         return ChatStream(stream, fmt)
 
-    def achat(self, messages: list[dict[str, Any]] | ChatPrompt, sampling: SamplingOptions | None = None, *,
+    def achat(self, messages: list[JSON] | ChatPrompt, sampling: SamplingOptions | None = None, *,
               max_tokens: int = -1, stop: Sequence[str] = (), options: ChatOptions | None = None,
               logprobs: int | None = None, ignore_eos: bool = False,
               frame: Frame | None = None, wire: Wire | None = None,
@@ -163,7 +163,7 @@ class LLM:
                                 frame=frame, wire=wire, prediction=prediction)
         return AsyncChatStream(stream, fmt)
 
-    def prepare_chat(self, messages: list[dict[str, Any]], options: ChatOptions | None = None) -> ChatPrompt:
+    def prepare_chat(self, messages: list[JSON], options: ChatOptions | None = None) -> ChatPrompt:
         """Render, build the grammar and tokenize (blocking, thread-safe, size-bounded).
         Client text stays text: see mr.engine.prompt."""
         guard = self._special_guard()
@@ -172,11 +172,11 @@ class LLM:
         limits.check_text(guard.reveal(prompt), "rendered prompt", "messages")
         return ChatPrompt(guard.tokens(prompt), extra_stops, fmt)
 
-    def _prepared(self, messages: list[dict[str, Any]] | ChatPrompt,
+    def _prepared(self, messages: list[JSON] | ChatPrompt,
                   options: ChatOptions | None) -> ChatPrompt:
         return messages if isinstance(messages, ChatPrompt) else self.prepare_chat(messages, options)
 
-    def _render(self, messages: list[dict[str, Any]], options: ChatOptions | None,
+    def _render(self, messages: list[JSON], options: ChatOptions | None,
                 guard: SpecialGuard) -> tuple[str, list[str], ChatFormat]:
         check_roles(messages)
         limits.check_messages(messages)  # before protect() copies them
@@ -187,7 +187,7 @@ class LLM:
             check_kwargs_text(options.chat_template_kwargs, guard)
         return render(self._chat_templates(), guard.protect(messages), options)
 
-    def render_chat(self, messages: list[dict[str, Any]],
+    def render_chat(self, messages: list[JSON],
                     options: ChatOptions | None = None) -> tuple[str, list[str]]:
         """The prompt (and extra stop strings) that chat() would send for `messages`."""
         guard = self._special_guard()
@@ -231,7 +231,7 @@ class LLM:
             _checked_text(query), [_checked_text(d) for d in documents], truncate)
         return matrix[:, 0].copy(), n_tokens, n_batches
 
-    def embed_tokens(self, inputs: Sequence[Sequence[int]], normalize: bool = True,
+    def embed_tokens(self, inputs: Sequence[Sequence[int] | np.ndarray], normalize: bool = True,
                      truncate: bool = False) -> tuple[np.ndarray, int]:
         """One row per token list, embedded as given; and the number of tokens embedded."""
         if not inputs:

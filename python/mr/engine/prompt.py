@@ -19,6 +19,7 @@ import numpy as np
 
 from mr import _native
 from mr.errors import InvalidArgumentError
+from mr.jsontypes import JSON
 
 _BASE = 0xF0000  # Supplementary Private Use Area-A: never a template's own text
 ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -88,7 +89,7 @@ class SpecialGuard:
         return self._codes.sub(lambda m: self._text[m.group(0)], prompt)
 
 
-def check_roles(messages: list[dict[str, Any]]) -> None:
+def check_roles(messages: list[JSON]) -> None:
     """Roles come from a fixed set: a role is rendered verbatim, so "user\\n...system" forges a turn."""
     for i, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None

@@ -14,9 +14,10 @@ from mr.engine.thinking import budget_fields, template_inputs
 from mr.engine.tools import GenericToolFormat, rewrite_messages
 from mr.engine.types import ChatOptions
 from mr.errors import InvalidArgumentError
+from mr.jsontypes import JSON
 
 
-def render(templates: _native.ChatTemplates, messages: list[dict[str, Any]],
+def render(templates: _native.ChatTemplates, messages: list[JSON],
            options: ChatOptions | None) -> tuple[str, list[str], ChatFormat]:
     opts = options or ChatOptions()
     limits.check_messages(messages)
@@ -62,7 +63,7 @@ def calls_only(grammar: str, parallel: bool) -> str:
     return grammar
 
 
-def response_schema(response_format: dict | None) -> dict | None:
+def response_schema(response_format: JSON | None) -> JSON | None:
     """The JSON schema a response_format asks for, or None for free text."""
     if not response_format:
         return None
@@ -78,7 +79,7 @@ def response_schema(response_format: dict | None) -> dict | None:
     raise InvalidArgumentError("response_format.type must be text, json_object or json_schema")
 
 
-def select_tools(tools: list[dict] | None, tool_choice: str | dict | None) -> tuple[list[dict], str]:
+def select_tools(tools: list[JSON] | None, tool_choice: str | JSON | None) -> tuple[list[JSON], str]:
     """(tools offered to the model, "auto" | "required" | "none")."""
     if not tools or tool_choice == "none":
         return [], "none"

@@ -5,13 +5,13 @@ thinking tokens (llama.cpp's reasoning-budget sampler forces the end tag once it
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from mr import _native
 from mr.engine.limits import INT32_MAX, bad
 from mr.engine.prompt import SpecialGuard
 from mr.engine.types import ChatOptions
 from mr.errors import InvalidArgumentError
+from mr.jsontypes import JSON
 
 DEFAULT_START, DEFAULT_END = "<think>", "</think>"
 # The render's own inputs, in llama.cpp (common_chat_template_direct_apply_impl, the extra context
@@ -27,7 +27,7 @@ RESERVED_KWARGS = frozenset({
 })
 
 
-def check_template_kwargs(kwargs: dict[str, Any] | None) -> None:
+def check_template_kwargs(kwargs: JSON | None) -> None:
     """Refuse chat_template_kwargs keys that would replace the template's own inputs."""
     for key in kwargs or {}:
         if key in RESERVED_KWARGS:
@@ -36,7 +36,7 @@ def check_template_kwargs(kwargs: dict[str, Any] | None) -> None:
                       "it cannot be set by a request")
 
 
-def check_kwargs_text(kwargs: dict[str, Any] | None, guard: SpecialGuard) -> None:
+def check_kwargs_text(kwargs: JSON | None, guard: SpecialGuard) -> None:
     """Refuse control-token text (`<|im_start|>`, ...) anywhere in chat_template_kwargs: a value
     the template prints would otherwise become real control tokens, a forged turn. Unlike message
     content it cannot be kept as text: the template may use a value anywhere, even in a marker."""
@@ -50,7 +50,7 @@ def check_kwargs_text(kwargs: dict[str, Any] | None, guard: SpecialGuard) -> Non
 def template_inputs(opts: ChatOptions) -> tuple[bool, str]:
     """(enable_thinking, chat_template_kwargs as JSON) for the template."""
     check_template_kwargs(opts.chat_template_kwargs)
-    kwargs: dict[str, Any] = dict(opts.chat_template_kwargs or {})
+    kwargs: JSON = dict(opts.chat_template_kwargs or {})
     enable = opts.enable_thinking
     if enable is None:
         raw = kwargs.get("enable_thinking", True)

@@ -16,6 +16,7 @@ from mr import _native
 from mr.engine.chatformat import ChatFormat
 from mr.engine.types import ChatDelta, ChatMessage, ToolCall, ToolCallDelta
 from mr.errors import InvalidArgumentError
+from mr.jsontypes import JSON
 
 MAX_PARALLEL_CALLS = 4
 # A forced call must end: a small model may otherwise fill an unbounded string or array argument
@@ -46,7 +47,7 @@ def bounded(schema: Any) -> Any:
     return out
 
 
-_SCALARS: list[dict[str, Any]] = [{"type": "string", "maxLength": MAX_ARG_STRING}, {"type": "number"},
+_SCALARS: list[JSON] = [{"type": "string", "maxLength": MAX_ARG_STRING}, {"type": "number"},
                                   {"type": "boolean"}, {"type": "null"}]
 _FREE_VALUE = {"anyOf": [*_SCALARS,
                          {"type": "array", "items": {"anyOf": _SCALARS}, "maxItems": MAX_ARG_ITEMS}]}
@@ -55,7 +56,7 @@ _FREE_VALUE = {"anyOf": [*_SCALARS,
 _SUBSCHEMAS = {"items", "additionalProperties", "anyOf", "oneOf", "allOf", "not"}
 
 
-def tool_schema(tools: list[dict[str, Any]], parallel: bool) -> dict[str, Any]:
+def tool_schema(tools: list[JSON], parallel: bool) -> JSON:
     """The JSON schema of a reply that calls one (or, if parallel, several) of `tools`."""
     calls = [
         {
@@ -71,13 +72,13 @@ def tool_schema(tools: list[dict[str, Any]], parallel: bool) -> dict[str, Any]:
     ]
     # Parallel calls are bounded too: a small model may otherwise repeat a call until max_tokens
     # and never close the JSON.
-    array: dict[str, Any] = {"type": "array", "items": {"anyOf": calls}, "minItems": 1,
+    array: JSON = {"type": "array", "items": {"anyOf": calls}, "minItems": 1,
                              "maxItems": MAX_PARALLEL_CALLS if parallel else 1}
     return {"type": "object", "properties": {"tool_calls": array}, "required": ["tool_calls"],
             "additionalProperties": False}
 
 
-def system_text(tools: list[dict[str, Any]], required: bool) -> str:
+def system_text(tools: list[JSON], required: bool) -> str:
     lines = ["You can call the following tools. Each is described as JSON:"]
     for tool in tools:
         fn = _function(tool)
@@ -89,10 +90,10 @@ def system_text(tools: list[dict[str, Any]], required: bool) -> str:
     return "\n".join(lines)
 
 
-def rewrite_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]],
-                     required: bool) -> list[dict[str, Any]]:
+def rewrite_messages(messages: list[JSON], tools: list[JSON],
+                     required: bool) -> list[JSON]:
     """The conversation as plain text messages the template can render."""
-    out: list[dict[str, Any]] = []
+    out: list[JSON] = []
     for m in messages:
         if m.get("role") == "assistant" and m.get("tool_calls"):
             calls = [{"name": c["function"]["name"], "arguments": _arguments(c["function"].get("arguments"))}
@@ -115,7 +116,7 @@ class GenericToolFormat(ChatFormat):
     is shows at its first non-blank character: content then streams piece by piece, a call is
     held back and parsed once, at the end (O(1) per piece either way)."""
 
-    def __init__(self, tools: list[dict[str, Any]], required: bool, parallel: bool) -> None:
+    def __init__(self, tools: list[JSON], required: bool, parallel: bool) -> None:
         grammar = _native.json_schema_to_grammar(json.dumps(tool_schema(tools, parallel))) if required else ""
         super().__init__(grammar)
         self._names = {_function(t)["name"] for t in tools}
@@ -180,7 +181,7 @@ class GenericToolFormat(ChatFormat):
         return calls
 
 
-def _function(tool: dict[str, Any]) -> dict[str, Any]:
+def _function(tool: JSON) -> JSON:
     fn = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
         raise InvalidArgumentError("each tool needs a function with a name")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from mr.jsontypes import JSON
+
 
 class Usage(msgspec.Struct, kw_only=True):
     prompt_tokens: int = 0
@@ -91,10 +93,10 @@ class ChatMessage(msgspec.Struct, kw_only=True):
 class ChatOptions(msgspec.Struct, kw_only=True, frozen=True):
     """OpenAI chat features beyond plain messages."""
 
-    tools: list[dict] | None = None  # OpenAI tool objects: {"type": "function", "function": {...}}
-    tool_choice: str | dict | None = None  # "none" | "auto" | "required" | {"type": "function", ...}
+    tools: list[JSON] | None = None  # OpenAI tool objects: {"type": "function", "function": {...}}
+    tool_choice: str | JSON | None = None  # "none" | "auto" | "required" | {"type": "function", ...}
     parallel_tool_calls: bool = False
-    response_format: dict | None = None  # {"type": "json_object"} | {"type": "json_schema", ...}
-    chat_template_kwargs: dict | None = None  # extra template variables (llama-server's field)
+    response_format: JSON | None = None  # {"type": "json_object"} | {"type": "json_schema", ...}
+    chat_template_kwargs: JSON | None = None  # extra template variables (llama-server's field)
     enable_thinking: bool | None = None  # None: chat_template_kwargs' value, else the template's default
     reasoning_budget: int | None = None  # at most this many thinking tokens; None: no cap

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from mr.jsontypes import JSON
 from mr.rpc import LayerPlacement
 from mr.runner.duration import format_duration
 from mr.runner.memory import MemoryEstimate
@@ -112,7 +113,7 @@ class LoadedModel:
             return "forever" if math.isinf(self.keep_alive) else "now"
         return format_duration(max(0.0, self.expires_at - time.time()))
 
-    def to_ps(self) -> dict[str, Any]:
+    def to_ps(self) -> JSON:
         stats = self.stats()
         return {
             "model_name": self.name, "model_id": self.id, "tags": list(self.resolved.tags),

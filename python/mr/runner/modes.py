@@ -6,13 +6,12 @@ here is what the routes allow: only a reranking model reranks.
 
 from __future__ import annotations
 
-from typing import Any
-
+from mr.jsontypes import JSON
 from mr.runner.settings import ModelSettings
 from mr.store.summary import gguf_mode
 
 __all__ = ["gguf_mode", "model_mode"]
 
 
-def model_mode(config: dict[str, Any], settings: ModelSettings) -> str:
+def model_mode(config: JSON, settings: ModelSettings) -> str:
     return settings.mode or gguf_mode(config)

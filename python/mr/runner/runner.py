@@ -126,7 +126,9 @@ class Runner:
 
     async def _resolve(self, name: str) -> ResolvedModel:
         hit = self.source.cached(name)
-        return hit or await asyncio.to_thread(self.source.resolve, name)
+        if hit is not None:
+            return hit
+        return await asyncio.to_thread(self.source.resolve, name)
 
     def _lease(self, model: LoadedModel, keep_alive: float | None) -> Lease:
         model.active += 1

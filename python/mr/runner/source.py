@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mr.errors import ModelNotFoundError, MrError
+from mr.jsontypes import JSON
 
 if TYPE_CHECKING:
     from mr.store import LocalModel, Store
@@ -27,7 +28,7 @@ class ResolvedModel:
     created: int = 0
     size: int = 0
     tags: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
+    config: JSON = field(default_factory=dict)
     files: tuple[str, ...] = ()  # the store blobs it is made of
     defaults: ModelDefaults | None = None  # an Ollama artifact's params and system prompt
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from litestar import Request
 
@@ -37,5 +37,5 @@ STATE_KEY = "mr"
 Req = Request[Any, Any, Any]
 
 
-def server_context(request: Request[Any, Any, Any]) -> ServerContext:
-    return request.app.state[STATE_KEY]  # type: ignore[no-any-return]
+def server_context(request: Req) -> ServerContext:
+    return cast(ServerContext, request.app.state[STATE_KEY])  # app.create_app puts it there

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from litestar import Request
+from mr.server.context import Req
 
 T = TypeVar("T")
 
@@ -21,14 +21,14 @@ class ClientGone(Exception):
     """The client disconnected before the answer was ready."""
 
 
-async def _wait_disconnect(request: Request[Any, Any, Any]) -> None:
+async def _wait_disconnect(request: Req) -> None:
     while True:
         message = await request.receive()
         if message.get("type") == "http.disconnect":
             return
 
 
-async def until_disconnect(request: Request[Any, Any, Any], work: Awaitable[T],
+async def until_disconnect(request: Req, work: Awaitable[T],
                            on_disconnect: Callable[[], None]) -> T:
     """Await `work`; if the client disconnects first, call `on_disconnect` and raise ClientGone."""
     task = asyncio.ensure_future(work)

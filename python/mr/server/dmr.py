@@ -12,6 +12,7 @@ from litestar.params import Body, Parameter
 from litestar.response import Stream
 
 from mr.errors import ModelNotFoundError
+from mr.jsontypes import JSON
 from mr.server import runtime
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
@@ -80,7 +81,7 @@ async def get_model(request: Req, name: Annotated[str, Parameter()]) -> Response
 
 @delete("/models/{name:path}", summary="Delete a local model", tags=["Models"], status_code=200)
 async def delete_model(request: Req, name: Annotated[str, Parameter()],
-                       force: Annotated[bool, Parameter()] = False) -> dict[str, Any]:
+                       force: Annotated[bool, Parameter()] = False) -> JSON:
     ctx = server_context(request)
     lines = await remove_model(ctx, _name(name), force)
     return {"message": "\n".join(lines), "lines": lines}

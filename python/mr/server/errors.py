@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 import msgspec
-from litestar import Request, Response
+from litestar import Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from mr.errors import InvalidArgumentError, MrError
+from mr.server.context import Req
 from mr.server.disconnect import ClientGone
 
 log = logging.getLogger("mr.server")
@@ -65,7 +66,7 @@ def envelope(status: int, message: str, param: str | None = None, code: str | No
     return msgspec.json.encode(ErrorBody(error=detail))
 
 
-def error_response(request: Request[Any, Any, Any] | None, status: int, message: str,
+def error_response(request: Req | None, status: int, message: str,
                    param: str | None = None, code: str | None = None) -> Response[bytes]:
     headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
     if request is not None and request.url.path.startswith("/api/"):
@@ -83,7 +84,7 @@ def mr_error_param(exc: MrError) -> str | None:
     return param
 
 
-def handle_mr_error(request: Request[Any, Any, Any], exc: MrError) -> Response[bytes]:
+def handle_mr_error(request: Req, exc: MrError) -> Response[bytes]:
     status = exc.http_status
     if status >= 500 and status not in (503, 507):
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
@@ -91,7 +92,7 @@ def handle_mr_error(request: Request[Any, Any, Any], exc: MrError) -> Response[b
     return error_response(request, status, str(exc) or type(exc).__name__, mr_error_param(exc), code)
 
 
-def handle_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+def handle_validation(request: Req, exc: ValidationException) -> Response[bytes]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     first = extra[0] if extra and isinstance(extra[0], dict) else {}
     message = str(first.get("message") or exc.detail)
@@ -104,7 +105,7 @@ def handle_validation(request: Request[Any, Any, Any], exc: ValidationException)
     return error_response(request, 400, text, param, None)
 
 
-def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def handle_http(request: Req, exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     message = exc.detail or "error"
     if status == 400 and "JSON is malformed" in message:
@@ -115,19 +116,19 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return response
 
 
-def handle_client_gone(_request: Request[Any, Any, Any], _exc: ClientGone) -> Response[bytes]:
+def handle_client_gone(_request: Req, _exc: ClientGone) -> Response[bytes]:
     """Nobody is listening any more; the work was cancelled. 499 is nginx's "client closed"."""
     return Response(b"", status_code=499)
 
 
-def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def handle_unexpected(request: Req, exc: Exception) -> Response[bytes]:
     if isinstance(exc, RecursionError):
         return error_response(request, 400, "the JSON body is nested too deeply")
     log.exception("%s %s: unexpected error", request.method, request.url.path)
     return error_response(request, 500, "internal server error")
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ClientGone: handle_client_gone,
     MrError: handle_mr_error,
     ValidationException: handle_validation,

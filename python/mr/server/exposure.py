@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 
 MUTATING_POSTS = frozenset({"/engines/unload", "/engines/configure", "/engines/_configure",
                             "/api/pull", "/api/push", "/api/copy", "/api/create", "/api/delete"})
@@ -23,7 +24,7 @@ def is_mutating(method: str, path: str) -> bool:
     return method == "POST" and (path in MUTATING_POSTS or path.startswith(MUTATING_PREFIXES))
 
 
-def is_loopback_client(client: tuple[str, int] | list | None) -> bool:
+def is_loopback_client(client: Sequence[object] | None) -> bool:
     if not client:
         return False
     try:
@@ -43,7 +44,7 @@ def machine_names(bind: str) -> set[str]:
         try:
             hostname = socket.gethostname()
             names |= {hostname.lower(), socket.getfqdn(hostname).lower()}
-            names |= {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+            names |= {str(info[4][0]) for info in socket.getaddrinfo(hostname, None)}
         except OSError:
             pass
     return names - WILDCARDS

@@ -61,18 +61,22 @@ class _Guarded(H11Protocol):
         super().handle_events()
         cycle = self.cycle  # a new request's task is created, not yet started: its scope can grow
         if self.DIRECT and cycle is not None and wire.wire_of(cycle.scope) is None:
-            wire.attach(cycle.scope, wire.Wire(self.transport, cycle.scope["http_version"] == "1.1",
-                                               self.ENGINE_WRITES))
+            scope = cycle.scope
+            extensions = scope.get("extensions")
+            if extensions is None:
+                scope["extensions"] = extensions = {}
+            chunked = scope["http_version"] == "1.1"
+            wire.attach(extensions, wire.WIRE_KEY, wire.Wire(self.transport, chunked, self.ENGINE_WRITES))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
     def _arm(self, now: float) -> None:
-        state = self.conn.their_state
+        state: object = self.conn.their_state
         if state is h11.IDLE and self.conn.our_state is not h11.IDLE:
             state = None  # between a response and the next request: keep-alive's own timer
-        limits = {h11.IDLE: self.HEADER_TIMEOUT, h11.SEND_BODY: self.BODY_TIMEOUT}
+        limits: dict[object, float] = {h11.IDLE: self.HEADER_TIMEOUT, h11.SEND_BODY: self.BODY_TIMEOUT}
         if state not in limits:
             self._disarm()
             return

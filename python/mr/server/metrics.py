@@ -10,18 +10,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-from litestar import Request, Response, get
+from litestar import Response, get
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from mr.server.context import Req
 
 if TYPE_CHECKING:
     from mr.runner import Runner
+    from mr.server.openai.protocol import UsageOut
 
 access_log = logging.getLogger("mr.access")
 disable_created_metrics()  # no *_created series: they double the scrape for nothing
@@ -121,7 +126,7 @@ class Metrics:
         if cached:
             self.cached_tokens.labels(model).inc(cached)
 
-    def usage(self, model: str, usage: Any) -> None:
+    def usage(self, model: str, usage: UsageOut) -> None:
         """Count an OpenAI usage object (prompt, completion, cached)."""
         self.tokens(model, usage.prompt_tokens, usage.completion_tokens,
                     usage.prompt_tokens_details.cached_tokens)
@@ -136,7 +141,7 @@ class RunnerCollector(Collector):
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         gauges = {name: GaugeMetricFamily(f"mr_{name}", doc, labels=["model"]) for name, doc in (
             ("queue_depth", "Requests waiting for a slot"), ("busy_slots", "Slots generating"),
             ("slots", "Slots configured"), ("active_requests", "Requests holding the model"),
@@ -175,19 +180,19 @@ class RunnerCollector(Collector):
 
 
 @get("/metrics", summary="Prometheus metrics", tags=["Runtime"], media_type="text/plain")
-async def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def metrics_route(request: Req) -> Response[bytes]:
     from mr.server.context import server_context
 
     body = server_context(request).metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def observe_middleware(metrics: Metrics, log_requests: bool) -> Any:
+def observe_middleware(metrics: Metrics, log_requests: bool) -> Callable[[ASGIApp], ASGIApp]:
     """ASGI middleware factory: counts, times and logs every HTTP request."""
 
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
+            if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
                 return
             start = time.perf_counter()

@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from mr.errors import MrError
+from mr.jsontypes import JSON
 from mr.server.errors import scrub
 from mr.store.transfer import TransferGuard
 
 MAX_TRANSFERS = 2
 _DONE = object()
-Event = dict[str, Any]
+Event = JSON
 Work = Callable[[Callable[[Event], None], TransferGuard], Any]
 
 _slots = threading.BoundedSemaphore(MAX_TRANSFERS)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import delete, post
 from litestar.params import Parameter
 
+from mr.jsontypes import JSON
 from mr.server.context import Req, ServerContext, server_context
 
 
-async def _purge(ctx: ServerContext, force: bool) -> dict[str, Any]:
+async def _purge(ctx: ServerContext, force: bool) -> JSON:
     from mr.store.errors import ConflictError
     from mr.store.purge import purge
 
@@ -26,12 +27,12 @@ async def _purge(ctx: ServerContext, force: bool) -> dict[str, Any]:
 
 
 @delete("/models/purge", summary="Remove every model", tags=["Models"], status_code=200)
-async def purge_models(request: Req, force: Annotated[bool, Parameter()] = False) -> dict[str, Any]:
+async def purge_models(request: Req, force: Annotated[bool, Parameter()] = False) -> JSON:
     return await _purge(server_context(request), force)
 
 
 @post("/models/purge", include_in_schema=False, status_code=200)
-async def purge_models_post(request: Req, force: Annotated[bool, Parameter()] = False) -> dict[str, Any]:
+async def purge_models_post(request: Req, force: Annotated[bool, Parameter()] = False) -> JSON:
     return await _purge(server_context(request), force)
 
 

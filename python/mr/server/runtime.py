@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import get, post
@@ -12,6 +12,7 @@ from litestar.params import Body
 
 from mr import __version__
 from mr.errors import InvalidArgumentError
+from mr.jsontypes import JSON
 from mr.rpc import parse_endpoints
 from mr.runner import ModelSettings, parse_duration
 from mr.runner.duration import format_duration
@@ -53,7 +54,7 @@ async def version() -> dict[str, str]:
 
 
 @get("/engines/status", summary="Engine status", tags=["Runtime"])
-async def engines_status(request: Req) -> dict[str, Any]:
+async def engines_status(request: Req) -> JSON:
     ctx = server_context(request)
     runner = ctx.runner
     engine = runner.config.engine
@@ -72,12 +73,12 @@ async def engines_status(request: Req) -> dict[str, Any]:
 
 
 @get("/engines/ps", summary="Loaded models", tags=["Runtime"])
-async def engines_ps(request: Req) -> list[dict[str, Any]]:
+async def engines_ps(request: Req) -> list[JSON]:
     return server_context(request).runner.ps()
 
 
 @get("/engines/df", summary="Disk usage of the store", tags=["Runtime"])
-async def engines_df(request: Req) -> dict[str, Any]:
+async def engines_df(request: Req) -> JSON:
     store = server_context(request).require_store()
     usage = await asyncio.to_thread(store.df)
     return {**usage.to_dict(), "default_backend_disk_usage": 0}
@@ -95,17 +96,17 @@ async def engines_unload(request: Req, data: Annotated[UnloadRequest, Body()]) -
 
 
 @post("/engines/configure", summary="Persist per-model settings", tags=["Runtime"], status_code=200)
-async def engines_configure(request: Req, data: Annotated[ConfigureRequest, Body()]) -> dict[str, Any]:
+async def engines_configure(request: Req, data: Annotated[ConfigureRequest, Body()]) -> JSON:
     return await _configure(request, data)
 
 
 @post("/engines/_configure", include_in_schema=False, status_code=200)
-async def engines_configure_dmr(request: Req, data: Annotated[ConfigureRequest, Body()]) -> dict[str, Any]:
+async def engines_configure_dmr(request: Req, data: Annotated[ConfigureRequest, Body()]) -> JSON:
     """Docker Model Runner's spelling of the same route."""
     return await _configure(request, data)
 
 
-async def _configure(request: Req, data: ConfigureRequest) -> dict[str, Any]:
+async def _configure(request: Req, data: ConfigureRequest) -> JSON:
     ctx = server_context(request)
     runner = ctx.runner
     allowed = {*runner.config.engine.rpc, *ctx.settings.rpc_allow}

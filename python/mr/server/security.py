@@ -22,9 +22,20 @@ The body size limit is Litestar's `request_max_body_size` (chunked bodies includ
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 from litestar.utils.path import normalize_path
 
 from mr.server.errors import envelope
@@ -100,7 +111,7 @@ def route_path(path: str) -> str:
     return path
 
 
-def local_only(scope: Scope) -> bool:
+def local_only(scope: HTTPScope) -> bool:
     """A route that changes the store or the runtime, or shows other clients' requests."""
     path = route_path(scope["path"])
     return is_mutating(scope["method"], path) or path in PRIVATE_PATHS
@@ -127,8 +138,10 @@ LOCAL_ONLY = ("this route changes the store or the runtime, or shows other clien
 async def _reply(send: Send, rejection: Rejection) -> None:
     status, body, extra = rejection
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
+    whole: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(start)
+    await send(whole)
 
 
 def _cors_headers(origin: bytes) -> list[tuple[bytes, bytes]]:
@@ -157,7 +170,7 @@ def refuse_two_framings(app: ASGIApp) -> ASGIApp:
     its middleware only for a matched route, not for a 404 or a 405 (mr.server.hygiene uses it)."""
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        rejection = two_framings(dict(scope["headers"])) if scope["type"] == "http" else None
+        rejection = two_framings(dict(scope["headers"])) if scope["type"] == ScopeType.HTTP else None
         if rejection is not None:
             await _reply(send, rejection)
             return
@@ -166,7 +179,7 @@ def refuse_two_framings(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
-def screen(policy: Policy, scope: Scope) -> tuple[Rejection | None, list[tuple[bytes, bytes]]]:
+def screen(policy: Policy, scope: HTTPScope) -> tuple[Rejection | None, list[tuple[bytes, bytes]]]:
     """(a response to send instead of running the app, or None; CORS headers to add)."""
     headers = dict(scope["headers"])
     framing = two_framings(headers)
@@ -194,7 +207,7 @@ def screen(policy: Policy, scope: Scope) -> tuple[Rejection | None, list[tuple[b
     return None, cors
 
 
-def _refused_body(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+def _refused_body(scope: HTTPScope, headers: dict[bytes, bytes]) -> bool:
     """A body that is not declared JSON (or, on an inference route, not declared at all)."""
     if scope["method"].encode() not in BODY_METHODS or not _has_body(headers):
         return False
@@ -204,12 +217,12 @@ def _refused_body(scope: Scope, headers: dict[bytes, bytes]) -> bool:
     return not _is_json(content_type)
 
 
-def security_middleware(settings: Settings) -> object:
+def security_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
     policy = Policy(settings)
 
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
+            if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
                 return
             rejection, cors = screen(policy, scope)
@@ -224,9 +237,9 @@ def security_middleware(settings: Settings) -> object:
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
-    async def wrapped(message: dict) -> None:  # type: ignore[type-arg]
+    async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", []), *extra]}
-        await send(message)  # type: ignore[arg-type]
+        await send(message)
 
-    return wrapped  # type: ignore[return-value]
+    return wrapped

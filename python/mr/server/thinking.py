@@ -11,12 +11,12 @@ default (`mr configure --think on|off`) applies when the request says nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 
 from mr.engine import ChatOptions
 from mr.engine.thinking import check_template_kwargs
+from mr.jsontypes import JSON
 from mr.server.errors import invalid
 
 EFFORTS = ("low", "medium", "high")
@@ -26,7 +26,7 @@ OFF_EFFORTS = ("none", "minimal")
 @dataclass(frozen=True)
 class Thinking:
     enable: bool | None = None  # None: not said by the request
-    kwargs: dict[str, Any] | None = None
+    kwargs: JSON | None = None
     budget: int | None = None
 
     def apply(self, options: ChatOptions | None, configured: bool | None) -> ChatOptions | None:
@@ -40,7 +40,7 @@ class Thinking:
                                        chat_template_kwargs=self.kwargs, reasoning_budget=self.budget)
 
 
-def effort(value: str | None, param: str) -> tuple[bool | None, dict[str, Any]]:
+def effort(value: str | None, param: str) -> tuple[bool | None, JSON]:
     """(enable_thinking, template kwargs) for an effort level."""
     if value is None:
         return None, {}
@@ -51,7 +51,7 @@ def effort(value: str | None, param: str) -> tuple[bool | None, dict[str, Any]]:
     raise invalid(param, f"{param} must be one of {', '.join(OFF_EFFORTS + EFFORTS)}")
 
 
-def from_openai(reasoning_effort: str | None, chat_template_kwargs: dict[str, Any] | None,
+def from_openai(reasoning_effort: str | None, chat_template_kwargs: JSON | None,
                 budget: int | None) -> Thinking:
     enable, extra = effort(reasoning_effort, "reasoning_effort")
     # Before any model is touched; the control-token text in values needs the model's vocabulary

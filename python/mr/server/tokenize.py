@@ -9,7 +9,7 @@ loop that serves every other client."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Response, Router, post
@@ -17,8 +17,10 @@ from litestar.params import Body
 from msgspec import Meta, Struct
 
 from mr.engine import LLM, limits
+from mr.jsontypes import JSON
 from mr.server.context import Req, server_context
 from mr.server.errors import invalid
+from mr.server.generation import checked_text
 from mr.server.openai import params
 from mr.server.openai.protocol import ChatMessageIn
 from mr.server.thinking import from_openai
@@ -48,7 +50,7 @@ class DetokenizeRequest(Struct, kw_only=True):
 class ApplyTemplateRequest(Struct, kw_only=True):
     model: str
     messages: Annotated[list[ChatMessageIn], Meta(min_length=1)]
-    chat_template_kwargs: dict[str, Any] | None = None
+    chat_template_kwargs: JSON | None = None
     reasoning_effort: str | None = None
 
 
@@ -70,7 +72,7 @@ def _tokenized(llm: LLM, data: TokenizeRequest) -> bytes:
 @post("/tokenize", summary="Text to token ids", tags=["Tokens"], status_code=200)
 async def tokenize(request: Req, data: Annotated[TokenizeRequest, Body()]) -> Response[bytes]:
     limits.check_text(data.content, "content", "content")
-    params.checked_text(data.content, "content")
+    checked_text(data.content, "content")
     async with await server_context(request).runner.acquire(data.model) as lease:
         body = await asyncio.to_thread(_tokenized, lease.llm, data)
     return Response(body, media_type="application/json")

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
+    from mr.engine.stream import AsyncStream
     from mr.engine.types import WireReport
 
 WIRE_KEY = "mr.wire"
@@ -71,17 +72,20 @@ class Wire:
         return not self.transport.is_closing() and self.transport.get_write_buffer_size() == 0
 
 
-def wire_of(scope: Any) -> Wire | None:
-    extensions = scope.get("extensions") or {}
-    wire = extensions.get(WIRE_KEY)
+def _extension(scope: Mapping[str, object], key: str) -> object:
+    extensions = scope.get("extensions")
+    return extensions.get(key) if isinstance(extensions, dict) else None
+
+
+def wire_of(scope: Mapping[str, object]) -> Wire | None:
+    wire = _extension(scope, WIRE_KEY)
     return wire if isinstance(wire, Wire) else None
 
 
-def attach(scope: dict[str, Any], wire: Wire) -> None:
-    extensions = scope.get("extensions")
-    if extensions is None:
-        scope["extensions"] = extensions = {}
-    extensions[WIRE_KEY] = wire
+def attach(extensions: dict[str, dict[object, object]], key: str, value: object) -> None:
+    """Keep `value` under mr's own `key` of a scope's extensions. ASGI types an extension as a
+    dict; mr's keys hold objects that only mr reads back (wire_of, capture_of)."""
+    cast(dict[str, object], extensions)[key] = value
 
 
 class DirectWriter:
@@ -139,9 +143,8 @@ class DirectWriter:
         return len(times)
 
 
-def capture_of(scope: Any) -> Capture | None:
-    extensions = scope.get("extensions") or {}
-    return extensions.get(CAPTURE_KEY)
+def capture_of(scope: Mapping[str, object]) -> Capture | None:
+    return cast("Capture | None", _extension(scope, CAPTURE_KEY))  # only the request log sets it
 
 
 def engine_wire(wire: Wire | None, n_streams: int, capture: Capture | None) -> tuple[int, int] | None:
@@ -155,7 +158,7 @@ def engine_wire(wire: Wire | None, n_streams: int, capture: Capture | None) -> t
     return fd, capture.room() if capture is not None else 0
 
 
-def go_direct(streams: list[Any], write: DirectWriter, wire: Wire) -> None:
+def go_direct(streams: Sequence[AsyncStream], write: DirectWriter, wire: Wire) -> None:
     """Each stream's frames to `write` from now on (AsyncStream.go_direct); the engine sends
     them itself where it was given the socket and nothing waits in the transport before them."""
     engine = wire.idle()

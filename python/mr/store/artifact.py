@@ -8,10 +8,10 @@ Docker Model Runner's format (COMPAT.md), CNCF ModelPack GGUF artifacts and Olla
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
 import msgspec
 
+from mr.jsontypes import JSON
 from mr.store import digest as digests
 from mr.store import ollama
 from mr.store.errors import InvalidManifestError
@@ -214,7 +214,7 @@ def build_manifest(config: Descriptor, layers: list[Descriptor]) -> bytes:
     return encode(Manifest(schemaVersion=2, mediaType=OCI_MANIFEST, config=config, layers=layers))
 
 
-def parse_config(data: bytes, media_type: str) -> tuple[dict[str, Any], datetime | None]:
+def parse_config(data: bytes, media_type: str) -> tuple[JSON, datetime | None]:
     """(the `config` object in DMR's shape, created time) from a Docker or CNCF config blob."""
     try:
         raw = msgspec.json.decode(data)
@@ -233,10 +233,11 @@ def parse_config(data: bytes, media_type: str) -> tuple[dict[str, Any], datetime
     return cfg, parse_time(created if isinstance(created, str) else None)
 
 
-def _from_cncf(raw: dict[str, Any]) -> tuple[dict[str, Any], datetime | None]:
-    src = raw.get("config") if isinstance(raw.get("config"), dict) else {}
-    desc = raw.get("descriptor") if isinstance(raw.get("descriptor"), dict) else {}
-    cfg: dict[str, Any] = {"format": str(src.get("format") or "gguf")}
+def _from_cncf(raw: JSON) -> tuple[JSON, datetime | None]:
+    src, desc = raw.get("config"), raw.get("descriptor")
+    src = src if isinstance(src, dict) else {}
+    desc = desc if isinstance(desc, dict) else {}
+    cfg: JSON = {"format": str(src.get("format") or "gguf")}
     for ours, theirs in (("architecture", "architecture"), ("parameters", "paramSize"),
                          ("quantization", "quantization")):
         if src.get(theirs):

@@ -13,10 +13,10 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from oras.auth.utils import get_basic_auth
 
+from mr.jsontypes import JSON
 from mr.store.reference import DOCKER_HUB
 
 log = logging.getLogger("mr.store")
@@ -31,7 +31,7 @@ def config_path() -> Path:
     return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
 
 
-def _load() -> dict[str, Any]:
+def _load() -> JSON:
     try:
         data = json.loads(config_path().read_text())
     except (OSError, ValueError):
@@ -63,7 +63,8 @@ def lookup(registry: str, wire_host: str) -> str | None:
     """Base64 `user:password` for the registry, or None when the config has nothing."""
     cfg = _load()
     keys = _candidates(registry, wire_host)
-    auths = cfg.get("auths") if isinstance(cfg.get("auths"), dict) else {}
+    auths = cfg.get("auths")
+    auths = auths if isinstance(auths, dict) else {}
     for key in keys:
         entry = auths.get(key)
         if not isinstance(entry, dict):
@@ -74,7 +75,8 @@ def lookup(registry: str, wire_host: str) -> str | None:
         user, password = entry.get("username"), entry.get("password")
         if isinstance(user, str) and isinstance(password, str) and user:
             return str(get_basic_auth(user, password))
-    helpers = cfg.get("credHelpers") if isinstance(cfg.get("credHelpers"), dict) else {}
+    helpers = cfg.get("credHelpers")
+    helpers = helpers if isinstance(helpers, dict) else {}
     helper_keys = [(helpers[k], k) for k in keys if isinstance(helpers.get(k), str)]
     store = cfg.get("credsStore")
     if isinstance(store, str) and store:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from mr.jsontypes import JSON
 from mr.store.ollama import Params, applied
 
 # Ollama's params name -> SamplingOptions' field
@@ -43,7 +44,7 @@ class ModelDefaults:
     system: str | None = None
 
     @classmethod
-    def of(cls, params: dict[str, Any], system: str | None) -> ModelDefaults | None:
+    def of(cls, params: JSON, system: str | None) -> ModelDefaults | None:
         p: Params = applied(params)
         sampling = {ours: getattr(p, theirs) for theirs, ours in _SAMPLING.items()
                     if getattr(p, theirs) is not None}
@@ -69,7 +70,7 @@ class ModelDefaults:
     def apply_max_tokens(self, max_tokens: int) -> int:
         return max_tokens if max_tokens > 0 or self.max_tokens is None else self.max_tokens
 
-    def apply_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def apply_messages(self, messages: list[JSON]) -> list[JSON]:
         """The default system prompt first, unless the request sent a system message."""
         if not self.system or any(m.get("role") in ("system", "developer") for m in messages):
             return messages

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import Protocol, TypeGuard
 
 from mr.store.errors import InvalidDigestError
 
@@ -18,19 +18,28 @@ _PATTERN = re.compile(r"(sha256):([0-9a-f]{64})|(sha512):([0-9a-f]{128})")
 SHORT_ID_LEN = 12
 
 
-def _describe(value: Any) -> str:
+class Hasher(Protocol):
+    """What the store uses of a hashlib object."""
+
+    @property
+    def name(self) -> str: ...
+    def update(self, data: bytes, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+def _describe(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def validate(value: Any) -> str:
+def validate(value: object) -> str:
     """Return `value` when it is a well-formed digest, else raise InvalidDigestError."""
     if not isinstance(value, str) or _PATTERN.fullmatch(value) is None:
         raise InvalidDigestError(f"invalid digest: {_describe(value)}")
     return value
 
 
-def is_valid(value: Any) -> bool:
+def is_valid(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _PATTERN.fullmatch(value) is not None
 
 
@@ -49,7 +58,7 @@ def short_id(value: str) -> str:
     return hex_of(value)[:SHORT_ID_LEN]
 
 
-def hasher(value: str) -> Any:
+def hasher(value: str) -> Hasher:
     """A fresh hashlib object for the digest's algorithm."""
     return hashlib.new(split(value)[0])
 
@@ -60,7 +69,7 @@ def of_bytes(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
-def from_hasher(h: Any) -> str:
+def from_hasher(h: Hasher) -> str:
     return f"{h.name}:{h.hexdigest()}"
 
 

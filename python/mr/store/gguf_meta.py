@@ -62,7 +62,7 @@ class _Reader:
     def scalar(self, fmt: str) -> int | float | bool:
         size = struct.calcsize(fmt)
         self.need(size)
-        (value,) = struct.unpack_from(self.endian + fmt, self.buf, self.pos)
+        value: int | float | bool = struct.unpack_from(self.endian + fmt, self.buf, self.pos)[0]
         self.pos += size
         return value
 

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 from filelock import FileLock
 
+from mr.jsontypes import JSON
 from mr.store import digest as digests
 from mr.store.errors import DiskFullError, StoreCorruptError
 from mr.units import human_bytes
@@ -38,13 +39,13 @@ class IndexEntry(msgspec.Struct):
     id: str
     tags: list[str] = msgspec.field(default_factory=list)
     files: list[str] = msgspec.field(default_factory=list)
-    extra: dict[str, Any] = msgspec.field(default_factory=dict)  # fields other tools wrote
+    extra: JSON = msgspec.field(default_factory=dict)  # fields other tools wrote
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSON:
         return {**self.extra, "id": self.id, "tags": list(self.tags), "files": list(self.files)}
 
 
-def _entry(raw: Any) -> IndexEntry | None:
+def _entry(raw: object) -> IndexEntry | None:
     """An index entry, or None when it could name a path outside the store (tampered)."""
     if not isinstance(raw, dict):
         return None
@@ -61,9 +62,9 @@ class Index:
     """The models.json contents; a tag belongs to one model only."""
 
     def __init__(self, entries: list[IndexEntry] | None = None,
-                 extra: dict[str, Any] | None = None, quarantined: list[Any] | None = None) -> None:
+                 extra: JSON | None = None, quarantined: list[Any] | None = None) -> None:
         self.entries: list[IndexEntry] = entries or []
-        self.extra: dict[str, Any] = extra or {}  # top-level keys other tools wrote
+        self.extra: JSON = extra or {}  # top-level keys other tools wrote
         # Entries that failed validation: never used, never dropped (kept under "quarantined"
         # in models.json), and their blobs are never collected.
         self.quarantined: list[Any] = quarantined or []

@@ -10,11 +10,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
 from mr.errors import ModelLoadError, MrError
+from mr.jsontypes import JSON
 from mr.store import artifact, ollama
 from mr.store import digest as digests
 from mr.store.defaults import ModelDefaults
@@ -31,7 +32,7 @@ class LocalModel:
     tags: list[str]
     files: list[str]
     manifest: artifact.Manifest
-    config: dict[str, Any]
+    config: JSON
     created: datetime | None
     _store: Store = field(repr=False, compare=False)
 
@@ -109,7 +110,7 @@ class LocalModel:
             return None
 
     @property
-    def params(self) -> dict[str, Any]:
+    def params(self) -> JSON:
         """Ollama's `.params`: the model's default stop, temperature, num_ctx..."""
         text = self.layer_text(ollama.PARAMS)
         if text is None:
@@ -148,12 +149,12 @@ class LocalModel:
         return jinja
 
     # -- views --------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSON:
         """DMR's model object: `{id, tags, created, config}` (tags as stored)."""
         return {"id": self.id, "tags": list(self.tags), "created": self.created_ts,
                 "config": self.config}
 
-    def to_openai(self) -> dict[str, Any]:
+    def to_openai(self) -> JSON:
         return {"id": familiar(self.tags[0]) if self.tags else self.id, "object": "model",
                 "created": self.created_ts, "owned_by": "docker"}
 

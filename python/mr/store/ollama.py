@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from mr.jsontypes import JSON
 from mr.store.errors import InvalidManifestError
 from mr.units import human_bytes
 
@@ -94,7 +95,7 @@ class Params(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
     num_predict: int | None = None
 
 
-def parse_params(data: bytes) -> dict[str, Any]:
+def parse_params(data: bytes) -> JSON:
     """The params layer as a JSON object; a refusal names what is wrong with it."""
     if len(data) > MAX_PARAMS:
         raise _bad(f"the params layer is {len(data)} bytes (at most {MAX_PARAMS})")
@@ -113,7 +114,7 @@ def parse_params(data: bytes) -> dict[str, Any]:
     return raw
 
 
-def applied(params: dict[str, Any]) -> Params:
+def applied(params: JSON) -> Params:
     """The typed subset mr applies (the layer was validated when pulled)."""
     try:
         return msgspec.convert(params, Params)
@@ -154,13 +155,13 @@ def blob_checker(manifest: Manifest) -> Any:
 
 # -- config: Ollama's fields in DMR's shape -----------------------------------------------------
 
-def model_config(raw: dict[str, Any], gguf: Path | None, params: dict[str, Any]) -> dict[str, Any]:
+def model_config(raw: JSON, gguf: Path | None, params: JSON) -> JSON:
     """DMR's `config` object for an Ollama artifact: its config's fields, filled in from the
     GGUF header (architecture, parameters, every key) and `num_ctx` as the context size.
     Ollama's `architecture` is the CPU (amd64), not the model's: it is not used."""
     from mr.store.gguf_meta import GGUFFormatError, format_parameters, read_header
 
-    cfg: dict[str, Any] = {"format": str(raw.get("model_format") or "gguf")}
+    cfg: JSON = {"format": str(raw.get("model_format") or "gguf")}
     info = None
     if gguf is not None:
         with contextlib.suppress(OSError, GGUFFormatError):

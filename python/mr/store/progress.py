@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-Event = dict[str, Any]
+from mr.jsontypes import JSON
+
+Event = JSON
 EventSink = Callable[[Event], None]
 
 

@@ -74,7 +74,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.retry_after_cap_s)
-        return min(self.cap_s, self.base_s * (2**attempt)) * (0.5 + random.random() / 2)
+        return min(self.cap_s, self.base_s * 2.0**attempt) * (0.5 + random.random() / 2)
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -7,16 +7,17 @@ mr.store.pull.pull, mr.store.push.push, mr.store.package.package_gguf.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from mr import config as mr_config
 from mr.errors import ModelLoadError, ModelNotFoundError, MrError
+from mr.jsontypes import JSON
 from mr.store import artifact, leases
 from mr.store import digest as digests
 from mr.store import reference as refs
@@ -131,7 +132,7 @@ class Store:
             return False
         return True
 
-    def inspect(self, reference: str) -> dict[str, Any]:
+    def inspect(self, reference: str) -> JSON:
         return self.resolve(reference).to_dict()
 
     def manifest_bytes(self, model: LocalModel) -> bytes:
@@ -187,7 +188,7 @@ class Store:
             self.layout.write_index(index)
         return self.resolve(entry.id)
 
-    def remove(self, reference: str, force: bool = False) -> list[str]:
+    def remove(self, reference: str, force: bool = False) -> builtins.list[str]:
         """Untag and/or delete; returns DMR's lines (`Untagged: x`, `Deleted: sha256:...`).
 
         A tag: untag it; the model goes when its last tag does. An ID: delete the model, which

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from mr.jsontypes import JSON
+
 if TYPE_CHECKING:
     from mr.store.model import LocalModel
 
@@ -15,14 +17,14 @@ MAX_LICENSE = 1 << 20
 _REASONING_MARKS = ("<think>", "reasoning_content", "enable_thinking", "<|channel|>")
 
 
-def gguf_mode(config: dict[str, Any]) -> str:
+def gguf_mode(config: JSON) -> str:
     """completion | embedding | reranking, as a package's GGUF header implies (its `gguf` keys):
     llama.cpp marks rerankers with rank pooling and embedding models with mean/CLS/last pooling."""
     kv = config.get("gguf") or {}
     arch = kv.get("general.architecture") or config.get("architecture") or ""
-    pooling = None
-    with contextlib.suppress(TypeError, ValueError):
-        pooling = int(kv.get(f"{arch}.pooling_type"))
+    raw, pooling = kv.get(f"{arch}.pooling_type"), None
+    with contextlib.suppress(ValueError):
+        pooling = int(raw) if isinstance(raw, (int, float, str)) else None
     if pooling == POOLING_RANK:
         return "reranking"
     if pooling in EMBEDDING_POOLINGS:
@@ -66,7 +68,7 @@ def licenses(model: LocalModel) -> list[str]:
     return out
 
 
-def summarize(model: LocalModel) -> dict[str, Any]:
+def summarize(model: LocalModel) -> JSON:
     config, kv = model.config, model.config.get("gguf") or {}
     arch = str(config.get("architecture") or kv.get("general.architecture") or "")
     template = chat_template(model)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TypeGuard
 
 import msgspec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, HTTPRequestEvent, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from mr.server.requestlog.log import Record, RequestLog
 from mr.server.requestlog.usage import token_counts
-from mr.server.wire import CAPTURE_KEY
+from mr.server.wire import CAPTURE_KEY, attach
 
 # The routes that run a model (the same at each prefix they are mounted at).
 _SUFFIXES = ("/chat/completions", "/completions", "/embeddings", "/rerank", "/score", "/messages",
@@ -19,8 +21,8 @@ _SUFFIXES = ("/chat/completions", "/completions", "/embeddings", "/rerank", "/sc
 TAIL = 16 << 10  # the response's last bytes, where streams put their usage
 
 
-def recorded(scope: Scope) -> bool:
-    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(_SUFFIXES)
+def recorded(scope: Scope) -> TypeGuard[HTTPScope]:
+    return scope["type"] == ScopeType.HTTP and scope["method"] == "POST" and scope["path"].endswith(_SUFFIXES)
 
 
 def _model_of(body: bytes) -> str | None:
@@ -47,7 +49,7 @@ class _Exchange:
         self.status = 500
         self.content_type = ""
 
-    def request_chunk(self, message: Message) -> None:
+    def request_chunk(self, message: HTTPRequestEvent) -> None:
         self.request += message.get("body", b"")
 
     def response_message(self, message: Message) -> None:
@@ -85,7 +87,7 @@ class _Exchange:
         if len(self.head) < self.log.body_limit:
             self.head += payload[: self.log.body_limit - len(self.head)]
 
-    def record(self, scope: Scope) -> Record | None:
+    def record(self, scope: HTTPScope) -> Record | None:
         model = _model_of(bytes(self.request))
         if model is None:
             return None
@@ -102,7 +104,7 @@ class _Exchange:
             truncated=len(self.request) > self.log.body_limit or self.response_bytes > self.log.body_limit)
 
 
-def _keep(log: RequestLog, exchange: _Exchange, scope: Scope) -> None:
+def _keep(log: RequestLog, exchange: _Exchange, scope: HTTPScope) -> None:
     """Record the exchange; the log must never fail the request it watches."""
     try:
         record = exchange.record(scope)
@@ -113,7 +115,7 @@ def _keep(log: RequestLog, exchange: _Exchange, scope: Scope) -> None:
         log.add(record)
 
 
-def requestlog_middleware(log: RequestLog | None) -> Any:
+def requestlog_middleware(log: RequestLog | None) -> Callable[[ASGIApp], ASGIApp]:
     """ASGI middleware factory; a no-op when there is no log or it is off (size 0)."""
 
     def factory(app: ASGIApp) -> ASGIApp:
@@ -125,9 +127,9 @@ def requestlog_middleware(log: RequestLog | None) -> Any:
             extensions = scope.get("extensions")
             if extensions is None:
                 scope["extensions"] = extensions = {}
-            extensions[CAPTURE_KEY] = exchange
+            attach(extensions, CAPTURE_KEY, exchange)
 
-            async def receive_wrapper() -> Message:
+            async def receive_wrapper() -> ReceiveMessage:
                 message = await receive()
                 if message["type"] == "http.request":
                     exchange.request_chunk(message)
