@@ -11,8 +11,7 @@ never go to a mirror.
 
 from __future__ import annotations
 
-import os
-
+from mr import config
 from mr.errors import InvalidArgumentError
 from mr.store.reference import _DOMAIN, _normalise_registry
 
@@ -44,4 +43,4 @@ def parse(text: str) -> dict[str, list[str]]:
 
 def for_registry(registry: str) -> list[str]:
     """The mirrors to ask before `registry` (a stored registry name), from MR_REGISTRY_MIRRORS."""
-    return parse(os.environ.get(ENV, "")).get(registry, [])
+    return parse(config.text(ENV)).get(registry, [])

@@ -10,7 +10,6 @@ as `ollama.com/NAME`).
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from dataclasses import dataclass
 
@@ -54,7 +53,7 @@ def hf_endpoint() -> str | None:
     """HF_ENDPOINT's host (Hugging Face's own variable: a self-hosted hub), if set."""
     from urllib.parse import urlsplit
 
-    value = os.environ.get("HF_ENDPOINT", "").strip()
+    value = config.text("HF_ENDPOINT")
     return urlsplit(value).netloc.lower() or None if value else None
 
 
@@ -87,8 +86,7 @@ def is_loopback(netloc: str) -> bool:
 
 def is_listed_insecure(netloc: str) -> bool:
     """The user named this host (or host:port) in MR_INSECURE_REGISTRIES."""
-    listed = os.environ.get("MR_INSECURE_REGISTRIES", "")
-    allowed = {item.strip().lower() for item in listed.split(",") if item.strip()}
+    allowed = {item.lower() for item in config.items("MR_INSECURE_REGISTRIES")}
     netloc = netloc.lower()
     return netloc in allowed or _host_only(netloc) in allowed
 

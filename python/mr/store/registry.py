@@ -11,7 +11,6 @@ a token realm only over HTTPS or on loopback.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +24,7 @@ import requests
 from oras.auth.utils import authHeader, parse_auth_header
 from requests.adapters import HTTPAdapter
 
+from mr import config
 from mr.store import credentials
 from mr.store import digest as digests
 from mr.store.artifact import MANIFEST_TYPES, MAX_MANIFEST_BYTES
@@ -53,13 +53,6 @@ NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout,
 ACCEPT = ", ".join(MANIFEST_TYPES)
 MAX_ERROR_BYTES = 64 * 1024  # a registry's error body: only its first messages are shown
 MAX_TOKEN_BYTES = 1 << 20
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 @dataclass
@@ -177,7 +170,7 @@ def _registry_message(reply: Reply) -> str:
 def hf_token_header(registry: str, host: str, scheme: str) -> str | None:
     """`Bearer $HF_TOKEN` for Hugging Face itself (hf.co, or HF_ENDPOINT's host): never for a
     mirror of it (another host) nor any other registry, and never over plain HTTP off loopback."""
-    token = os.environ.get("HF_TOKEN", "").strip()
+    token = config.text("HF_TOKEN")
     if not token or registry != HUGGING_FACE or host != wire_host(HUGGING_FACE):
         return None
     if not may_carry_credentials(f"{scheme}://{host}/"):
@@ -217,8 +210,8 @@ class RegistryClient:
         self.retry = retry or RetryPolicy()
         self.guard = guard
         self.sleep = sleep or (guard.sleep if guard is not None else time.sleep)
-        connect = _env_float("MR_REGISTRY_CONNECT_TIMEOUT", 15.0)
-        read = _env_float("MR_REGISTRY_READ_TIMEOUT", 60.0)
+        connect = config.number("MR_REGISTRY_CONNECT_TIMEOUT", 15.0)
+        read = config.number("MR_REGISTRY_READ_TIMEOUT", 60.0)
         self.session = oras.provider.Registry(hostname=self.host, insecure=self.insecure).session
         adapter = _TimeoutAdapter(timeout or (connect, read))
         self.session.mount("https://", adapter)

@@ -12,24 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import socket
 import threading
 import time
 from typing import Any
 
+from mr import config
 from mr.store.errors import RegistryError
 
 
 class TransferAbortedError(RegistryError):
     """The transfer was cancelled, ran past its deadline, or was too slow."""
-
-
-def _env(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
 
 
 def _alive(transfer: Any) -> bool:
@@ -41,9 +34,9 @@ def _alive(transfer: Any) -> bool:
 class TransferGuard:
     def __init__(self, deadline_s: float | None = None, min_rate: float | None = None,
                  window_s: float | None = None) -> None:
-        deadline_s = _env("MR_PULL_DEADLINE", 6 * 3600.0) if deadline_s is None else deadline_s
-        self.min_rate = _env("MR_PULL_MIN_RATE", 1024.0) if min_rate is None else min_rate  # bytes/s
-        self.window = _env("MR_PULL_RATE_WINDOW", 30.0) if window_s is None else window_s
+        deadline_s = config.number("MR_PULL_DEADLINE", 6 * 3600.0) if deadline_s is None else deadline_s
+        self.min_rate = config.number("MR_PULL_MIN_RATE", 1024.0) if min_rate is None else min_rate  # bytes/s
+        self.window = config.number("MR_PULL_RATE_WINDOW", 30.0) if window_s is None else window_s
         self._deadline = time.monotonic() + deadline_s
         self._lock = threading.Lock()
         self._open: set[Any] = set()
@@ -141,4 +134,4 @@ def default_guard() -> TransferGuard:
     """The guard of a pull or push that nobody else bounds (the CLI's): the server's minimum
     rate, but a deadline only when MR_PULL_DEADLINE sets one. A person watching can press
     Ctrl+C, and a large model on a slow link may need longer than the server's six hours."""
-    return TransferGuard(deadline_s=_env("MR_PULL_DEADLINE", math.inf))
+    return TransferGuard(deadline_s=config.number("MR_PULL_DEADLINE", math.inf))
