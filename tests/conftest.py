@@ -1,5 +1,9 @@
-"""Fixtures shared by every layer's tests: the real SmolLM2 model, a tiny random one, and two
-loopback RPC workers (`mr worker` processes)."""
+"""Fixtures shared by every layer's tests: the real SmolLM2 model, a tiny random one, a store
+holding both (the runner's and the server's tests), two loopback RPC workers (`mr worker`
+processes) and a real registry (support.real_registry).
+
+Helpers are imported from the `support` package (pyproject puts tests/ on the path), never from a
+conftest module: which `conftest` a test would get depends on the folders collected with it."""
 
 from __future__ import annotations
 
@@ -8,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from rpc_workers import Worker
-from support import write_tiny_llama
+from support.models import write_tiny_llama
+from support.serving import package_test_store
+from support.workers import Worker
+
+pytest_plugins = ["support.real_registry"]
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +30,12 @@ def smollm2_path() -> Path:
 @pytest.fixture(scope="session")
 def tiny_gguf(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(smollm2_path, tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
+
+
+@pytest.fixture(scope="session")
+def store_root(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path, tiny_gguf: Path) -> Path:
+    """A model store holding ai/smollm2 (the real model) and ai/tiny (random weights)."""
+    return package_test_store(tmp_path_factory.mktemp("store"), smollm2_path, tiny_gguf)
 
 
 @pytest.fixture(scope="session")

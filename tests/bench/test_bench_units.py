@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.core import Deadline, Measure, Ratio, paired, percentile, ratio, rotation  # noqa: E402
-from bench.device import cpu_class  # noqa: E402
-from bench.report import markdown  # noqa: E402
-from bench.results import Results  # noqa: E402
-from bench.traces import Trace, Wave, wave_measures  # noqa: E402
+from bench.core import Deadline, Measure, Ratio, paired, percentile, ratio, rotation
+from bench.device import cpu_class
+from bench.report import markdown
+from bench.results import Results
+from bench.traces import Trace, Wave, wave_measures
 
 
 def test_percentile_interpolates_and_handles_empty() -> None:

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from mr.cli import COMMANDS, cli
-from support import write_tiny_llama, write_tiny_reranker
+from support.models import write_tiny_llama, write_tiny_reranker
 
 THINK = Path(__file__).parents[1] / "data" / "think.jinja"
 TOOLS = Path(__file__).parents[1] / "data" / "hermes_tools.jinja"

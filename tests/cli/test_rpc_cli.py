@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rpc_workers import Worker, free_port
+from support.workers import Worker, free_port
 
 
 def _env(home: Path) -> dict[str, str]:

@@ -1,14 +1,13 @@
-"""Fixtures for the deployment tests: a model store the replicas share, and clusters of real
-HAProxy and `mr serve` processes (tests/deploy/_cluster.py), stopped after each test."""
+"""Fixtures for the deployment tests: a model store the replicas share, clusters of real HAProxy
+and `mr serve` processes (tests/deploy/_cluster.py), stopped after each test, and HAProxy alone."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _cluster import HAPROXY, MODEL, Cluster, start_cluster
+from _cluster import MODEL, Cluster, balancer_alone, require_haproxy, start_cluster
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +23,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Path:
 @pytest.fixture
 def clusters(store: Path, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """start(config=..., replica_args=...) -> a running Cluster; all are stopped afterwards."""
-    if HAPROXY is None:
-        if os.environ.get("CI"):
-            pytest.fail("haproxy is not installed (scripts/setup.sh installs it)")
-        pytest.skip("haproxy is not installed (scripts/setup.sh installs it)")
+    require_haproxy()
     started: list[Cluster] = []
 
     def start(**options: object) -> Cluster:
@@ -39,3 +35,13 @@ def clusters(store: Path, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     yield start
     for cluster in started:
         cluster.stop()
+
+
+@pytest.fixture
+def balancer(tmp_path: Path) -> Iterator[str]:
+    """deploy/haproxy.cfg run by HAProxy with no replica up (its URL): for its own rules."""
+    require_haproxy()
+    url, proc = balancer_alone(tmp_path)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

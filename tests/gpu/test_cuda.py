@@ -16,18 +16,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mr import _native, default_model
 from mr.engine import LLM, EngineOptions, SamplingOptions, TokenLogprob
-from support import answer_start
+from support.models import answer_start
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 pytestmark = pytest.mark.gpu
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mr.engine import LLM, EngineOptions, SamplingOptions
-from support import answer_start
+from support.models import answer_start
 
 GREEDY = SamplingOptions(temperature=0)
 FEW_COLUMNS = 64  # the engine's kFewColumns: from this many tokens a prompt's step is tiled differently

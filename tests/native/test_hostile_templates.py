@@ -15,7 +15,7 @@ import pytest
 from mr import _native
 from mr.engine import LLM, EngineOptions
 from mr.errors import TemplateError
-from support import write_tiny_llama
+from support.models import write_tiny_llama
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import write_tiny_reranker
+from support.models import write_tiny_reranker
 
 # (n_ctx, inputs per batch): multiples and non-multiples of 32 and 256, below and above 512.
 EMBEDDERS = [(1000, 32), (300, 7), (1, 3), (777, 256), (2049, 5), (512, 32)]

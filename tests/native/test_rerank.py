@@ -9,7 +9,7 @@ import pytest
 
 from mr import _native
 from mr.errors import InvalidArgumentError
-from support import write_tiny_reranker
+from support.models import write_tiny_reranker
 
 DOCS = [f"document number {i} about {'cats' if i % 3 else 'the weather'}" for i in range(40)]
 

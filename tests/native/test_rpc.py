@@ -15,8 +15,8 @@ import pytest
 from mr.engine import LLM, EngineOptions, SamplingOptions
 from mr.engine.workers import probe
 from mr.errors import EngineError, ModelLoadError
-from rpc_workers import Worker, free_port
-from support import write_tiny_llama
+from support.models import write_tiny_llama
+from support.workers import Worker, free_port
 
 GREEDY = SamplingOptions(temperature=0)
 # Longer than the engine's kFewColumns (64 tokens): with or without workers its last token then gets

@@ -21,8 +21,8 @@ import pytest
 
 from mr.engine import LLM, EngineOptions, SamplingOptions
 from mr.errors import ModelLoadError
-from rpc_workers import Worker, free_port
-from support import write_tiny_llama
+from support.models import write_tiny_llama
+from support.workers import Worker, free_port
 
 GREEDY = SamplingOptions(temperature=0)
 HANDSHAKE_S = 5  # mr::rpc::kHandshakeTimeoutMs

@@ -149,7 +149,7 @@ def test_a_draft_model_drafting_for_itself_is_always_right(smollm2_path) -> None
 
 def test_a_draft_model_with_another_vocabulary_is_refused(smollm2_path, tmp_path) -> None:
     from mr.errors import ModelLoadError
-    from support import write_tiny_llama
+    from support.models import write_tiny_llama
 
     other = tmp_path / "other-vocab.gguf"
     write_tiny_llama(smollm2_path, other, renamed_tokens={1000: "not-smollm2"})

@@ -1,5 +1,5 @@
-"""Server tests: a real store (SmolLM2 and a tiny random model packaged into it), real uvicorn
-servers on free ports, and the official openai / ollama / httpx clients."""
+"""Server tests: real uvicorn servers on free ports over the test store (tests/conftest.py), and
+the official openai / ollama / httpx clients."""
 
 from __future__ import annotations
 
@@ -9,21 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.serving import (  # noqa: F401 (the server tests import these from conftest)
-    SMOL,
-    TINY,
-    ServerThread,
-    make_settings,
-    package_test_store,
-    serve,
-    serve_client,
-)
-
-
-@pytest.fixture(scope="session")
-def store_root(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path, tiny_gguf: Path) -> Path:
-    """A model store holding ai/smollm2 (the real model) and ai/tiny (random weights)."""
-    return package_test_store(tmp_path_factory.mktemp("store"), smollm2_path, tiny_gguf)
+# SMOL and TINY: test_soak.py and test_tool_call_parity.py (changes in flight elsewhere) still
+# import them from conftest; once they import support.serving, they go from here.
+from support.serving import SMOL, TINY, ServerThread, serve  # noqa: F401
 
 
 @pytest.fixture(scope="session")

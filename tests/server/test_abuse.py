@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _serving import loaded, wait_for
 
-from conftest import SMOL, TINY, serve_client
+from support.serving import SMOL, TINY, loaded, serve_client, wait_for
 
 MSG = [{"role": "user", "content": "hi"}]
 

@@ -10,7 +10,7 @@ import httpx
 import jsonschema
 import pytest
 
-from conftest import SMOL, serve
+from support.serving import SMOL, serve
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from conftest import TINY, serve_client
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
-from _registry_stub import Fault, StubRegistry
+from support.registry_stub import Fault, StubRegistry
+from support.serving import TINY, serve_client
 
 
 def test_cli_and_server_pull_and_remove_at_once(store_root: Path, tmp_path: Path) -> None:

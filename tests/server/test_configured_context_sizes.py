@@ -19,9 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import free_port, start, wait_healthy
 
-from conftest import TINY
+from support.serving import TINY, free_port, start, wait_healthy
 
 # Each one aborted the process before the fix: 1000 and 300 are no multiple of 32 (embeddings),
 # 300 and 100 are below the 512-token batch (generation).

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import free_port, start, wait_healthy
-from _sse import parse_sse
 
-from conftest import SMOL, TINY, serve
 from mr.errors import CutShortError
+from support.serving import SMOL, TINY, free_port, serve, start, wait_healthy
+from support.sse import parse_sse
 
 BODY = {"model": TINY, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 200,
         "ignore_eos": True}

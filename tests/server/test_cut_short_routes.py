@@ -20,9 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _serving import free_port, loaded, start, wait_for, wait_healthy
 
-from conftest import TINY, serve
+from support.serving import TINY, free_port, loaded, serve, start, wait_for, wait_healthy
 
 PROMPT = "hello there"
 MESSAGES = [{"role": "user", "content": PROMPT}]

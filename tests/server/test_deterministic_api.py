@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 
-from conftest import SMOL
+from support.serving import SMOL
 
 MESSAGES = [{"role": "user", "content": "Name three colours of the rainbow and say why the sky is blue."}]
 TOKENS = 24

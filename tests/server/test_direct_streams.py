@@ -16,9 +16,8 @@ import time
 
 import httpx
 import pytest
-from _serving import wait_for
 
-from conftest import SMOL, TINY, serve, serve_client
+from support.serving import SMOL, TINY, serve, serve_client, wait_for
 
 CHAT = dict(model=SMOL, messages=[{"role": "user", "content": "Name three colours."}],
             max_tokens=24, temperature=0)

@@ -16,7 +16,7 @@ import httpx
 import ollama
 import pytest
 
-from conftest import SMOL, TINY, serve_client
+from support.serving import SMOL, TINY, serve_client
 
 TINY_ID_FIELDS = {"id", "tags", "created", "config"}
 

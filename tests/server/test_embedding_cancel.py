@@ -13,9 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import free_port, start, wait_healthy
 
-from conftest import SMOL, serve
+from support.serving import SMOL, free_port, serve, start, wait_healthy
 
 # Minutes of prefill for SmolLM2 on a small CPU, tens of seconds on a large one; under the
 # per-request text limit (mr.engine.limits.MAX_REQUEST_CHARS).

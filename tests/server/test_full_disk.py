@@ -24,13 +24,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import wait_for
 
-from conftest import serve_client
-from support import write_tiny_llama
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
-from _registry_stub import Fault, StubRegistry
+from support.models import write_tiny_llama
+from support.registry_stub import Fault, StubRegistry
+from support.serving import serve_client, wait_for
 
 PAGE = 4096
 SIZE = "40m"  # one 14 MB tiny model and some room; a second does not fit once the filler is in

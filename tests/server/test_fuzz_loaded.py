@@ -10,7 +10,6 @@ Fuzzed `/engines/configure` calls stay in: they found the context sizes that mad
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +19,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from conftest import SMOL, TINY, serve
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
-from _registry_stub import StubRegistry
+from support.registry_stub import StubRegistry
+from support.serving import SMOL, TINY, serve
 
 EXAMPLES = int(os.environ.get("MR_FUZZ_EXAMPLES", "5"))
 # `scripts/fuzz.sh --long`: schema-breaking inputs too (Schemathesis's negative mode: integers past

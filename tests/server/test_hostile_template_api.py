@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import serve_client
+from support.serving import serve_client
 
 HOSTILE = "ai/tiny-hostile-template"
 LONG = "a message longer than twenty-four characters"

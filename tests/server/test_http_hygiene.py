@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _serving import free_port, start, wait_healthy
+
+from support.serving import free_port, start, wait_healthy
 
 
 @pytest.fixture(scope="module")

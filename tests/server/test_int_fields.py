@@ -21,7 +21,7 @@ import msgspec
 import pytest
 from msgspec import inspect as mi
 
-from conftest import make_settings, serve_client
+from support.serving import make_settings, serve_client
 
 THINK = "ai/tiny-think"
 TEMPLATE = Path(__file__).parents[1] / "data" / "think.jinja"

@@ -9,9 +9,8 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
-from _serving import loaded, wait_for
 
-from conftest import SMOL, TINY, serve_client
+from support.serving import SMOL, TINY, loaded, serve_client, wait_for
 
 MESSAGES = "/v1/messages"
 RESPONSES = "/v1/responses"

@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from conftest import SMOL
+from support.serving import SMOL
 
 
 def value(text: str, series: str) -> float:

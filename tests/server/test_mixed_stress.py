@@ -17,9 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _serving import free_port, start, wait_healthy
 
-from conftest import TINY
+from support.serving import TINY, free_port, start, wait_healthy
 
 SECONDS = 20
 CLIENTS = 4

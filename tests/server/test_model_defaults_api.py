@@ -11,7 +11,6 @@ with defaults must answer exactly as `plain` answers a request that states those
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,8 @@ import ollama
 import openai
 import pytest
 
-from conftest import serve_client
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
-from _ollama import CHATML_GO, layers_for, push
-from _real_registry import registry  # noqa: F401 (the fixture)
+from support.ollama_push import CHATML_GO, layers_for, push
+from support.serving import serve_client
 
 SYSTEM = "You answer in one short line."
 OTHER = "Reply in French, please, always."
@@ -132,7 +128,7 @@ NO_STOP = {"responses"}
 
 
 @pytest.fixture(scope="module")
-def models(registry, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+def models(registry, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Clients, str]]:
     """A server whose store pulled the three artifacts; (clients, the registry's repository)."""
     from mr.store import Store

@@ -9,7 +9,7 @@ import httpx
 import ollama
 import pytest
 
-from conftest import SMOL, TINY
+from support.serving import SMOL, TINY
 
 SMOL_TAG = "ai/smollm2:latest"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import SMOL
+from support.serving import SMOL
 
 CHATML = "<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n"
 

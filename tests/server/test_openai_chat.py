@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from _sse import parse_sse
 
-from conftest import SMOL
+from support.serving import SMOL
+from support.sse import parse_sse
 
 MESSAGES = [{"role": "user", "content": "Name three colors."}]
 

@@ -8,9 +8,9 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from _sse import parse_sse
 
-from conftest import SMOL
+from support.serving import SMOL
+from support.sse import parse_sse
 
 
 def test_completion_non_streamed_and_streamed_agree(det_oai) -> None:

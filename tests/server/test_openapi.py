@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from conftest import serve
+from support.serving import serve
 
 SKIPPED = ("/models/create", "/api/pull")  # they reach out to registries: covered in test_dmr_api
 

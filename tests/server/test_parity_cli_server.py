@@ -12,11 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import ServerThread, chat, loaded, wait_for
 from click.testing import CliRunner
 
-from conftest import make_settings
 from mr.cli import cli
+from support.serving import ServerThread, chat, loaded, make_settings, wait_for
 
 TINY = "ai/tiny"
 

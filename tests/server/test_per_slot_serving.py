@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import TINY, serve_client
+from support.serving import TINY, serve_client
 
 LONG = [100 + i % 500 for i in range(700)]  # fits 1024 tokens, not a 512-token share
 

@@ -4,18 +4,14 @@ leaves, never waited on at shutdown."""
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from _serving import wait_for
 
-from conftest import serve_client
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
-from _registry_stub import Fault, StubRegistry
+from support.registry_stub import Fault, StubRegistry
+from support.serving import serve_client, wait_for
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import httpx
-from _serving import chat, wait_for
 
-from conftest import TINY, serve_client
+from support.serving import TINY, chat, serve_client, wait_for
 
 KEY = "sk-very-secret-key-1234"
 

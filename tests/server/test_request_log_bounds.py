@@ -10,12 +10,11 @@ from pathlib import Path
 
 import httpx
 import msgspec
-from _serving import ServerThread, chat, wait_for
 
-from conftest import TINY, make_settings
 from mr.server import Settings
 from mr.server.context import STATE_KEY
 from mr.server.requestlog import Record, RequestLog
+from support.serving import TINY, ServerThread, chat, make_settings, wait_for
 
 PADDING = "x" * 4000  # each request's body: ~4 KB
 

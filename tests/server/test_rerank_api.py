@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SMOL, serve_client
-from support import write_tiny_reranker
+from support.models import write_tiny_reranker
+from support.serving import SMOL, serve_client
 
 RR = "ai/tiny-rerank"
 DOCS = ["cats purr and sleep", "the stock market fell", "kittens are young cats", "rain tomorrow",

@@ -11,7 +11,7 @@ import jsonschema
 import openai
 import pytest
 
-from conftest import SMOL, serve
+from support.serving import SMOL, serve
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import ServerThread, chat, free_port, start, wait_healthy
 from click.testing import CliRunner
 
-from conftest import TINY, make_settings
+from support.serving import TINY, ServerThread, chat, free_port, make_settings, start, wait_healthy
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import ServerThread, loaded
-from _sse import parse_sse
 
-from conftest import SMOL, TINY, make_settings
-from rpc_workers import Worker, free_port
+from support.serving import SMOL, TINY, ServerThread, loaded, make_settings
+from support.sse import parse_sse
+from support.workers import Worker, free_port
 
 pytestmark = pytest.mark.slow
 

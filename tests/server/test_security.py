@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from _serving import ServerThread
 
-from conftest import SMOL, TINY, make_settings, serve_client
+from support.serving import SMOL, TINY, ServerThread, make_settings, serve_client
 
 CHAT = "/v1/chat/completions"
 OK_BODY = {"model": SMOL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import free_port, start, wait_healthy
-from _sse import parse_sse
 from click.testing import CliRunner
 
-from conftest import SMOL, TINY, serve
 from mr.errors import ServerNotRunningError
+from support.serving import SMOL, TINY, free_port, serve, start, wait_healthy
+from support.sse import parse_sse
 
 
 @pytest.fixture

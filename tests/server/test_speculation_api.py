@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import SMOL, serve_client
+from support.serving import SMOL, serve_client
 
 SOURCE = "\n".join(f"def step_{i}(x):\n    return x * {i} + {i * i}\n" for i in range(8))
 ASK = [{"role": "user", "content": "Repeat this code exactly, with nothing else:\n\n" + SOURCE}]

@@ -10,9 +10,8 @@ import threading
 from pathlib import Path
 
 import httpx
-from _serving import loaded, wait_for
 
-from conftest import serve_client
+from support.serving import loaded, serve_client, wait_for
 
 CHAT = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import free_port, loaded, start, wait_for, wait_healthy
-from _sse import parse_sse
 
-from conftest import SMOL
+from support.serving import SMOL, free_port, loaded, start, wait_for, wait_healthy
+from support.sse import parse_sse
 
 NO_EOS = {"0": -100, "2": -100, "4": -100}  # SmolLM2's end tokens: generate exactly max_tokens
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import serve_client
+from support.serving import serve_client
 
 THINK = "ai/tiny-think"
 TEMPLATE = Path(__file__).parents[1] / "data" / "think.jinja"

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from _serving import free_port, start, wait_for
 
-from conftest import TINY
+from support.serving import TINY, free_port, start, wait_for
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey as Key

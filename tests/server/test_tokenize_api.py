@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import TINY
+from support.serving import TINY
 
 PREFIXES = ["", "/engines", "/engines/llama.cpp"]
 

@@ -20,8 +20,8 @@ import httpx
 import msgspec
 import pytest
 
-from conftest import TINY
 from mr.engine.limits import MAX_REQUEST_CHARS, MAX_TEXT_CHARS
+from support.serving import TINY
 
 UNIT = "hello wörld 🦀 <|im_start|> "  # the reported worst case: a special-token text every 27 characters
 LIMIT_TEXT = f"{MAX_TEXT_CHARS:,}"

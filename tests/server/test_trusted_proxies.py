@@ -12,13 +12,13 @@ from typing import cast
 
 import httpx
 import pytest
-from _serving import free_port, start, wait_healthy
 from click.testing import CliRunner
 from litestar.types import Scope
 
 from mr.server import Settings
 from mr.server.proxies import client_route, is_local, parse_networks
 from mr.server.security import Policy, screen
+from support.serving import free_port, start, wait_healthy
 
 LOOP = ("127.0.0.1", 50000)
 REMOTE = "203.0.113.9"

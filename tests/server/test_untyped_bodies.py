@@ -10,7 +10,7 @@ import os
 import httpx
 import pytest
 
-from conftest import SMOL
+from support.serving import SMOL
 
 # litellm fetches its model price list from the network at import unless told to use its own copy
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _real_registry import registry  # noqa: F401 (a fixture; the server tests import it too)
-from _registry_stub import StubRegistry
 
-PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
+from support.registry_stub import StubRegistry
 
 
 @pytest.fixture(autouse=True)
@@ -98,8 +95,3 @@ def fast_client():
 
     return make
 
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(PYTHON_DIR), env.get("PYTHONPATH")] if p)
-    return env

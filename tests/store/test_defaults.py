@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from _ollama import layers_for, push
-
 from mr.engine import SamplingOptions
 from mr.runner.source import from_local_model
 from mr.store import Store, package_gguf
 from mr.store.defaults import ModelDefaults
 from mr.store.pull import pull
+from support.ollama_push import layers_for, push
 
 PARAMS = {"stop": ["<|im_end|>"], "temperature": 0.2, "top_k": 7, "repeat_last_n": 33,
           "num_predict": 3, "mirostat": 2}

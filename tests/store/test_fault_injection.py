@@ -15,11 +15,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _registry_stub import StubRegistry
 
-from conftest import subprocess_env
 from mr.store import Store, package_gguf
 from mr.store.pull import pull
+from support.env import subprocess_env
+from support.registry_stub import StubRegistry
 
 RUNS = int(os.environ.get("MR_FAULT_RUNS", "24"))
 # point -> how many matching calls a pull of test/m:v2 makes (the k-th one is killed)

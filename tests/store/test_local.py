@@ -358,7 +358,7 @@ def test_the_store_is_apart_from_the_transfer_code(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from conftest import subprocess_env
+    from support.env import subprocess_env
 
     assert not {"pull", "push", "package"} & set(dir(Store))
     code = ("import sys\nfrom mr.store import Store\n"

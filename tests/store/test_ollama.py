@@ -7,7 +7,6 @@ import hashlib
 import json
 
 import pytest
-from _ollama import CHATML_GO, P, config_json, layers_for, push
 from click.testing import CliRunner
 from test_registry import check_artifact
 
@@ -16,6 +15,7 @@ from mr.store import Store, artifact
 from mr.store.errors import InvalidManifestError
 from mr.store.ollama_template import CHATML, GEMMA, LLAMA3, shape, translate
 from mr.store.pull import pull
+from support.ollama_push import CHATML_GO, P, config_json, layers_for, push
 
 PARAMS = {"stop": ["<|im_end|>"], "temperature": 0.2, "num_ctx": 2048, "top_k": 7}
 

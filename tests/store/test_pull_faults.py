@@ -13,9 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _registry_stub import Fault, StubRegistry, sha256
 
-from conftest import subprocess_env
 from mr.store import Store, artifact, package_gguf
 from mr.store.errors import (
     DigestMismatchError,
@@ -26,6 +24,8 @@ from mr.store.errors import (
 )
 from mr.store.pull import pull
 from mr.store.push import push
+from support.env import subprocess_env
+from support.registry_stub import Fault, StubRegistry, sha256
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from _registry_stub import Fault, StubRegistry
-
-from conftest import subprocess_env
 from mr.store import Store, package_gguf
+from support.env import subprocess_env
+from support.registry_stub import Fault, StubRegistry
 
 
 def _mr(*args: str) -> subprocess.Popen[str]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import subprocess_env
 from mr.store import Store, artifact, package_gguf
 from mr.store.pull import pull
 from mr.store.push import push
+from support.env import subprocess_env
 
 
 def sha256_file(path: Path) -> str:

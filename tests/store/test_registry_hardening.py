@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import requests
-from _registry_stub import Fault, StubRegistry
 
 from mr.store import Store, package_gguf
 from mr.store.errors import InvalidManifestError, RegistryAuthError, RegistryError
@@ -24,6 +23,7 @@ from mr.store.pull import pull
 from mr.store.push import push
 from mr.store.registry import RegistryClient, may_carry_credentials
 from mr.store.transfer import TransferAbortedError, TransferGuard
+from support.registry_stub import Fault, StubRegistry
 
 
 @pytest.fixture

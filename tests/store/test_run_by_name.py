@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import subprocess_env
+from support.env import subprocess_env
 
 
 def mr(*args: str) -> subprocess.CompletedProcess[str]:

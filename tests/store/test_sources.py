@@ -7,8 +7,6 @@ the real loopback registry, and Hugging Face itself is a loopback stub (HF_ENDPO
 from __future__ import annotations
 
 import pytest
-from _ollama import config_json, layers_for, manifest_json, push, sha256
-from _registry_stub import Fault, StubRegistry
 from click.testing import CliRunner
 
 from mr.errors import InvalidArgumentError
@@ -17,6 +15,8 @@ from mr.store import reference as refs
 from mr.store.errors import RegistryError
 from mr.store.pull import pull
 from mr.store.push import push as push_model
+from support.ollama_push import config_json, layers_for, manifest_json, push, sha256
+from support.registry_stub import Fault, StubRegistry
 
 HF_REPO = "bartowski/smollm2-135m-instruct-gguf"
 HF_NAME = "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF"

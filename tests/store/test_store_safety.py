@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from conftest import subprocess_env
 from mr.store import Store, leases, package_gguf
+from support.env import subprocess_env
 
 BAD = {"id": "sha256:" + "0" * 64, "tags": ["evil:latest"], "files": ["sha256:../../etc/passwd"]}
 

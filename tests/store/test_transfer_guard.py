@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from _registry_stub import Fault, StubRegistry
 
 from mr.store import Store, package_gguf
 from mr.store.errors import RegistryError
 from mr.store.pull import pull
 from mr.store.registry import RegistryClient, RetryPolicy
 from mr.store.transfer import TransferAbortedError, TransferGuard
+from support.registry_stub import Fault, StubRegistry
 
 
 @pytest.fixture

@@ -1,7 +1,4 @@
-"""Helpers shared by the test folders, imported as `support` (tests/conftest.py puts tests/ on
-sys.path): `support.models` writes tiny GGUFs, `support.serving` runs servers over a test store,
-`support.sse` parses streams strictly."""
-
-from support.models import answer_start, write_tiny_llama, write_tiny_reranker
-
-__all__ = ["answer_start", "write_tiny_llama", "write_tiny_reranker"]
+"""Helpers shared by the test folders, imported as `support` (pyproject's pytest `pythonpath` holds
+tests/): `models` writes tiny GGUFs, `serving` runs servers over a test store, `sse` parses streams
+strictly, `workers` runs `mr worker`s, `registry_stub` and `real_registry` are registries to pull
+from, `ollama_push` uploads Ollama-format models, `env` lets a child process import mr."""

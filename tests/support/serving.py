@@ -1,6 +1,6 @@
 """Real servers for tests: a store of the test models, uvicorn serving mr's app in a background
 thread (or `mr serve` in a process of its own), and small HTTP helpers. Shared by the test folders
-(tests/server, tests/runner) as `support.serving`."""
+(tests/server, tests/runner, tests/cli) as `support.serving`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import uvicorn
+
+from support.workers import free_port as free_port  # one port picker for servers and workers
 
 SMOL = "ai/smollm2"
 TINY = "ai/tiny"
@@ -96,12 +98,6 @@ LAUNCH = "from mr.cli.serve import serve; serve(prog_name='mr serve')"
 # With the Settings fields no flag or variable sets (the experiment switches), as the bench does.
 LAUNCH_WITH = ("import json, sys; from mr.cli.serve import serve_with; "
                "serve_with(sys.argv[2:], **json.loads(sys.argv[1]))")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(args: list[str], env: dict[str, str], **switches: object) -> subprocess.Popen[str]:

@@ -9,7 +9,6 @@ import importlib.util
 import pkgutil
 import re
 import shlex
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +20,6 @@ from mr.cli import COMMANDS, cli
 from mr.errors import MrError
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # the bench package, as `python -m bench` sees it
 README = ROOT / "README.md"
 BENCH_README = ROOT / "bench" / "README.md"
 PATCHES = ROOT / "vendor" / "patches"

@@ -5,16 +5,10 @@ Proven here on the CPU with a 2-layer cut of the shape (seconds); the GPU run ma
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.random_model import TENSORS_KEY, read_source, write_header, write_random_model  # noqa: E402
+from bench.random_model import TENSORS_KEY, read_source, write_header, write_random_model
 
 
 @pytest.fixture(scope="module")

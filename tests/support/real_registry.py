@@ -1,11 +1,10 @@
-"""Debian's docker-registry on a free loopback port: the real registry the store's tests (and the
-server's, which import this fixture) push to and pull from."""
+"""Debian's docker-registry on a free loopback port: the real registry the store's and the server's
+tests push to and pull from (the `registry` fixture, a plugin of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,13 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from support.workers import free_port
+
 REGISTRY_BIN = "/usr/bin/docker-registry"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RealRegistry:
@@ -49,7 +44,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRegistry]
             pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
         pytest.skip("docker-registry is not installed")
     base = tmp_path_factory.mktemp("registry")
-    port = _free_port()
+    port = free_port()
     config = base / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
