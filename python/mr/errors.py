@@ -14,6 +14,7 @@ class MrError(Exception):
     exit_code = 1
     http_status = 500
     code: str | None = None
+    param: str | None = None  # the request field at fault (an API error's "param"), when known
 
 
 class InvalidArgumentError(MrError, ValueError):

@@ -7,16 +7,19 @@ import asyncio
 import json
 import statistics
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from mr.jsontypes import JSON
 
+if TYPE_CHECKING:
+    import httpx
+
 PROMPT = "Write a short story about a lighthouse keeper."
 
 
-async def _one(client: Any, model: str, max_tokens: int) -> tuple[float, int]:
+async def _one(client: httpx.AsyncClient, model: str, max_tokens: int) -> tuple[float, int]:
     """(time to first token, completion tokens) of one streamed request."""
     body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "stream": True,
             "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,

@@ -18,7 +18,8 @@ PREVIEW = 200  # characters of each body in the human view
 def _fetch(model: str | None, after: int) -> list[JSON]:
     query = {k: v for k, v in (("model", model), ("after", after)) if v}
     path = "/engines/requests" + (f"?{urlencode(query)}" if query else "")
-    return _request("GET", path)  # type: ignore[no-any-return]
+    records: list[JSON] = _request("GET", path)
+    return records
 
 
 def _one_line(text: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,13 +19,16 @@ from mr.errors import ServerNotRunningError
 from mr.jsontypes import JSON
 from mr.units import human_bytes
 
+if TYPE_CHECKING:
+    from mr.runner import ModelSettings
+
 
 def base_url() -> str:
     """MR_HOST as a URL (mr.config.server_url: a URL, or the server's bind address)."""
     return config.server_url()
 
 
-def _request(method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
+def _request(method: str, path: str, body: object = None, timeout: float = 10) -> Any:
     url = base_url() + path
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if data is not None else {}
@@ -151,11 +154,11 @@ def configure(context_size: int | None, parallel: int | None, keep_alive: str | 
                                                     if k != "model" and v is not None))
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     return (",".join(value) or "none") if isinstance(value, list) else str(value)
 
 
-def _configure_offline(model: str, settings: Any) -> JSON:
+def _configure_offline(model: str, settings: ModelSettings) -> JSON:
     from mr.runner import SettingsFile, StoreSource
     from mr.runner.duration import format_duration
     from mr.store import Store

@@ -14,10 +14,15 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import uvicorn
+
+if TYPE_CHECKING:
+    from mr.server import Settings
+
+_F = TypeVar("_F", bound=Callable[..., object])
 
 
 def _duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -52,7 +57,7 @@ def _networks(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
     return value
 
 
-def _options(f: Callable[..., Any]) -> Callable[..., Any]:
+def _options(f: _F) -> _F:
     """`mr serve`'s flags. A flag with a variable names it in brackets (mr.config.VARS)."""
     for option in reversed(_OPTIONS):
         f = option(f)
@@ -175,7 +180,7 @@ def serve_with(args: list[str], **fields: Any) -> None:
     _start(settings)
 
 
-def _start(settings: Any) -> None:
+def _start(settings: Settings) -> None:
     _setup_logging(settings.log_requests)
     if not settings.is_loopback and not settings.api_key:
         if not settings.no_auth:
@@ -194,7 +199,7 @@ _LISTS = ("allowed_hosts", "cors_origins", "trusted_proxies")  # flags add to th
 _NOT_FIELDS = ("quiet", "rpc", "rpc_allow", *_LISTS)
 
 
-def _settings(options: dict[str, Any]) -> Any:
+def _settings(options: dict[str, Any]) -> Settings:
     """The variables' settings (mr.server.Settings.from_env) with the flags given over them."""
     from mr.server import Settings
 
@@ -270,7 +275,7 @@ def _log_file_handler() -> logging.Handler:
     return handler
 
 
-def run(settings: Any) -> None:
+def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; returns after a clean shutdown."""
     from mr.server import create_app
     from mr.server.context import STATE_KEY

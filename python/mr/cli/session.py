@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import click
 
@@ -192,6 +192,6 @@ def _enable_line_editing(path: Path) -> None:
     atexit.register(lambda: _save_history(readline, path))
 
 
-def _save_history(readline: Any, path: Path) -> None:
+def _save_history(readline: ModuleType, path: Path) -> None:
     with contextlib.suppress(OSError):
         readline.write_history_file(path)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from mr.jsontypes import JSON
 
+if TYPE_CHECKING:
+    from mr.store import Store
 
-def _store() -> Any:
+
+def _store() -> Store:
     from mr.store import Store
 
     return Store()

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from mr.store import LocalModel, Store
 
-def _store() -> Any:
+
+def _store() -> Store:
     from mr.store import Store
 
     return Store()
@@ -115,7 +118,7 @@ def list_models(as_json: bool, openai: bool, quiet: bool) -> None:
         click.echo(json.dumps([m.to_dict() for m in models], indent=2))
     elif openai:
         data = [dict(m.to_openai(), id=_openai_id(m, t))
-                for m in models for t in (m.tags or [None])]
+                for m in models for t in (m.tags if m.tags else [None])]
         click.echo(json.dumps({"object": "list", "data": data}, indent=2))
     elif quiet:
         for short in dict.fromkeys(m.short_id for m in models):
@@ -126,7 +129,7 @@ def list_models(as_json: bool, openai: bool, quiet: bool) -> None:
         click.echo(list_table(models))
 
 
-def _openai_id(model: Any, tag: str | None) -> str:
+def _openai_id(model: LocalModel, tag: str | None) -> str:
     from mr.store.reference import familiar
 
     return familiar(tag) if tag else str(model.id)

@@ -37,7 +37,7 @@ MAX_TOOLS = 128
 
 def bad(param: str, message: str) -> InvalidArgumentError:
     err = InvalidArgumentError(message)
-    err.param = param  # type: ignore[attr-defined]
+    err.param = param
     return err
 
 
@@ -47,7 +47,7 @@ def check_text(text: str, what: str = "text to tokenize", param: str | None = No
         err = InvalidArgumentError(f"the {what} has {len(text):,} characters; at most "
                                    f"{MAX_TEXT_CHARS:,} can be tokenized at once")
         if param is not None:
-            err.param = param  # type: ignore[attr-defined]
+            err.param = param
         raise err
 
 

@@ -58,13 +58,13 @@ class SpecialGuard:
             return {self.protect(k): self.protect(v) for k, v in value.items()}
         return value
 
-    def find(self, value: Any) -> str | None:
+    def find(self, value: object) -> str | None:
         """The first control-token text in `value` (JSON-like: every string and key), or None."""
         if isinstance(value, str):
             match = self._find.search(value) if self._find else None
             return match.group(0) if match else None
         if isinstance(value, dict):
-            items: list[Any] = [*value.keys(), *value.values()]
+            items: list[object] = [*value.keys(), *value.values()]
         elif isinstance(value, list):
             items = value
         else:
@@ -95,5 +95,5 @@ def check_roles(messages: list[JSON]) -> None:
         role = message.get("role") if isinstance(message, dict) else None
         if role not in ROLES:
             err = InvalidArgumentError(f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}")
-            err.param = f"messages[{i}].role"  # type: ignore[attr-defined]
+            err.param = f"messages[{i}].role"
             raise err

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 from mr import _native
 from mr.engine import limits
@@ -100,5 +99,5 @@ def _reasons(templates: _native.ChatTemplates) -> bool:
     return "<think>" in source or "reasoning_content" in source
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)

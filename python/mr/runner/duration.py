@@ -53,7 +53,7 @@ def _seconds(value: float, param: str) -> float:
 
 def _bad(param: str, value: object) -> InvalidArgumentError:
     err = InvalidArgumentError(f"{param} must be a duration such as 5m, 30s, 1h, 0 or -1, got {value!r}")
-    err.param = param  # type: ignore[attr-defined]
+    err.param = param
     return err
 
 

@@ -6,8 +6,9 @@ import asyncio
 import enum
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -68,7 +69,7 @@ class LoadedModel:
     embed_waiting: int = 0  # embedding requests queued behind embed_lock
     embedder_memory: int = 0  # the embedding contexts, counted once each is reserved
     contexts: set[str] = field(default_factory=set)  # which ones: "embed", "rank"
-    hold: Any = None  # the source's hold on the model's files (StoreSource.hold)
+    hold: object = None  # the source's hold on the model's files (StoreSource.hold)
     closed: asyncio.Future[None] | None = None  # set while its engine stops in a worker thread
     placement: list[LayerPlacement] = field(default_factory=list)  # where its layers live
     plan: WorkerPlan | None = None  # its share on this machine and on each RPC worker
@@ -137,7 +138,7 @@ class Lease:
     Streams registered with `track` are aborted (their clients get an error, never a finish that
     looks complete) when the model is unloaded under them or the server shuts down."""
 
-    def __init__(self, model: LoadedModel, release: Any) -> None:
+    def __init__(self, model: LoadedModel, release: Callable[[Lease], None]) -> None:
         self.model = model
         self._release = release
         self._released = False

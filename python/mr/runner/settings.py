@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 from filelock import FileLock
@@ -66,7 +65,7 @@ class ModelSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 def _invalid(param: str, message: str) -> InvalidArgumentError:
     err = InvalidArgumentError(message)
-    err.param = param  # type: ignore[attr-defined]
+    err.param = param
     return err
 
 
@@ -105,7 +104,7 @@ class SettingsFile:
             self._write(data)
         return merged
 
-    def _file_lock(self) -> Any:
+    def _file_lock(self) -> contextlib.AbstractContextManager[object]:
         if self.path is None:
             return contextlib.nullcontext()
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from mr.errors import ModelNotFoundError, MrError
 from mr.jsontypes import JSON
@@ -15,6 +15,7 @@ from mr.jsontypes import JSON
 if TYPE_CHECKING:
     from mr.store import LocalModel, Store
     from mr.store.defaults import ModelDefaults
+    from mr.store.leases import Lease
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,9 @@ class StoreSource:
         """While a model is loaded, `rm` (from any process) keeps its files (blocking)."""
         return self.store.hold_in_use(resolved.id, resolved.files)
 
-    def release(self, hold: Any, resolved: ResolvedModel) -> None:
+    def release(self, hold: object, resolved: ResolvedModel) -> None:
         """The model is unloaded: a model removed meanwhile loses its files now (blocking)."""
-        self.store.release_in_use(hold, resolved.id)
+        self.store.release_in_use(cast("Lease", hold), resolved.id)  # what `hold` returned
 
 
 def from_local_model(model: LocalModel, requested: str) -> ResolvedModel:

@@ -12,13 +12,14 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger("mr.runner")
 _libc: ctypes.CDLL | None = None
 _loaded = False
 
 
-def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _malloc_trim() -> Callable[[int], int] | None:
     global _libc, _loaded
     if not _loaded:
         _loaded = True

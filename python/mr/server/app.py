@@ -47,12 +47,12 @@ def runner_config(settings: Settings) -> RunnerConfig:
 def build_context(settings: Settings, store: Store | None = None,
                   source: ModelSource | None = None) -> ServerContext:
     """The store (settings.models_dir), the runner over it and the metrics."""
-    if store is None and source is None:
-        from mr.store import Store
-
-        store = Store(settings.models_root())
     if source is None:
-        source = StoreSource(store)  # type: ignore[arg-type]
+        if store is None:
+            from mr.store import Store
+
+            store = Store(settings.models_root())
+        source = StoreSource(store)
     runner = Runner(source, runner_config(settings), SettingsFile(settings.model_settings_path()))
     request_log = RequestLog(max(0, settings.request_log_size), max(256, settings.request_log_body_bytes),
                              secrets=(settings.api_key or "",), max_bytes=settings.request_log_max_bytes)

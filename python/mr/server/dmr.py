@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -26,7 +26,7 @@ class CreateRequest(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
     from_: str
 
 
-def _ndjson(obj: Any) -> bytes:
+def _ndjson(obj: object) -> bytes:
     return msgspec.json.encode(obj) + b"\n"
 
 
@@ -113,7 +113,7 @@ async def model_action(request: Req, name: Annotated[str, Parameter()]) -> Respo
     raise ModelNotFoundError(f"no such action: POST /models/{path}")
 
 
-async def _tag(ctx: ServerContext, source: str, query: Any) -> Response[bytes]:
+async def _tag(ctx: ServerContext, source: str, query: Mapping[str, str]) -> Response[bytes]:
     repo, tag = query.get("repo"), query.get("tag") or "latest"
     if not repo:
         raise invalid("repo", "repo is required (POST /models/NAME/tag?repo=R&tag=T)")

@@ -48,7 +48,7 @@ class OllamaErrorBody(msgspec.Struct):
 def invalid(param: str, message: str) -> InvalidArgumentError:
     """A 400 naming `param`."""
     err = InvalidArgumentError(message)
-    err.param = param  # type: ignore[attr-defined]
+    err.param = param
     return err
 
 
@@ -77,7 +77,7 @@ def error_response(request: Req | None, status: int, message: str,
 
 
 def mr_error_param(exc: MrError) -> str | None:
-    param = getattr(exc, "param", None)
+    param = exc.param
     if param is None and isinstance(exc, InvalidArgumentError):
         match = _PARAM_HEAD.match(str(exc))
         return match.group(1) if match else None

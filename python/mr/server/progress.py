@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
 
 from mr.errors import MrError
 from mr.jsontypes import JSON
@@ -20,9 +19,15 @@ from mr.server.errors import scrub
 from mr.store.transfer import TransferGuard
 
 MAX_TRANSFERS = 2
-_DONE = object()
+
+
+class _Done:
+    """The end of a transfer's events (after its exception, if it failed)."""
+
+
+_DONE = _Done()
 Event = JSON
-Work = Callable[[Callable[[Event], None], TransferGuard], Any]
+Work = Callable[[Callable[[Event], None], TransferGuard], object]
 
 _slots = threading.BoundedSemaphore(MAX_TRANSFERS)
 _active: set[TransferGuard] = set()
@@ -51,14 +56,14 @@ def _run(work: Work, sink: Callable[[Event], None], guard: TransferGuard) -> Non
         _slots.release()
 
 
-async def thread_events(work: Work) -> AsyncIterator[Event | BaseException]:
+async def thread_events(work: Work) -> AsyncGenerator[Event | BaseException, None]:
     """Yields the events `work(sink, guard)` emits from its thread, then its exception if it
     failed. Closing the iterator early cancels the transfer."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+    queue: asyncio.Queue[Event | BaseException | _Done] = asyncio.Queue()
     guard = TransferGuard()
 
-    def put(item: Any) -> None:
+    def put(item: Event | BaseException | _Done) -> None:
         if not loop.is_closed():
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
@@ -76,7 +81,7 @@ async def thread_events(work: Work) -> AsyncIterator[Event | BaseException]:
     try:
         while True:
             item = await queue.get()
-            if item is _DONE:
+            if isinstance(item, _Done):
                 return
             yield item
     finally:
@@ -86,7 +91,7 @@ async def thread_events(work: Work) -> AsyncIterator[Event | BaseException]:
             _active.discard(guard)
 
 
-async def first_event(events: AsyncIterator[Event | BaseException]) -> Event | None:
+async def first_event(events: AsyncGenerator[Event | BaseException, None]) -> Event | None:
     """The first event, so that a transfer failing at once (no such model, bad credentials)
     is answered with its own status instead of a 200 with the error inside."""
     try:
@@ -94,7 +99,7 @@ async def first_event(events: AsyncIterator[Event | BaseException]) -> Event | N
     except StopAsyncIteration:
         return None
     if isinstance(item, BaseException):
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         raise item
     return item
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -136,7 +135,7 @@ def _choice(name: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
 
 
 # variable -> (Settings field, conversion); every name is declared in mr.config.VARS.
-ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "MR_PORT": ("port", int),
     "MR_API_KEY": ("api_key", str),
     "MR_PARALLEL": ("parallel", int),

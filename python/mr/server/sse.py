@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import msgspec
 
@@ -26,7 +25,7 @@ def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-def event(obj: Any) -> bytes:
+def event(obj: object) -> bytes:
     return b"data: " + encode(obj) + b"\n\n"
 
 
@@ -63,7 +62,7 @@ class ChunkFrames:
         return (self._head + b'{"index":' + str(index).encode() + b"," + key + b'"',
                 b'"' + closing + b',"logprobs":null,"finish_reason":null}' + self._tail, chunked)
 
-    def usage_frame(self, usage: Any) -> bytes:
+    def usage_frame(self, usage: object) -> bytes:
         return self._head + b'],"usage":' + encode(usage) + b"}\n\n"
 
 
@@ -75,7 +74,7 @@ def delta_content(text: str) -> bytes:
     return b'"delta":{"content":' + encode(text) + b"}"
 
 
-def delta_obj(delta: Any) -> bytes:
+def delta_obj(delta: object) -> bytes:
     return b'"delta":' + encode(delta)
 
 

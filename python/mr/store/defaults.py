@@ -9,7 +9,7 @@ None); `NONE` stands in for them and changes nothing, so a route needs no branch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -23,22 +23,27 @@ _SAMPLING = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "
              "repeat_last_n": "penalty_last_n"}
 
 
-def _asked(request: Any, name: str) -> bool:
+# SamplingOptions (mr.engine), which the store does not import
+_Sampling = TypeVar("_Sampling", bound=msgspec.Struct)
+
+
+def _asked(request: object, name: str) -> bool:
     theirs = "repeat_last_n" if name == "penalty_last_n" else name
     return request is not None and getattr(request, theirs, None) is not None
 
 
-class Generation(NamedTuple):
+@dataclass(frozen=True)
+class Generation(Generic[_Sampling]):
     """What the engine gets for one answer: sampling (SamplingOptions), max_tokens, stop."""
 
-    sampling: Any
+    sampling: _Sampling
     max_tokens: int
     stop: list[str]
 
 
 @dataclass(frozen=True)
 class ModelDefaults:
-    sampling: dict[str, Any] = field(default_factory=dict)  # SamplingOptions field -> value
+    sampling: dict[str, float] = field(default_factory=dict)  # SamplingOptions field -> value
     stop: tuple[str, ...] = ()
     max_tokens: int | None = None
     system: str | None = None
@@ -52,13 +57,14 @@ class ModelDefaults:
         made = cls(sampling, tuple(s for s in p.stop or () if s), limit, system or None)
         return made if made != cls() else None
 
-    def apply(self, request: Any, sampling: Any, max_tokens: int, stop: list[str]) -> Generation:
+    def apply(self, request: object, sampling: _Sampling, max_tokens: int,
+              stop: list[str]) -> Generation[_Sampling]:
         """The request's sampling, max_tokens and stop, each filled in where it left them unset
         (`request`: its body, or Ollama's `options`, whose set sampling fields win)."""
         return Generation(self.apply_sampling(sampling, request), self.apply_max_tokens(max_tokens),
                           self.apply_stop(stop))
 
-    def apply_sampling(self, base: Any, request: Any) -> Any:
+    def apply_sampling(self, base: _Sampling, request: object) -> _Sampling:
         """`base` (SamplingOptions) with each default that `request` (an OpenAI body or
         Ollama's `options`, None when absent) leaves unset."""
         fields = {k: v for k, v in self.sampling.items() if not _asked(request, k)}

@@ -20,7 +20,6 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import msgspec
 from filelock import FileLock
@@ -62,12 +61,12 @@ class Index:
     """The models.json contents; a tag belongs to one model only."""
 
     def __init__(self, entries: list[IndexEntry] | None = None,
-                 extra: JSON | None = None, quarantined: list[Any] | None = None) -> None:
+                 extra: JSON | None = None, quarantined: list[object] | None = None) -> None:
         self.entries: list[IndexEntry] = entries or []
         self.extra: JSON = extra or {}  # top-level keys other tools wrote
         # Entries that failed validation: never used, never dropped (kept under "quarantined"
         # in models.json), and their blobs are never collected.
-        self.quarantined: list[Any] = quarantined or []
+        self.quarantined: list[object] = quarantined or []
 
     def get(self, model_id: str) -> IndexEntry | None:
         return next((e for e in self.entries if e.id == model_id), None)
@@ -105,7 +104,7 @@ class Index:
         return {f for e in self.entries for f in e.files} | _digests_in(self.quarantined)
 
 
-def _digests_in(value: Any) -> set[str]:
+def _digests_in(value: object) -> set[str]:
     """Every valid digest string anywhere inside `value` (a quarantined entry's blobs)."""
     if isinstance(value, str):
         return {value} if digests.is_valid(value) else set()

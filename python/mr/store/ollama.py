@@ -10,8 +10,9 @@ ID stays the registry's digest) and reads these layers in place; `mr push` write
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -148,7 +149,7 @@ def check_blob(desc: Descriptor, path: Path) -> None:
         _text(path, media_type.rsplit(".", 1)[1])
 
 
-def blob_checker(manifest: Manifest) -> Any:
+def blob_checker(manifest: Manifest) -> Callable[[Descriptor, Path], None] | None:
     """check_blob for an Ollama manifest, None for other formats."""
     return check_blob if manifest.config.mediaType == CONFIG else None
 

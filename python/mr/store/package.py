@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from mr.errors import InvalidArgumentError, ModelNotFoundError
-from mr.store import artifact
+from mr.store import artifact, leases
 from mr.store import digest as digests
 from mr.store import reference as refs
 from mr.store.errors import DiskFullError, InvalidReferenceError
-from mr.store.gguf_meta import format_parameters, read_header, read_model, shard_paths
+from mr.store.gguf_meta import GGUFInfo, format_parameters, read_header, read_model, shard_paths
 from mr.store.layout import free_bytes
 from mr.store.model import LocalModel
 from mr.store.store import Store
@@ -67,7 +66,7 @@ def package_gguf(store: Store, gguf_path: Path | str, target_ref: str,
                         context_size)
 
 
-def _package(store: Store, ref: Any, lease: Any, weights: list[Path], info: Any,
+def _package(store: Store, ref: refs.Reference, lease: leases.Lease, weights: list[Path], info: GGUFInfo,
              license_files: list[Path], template: Path | None, projector: Path | None,
              context_size: int | None) -> LocalModel:
     layers: list[artifact.Descriptor] = []

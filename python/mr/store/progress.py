@@ -9,9 +9,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn
 
 from mr.jsontypes import JSON
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 Event = JSON
 EventSink = Callable[[Event], None]
@@ -37,7 +40,7 @@ class TqdmProgress(Progress):
     """One bar per layer on stderr (only built when stderr is a terminal)."""
 
     def __init__(self, verb: str = "Downloading") -> None:
-        self._bars: dict[str, Any] = {}
+        self._bars: dict[str, tqdm[NoReturn]] = {}  # bars without an iterable
         self._verb = verb
 
     def start(self, layer: str, size: int, initial: int = 0) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import oras.provider
@@ -84,6 +84,12 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class Readable(Protocol):
+    """An upload body that requests reads in pieces (mr.store.push's file reader)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
 class _TimeoutAdapter(HTTPAdapter):
     """Every request through the session gets a (connect, read) timeout unless it names one."""
 
@@ -92,7 +98,8 @@ class _TimeoutAdapter(HTTPAdapter):
         self.timeout = timeout
 
     def send(self, request: requests.PreparedRequest, stream: bool = False,
-             timeout: Any = None, verify: bool | str = True, cert: Any = None,
+             timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+             verify: bool | str = True, cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
              proxies: Mapping[str, str] | None = None) -> requests.Response:
         return super().send(request, stream=stream, verify=verify, cert=cert, proxies=proxies,
                             timeout=self.timeout if timeout is None else timeout)
@@ -230,7 +237,7 @@ class RegistryClient:
 
     # -- transport ------------------------------------------------------------------------------
     def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
-                body: Callable[[], Any] | bytes | None = None, limit: int = MAX_ERROR_BYTES,
+                body: Callable[[], Readable | bytes] | bytes | None = None, limit: int = MAX_ERROR_BYTES,
                 too_large: Exception | None = None) -> Reply:
         """Send with auth, redirects and retries, and read the answer whole (see `_read`)."""
         return self._retrying(
@@ -269,7 +276,7 @@ class RegistryClient:
             self.guard.check()
 
     def _send(self, method: str, url: str, headers: dict[str, str],
-              body: Callable[[], Any] | bytes | None) -> requests.Response:
+              body: Callable[[], Readable | bytes] | bytes | None) -> requests.Response:
         resp, where = self._follow(method, url, headers, body)
         if resp.status_code == 401 and self._authenticate(resp, where):
             resp.close()
@@ -277,7 +284,7 @@ class RegistryClient:
         return resp
 
     def _follow(self, method: str, url: str, headers: dict[str, str],
-                body: Callable[[], Any] | bytes | None) -> tuple[requests.Response, str]:
+                body: Callable[[], Readable | bytes] | bytes | None) -> tuple[requests.Response, str]:
         """The first answer that is not a redirect, and the URL that gave it."""
         for _ in range(MAX_REDIRECTS):
             sent = dict(headers)
@@ -426,7 +433,7 @@ class RegistryClient:
         return False
 
     def upload_blob(self, repository: str, digest: str, size: int,
-                    body: Callable[[], Any]) -> None:
+                    body: Callable[[], Readable | bytes]) -> None:
         """Monolithic upload: POST a session, PUT the bytes with `?digest=`. Retried whole."""
         digests.validate(digest)
 

@@ -4,7 +4,7 @@ architecture, size, context, mode and capabilities (as Ollama names them), licen
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mr.jsontypes import JSON
 
@@ -84,8 +84,8 @@ def summarize(model: LocalModel) -> JSON:
     }
 
 
-def _int(value: Any) -> int | None:
+def _int(value: object) -> int | None:
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        return int(value) if isinstance(value, (int, float, str)) else None
+    except ValueError:
         return None

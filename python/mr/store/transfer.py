@@ -15,7 +15,6 @@ import math
 import socket
 import threading
 import time
-from typing import Any
 
 from mr import config
 from mr.store.errors import RegistryError
@@ -25,7 +24,7 @@ class TransferAbortedError(RegistryError):
     """The transfer was cancelled, ran past its deadline, or was too slow."""
 
 
-def _alive(transfer: Any) -> bool:
+def _alive(transfer: object) -> bool:
     """A response whose body is still being read, or an upload body still being sent."""
     raw = getattr(transfer, "raw", transfer)
     return not getattr(raw, "closed", True)
@@ -39,7 +38,7 @@ class TransferGuard:
         self.window = config.number("MR_PULL_RATE_WINDOW", 30.0) if window_s is None else window_s
         self._deadline = time.monotonic() + deadline_s
         self._lock = threading.Lock()
-        self._open: set[Any] = set()
+        self._open: set[object] = set()
         self._samples: list[tuple[float, int]] = []  # (when, bytes so far) while a transfer is open
         self._bytes = 0
         self.reason: str | None = None
@@ -55,7 +54,7 @@ class TransferGuard:
         if self.reason is not None:
             raise TransferAbortedError(self.reason)
 
-    def opened(self, resp: Any) -> None:
+    def opened(self, resp: object) -> None:
         """Watch a response being read (or an upload being sent: anything with `closed`)."""
         with self._lock:
             self._open = {r for r in self._open if _alive(r)}
@@ -68,7 +67,7 @@ class TransferGuard:
         if self.reason is not None:
             self._abort(resp)
 
-    def closed(self, resp: Any) -> None:
+    def closed(self, resp: object) -> None:
         with self._lock:
             self._open.discard(resp)
 
@@ -119,7 +118,7 @@ class TransferGuard:
                 return
 
     @staticmethod
-    def _abort(resp: Any) -> None:
+    def _abort(resp: object) -> None:
         """Wake a read blocked on `resp`'s socket with shutdown(2). A streamed response holds
         its urllib3 connection until its body is read; an upload body has no socket of its own
         (it stops at its next chunk)."""

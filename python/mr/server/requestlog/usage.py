@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 
-def _counts(obj: Any) -> tuple[int | None, int | None] | None:
+def _counts(obj: object) -> tuple[int | None, int | None] | None:
     if not isinstance(obj, dict):
         return None
     usage = obj.get("usage")
