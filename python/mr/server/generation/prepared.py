@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from mr.engine import LLM, ChatOptions, SamplingOptions
+from mr.jsontypes import JSON
 from mr.server.thinking import Thinking
 
 # The sampling of choice `index` on a model with `n_vocab` tokens (OpenAI's seed + index and
@@ -25,7 +26,7 @@ class Chat:
     """A conversation the model's chat template renders: OpenAI-shaped messages (every API
     converts to them), tools and output format, thinking control."""
 
-    messages: list[dict[str, Any]]
+    messages: list[JSON]
     options: ChatOptions | None = None
     thinking: Thinking = field(default_factory=Thinking)  # with the model's configured default
 
@@ -50,7 +51,7 @@ class Prepared(Generic[Input]):
     model: str
     input: Input
     sampling: Sampler = field(default_factory=lambda: same_sampling(SamplingOptions()))
-    fields: Any = None  # the body (Ollama: its options): the sampling it set wins over the model's defaults
+    fields: object = None  # the body (Ollama: its options): the sampling it set beats the model's defaults
     max_tokens: int = -1
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, overload
 
+import numpy as np
+
 from mr.engine import AsyncChatStream, AsyncStream, Usage
 from mr.runner import Lease
 from mr.server import sse
@@ -131,7 +133,7 @@ async def start(ctx: ServerContext, prep: Prepared[Any], *, direct: Direct | Non
     return Running(ctx, lease, streams, direct)
 
 
-Starts = list[Callable[[], Any]]
+Starts = list[Callable[[], AsyncChatStream]] | list[Callable[[], AsyncStream]]
 Submit = tuple[Starts, bool, Direct | None]  # the stream starters, off the loop?, direct
 
 
@@ -161,7 +163,7 @@ async def _text(lease: Lease, prep: Prepared[Text], direct: Direct | None) -> Su
         direct = None
     engine = _engine(direct, prep.n_streams)
 
-    def one(tokens: Any, i: int, index: int) -> Callable[[], AsyncStream]:
+    def one(tokens: np.ndarray, i: int, index: int) -> Callable[[], AsyncStream]:
         gen = own.apply(prep.fields, prep.sampling(llm.model.n_vocab, i), prep.max_tokens, prep.stop)
         frame = direct.frame(index) if direct is not None else None
         return lambda: llm.agenerate(tokens, gen.sampling, max_tokens=gen.max_tokens, stop=gen.stop,

@@ -43,8 +43,12 @@ async def asubmit_all(lease: Lease, starts: Iterable[Callable[[], S]], off_loop:
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        work.add_done_callback(lambda done: done.cancelled() or done.exception() is not None
-                               or finish_all(lease, done.result()))
+
+        def settle(done: asyncio.Future[list[S]]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                finish_all(lease, done.result())
+
+        work.add_done_callback(settle)
         raise
 
 

@@ -10,9 +10,8 @@ closes and the reply is not a call at all.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mr.engine import ChatOptions
+from mr.jsontypes import JSON
 
 
 def parallel_calls(asked: bool | None) -> bool:
@@ -23,8 +22,8 @@ def parallel_calls(asked: bool | None) -> bool:
     return asked is True
 
 
-def tool_options(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None,
-                 parallel: bool | None, response_format: dict[str, Any] | None = None) -> ChatOptions | None:
+def tool_options(tools: list[JSON] | None, tool_choice: str | JSON | None,
+                 parallel: bool | None, response_format: JSON | None = None) -> ChatOptions | None:
     """ChatOptions for OpenAI-shaped `tools` and `tool_choice` ("none", "auto", "required" or a
     named function) and a response format; None when there is neither tool nor format.
     `parallel`: what the request said about parallel calls (None: nothing)."""
@@ -35,7 +34,7 @@ def tool_options(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str
                        parallel_tool_calls=parallel_calls(parallel), response_format=response_format)
 
 
-def _shaped(tool: dict[str, Any]) -> dict[str, Any]:
+def _shaped(tool: JSON) -> JSON:
     """A tool as the template sees it, written alike whichever API it came from: its fields in
     one order, the unset ones left out (OpenAI's body carries them as null, and a template that
     writes the tools out would show them)."""
