@@ -41,8 +41,9 @@ def prompts(req: CompletionRequest) -> list[Prompt]:
 
 def token_or_text_batch(items: list[str | int | list[int]], param: str) -> list[Prompt]:
     """[ids...] is one token prompt; otherwise a list of texts or of token lists."""
-    if all(isinstance(x, int) for x in items):
-        return [[int(x) for x in items]]  # type: ignore[arg-type]
+    ids = [x for x in items if isinstance(x, int)]
+    if len(ids) == len(items):
+        return [[int(x) for x in ids]]
     out: list[Prompt] = []
     for item in items:
         if isinstance(item, int):

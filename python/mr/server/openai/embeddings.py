@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from litestar import Response, post
@@ -19,12 +19,12 @@ from mr.server.openai.completions import token_or_text_batch
 from mr.server.openai.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 
 
-def items_of(raw: str | list[Any]) -> list[Item]:
+def items_of(raw: str | list[str | int | list[int]]) -> list[Item]:
     """Texts, or token lists embedded as given (their ids are checked by the engine)."""
     if isinstance(raw, str):
         return [checked_text(raw, "input")]
     embedding.check_count(raw)
-    return token_or_text_batch(raw, "input")
+    return [*token_or_text_batch(raw, "input")]
 
 
 def shape(matrix: np.ndarray, dimensions: int | None) -> np.ndarray:
@@ -33,16 +33,18 @@ def shape(matrix: np.ndarray, dimensions: int | None) -> np.ndarray:
         return matrix
     if dimensions > matrix.shape[1]:
         raise invalid("dimensions", f"dimensions must be at most {matrix.shape[1]} for this model")
-    cut = matrix[:, :dimensions]
+    cut: np.ndarray = matrix[:, :dimensions]
     norms = np.linalg.norm(cut, axis=1, keepdims=True)
-    return (cut / np.maximum(norms, 1e-12)).astype(np.float32)
+    scaled: np.ndarray = cut / np.maximum(norms, 1e-12)
+    return scaled.astype(np.float32)
 
 
 def encode_rows(matrix: np.ndarray, fmt: str) -> list[list[float] | str]:
     if fmt == "base64":
         little = matrix.astype("<f4", copy=False)
         return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
-    return matrix.tolist()  # type: ignore[no-any-return]
+    rows: list[list[float] | str] = matrix.tolist()
+    return rows
 
 
 @post("/embeddings", summary="Create embeddings", tags=["OpenAI"], status_code=200)

@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
-_END = object()
+
+
+class _End:
+    """A stream is exhausted."""
+
+
+_END = _End()
 
 
 async def merge(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T | None]]:
@@ -18,7 +24,7 @@ async def merge(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple[int,
             yield 0, item
         yield 0, None
         return
-    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, T | Exception | _End]] = asyncio.Queue()
 
     async def pump(index: int, stream: AsyncIterator[T]) -> None:
         try:
@@ -33,14 +39,14 @@ async def merge(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple[int,
     try:
         remaining = len(streams)
         while remaining:
-            index, item = await queue.get()
-            if isinstance(item, Exception):
-                raise item
-            if item is _END:
+            index, got = await queue.get()
+            if isinstance(got, Exception):
+                raise got
+            if isinstance(got, _End):
                 remaining -= 1
                 yield index, None
             else:
-                yield index, item
+                yield index, got
     finally:
         for task in tasks:
             task.cancel()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from litestar import get
 from litestar.params import Parameter
@@ -12,8 +12,11 @@ from mr.errors import ModelNotFoundError
 from mr.server.context import Req, server_context
 from mr.server.openai.protocol import ModelCard, ModelList
 
+if TYPE_CHECKING:
+    from mr.store import Store
 
-def _cards(store: Any) -> list[ModelCard]:
+
+def _cards(store: Store) -> list[ModelCard]:
     from mr.store import reference as refs
 
     cards: list[ModelCard] = []

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from mr.engine import ChatOptions, SamplingOptions
 from mr.engine.limits import INT32_MAX
+from mr.jsontypes import JSON
 from mr.server.errors import invalid
 from mr.server.generation import checked_text, sampling_fields, seeded, tool_options
-from mr.server.openai.protocol import ChatCompletionRequest, ChatMessageIn, SamplingFields
+from mr.server.openai.protocol import ChatCompletionRequest, ChatMessageIn, ContentPart, SamplingFields
 
 
 def sampling(req: SamplingFields, n_vocab: int, index: int = 0) -> SamplingOptions:
@@ -55,14 +54,14 @@ def stops(stop: str | list[str] | None) -> list[str]:
     return [checked_text(s, "stop") for s in items]
 
 
-def messages(items: list[ChatMessageIn]) -> list[dict[str, Any]]:
+def messages(items: list[ChatMessageIn]) -> list[JSON]:
     """OpenAI messages -> the engine's (text content only; developer -> system)."""
     return [_message(i, m) for i, m in enumerate(items)]
 
 
-def _message(i: int, m: ChatMessageIn) -> dict[str, Any]:
+def _message(i: int, m: ChatMessageIn) -> JSON:
     param = f"messages[{i}].content"
-    out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role,
+    out: JSON = {"role": "system" if m.role == "developer" else m.role,
                            "content": _content(m.content, param)}
     if m.name:
         out["name"] = m.name
@@ -79,7 +78,7 @@ def _message(i: int, m: ChatMessageIn) -> dict[str, Any]:
     return out
 
 
-def _content(content: str | list[Any] | None, param: str) -> str:
+def _content(content: str | list[ContentPart] | None, param: str) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -100,7 +99,7 @@ def prediction(req: ChatCompletionRequest) -> str | None:
 def chat_options(req: ChatCompletionRequest) -> ChatOptions | None:
     tools = [msgspec.to_builtins(t) for t in req.tools] if req.tools else None
     choice = req.tool_choice
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: str | JSON | None = None
     if isinstance(choice, str):
         tool_choice = choice
         if choice == "required" and not tools:

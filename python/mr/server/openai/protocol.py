@@ -12,6 +12,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from mr.engine.limits import INT32_MAX
+from mr.jsontypes import JSON
 
 Temperature = Annotated[float, Meta(ge=0, le=2)]
 Unit = Annotated[float, Meta(ge=0, le=1)]
@@ -21,7 +22,6 @@ ChoiceCount = Annotated[int, Meta(ge=1, le=16)]
 TokenLimit = Annotated[int, Meta(ge=-1)]
 ThinkingBudget = Annotated[int, Meta(ge=-1, le=INT32_MAX)]  # -1: no cap; the sampler counts in 32 bits
 Stop = str | Annotated[list[str], Meta(max_length=16)]
-JSON = dict[str, Any]
 
 
 # ---- chat: request ----
@@ -130,7 +130,7 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     parallel_tool_calls: bool | None = None
     # thinking control (mr.server.thinking)
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
+    chat_template_kwargs: JSON | None = None
     thinking_budget_tokens: ThinkingBudget | None = None
     reasoning_budget_tokens: ThinkingBudget | None = None
     prediction: PredictionIn | None = None

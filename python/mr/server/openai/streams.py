@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
+from mr.engine import AsyncChatStream, AsyncStream
 from mr.server import sse
 from mr.server.errors import stream_error
 from mr.server.generation import Running
@@ -12,7 +12,8 @@ from mr.server.metrics import StreamTimer
 from mr.server.openai import results
 
 
-async def sse_response(running: Running[Any], frames: sse.ChunkFrames, include_usage: bool,
+async def sse_response(running: Running[AsyncChatStream] | Running[AsyncStream], frames: sse.ChunkFrames,
+                       include_usage: bool,
                        choices: AsyncIterator[bytes], timer: StreamTimer) -> AsyncIterator[bytes]:
     """The choice frames, then the usage frame (when asked) and `[DONE]`. An error mid-way
     becomes an error event; the streams are finished and the latencies recorded whatever
