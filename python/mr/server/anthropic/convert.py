@@ -9,10 +9,11 @@ blocks tool messages, `thinking` blocks reasoning content. `tool_choice` any/too
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from mr.engine import ChatMessage, ChatOptions, Usage
+from mr.jsontypes import JSON
 from mr.server.anthropic.protocol import (
+    Block,
     BlockOut,
     MessageParam,
     MessagesRequest,
@@ -56,8 +57,8 @@ def thinking(req: PromptFields) -> Thinking:
     return Thinking(enable=config.type != "disabled", budget=budget)
 
 
-def messages(req: PromptFields) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def messages(req: PromptFields) -> list[JSON]:
+    out: list[JSON] = []
     system = _system(req.system)
     if system:
         out.append({"role": "system", "content": system})
@@ -74,7 +75,7 @@ def _system(system: str | list[TextBlock] | None) -> str:
     return "\n".join(checked_text(b.text, "system") for b in system)
 
 
-def _message(i: int, m: MessageParam) -> list[dict[str, Any]]:
+def _message(i: int, m: MessageParam) -> list[JSON]:
     param = f"messages[{i}].content"
     if isinstance(m.content, str):
         return [{"role": m.role, "content": checked_text(m.content, param)}]
@@ -83,7 +84,7 @@ def _message(i: int, m: MessageParam) -> list[dict[str, Any]]:
     return _user(m.content, param)
 
 
-def _assistant(blocks: list[Any], param: str) -> dict[str, Any]:
+def _assistant(blocks: list[Block], param: str) -> JSON:
     texts, thinking, calls = [], [], []
     for block in blocks:
         if isinstance(block, TextBlock):
@@ -95,7 +96,7 @@ def _assistant(blocks: list[Any], param: str) -> dict[str, Any]:
                           "function": {"name": block.name, "arguments": json.dumps(block.input)}})
         elif isinstance(block, ToolResultBlock):
             raise invalid(param, f"{param}: tool_result blocks belong in user messages")
-    out: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
+    out: JSON = {"role": "assistant", "content": "".join(texts)}
     if calls:
         out["tool_calls"] = calls
     if thinking:
@@ -103,7 +104,7 @@ def _assistant(blocks: list[Any], param: str) -> dict[str, Any]:
     return out
 
 
-def _user(blocks: list[Any], param: str) -> list[dict[str, Any]]:
+def _user(blocks: list[Block], param: str) -> list[JSON]:
     """Tool results first (they answer the assistant turn before), then the user's own text."""
     results, texts = [], []
     for block in blocks:
@@ -129,14 +130,14 @@ def options(req: PromptFields) -> ChatOptions | None:
     tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                "parameters": t.input_schema}} for t in req.tools or []]
     choice = req.tool_choice
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: str | JSON | None = None
     if isinstance(choice, ToolChoiceNone):
         tool_choice = "none"
     elif isinstance(choice, ToolChoiceAny):
         tool_choice = "required"
     elif isinstance(choice, ToolChoiceTool):
         tool_choice = {"type": "function", "function": {"name": choice.name}}
-    if tool_choice not in (None, "none") and not tools:
+    if tool_choice not in (None, "none") and not tools and choice is not None:
         raise invalid("tool_choice", f"tool_choice {type(choice).__struct_config__.tag!r} needs tools")
     if isinstance(choice, ToolChoiceTool) and choice.name not in {t.name for t in req.tools or []}:
         raise invalid("tool_choice", f"tool_choice names {choice.name!r}, which is not in tools")
@@ -158,7 +159,7 @@ def content(message: ChatMessage) -> list[BlockOut]:
     return out
 
 
-def tool_input(arguments: str) -> dict[str, Any]:
+def tool_input(arguments: str) -> JSON:
     """Parsed arguments; an object is what Anthropic's clients expect, so anything else is wrapped."""
     try:
         value = json.loads(arguments) if arguments.strip() else {}

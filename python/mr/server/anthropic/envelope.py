@@ -11,15 +11,25 @@ path, wrong method) are raised before any middleware runs; `routing_errors` wrap
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from litestar import Request, Response
+from litestar import Response
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    ExceptionHandlersMap,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from mr.server.anthropic.protocol import ErrorDetail, ErrorOut, encode
+from mr.server.context import Req
 
 _PATH = re.compile(r"^(?:/anthropic|/engines(?:/[^/]+)?)?/v1/messages(?:/count_tokens)?/?$")
 OVERLOADED = 529
@@ -57,7 +67,7 @@ def rewrite(status: int, body: bytes) -> tuple[int, bytes]:
 
 def anthropic_errors_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_anthropic(scope["path"]):
+        if scope["type"] != ScopeType.HTTP or not is_anthropic(scope["path"]):
             await app(scope, receive, send)
             return
         await app(scope, receive, _rewriting(send))
@@ -66,7 +76,7 @@ def anthropic_errors_middleware(app: ASGIApp) -> ASGIApp:
 
 
 def _rewriting(send: Send) -> Send:
-    held: Message | None = None
+    held: HTTPResponseStartEvent | None = None
     chunks: list[bytes] = []
 
     async def wrapped(message: Message) -> None:
@@ -83,24 +93,24 @@ def _rewriting(send: Send) -> Send:
         status, body = rewrite(held["status"], b"".join(chunks))
         headers = [(k, v) for k, v in held.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
-        await send({**held, "status": status, "headers": headers})  # type: ignore[typeddict-item]
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        start: HTTPResponseStartEvent = {**held, "status": status, "headers": headers}
+        whole: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+        await send(start)
+        await send(whole)
 
-    return wrapped  # type: ignore[return-value]
+    return wrapped
 
 
-Handler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
-
-
-def routing_errors(handlers: dict[type[Exception], Handler]) -> dict[type[Exception], Handler]:
+def routing_errors(handlers: ExceptionHandlersMap) -> ExceptionHandlersMap:
     """`handlers`, with HTTP errors (404 and 405 from routing among them) in Anthropic's
     envelope on Anthropic paths."""
     base = handlers[HTTPException]
 
-    def handle(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    def handle(request: Req, exc: HTTPException) -> Response[Any]:
         response = base(request, exc)
-        if is_anthropic(request.url.path) and isinstance(response.content, bytes):
-            response.status_code, response.content = rewrite(response.status_code, response.content)
+        status = response.status_code
+        if is_anthropic(request.url.path) and isinstance(response.content, bytes) and status is not None:
+            response.status_code, response.content = rewrite(status, response.content)
         return response
 
     return {**handlers, HTTPException: handle}

@@ -8,11 +8,10 @@ text, a new tool call) and closed when the next one opens or the message ends.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from mr.engine import ChatDelta, Usage
+from mr.jsontypes import JSON
 from mr.server.anthropic import convert
 from mr.server.anthropic.protocol import ErrorDetail, ErrorOut, MessageOut
 
@@ -20,7 +19,7 @@ _encode = msgspec.json.Encoder().encode
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
-def frame(name: str, payload: Any) -> bytes:
+def frame(name: str, payload: object) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + _encode(payload) + b"\n\n"
 
 
@@ -72,7 +71,7 @@ class EventWriter:
         out.append(frame("message_stop", {"type": "message_stop"}))
         return out
 
-    def _open(self, kind: str, block: dict[str, Any]) -> list[bytes]:
+    def _open(self, kind: str, block: JSON) -> list[bytes]:
         if self._kind == kind and kind != "tool_use":
             return []
         out = self._close()
@@ -88,6 +87,6 @@ class EventWriter:
         self._kind, self._tool_index = None, None
         return [frame("content_block_stop", {"type": "content_block_stop", "index": self._index})]
 
-    def _block_delta(self, delta: dict[str, Any]) -> bytes:
+    def _block_delta(self, delta: JSON) -> bytes:
         return frame("content_block_delta", {"type": "content_block_delta", "index": self._index,
                                              "delta": delta})

@@ -12,10 +12,10 @@ import msgspec
 from msgspec import Meta, Struct
 
 from mr.engine.limits import INT32_MAX
+from mr.jsontypes import JSON
 
 MAX_MESSAGES = 4096  # past this a request is abuse, not a conversation
 MAX_BLOCKS = 4096
-JSON = dict[str, Any]
 
 
 # ---- request: content blocks ----
@@ -176,5 +176,5 @@ class ErrorOut(Struct, kw_only=True):
     error: ErrorDetail
 
 
-def encode(obj: Any) -> bytes:
+def encode(obj: object) -> bytes:
     return msgspec.json.encode(obj)
