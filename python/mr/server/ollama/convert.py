@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any
 
 from mr.engine import SamplingOptions, ToolCall
 from mr.engine.limits import INT32_MAX
+from mr.jsontypes import JSON
 from mr.runner import parse_duration
 from mr.server.errors import invalid
 from mr.server.generation import sampling_fields, seeded
@@ -43,7 +43,7 @@ def sampling(options: Options | None) -> tuple[SamplingOptions, int, list[str]]:
     return SamplingOptions(**fields), limit, stops
 
 
-def response_format(fmt: Format) -> dict[str, Any] | None:
+def response_format(fmt: Format) -> JSON | None:
     if fmt is None or fmt == "":
         return None
     if fmt == "json":
@@ -53,12 +53,12 @@ def response_format(fmt: Format) -> dict[str, Any] | None:
     raise invalid("format", 'format must be "json" or a JSON schema object')
 
 
-def messages(items: list[Message]) -> list[dict[str, Any]]:
+def messages(items: list[Message]) -> list[JSON]:
     out = []
     for i, m in enumerate(items):
         if m.images:
             raise invalid(f"messages[{i}].images", "images are not supported by this server")
-        msg: dict[str, Any] = {"role": m.role, "content": m.content}
+        msg: JSON = {"role": m.role, "content": m.content}
         if m.tool_calls:
             msg["tool_calls"] = [
                 {"id": f"call_{i}_{j}", "type": "function",
@@ -71,7 +71,7 @@ def messages(items: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
-def tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+def tool_calls(calls: list[ToolCall]) -> list[JSON]:
     out = []
     for c in calls:
         try:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Response, post
 from litestar.params import Body
 
 from mr.engine import AsyncChatStream, AsyncStream, ChatDelta
+from mr.jsontypes import JSON
 from mr.server import generation
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
@@ -19,11 +20,13 @@ from mr.server.ollama import convert, ignored
 from mr.server.ollama.protocol import ChatRequest, GenerateRequest, Options
 from mr.server.thinking import from_ollama
 
+_S = TypeVar("_S", AsyncChatStream, AsyncStream)
+
 NDJSON = "application/x-ndjson"
 _encode = msgspec.json.Encoder().encode
 
 
-def _line(obj: Any) -> bytes:
+def _line(obj: object) -> bytes:
     return _encode(obj) + b"\n"
 
 
@@ -35,7 +38,7 @@ async def _load_only(ctx: ServerContext, model: str, keep: float | None, chat: b
     else:
         await ctx.runner.load(model, keep)
         reason = "load"
-    body: dict[str, Any] = {"model": model, "created_at": convert.now_rfc3339(), "done": True,
+    body: JSON = {"model": model, "created_at": convert.now_rfc3339(), "done": True,
                             "done_reason": reason}
     body.update({"message": {"role": "assistant", "content": ""}} if chat else {"response": ""})
     return Response(_encode(body), media_type="application/json")
@@ -66,18 +69,19 @@ async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Re
         return await _load_only(ctx, data.model, keep, chat=False)
     options = tool_options(None, None, None, convert.response_format(data.format))
     clock = convert.Clock()
-    running: Running[AsyncChatStream] | Running[AsyncStream]
+
+    async def respond(running: Running[_S]) -> Response[Any]:
+        extra = ignored.headers(ignored.of_generate(data), request.url.path)
+        return await _respond(request, running, data.model, data.stream, clock, False, extra)
+
     if data.raw:  # the caller wrote the template's markers themselves: they are tokens (no system)
         text = data.prompt
         raw = _prepare(data.model, Text(lambda llm: [llm.tokenize(text, True, True)]), data.options, keep)
-        running = await generation.start(ctx, raw, loaded=clock.mark_loaded)
-    else:
-        messages = ([{"role": "system", "content": data.system}] if data.system else []) + \
-            [{"role": "user", "content": data.prompt}]
-        prepared = _prepare(data.model, Chat(messages, options, from_ollama(data.think)), data.options, keep)
-        running = await generation.start(ctx, prepared, loaded=clock.mark_loaded)
-    extra = ignored.headers(ignored.of_generate(data), request.url.path)
-    return await _respond(request, running, data.model, data.stream, clock, False, extra)
+        return await respond(await generation.start(ctx, raw, loaded=clock.mark_loaded))
+    messages = ([{"role": "system", "content": data.system}] if data.system else []) + \
+        [{"role": "user", "content": data.prompt}]
+    prepared = _prepare(data.model, Chat(messages, options, from_ollama(data.think)), data.options, keep)
+    return await respond(await generation.start(ctx, prepared, loaded=clock.mark_loaded))
 
 
 def _prepare(model: str, source: Chat | Text, options: Options | None, keep: float | None) -> Prepared[Any]:
@@ -87,7 +91,7 @@ def _prepare(model: str, source: Chat | Text, options: Options | None, keep: flo
                     max_tokens=limit, stop=stop, keep_alive=keep)
 
 
-async def _respond(request: Req, running: Running[AsyncChatStream] | Running[AsyncStream], model: str,
+async def _respond(request: Req, running: Running[_S], model: str,
                    streaming: bool, clock: convert.Clock, chat: bool,
                    headers: dict[str, str] | None) -> Response[Any]:
     if streaming:
@@ -109,12 +113,12 @@ async def _collect(stream: AsyncStream | AsyncChatStream) -> str:
 
 
 def _final(stream: AsyncStream | AsyncChatStream, model: str, clock: convert.Clock, chat: bool,
-           text: str) -> dict[str, Any]:
+           text: str) -> JSON:
     usage = stream.usage
-    body: dict[str, Any] = {"model": model, "created_at": convert.now_rfc3339()}
+    body: JSON = {"model": model, "created_at": convert.now_rfc3339()}
     if chat:
         assert isinstance(stream, AsyncChatStream)
-        message: dict[str, Any] = {"role": "assistant", "content": text}
+        message: JSON = {"role": "assistant", "content": text}
         if stream.message.tool_calls:
             message["tool_calls"] = convert.tool_calls(stream.message.tool_calls)
         if stream.message.reasoning_content:
@@ -127,7 +131,7 @@ def _final(stream: AsyncStream | AsyncChatStream, model: str, clock: convert.Clo
     return body
 
 
-async def _lines(running: Running[AsyncChatStream] | Running[AsyncStream], model: str,
+async def _lines(running: Running[_S], model: str,
                  clock: convert.Clock, chat: bool) -> AsyncIterator[bytes]:
     stream = running.stream
     try:
@@ -137,7 +141,7 @@ async def _lines(running: Running[AsyncChatStream] | Running[AsyncStream], model
             thinking = piece.reasoning_content if isinstance(piece, ChatDelta) else ""
             if not text and not thinking:
                 continue
-            body: dict[str, Any] = {"model": model, "created_at": convert.now_rfc3339(), "done": False}
+            body: JSON = {"model": model, "created_at": convert.now_rfc3339(), "done": False}
             extra = {"thinking": thinking} if thinking else {}
             body.update({"message": {"role": "assistant", "content": text, **extra}} if chat
                         else {"response": text, **extra})

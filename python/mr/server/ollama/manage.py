@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Response, delete, get, post
@@ -12,6 +12,7 @@ from litestar.params import Body
 from litestar.response import Stream
 
 from mr.errors import ModelNotFoundError
+from mr.jsontypes import JSON
 from mr.server.context import Req, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.dmr import remove_model
@@ -27,17 +28,20 @@ from mr.server.ollama.protocol import (
     PullRequest,
 )
 from mr.server.openai.embeddings import shape
-from mr.server.progress import error_message, thread_events
+from mr.server.progress import Event, error_message, thread_events
+
+if TYPE_CHECKING:
+    from mr.store import Store
 
 OLLAMA_API_VERSION = "0.9.0"  # the Ollama API level mr speaks (clients check it)
 _encode = msgspec.json.Encoder().encode
 
 
-def _json(obj: Any) -> Response[bytes]:
+def _json(obj: object) -> Response[bytes]:
     return Response(_encode(obj), media_type="application/json")
 
 
-def _details(config: dict[str, Any]) -> Details:
+def _details(config: JSON) -> Details:
     arch = str(config.get("architecture") or "")
     return Details(family=arch, families=[arch] if arch else None,
                    parameter_size=str(config.get("parameters") or ""),
@@ -57,7 +61,7 @@ def _digest(model_id: str) -> str:
     return model_id.removeprefix("sha256:")
 
 
-def _tags(store: Any) -> list[dict[str, Any]]:
+def _tags(store: Store) -> list[JSON]:
     out = []
     for model in store.list():
         for tag in model.tags or [model.id]:
@@ -93,7 +97,7 @@ async def ps(request: Req) -> Response[bytes]:
     return _json({"models": models})
 
 
-def _number(value: str) -> Any:
+def _number(value: str) -> int | float | str:
     for kind in (int, float):
         try:
             return kind(value)
@@ -132,13 +136,13 @@ async def pull(request: Req, data: Annotated[PullRequest, Body()]) -> Response[A
     return Response(_encode({"status": "success"}), media_type="application/json")
 
 
-async def _last(pulling: AsyncIterator[Any]) -> None:
+async def _last(pulling: AsyncIterator[Event | BaseException]) -> None:
     async for item in pulling:
         if isinstance(item, BaseException):
             raise item  # its own status: 404 for a model the registry does not have
 
 
-async def _pull_lines(pulling: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+async def _pull_lines(pulling: AsyncIterator[Event | BaseException]) -> AsyncIterator[bytes]:
     yield _encode({"status": "pulling manifest"}) + b"\n"
     async for item in pulling:
         if isinstance(item, BaseException):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from msgspec import Struct, field
 
+from mr.jsontypes import JSON
+
 KeepAlive = str | float | int | None
-Format = str | dict[str, Any] | None
+Format = str | JSON | None
 
 
 class Options(Struct, kw_only=True):
@@ -29,7 +29,7 @@ class Options(Struct, kw_only=True):
 
 class ToolFunctionCall(Struct, kw_only=True):
     name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
+    arguments: JSON = field(default_factory=dict)
 
 
 class ToolCall(Struct, kw_only=True):
@@ -48,7 +48,7 @@ class Message(Struct, kw_only=True, omit_defaults=True):
 class ChatRequest(Struct, kw_only=True):
     model: str
     messages: list[Message] = field(default_factory=list)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[JSON] | None = None
     format: Format = None
     options: Options | None = None
     stream: bool = True
