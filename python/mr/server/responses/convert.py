@@ -9,9 +9,8 @@ is just the stored messages followed by the new input.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mr.engine import ChatOptions
+from mr.jsontypes import JSON
 from mr.server.errors import invalid
 from mr.server.generation import (
     Chat,
@@ -30,8 +29,8 @@ TEXT_PARTS = {"input_text", "output_text", "text", "refusal"}
 SKIPPED_ITEMS = {"reasoning"}  # replayed by clients; the model's reasoning is not re-rendered
 
 
-def prepare(req: ResponseRequest, items: list[dict[str, Any]],
-            history: list[dict[str, Any]]) -> Prepared[Chat]:
+def prepare(req: ResponseRequest, items: list[JSON],
+            history: list[JSON]) -> Prepared[Chat]:
     msgs = [{"role": "system", "content": checked_text(req.instructions, "instructions")}] \
         if req.instructions else []
     msgs += history + messages(items)
@@ -43,7 +42,7 @@ def prepare(req: ResponseRequest, items: list[dict[str, Any]],
 
 # ---- input items ----
 
-def input_items(req: ResponseRequest) -> list[dict[str, Any]]:
+def input_items(req: ResponseRequest) -> list[JSON]:
     if isinstance(req.input, str):
         return [_message_item("user", [{"type": "input_text", "text": checked_text(req.input, "input")}])]
     if not req.input:
@@ -51,7 +50,7 @@ def input_items(req: ResponseRequest) -> list[dict[str, Any]]:
     return [_item(i, item) for i, item in enumerate(req.input)]
 
 
-def _item(i: int, item: InputItem) -> dict[str, Any]:
+def _item(i: int, item: InputItem) -> JSON:
     param = f"input[{i}]"
     if item.type == "message":
         if item.role not in ROLES:
@@ -73,12 +72,12 @@ def _item(i: int, item: InputItem) -> dict[str, Any]:
                                    "function_call_output)")
 
 
-def _message_item(role: str, content: list[dict[str, Any]], item_id: str | None = None) -> dict[str, Any]:
+def _message_item(role: str, content: list[JSON], item_id: str | None = None) -> JSON:
     return {"type": "message", "id": item_id or new_id("msg"), "role": role, "status": "completed",
             "content": content}
 
 
-def _parts(item: InputItem, param: str) -> list[dict[str, Any]]:
+def _parts(item: InputItem, param: str) -> list[JSON]:
     kind = "output_text" if item.role == "assistant" else "input_text"
     if item.content is None:
         raise invalid(f"{param}.content", f"{param}.content is required")
@@ -87,7 +86,7 @@ def _parts(item: InputItem, param: str) -> list[dict[str, Any]]:
     return [_part(part, f"{param}.content[{j}]") for j, part in enumerate(item.content)]
 
 
-def _part(part: ContentPart, param: str) -> dict[str, Any]:
+def _part(part: ContentPart, param: str) -> JSON:
     if part.type not in TEXT_PARTS or part.text is None:
         raise invalid(param, f"{param}: only text parts are supported, not {part.type!r}")
     return {"type": part.type, "text": checked_text(part.text, param)}
@@ -101,9 +100,9 @@ def _output_text(output: str | list[ContentPart], param: str) -> str:
 
 # ---- items -> chat messages ----
 
-def messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def messages(items: list[JSON]) -> list[JSON]:
     """Normalised input or output items as chat messages; consecutive calls share one assistant turn."""
-    out: list[dict[str, Any]] = []
+    out: list[JSON] = []
     for item in items:
         kind = item["type"]
         if kind == "message":
@@ -130,7 +129,7 @@ def options(req: ResponseRequest) -> ChatOptions | None:
     return tool_options(tools, choice, req.parallel_tool_calls, _format(req))
 
 
-def _tool(i: int, tool: FunctionTool) -> dict[str, Any]:
+def _tool(i: int, tool: FunctionTool) -> JSON:
     if tool.type != "function" or not tool.name:
         raise invalid(f"tools[{i}]", f"tools[{i}]: only function tools with a name are supported, "
                                      f"not {tool.type!r}")
@@ -138,7 +137,7 @@ def _tool(i: int, tool: FunctionTool) -> dict[str, Any]:
                                              "parameters": tool.parameters, "strict": tool.strict}}
 
 
-def _tool_choice(req: ResponseRequest, names: set[str]) -> str | dict[str, Any] | None:
+def _tool_choice(req: ResponseRequest, names: set[str]) -> str | JSON | None:
     choice = req.tool_choice
     if choice is None or isinstance(choice, str):
         if choice == "required" and not names:
@@ -151,7 +150,7 @@ def _tool_choice(req: ResponseRequest, names: set[str]) -> str | dict[str, Any] 
     return {"type": "function", "function": {"name": choice.name}}
 
 
-def _format(req: ResponseRequest) -> dict[str, Any] | None:
+def _format(req: ResponseRequest) -> JSON | None:
     fmt = req.text.format if req.text is not None else None
     if fmt is None or fmt.type == "text":
         return None
@@ -163,12 +162,12 @@ def _format(req: ResponseRequest) -> dict[str, Any] | None:
                                                    "strict": fmt.strict}}
 
 
-def text_config(req: ResponseRequest) -> dict[str, Any]:
+def text_config(req: ResponseRequest) -> JSON:
     """The `text` field of the Response object: the format as asked."""
     fmt = req.text.format if req.text is not None else None
     if fmt is None:
         return {"format": {"type": "text"}}
-    out: dict[str, Any] = {"type": fmt.type}
+    out: JSON = {"type": fmt.type}
     if fmt.type == "json_schema":
         out.update(name=fmt.name or "response", schema=fmt.schema, strict=fmt.strict)
     return {"format": out}

@@ -10,6 +10,7 @@ from litestar.params import Body
 
 from mr.engine import AsyncChatStream
 from mr.errors import MrError
+from mr.jsontypes import JSON
 from mr.server import generation
 from mr.server.context import Req, server_context
 from mr.server.errors import stream_error
@@ -27,7 +28,7 @@ class _Turn:
     def __init__(self, store: ResponseStore, req: ResponseRequest) -> None:
         self.store = store
         self.req = req
-        self.history: list[dict[str, Any]] = []
+        self.history: list[JSON] = []
         if req.previous_response_id:
             previous = store.get(req.previous_response_id)
             if previous is None:
@@ -36,7 +37,7 @@ class _Turn:
         self.items = convert.input_items(req)
         self.skeleton = output.Skeleton(req)
 
-    def remember(self, response: dict[str, Any]) -> None:
+    def remember(self, response: JSON) -> None:
         if not self.req.store:
             return
         conversation = self.history + convert.messages(self.items) + convert.messages(response["output"])

@@ -10,11 +10,10 @@ changes and closed when the next one opens or the response ends.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from mr.engine import ChatDelta
+from mr.jsontypes import JSON
 from mr.server.generation import new_id
 from mr.server.responses import output
 
@@ -24,7 +23,7 @@ _encode = msgspec.json.Encoder().encode
 class _Open:
     """The output item being streamed."""
 
-    def __init__(self, kind: str, item: dict[str, Any], tool_index: int | None = None) -> None:
+    def __init__(self, kind: str, item: JSON, tool_index: int | None = None) -> None:
         self.kind = kind  # "message" | "function_call" | "reasoning"
         self.item = item
         self.tool_index = tool_index
@@ -36,9 +35,9 @@ class ResponseEvents:
         self._skeleton = skeleton
         self._seq = 0
         self._open: _Open | None = None
-        self.items: list[dict[str, Any]] = []  # the closed output items, in order
+        self.items: list[JSON] = []  # the closed output items, in order
 
-    def frame(self, kind: str, **fields: Any) -> bytes:
+    def frame(self, kind: str, **fields: object) -> bytes:
         payload = {"type": kind, "sequence_number": self._seq, **fields}
         self._seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + _encode(payload) + b"\n\n"
@@ -70,7 +69,7 @@ class ResponseEvents:
                                       delta=call.arguments))
         return out
 
-    def end(self, status: str, response: dict[str, Any]) -> list[bytes]:
+    def end(self, status: str, response: JSON) -> list[bytes]:
         """The last event, carrying `response` (whose output is `self.items`, once closed)."""
         kind = {"completed": "response.completed", "incomplete": "response.incomplete"}[status]
         return [self.frame(kind, response=response)]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from litestar import Response, delete, get
 from litestar.params import Parameter
 
+from mr.jsontypes import JSON
 from mr.server.context import Req
 from mr.server.errors import invalid
 from mr.server.responses.protocol import DeletedResponse, ItemList
@@ -34,7 +35,7 @@ async def list_input_items(request: Req, response_id: ResponseId,
                            limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
                            order: Annotated[Literal["asc", "desc"], Parameter()] = "desc",
                            after: Annotated[str | None, Parameter(max_length=256)] = None) -> ItemList:
-    items: list[dict[str, Any]] = list(_entry(request, response_id).input_items)
+    items: list[JSON] = list(_entry(request, response_id).input_items)
     if order == "desc":
         items.reverse()
     if after is not None:

@@ -4,11 +4,11 @@ the same values are sent, stored and returned by GET /v1/responses/{id}."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import msgspec
 
 from mr.engine import ChatMessage, Usage
+from mr.jsontypes import JSON
 from mr.server.generation import new_id, parallel_calls
 from mr.server.responses import convert
 from mr.server.responses.protocol import (
@@ -19,27 +19,27 @@ from mr.server.responses.protocol import (
 )
 
 
-def message_item(text: str, status: str = "completed", item_id: str | None = None) -> dict[str, Any]:
+def message_item(text: str, status: str = "completed", item_id: str | None = None) -> JSON:
     return {"type": "message", "id": item_id or new_id("msg"), "status": status, "role": "assistant",
             "content": [text_part(text)]}
 
 
-def text_part(text: str) -> dict[str, Any]:
+def text_part(text: str) -> JSON:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
 def call_item(call_id: str, name: str, arguments: str, status: str = "completed",
-              item_id: str | None = None) -> dict[str, Any]:
+              item_id: str | None = None) -> JSON:
     return {"type": "function_call", "id": item_id or new_id("fc"), "call_id": call_id, "name": name,
             "arguments": arguments, "status": status}
 
 
-def reasoning_item(text: str, item_id: str | None = None) -> dict[str, Any]:
+def reasoning_item(text: str, item_id: str | None = None) -> JSON:
     return {"type": "reasoning", "id": item_id or new_id("rs"), "summary": [],
             "content": [{"type": "reasoning_text", "text": text}]}
 
 
-def items(message: ChatMessage, incomplete: bool) -> list[dict[str, Any]]:
+def items(message: ChatMessage, incomplete: bool) -> list[JSON]:
     out = [reasoning_item(message.reasoning_content)] if message.reasoning_content else []
     if message.content or not message.tool_calls:
         out.append(message_item(message.content, "incomplete" if incomplete else "completed"))
@@ -61,7 +61,7 @@ class Skeleton:
         self.id = new_id("resp")
         self.created_at = int(time.time())
         choice = req.tool_choice
-        self._fields: dict[str, Any] = {
+        self._fields: JSON = {
             "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
             "model": req.model, "parallel_tool_calls": parallel_calls(req.parallel_tool_calls),
             "previous_response_id": req.previous_response_id, "temperature": req.temperature,
@@ -70,8 +70,8 @@ class Skeleton:
             "truncation": "disabled", "metadata": req.metadata or {}, "store": req.store, "user": req.user,
         }
 
-    def response(self, status: str, output: list[dict[str, Any]], u: Usage | None = None,
-                 incomplete_reason: str | None = None, error: dict[str, str] | None = None) -> dict[str, Any]:
+    def response(self, status: str, output: list[JSON], u: Usage | None = None,
+                 incomplete_reason: str | None = None, error: dict[str, str] | None = None) -> JSON:
         return {
             "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
             "error": error,

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta, Struct
 
 from mr.engine.limits import INT32_MAX
+from mr.jsontypes import JSON
 
 MAX_ITEMS = 4096  # input items per request: past this it is abuse, not a conversation
-JSON = dict[str, Any]
 
 
 class ContentPart(Struct, kw_only=True):

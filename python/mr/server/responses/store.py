@@ -11,12 +11,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import msgspec
-from litestar import Request
 
 from mr.errors import MrError
+from mr.jsontypes import JSON
+from mr.server.context import Req
 
 if TYPE_CHECKING:
     from mr.server.settings import Settings
@@ -24,9 +25,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class Entry:
-    response: dict[str, Any]  # the Response object, as GET /v1/responses/{id} returns it
-    input_items: list[dict[str, Any]]  # this response's input items, with ids
-    conversation: list[dict[str, Any]]  # engine messages: the chain so far, this input and output
+    response: JSON  # the Response object, as GET /v1/responses/{id} returns it
+    input_items: list[JSON]  # this response's input items, with ids
+    conversation: list[JSON]  # engine messages: the chain so far, this input and output
     size: int = 0
     expires_at: float = 0.0
 
@@ -103,5 +104,5 @@ def store_for(settings: Settings) -> ResponseStore:
     return ResponseStore(settings.responses_ttl, settings.responses_max_entries, settings.responses_max_bytes)
 
 
-def store_of(request: Request[Any, Any, Any]) -> ResponseStore:
-    return request.app.state[STORE_KEY]  # type: ignore[no-any-return]
+def store_of(request: Req) -> ResponseStore:
+    return cast(ResponseStore, request.app.state[STORE_KEY])  # app.create_app puts it there
