@@ -95,14 +95,16 @@ def fetch(url: str, field: str, limits: MediaLimits) -> bytes:
         raise refusal(field, f"fetching {shown(url, 60)!r} failed ({type(exc).__name__}: {exc})") from exc
 
 
-def _check_scheme(url: str, field: str, what: str) -> httpx.URL:
+def _check_scheme(url: str, field: str, what: str, sent: str | None = None) -> httpx.URL:
+    """The parsed URL if it is http(s) with a host; `sent` is how the client or server spelled
+    it, quoted in the refusal (a joined redirect is normalised: file:///x becomes file:/x)."""
+    quoted = shown(url if sent is None else sent, 60)
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise refusal(field, f"{what} {shown(url, 60)!r} is malformed ({exc})") from exc
+        raise refusal(field, f"{what} {quoted!r} is malformed ({exc})") from exc
     if parsed.scheme not in _SCHEMES or not parsed.host:
-        raise refusal(field, f"{what} {shown(url, 60)!r} is not an http or https URL; only those "
-                             "are fetched")
+        raise refusal(field, f"{what} {quoted!r} is not an http or https URL; only those are fetched")
     return parsed
 
 
@@ -128,7 +130,7 @@ def _redirect_target(response: httpx.Response, field: str) -> httpx.URL:
         joined = str(response.url.join(location))
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
         raise refusal(field, f"the redirect to {shown(location, 60)!r} is malformed ({exc})") from exc
-    return _check_scheme(joined, field, "the redirect to")
+    return _check_scheme(joined, field, "the redirect to", sent=location)
 
 
 async def _body(response: httpx.Response, url: str, field: str, limits: MediaLimits) -> bytes:
