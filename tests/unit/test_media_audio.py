@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
+import soundfile  # type: ignore[import-untyped]
 
 from mr.errors import InvalidArgumentError
 from mr.media import Audio, MediaLimits, MediaSource, decode_audio, load
