@@ -80,6 +80,9 @@ VARS: dict[str, Var] = {v.name: v for v in (
         "`Forwarded` name the client"),
     Var("MR_CORS_ORIGINS", SERVE, "list", "",
         "`mr serve --cors-origin`: extra browser origins allowed (`*` for any)"),
+    Var("MR_ALLOW_REMOTE_MEDIA", SERVE, "bool", "0",
+        "`mr serve --allow-remote-media`: fetch the `http(s)` image and audio URLs of requests (size and "
+        "time capped); off, they are refused"),
     Var("MR_DEFAULT_REGISTRY", STORE, "host", "index.docker.io",
         "the registry for model names without one"),
     Var("MR_REGISTRY_MIRRORS", STORE, "list", "",

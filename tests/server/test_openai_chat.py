@@ -145,11 +145,11 @@ def test_content_parts_and_developer_role(oai) -> None:
     assert r.choices[0].message.content
 
 
-def test_image_parts_are_refused_naming_the_param(oai) -> None:
+def test_image_parts_to_a_text_model_are_refused_naming_the_part_and_the_model(oai) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         oai.chat.completions.create(model=SMOL, max_tokens=4, messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
-    assert info.value.body["param"] == "messages[0].content"
+    assert info.value.body["param"] == "messages[0].content[0]" and SMOL in info.value.body["message"]
 
 
 def test_async_client_stream_and_not(det_aoai) -> None:

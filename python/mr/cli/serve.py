@@ -155,6 +155,10 @@ _OPTIONS = [
     click.option("--rpc-allow", default=None,
                  help="More RPC workers that `mr configure --rpc` may give a model while the server runs "
                       "(besides --rpc; no other is accepted): HOST:PORT[,HOST:PORT...]."),
+    click.option("--allow-remote-media", is_flag=True, default=None,
+                 help="Fetch the http(s) image and audio URLs of requests (size and time capped); off, "
+                      "media come inline (data: URLs, base64) and a URL is a 400 [MR_ALLOW_REMOTE_MEDIA; "
+                      "default off]."),
     click.option("--quiet", is_flag=True, help="No per-request log lines."),
 ]
 
@@ -302,6 +306,9 @@ def run(settings: Settings) -> None:
     scheme = "https" if settings.tls_cert else "http"
     click.echo(f"mr serve: listening on {scheme}://{_url_host(settings.host)}:{settings.port} "
                f"(models in {settings.models_root()}, {settings.parallel} slots per model)", err=True)
+    if settings.allow_remote_media:
+        click.echo("mr serve: http(s) image and audio URLs in requests are fetched (--allow-remote-media)",
+                   err=True)
     if settings.rpc:
         click.echo(f"mr serve: model layers are split with the RPC workers {', '.join(settings.rpc)}",
                    err=True)

@@ -22,7 +22,8 @@ from mr.server.disconnect import ClientGone
 log = logging.getLogger("mr.server")
 
 RETRY_AFTER_S = "1"
-_ABS_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)+([\w.@+-]+)")
+# an absolute path, not the path of a URL (a refused image URL is quoted whole)
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/)+([\w.@+-]+)")
 _PARAM_HEAD = re.compile(r"^([a-z_][a-z0-9_]*(?:\[\d+\])?(?:\.[a-z_][a-z0-9_]*)*) must ")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

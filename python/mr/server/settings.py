@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from mr import config as mr_config
+from mr.media.types import MediaLimits
 
 DEFAULT_HOST = mr_config.DEFAULT_HOST
 DEFAULT_MAX_BODY = 16 << 20
@@ -68,10 +69,17 @@ class Settings(msgspec.Struct, kw_only=True):
     # More workers `POST /engines/configure` may name for a model (besides `rpc`): weights and
     # activations go to a model's workers, so a client must not pick any host:port it likes
     rpc_allow: list[str] = msgspec.field(default_factory=list)
+    # http(s) image and audio URLs in requests are fetched (size and time capped); off, each is a
+    # 400: a local server must not become an open fetcher for whoever can reach it
+    allow_remote_media: bool = False
 
     @property
     def is_loopback(self) -> bool:
         return self.host in LOOPBACK or self.host.startswith("127.")
+
+    def media_limits(self) -> MediaLimits:
+        """The bounds of every request's images and audio (mr.media)."""
+        return MediaLimits(remote=self.allow_remote_media)
 
     def model_settings_path(self) -> Path:
         return Path(self.settings_path) if self.settings_path else mr_config.home() / "model-settings.json"
@@ -151,6 +159,7 @@ ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "MR_TLS_KEY": ("tls_key", str),
     "MR_TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "MR_CORS_ORIGINS": ("cors_origins", _csv),
+    "MR_ALLOW_REMOTE_MEDIA": ("allow_remote_media", mr_config.switch),
 }
 
 FOREVER = math.inf

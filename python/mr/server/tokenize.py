@@ -17,6 +17,7 @@ from litestar.params import Body
 from msgspec import Meta, Struct
 
 from mr.engine import LLM, limits
+from mr.engine.media import MARKER, take_media
 from mr.jsontypes import JSON
 from mr.server.context import Req, server_context
 from mr.server.errors import invalid
@@ -27,6 +28,7 @@ from mr.server.thinking import from_openai
 
 PREFIXES = ("/", "/engines", "/engines/llama.cpp")
 MAX_TOKENS_IN = 1 << 20
+MEDIA_MARKER = "<__media__>"  # llama.cpp's (mtmd_default_marker)
 
 
 class TokenizeRequest(Struct, kw_only=True):
@@ -90,12 +92,13 @@ async def detokenize(request: Req, data: Annotated[DetokenizeRequest, Body()]) -
 
 @post("/apply-template", summary="Chat messages to the rendered prompt", tags=["Tokens"], status_code=200)
 async def apply_template(request: Req, data: Annotated[ApplyTemplateRequest, Body()]) -> dict[str, str]:
-    messages = params.messages(data.messages)
+    # an image or audio clip shows as llama-server's marker: what is rendered at its place
+    messages, _media = take_media(params.messages(data.messages))
     thinking = from_openai(data.reasoning_effort, data.chat_template_kwargs, None)
     async with await server_context(request).runner.acquire(data.model) as lease:
         options = thinking.apply(None, lease.model.think)
         prompt, _stops = await asyncio.to_thread(lease.llm.render_chat, messages, options)
-    return {"prompt": prompt}
+    return {"prompt": prompt.replace(MARKER, MEDIA_MARKER)}
 
 
 HANDLERS = [tokenize, detokenize, apply_template]

@@ -15,6 +15,7 @@ from mr.jsontypes import JSON
 from mr.server.anthropic.protocol import (
     Block,
     BlockOut,
+    ImageBlock,
     MessageParam,
     MessagesRequest,
     PromptFields,
@@ -29,10 +30,11 @@ from mr.server.anthropic.protocol import (
     ToolResultBlock,
     ToolUseBlock,
     ToolUseOut,
+    UrlSource,
     UsageOut,
 )
 from mr.server.errors import invalid
-from mr.server.generation import Chat, Prepared, checked_text, same_sampling, sampling_of, tool_options
+from mr.server.generation import Chat, Prepared, checked_text, media, same_sampling, sampling_of, tool_options
 from mr.server.thinking import Thinking
 
 
@@ -86,7 +88,9 @@ def _message(i: int, m: MessageParam) -> list[JSON]:
 
 def _assistant(blocks: list[Block], param: str) -> JSON:
     texts, thinking, calls = [], [], []
-    for block in blocks:
+    for j, block in enumerate(blocks):
+        if isinstance(block, ImageBlock):
+            raise invalid(f"{param}[{j}]", f"{param}[{j}]: image blocks belong in user messages")
         if isinstance(block, TextBlock):
             texts.append(checked_text(block.text, param))
         elif isinstance(block, ThinkingBlock):
@@ -105,25 +109,41 @@ def _assistant(blocks: list[Block], param: str) -> JSON:
 
 
 def _user(blocks: list[Block], param: str) -> list[JSON]:
-    """Tool results first (they answer the assistant turn before), then the user's own text."""
-    results, texts = [], []
-    for block in blocks:
+    """Tool results first (they answer the assistant turn before), then the user's own text and
+    images in the order written."""
+    results: list[JSON] = []
+    parts: list[JSON] = []
+    for j, block in enumerate(blocks):
         if isinstance(block, ToolResultBlock):
             results.append({"role": "tool", "tool_call_id": block.tool_use_id,
-                            "content": _result_text(block, param)})
+                            "content": _result(block, param, f"{param}[{j}].content")})
         elif isinstance(block, TextBlock):
-            texts.append(checked_text(block.text, param))
+            parts.append(media.text_part(checked_text(block.text, param)))
+        elif isinstance(block, ImageBlock):
+            parts.append(_image(block, f"{param}[{j}]"))
         elif isinstance(block, ToolUseBlock):
             raise invalid(param, f"{param}: tool_use blocks belong in assistant messages")
-    if texts or not results:
-        results.append({"role": "user", "content": "\n".join(texts)})
+    if parts or not results:
+        results.append({"role": "user", "content": media.content(parts)})
     return results
 
 
-def _result_text(block: ToolResultBlock, param: str) -> str:
-    text = block.content if isinstance(block.content, str) else "\n".join(b.text for b in block.content)
-    text = checked_text(text, param)
-    return f"Error: {text}" if block.is_error else text
+def _result(block: ToolResultBlock, param: str, field: str) -> str | list[JSON]:
+    """A tool result's text, or its text and images (a screenshot a tool took)."""
+    blocks = [TextBlock(text=block.content)] if isinstance(block.content, str) else block.content
+    parts = [_image(b, f"{field}[{k}]") if isinstance(b, ImageBlock)
+             else media.text_part(checked_text(b.text, param)) for k, b in enumerate(blocks)]
+    content = media.content(parts)
+    if not block.is_error:
+        return content
+    return f"Error: {content}" if isinstance(content, str) else [media.text_part("Error:"), *content]
+
+
+def _image(block: ImageBlock, field: str) -> JSON:
+    source = block.source
+    if isinstance(source, UrlSource):
+        return media.url_part("image", source.url, field)
+    return media.base64_part("image", source.data, field, source.media_type)
 
 
 def options(req: PromptFields) -> ChatOptions | None:

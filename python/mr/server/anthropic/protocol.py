@@ -1,7 +1,7 @@
 """Anthropic Messages API wire types (requests and responses).
 
-Content blocks are tagged unions on `type`, so an unknown or unsupported block type (images,
-documents) fails decoding with a 400 that names its place. Unknown top-level fields are ignored.
+Content blocks are tagged unions on `type`, so an unknown or unsupported block type (documents,
+search results) fails decoding with a 400 that names its place. Unknown top-level fields are ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +26,20 @@ class TextBlock(Struct, kw_only=True, tag_field="type", tag="text"):
     citations: Any = None
 
 
+class Base64Source(Struct, kw_only=True, tag_field="type", tag="base64"):
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: str
+
+
+class UrlSource(Struct, kw_only=True, tag_field="type", tag="url"):
+    url: str  # fetched only where `mr serve --allow-remote-media` says so
+
+
+class ImageBlock(Struct, kw_only=True, tag_field="type", tag="image"):
+    source: Base64Source | UrlSource
+    cache_control: Any = None
+
+
 class ToolUseBlock(Struct, kw_only=True, tag_field="type", tag="tool_use"):
     id: Annotated[str, Meta(min_length=1, max_length=256)]
     name: Annotated[str, Meta(min_length=1, max_length=256)]
@@ -35,7 +49,7 @@ class ToolUseBlock(Struct, kw_only=True, tag_field="type", tag="tool_use"):
 
 class ToolResultBlock(Struct, kw_only=True, tag_field="type", tag="tool_result"):
     tool_use_id: Annotated[str, Meta(min_length=1, max_length=256)]
-    content: str | Annotated[list[TextBlock], Meta(max_length=MAX_BLOCKS)] = ""
+    content: str | Annotated[list[TextBlock | ImageBlock], Meta(max_length=MAX_BLOCKS)] = ""
     is_error: bool = False
     cache_control: Any = None
 
@@ -49,7 +63,7 @@ class RedactedThinkingBlock(Struct, kw_only=True, tag_field="type", tag="redacte
     data: str = ""
 
 
-Block = TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
+Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
 
 
 class MessageParam(Struct, kw_only=True):

@@ -13,6 +13,7 @@ from mr.errors import OverloadedError
 from mr.server import sse
 from mr.server.context import Req, ServerContext
 from mr.server.disconnect import until_disconnect
+from mr.server.generation import media
 from mr.server.generation.prepared import Chat, Prepared
 from mr.server.generation.start import Running, S
 from mr.server.modeldefaults import model_defaults
@@ -48,12 +49,14 @@ def event_stream(running: Running[S], body: Callable[[Running[S]], AsyncIterator
 
 async def count_prompt(ctx: ServerContext, prep: Prepared[Chat]) -> int:
     """How many tokens the rendered prompt of `prep` takes (what usage would report)."""
+    limits = ctx.settings.media_limits()
     async with await ctx.runner.acquire(prep.model) as lease:
         llm = lease.llm
+        media.check_accepted(prep.input.messages, llm.accepts, prep.model)
         messages = model_defaults(lease).apply_messages(prep.input.messages)  # as `start` renders them
         options = prep.input.thinking.apply(prep.input.options, lease.model.think)
 
-        def count() -> int:  # the very tokens a request with these messages would submit
-            return len(llm.prepare_chat(messages, options).tokens)
+        def count() -> int:  # the very tokens a request with these messages would submit, media's too
+            return len(llm.prepare_chat(messages, options, limits).tokens)
 
         return await asyncio.to_thread(count)

@@ -1,8 +1,9 @@
 """`start`: from a Prepared request to running engine streams, for every API.
 
 Take the model's lease (lazy load, queue cap), fill in the model's own defaults where the request
-says nothing, render the chat (or tokenize the text) in a worker thread, submit one stream per
-answer, and release everything if any of it fails. Rendering, grammars and tokenizing may take
+says nothing, refuse media the model cannot take, render the chat (decoding its images and audio)
+or tokenize the text in a worker thread, submit one stream per answer, and release everything if
+any of it fails. Rendering, grammars and tokenizing may take
 long enough to stall every other client of the event loop; a grammar is compiled at submit, so
 that moves off the loop too.
 """
@@ -17,10 +18,12 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 import numpy as np
 
 from mr.engine import AsyncChatStream, AsyncStream, Usage
+from mr.media.types import MediaLimits
 from mr.runner import Lease
 from mr.server import sse
 from mr.server.context import ServerContext
 from mr.server.errors import invalid
+from mr.server.generation import media
 from mr.server.generation.prepared import Chat, Prepared, Text
 from mr.server.generation.submit import asubmit_all, finish_all
 from mr.server.modeldefaults import model_defaults
@@ -123,7 +126,7 @@ async def start(ctx: ServerContext, prep: Prepared[Any], *, direct: Direct | Non
             loaded()
         check_fits(prep.n_streams, lease.model.n_slots, ctx.runner.config.max_queue)
         if isinstance(prep.input, Chat):
-            starts, off_loop, direct = await _chat(lease, prep, direct)
+            starts, off_loop, direct = await _chat(lease, prep, direct, ctx.settings.media_limits())
         else:
             starts, off_loop, direct = await _text(lease, prep, direct)
     except BaseException:
@@ -137,11 +140,13 @@ Starts = list[Callable[[], AsyncChatStream]] | list[Callable[[], AsyncStream]]
 Submit = tuple[Starts, bool, Direct | None]  # the stream starters, off the loop?, direct
 
 
-async def _chat(lease: Lease, prep: Prepared[Chat], direct: Direct | None) -> Submit:
+async def _chat(lease: Lease, prep: Prepared[Chat], direct: Direct | None, limits: MediaLimits) -> Submit:
     llm, own = lease.llm, model_defaults(lease)
     chat = prep.input
     options = chat.thinking.apply(chat.options, lease.model.think)
-    prompt = await asyncio.to_thread(llm.prepare_chat, own.apply_messages(chat.messages), options)
+    media.check_accepted(chat.messages, llm.accepts, prep.model)  # before anything is decoded
+    # images and audio are decoded there too, within the server's limits
+    prompt = await asyncio.to_thread(llm.prepare_chat, own.apply_messages(chat.messages), options, limits)
     if not prompt.fmt.plain or prep.logprobs is not None:
         direct = None  # tool calls, reasoning and logprobs are parsed per token, in Python
     engine = _engine(direct, prep.n_streams)

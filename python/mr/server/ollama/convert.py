@@ -11,7 +11,7 @@ from mr.engine.limits import INT32_MAX
 from mr.jsontypes import JSON
 from mr.runner import parse_duration
 from mr.server.errors import invalid
-from mr.server.generation import sampling_fields, seeded
+from mr.server.generation import media, sampling_fields, seeded
 from mr.server.ollama.protocol import Format, KeepAlive, Message, Options, Timings
 
 
@@ -56,9 +56,7 @@ def response_format(fmt: Format) -> JSON | None:
 def messages(items: list[Message]) -> list[JSON]:
     out = []
     for i, m in enumerate(items):
-        if m.images:
-            raise invalid(f"messages[{i}].images", "images are not supported by this server")
-        msg: JSON = {"role": m.role, "content": m.content}
+        msg: JSON = {"role": m.role, "content": with_images(m.content, m.images, f"messages[{i}].images")}
         if m.tool_calls:
             msg["tool_calls"] = [
                 {"id": f"call_{i}_{j}", "type": "function",
@@ -69,6 +67,15 @@ def messages(items: list[Message]) -> list[JSON]:
             msg["name"] = m.tool_name
         out.append(msg)
     return out
+
+
+def with_images(text: str, images: list[str] | None, field: str) -> str | list[JSON]:
+    """A message's content with its `images` (base64 strings) before its text, where Ollama's
+    own prompt puts them; each image's refusals name `field[k]`."""
+    if not images:
+        return text
+    parts = [media.base64_part("image", data, f"{field}[{k}]") for k, data in enumerate(images)]
+    return [*parts, media.text_part(text)]
 
 
 def tool_calls(calls: list[ToolCall]) -> list[JSON]:

@@ -63,9 +63,7 @@ async def chat(request: Req, data: Annotated[ChatRequest, Body()]) -> Response[A
 async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Response[Any]:
     ctx = server_context(request)
     keep = convert.keep_alive(data.keep_alive)
-    if data.images:
-        raise invalid("images", "images are not supported by this server")
-    if not data.prompt and not data.system:
+    if not data.prompt and not data.system and not data.images:
         return await _load_only(ctx, data.model, keep, chat=False)
     options = tool_options(None, None, None, convert.response_format(data.format))
     clock = convert.Clock()
@@ -75,11 +73,14 @@ async def generate(request: Req, data: Annotated[GenerateRequest, Body()]) -> Re
         return await _respond(request, running, data.model, data.stream, clock, False, extra)
 
     if data.raw:  # the caller wrote the template's markers themselves: they are tokens (no system)
+        if data.images:  # a raw prompt has no place the projector's tokens could go: never dropped
+            raise invalid("images", "images need the model's chat template: they cannot be sent with "
+                                    "raw: true")
         text = data.prompt
         raw = _prepare(data.model, Text(lambda llm: [llm.tokenize(text, True, True)]), data.options, keep)
         return await respond(await generation.start(ctx, raw, loaded=clock.mark_loaded))
     messages = ([{"role": "system", "content": data.system}] if data.system else []) + \
-        [{"role": "user", "content": data.prompt}]
+        [{"role": "user", "content": convert.with_images(data.prompt, data.images, "images")}]
     prepared = _prepare(data.model, Chat(messages, options, from_ollama(data.think)), data.options, keep)
     return await respond(await generation.start(ctx, prepared, loaded=clock.mark_loaded))
 

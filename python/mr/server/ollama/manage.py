@@ -19,6 +19,7 @@ from mr.server.dmr import remove_model
 from mr.server.embedding import Item, check_count
 from mr.server.embedding import run as run_embeddings
 from mr.server.errors import invalid
+from mr.server.modelmedia import media_capabilities
 from mr.server.ollama import convert
 from mr.server.ollama.protocol import (
     Details,
@@ -116,6 +117,7 @@ async def show(request: Req, data: Annotated[ModelRequest, Body()]) -> Response[
     info = {k: _number(v) for k, v in gguf.items() if not k.startswith("tokenizer.chat_template")}
     template = gguf.get("tokenizer.chat_template", "")
     capabilities = ["completion", "embedding"] + (["tools"] if "tool" in template else [])
+    capabilities += await asyncio.to_thread(media_capabilities, store, model)  # vision, audio
     return _json({"modelfile": "", "parameters": "", "template": template, "license": "",
                   "details": msgspec.to_builtins(_details(model.config)), "model_info": info,
                   "capabilities": capabilities, "modified_at": convert.rfc3339(model.created_ts)})

@@ -1,4 +1,5 @@
-"""GET /v1/models and /v1/models/{id}: the models in the store, OpenAI's shape."""
+"""GET /v1/models and /v1/models/{id}: the models in the store, OpenAI's shape, with what each
+takes (`capabilities`: "vision" and "audio" where its projector encodes them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from litestar.params import Parameter
 
 from mr.errors import ModelNotFoundError
 from mr.server.context import Req, server_context
+from mr.server.modelmedia import capabilities
 from mr.server.openai.protocol import ModelCard, ModelList
 
 if TYPE_CHECKING:
@@ -21,9 +23,10 @@ def _cards(store: Store) -> list[ModelCard]:
 
     cards: list[ModelCard] = []
     for model in store.list():
+        caps = capabilities(store, model)
         for tag in model.tags or [model.id]:
             name = refs.familiar(tag) if tag != model.id else tag
-            cards.append(ModelCard(id=name, created=model.created_ts))
+            cards.append(ModelCard(id=name, created=model.created_ts, capabilities=caps))
     return cards
 
 
@@ -41,5 +44,7 @@ async def get_model(request: Req, model_id: Annotated[str, Parameter()]) -> Mode
     name = model_id.lstrip("/")
     if ctx.store is None:
         raise ModelNotFoundError(f"no such model: {name}")
-    model = await asyncio.to_thread(ctx.store.resolve, name)
-    return ModelCard(id=name, created=model.created_ts)
+    store = ctx.store
+    model = await asyncio.to_thread(store.resolve, name)
+    caps = await asyncio.to_thread(capabilities, store, model)
+    return ModelCard(id=name, created=model.created_ts, capabilities=caps)

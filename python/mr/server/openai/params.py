@@ -8,8 +8,10 @@ from mr.engine import ChatOptions, SamplingOptions
 from mr.engine.limits import INT32_MAX
 from mr.jsontypes import JSON
 from mr.server.errors import invalid
-from mr.server.generation import checked_text, sampling_fields, seeded, tool_options
+from mr.server.generation import checked_text, media, sampling_fields, seeded, tool_options
 from mr.server.openai.protocol import ChatCompletionRequest, ChatMessageIn, ContentPart, SamplingFields
+
+MEDIA_PARTS = ("image_url", "input_audio")
 
 
 def sampling(req: SamplingFields, n_vocab: int, index: int = 0) -> SamplingOptions:
@@ -55,14 +57,15 @@ def stops(stop: str | list[str] | None) -> list[str]:
 
 
 def messages(items: list[ChatMessageIn]) -> list[JSON]:
-    """OpenAI messages -> the engine's (text content only; developer -> system)."""
+    """OpenAI messages -> the engine's (developer -> system). A user message's image_url and
+    input_audio parts become media parts (mr.server.generation.media), decoded later."""
     return [_message(i, m) for i, m in enumerate(items)]
 
 
 def _message(i: int, m: ChatMessageIn) -> JSON:
     param = f"messages[{i}].content"
-    out: JSON = {"role": "system" if m.role == "developer" else m.role,
-                           "content": _content(m.content, param)}
+    body = _user_content(m.content, param) if m.role == "user" else _content(m.content, param)
+    out: JSON = {"role": "system" if m.role == "developer" else m.role, "content": body}
     if m.name:
         out["name"] = m.name
     if m.tool_calls:
@@ -79,16 +82,43 @@ def _message(i: int, m: ChatMessageIn) -> JSON:
 
 
 def _content(content: str | list[ContentPart] | None, param: str) -> str:
+    """Text only: a system, assistant or tool message, a prediction."""
     if content is None:
         return ""
     if isinstance(content, str):
         return checked_text(content, param)
     texts = []
-    for part in content:
-        if part.type != "text" or part.text is None:
-            raise invalid(param, f"{param}: only text parts are supported, not {part.type!r}")
-        texts.append(checked_text(part.text, param))
+    for j, part in enumerate(content):
+        if part.type in MEDIA_PARTS:
+            raise invalid(f"{param}[{j}]", f"{param}[{j}]: {part.type} parts are accepted in user "
+                                           "messages only")
+        texts.append(_text(part, param))
     return "\n".join(texts)
+
+
+def _user_content(content: str | list[ContentPart] | None, param: str) -> str | list[JSON]:
+    """Text, or text and media parts in the order written."""
+    if content is None or isinstance(content, str):
+        return _content(content, param)
+    return media.content([_part(part, f"{param}[{j}]", param) for j, part in enumerate(content)])
+
+
+def _part(part: ContentPart, field: str, param: str) -> JSON:
+    if part.type == "image_url" and part.image_url is not None:
+        url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+        return media.url_part("image", url, field)
+    if part.type == "input_audio" and part.input_audio is not None:
+        return media.audio_part(part.input_audio.data, part.input_audio.format, field)
+    if part.type in MEDIA_PARTS:
+        raise invalid(field, f"{field}: a {part.type} part needs its {part.type} field")
+    return media.text_part(_text(part, param))
+
+
+def _text(part: ContentPart, param: str) -> str:
+    if part.type != "text" or part.text is None:
+        raise invalid(param, f"{param}: only text, image_url and input_audio parts are supported, "
+                             f"not {part.type!r}")
+    return checked_text(part.text, param)
 
 
 def prediction(req: ChatCompletionRequest) -> str | None:

@@ -6,7 +6,7 @@ decoding and the OpenAPI schema states it. Unknown fields are ignored (and logge
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -26,11 +26,21 @@ Stop = str | Annotated[list[str], Meta(max_length=16)]
 
 # ---- chat: request ----
 
+class ImageUrl(Struct, kw_only=True):
+    url: str  # a data: URL, or http(s) where `mr serve --allow-remote-media` fetches it
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; the projector sets the resolution
+
+
+class InputAudio(Struct, kw_only=True):
+    data: str  # base64
+    format: str  # wav, mp3 (OpenAI's), flac
+
+
 class ContentPart(Struct, kw_only=True):
     type: str
     text: str | None = None
-    image_url: Any = None
-    input_audio: Any = None
+    image_url: ImageUrl | str | None = None  # a bare URL string, as some clients send it
+    input_audio: InputAudio | None = None
 
 
 class FunctionCall(Struct, kw_only=True):
@@ -297,6 +307,8 @@ class ModelCard(Struct, kw_only=True):
     created: int
     owned_by: str = "docker"
     object: str = "model"
+    # mr's: completion, tools, reasoning, vision, audio, ... (`mr show`'s and Ollama's names)
+    capabilities: list[str] = msgspec.field(default_factory=list)
 
 
 class ModelList(Struct, kw_only=True):

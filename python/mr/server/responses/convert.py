@@ -16,6 +16,7 @@ from mr.server.generation import (
     Chat,
     Prepared,
     checked_text,
+    media,
     new_id,
     same_sampling,
     sampling_of,
@@ -26,6 +27,7 @@ from mr.server.thinking import from_effort
 
 ROLES = {"user", "assistant", "system", "developer"}
 TEXT_PARTS = {"input_text", "output_text", "text", "refusal"}
+IMAGE_PART = "input_image"  # in user messages
 SKIPPED_ITEMS = {"reasoning"}  # replayed by clients; the model's reasoning is not re-rendered
 
 
@@ -83,13 +85,26 @@ def _parts(item: InputItem, param: str) -> list[JSON]:
         raise invalid(f"{param}.content", f"{param}.content is required")
     if isinstance(item.content, str):
         return [{"type": kind, "text": checked_text(item.content, f"{param}.content")}]
-    return [_part(part, f"{param}.content[{j}]") for j, part in enumerate(item.content)]
+    images = item.role == "user"
+    return [_part(part, f"{param}.content[{j}]", images) for j, part in enumerate(item.content)]
 
 
-def _part(part: ContentPart, param: str) -> JSON:
+def _part(part: ContentPart, param: str, images: bool = False) -> JSON:
+    if images and part.type == IMAGE_PART:
+        return _image(part, param)
     if part.type not in TEXT_PARTS or part.text is None:
-        raise invalid(param, f"{param}: only text parts are supported, not {part.type!r}")
+        kinds = "text and input_image" if images else "text"
+        raise invalid(param, f"{param}: only {kinds} parts are supported, not {part.type!r}")
     return {"type": part.type, "text": checked_text(part.text, param)}
+
+
+def _image(part: ContentPart, param: str) -> JSON:
+    """An input_image as stored and listed: its URL (a data: URL, or http(s)) and detail."""
+    if part.image_url is None:
+        why = "the Files API (file_id) is not served here" if part.file_id else "image_url is required"
+        raise invalid(param, f"{param}: {why}; send image_url as a data: URL")
+    media.url_part("image", part.image_url, param)  # refused now if it can never be an image URL
+    return {"type": IMAGE_PART, "image_url": part.image_url.strip(), "detail": part.detail or "auto"}
 
 
 def _output_text(output: str | list[ContentPart], param: str) -> str:
@@ -100,14 +115,15 @@ def _output_text(output: str | list[ContentPart], param: str) -> str:
 
 # ---- items -> chat messages ----
 
-def messages(items: list[JSON]) -> list[JSON]:
-    """Normalised input or output items as chat messages; consecutive calls share one assistant turn."""
+def messages(items: list[JSON], where: str = "input") -> list[JSON]:
+    """Normalised input or output items as chat messages; consecutive calls share one assistant
+    turn. An image's refusals name `where[i].content[j]`."""
     out: list[JSON] = []
-    for item in items:
+    for i, item in enumerate(items):
         kind = item["type"]
         if kind == "message":
             role = "system" if item["role"] == "developer" else item["role"]
-            out.append({"role": role, "content": "\n".join(p["text"] for p in item["content"])})
+            out.append({"role": role, "content": _content(item["content"], f"{where}[{i}].content")})
         elif kind == "function_call":
             call = {"id": item["call_id"], "type": "function",
                     "function": {"name": item["name"], "arguments": item["arguments"]}}
@@ -119,6 +135,11 @@ def messages(items: list[JSON]) -> list[JSON]:
         elif kind == "function_call_output":
             out.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
     return out
+
+
+def _content(parts: list[JSON], param: str) -> str | list[JSON]:
+    return media.content([media.url_part("image", p["image_url"], f"{param}[{j}]") if p["type"] == IMAGE_PART
+                          else media.text_part(p["text"]) for j, p in enumerate(parts)])
 
 
 # ---- tools and output format ----

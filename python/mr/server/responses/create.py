@@ -40,7 +40,10 @@ class _Turn:
     def remember(self, response: JSON) -> None:
         if not self.req.store:
             return
-        conversation = self.history + convert.messages(self.items) + convert.messages(response["output"])
+        # a later turn refused for an image of this one says where it came from
+        earlier = f"previous_response_id {response['id']}: input"
+        conversation = [*self.history, *convert.messages(self.items, earlier),
+                        *convert.messages(response["output"])]
         self.store.put(response["id"], Entry(response=response, input_items=self.items,
                                              conversation=conversation))
 

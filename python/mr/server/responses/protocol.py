@@ -20,6 +20,9 @@ MAX_ITEMS = 4096  # input items per request: past this it is abuse, not a conver
 class ContentPart(Struct, kw_only=True):
     type: str
     text: str | None = None
+    image_url: str | None = None  # input_image: a data: URL, or http(s) where the server fetches it
+    detail: Literal["auto", "low", "high"] | None = None  # input_image: accepted, the projector decides
+    file_id: str | None = None  # input_image from the Files API: not served here
 
 
 class InputItem(Struct, kw_only=True):
