@@ -28,7 +28,7 @@ Stop = str | Annotated[list[str], Meta(max_length=16)]
 
 class ImageUrl(Struct, kw_only=True):
     url: str  # a data: URL, or http(s) where `mr serve --allow-remote-media` fetches it
-    detail: Literal["auto", "low", "high"] | None = None  # accepted; the projector sets the resolution
+    detail: Annotated[str, Meta(max_length=32)] | None = None  # auto, low, high: the projector decides
 
 
 class InputAudio(Struct, kw_only=True):

@@ -21,7 +21,7 @@ class ContentPart(Struct, kw_only=True):
     type: str
     text: str | None = None
     image_url: str | None = None  # input_image: a data: URL, or http(s) where the server fetches it
-    detail: Literal["auto", "low", "high"] | None = None  # input_image: accepted, the projector decides
+    detail: Annotated[str, Meta(max_length=32)] | None = None  # input_image: the projector decides
     file_id: str | None = None  # input_image from the Files API: not served here
 
 
