@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Response, delete, get, post
@@ -17,12 +17,7 @@ from mr.server import runtime
 from mr.server.context import Req, ServerContext, server_context
 from mr.server.disconnect import until_disconnect
 from mr.server.errors import invalid
-from mr.server.modelmedia import capabilities
 from mr.server.progress import error_message, first_event, thread_events
-
-if TYPE_CHECKING:
-    from mr.store import Store
-    from mr.store.model import LocalModel
 
 NDJSON = "application/x-ndjson"
 
@@ -38,14 +33,8 @@ def _ndjson(obj: object) -> bytes:
 @get("/models", summary="List local models", tags=["Models"])
 async def list_models(request: Req) -> Response[bytes]:
     store = server_context(request).require_store()
-    models = await asyncio.to_thread(lambda: [_info(store, m) for m in store.list()])
-    return Response(_ndjson(models).rstrip(), media_type="application/json")
-
-
-def _info(store: Store, model: LocalModel) -> JSON:
-    """DMR's model object, with mr's `capabilities` (vision and audio where the projector takes
-    them): blocking."""
-    return {**model.to_dict(), "capabilities": capabilities(store, model)}
+    models = await asyncio.to_thread(store.list)
+    return Response(_ndjson([m.to_dict() for m in models]).rstrip(), media_type="application/json")
 
 
 @post("/models/create", summary="Pull a model (NDJSON progress)", tags=["Models"], status_code=200)
@@ -86,8 +75,8 @@ def _name(raw: str) -> str:
 @get("/models/{name:path}", summary="Inspect a local model", tags=["Models"])
 async def get_model(request: Req, name: Annotated[str, Parameter()]) -> Response[bytes]:
     store = server_context(request).require_store()
-    info = await asyncio.to_thread(lambda: _info(store, store.resolve(_name(name))))
-    return Response(_ndjson(info).rstrip(), media_type="application/json")
+    model = await asyncio.to_thread(store.resolve, _name(name))
+    return Response(_ndjson(model.to_dict()).rstrip(), media_type="application/json")
 
 
 @delete("/models/{name:path}", summary="Delete a local model", tags=["Models"], status_code=200)
