@@ -255,7 +255,8 @@ def test_the_listings_say_what_each_model_takes(http: httpx.Client) -> None:
     assert not {"vision", "audio"} & set(cards[SMOL]["capabilities"])
     assert "vision" in http.get(f"/v1/models/{VLM}").json()["capabilities"]
     assert "vision" in http.post("/api/show", json={"model": VLM}).json()["capabilities"]
-    assert "audio" in http.get(f"/models/{AV}").json()["capabilities"]
+    assert "audio" in http.get(f"/engines/v1/models/{AV}").json()["capabilities"]  # DMR's path
+    assert set(http.get(f"/models/{AV}").json()) == {"id", "tags", "created", "config"}  # DMR's shape
     rendered = http.post("/apply-template", json={"model": VLM, "messages": user(image_part(png(80)))})
     assert "<__media__>" in rendered.json()["prompt"]
 
