@@ -1,8 +1,8 @@
 """`python -m bench [PART ...]`: mr side by side with llama.cpp's tools, printed as ratios.
 
 Parts: decode (with the roofline), concurrency, determinism, http, ceiling, prefix, embeddings,
-load, pull, scale (RPC workers and replicas behind HAProxy), spec (speculative decoding); none
-named = all.
+load, pull, scale (RPC workers and replicas behind HAProxy), spec (speculative decoding), vision
+(images in: TTFT cold and cached, images/s, the stall); none named = all.
 Results go to bench/results/<timestamp>/: results.jsonl, summary.md, *.png, server logs.
 """
 
@@ -40,16 +40,17 @@ def _parts() -> dict[str, Callable[[Context], None]]:
         scale,
         serving,
         spec,
+        vision,
     )
 
     return {"decode": decode.run, "concurrency": concurrency.run, "determinism": determinism.run,
             "http": serving.run,
             "ceiling": ceiling.run, "prefix": prefix.run, "embeddings": embeddings.run, "load": load.run,
-            "pull": pull.run, "scale": scale.run, "spec": spec.run}
+            "pull": pull.run, "scale": scale.run, "spec": spec.run, "vision": vision.run}
 
 
 PART_NAMES = ("decode", "concurrency", "determinism", "http", "ceiling", "prefix", "embeddings", "load",
-              "pull", "scale", "spec")
+              "pull", "scale", "spec", "vision")
 
 
 def _levels(text: str) -> tuple[int, ...]:

@@ -5,10 +5,13 @@
 #
 # It unpacks the trimmed llama.cpp tree, installs the carried wheels into a fresh venv, makes a
 # random-weights SmolLM2-135M (Q8_0; exact shape and tokenizer, bench/random_model.py), builds mr
-# with CUDA for this GPU's architecture only, with llama-bench and llama-batched-bench in the same
-# CMake build, runs the gpu-marked tests, then the bench's decode and concurrency parts at 1..64
-# against those tools, and prints the bench table. Everything lands in $OUT (at most 8 files come
-# back: run.log, device.txt, build.log, pytest.txt, timings.txt, bench/summary.md, bench/results.jsonl).
+# with CUDA for this GPU's architecture only, with llama-bench, llama-batched-bench and
+# llama-mtmd-cli in the same CMake build, runs the gpu-marked tests, then the bench's decode and
+# concurrency parts at 1..64 against those tools, spec, and vision (images in: mr's engine and mr
+# serve, with a random 256-token projector, against llama-mtmd-cli's encode and image decode;
+# llama-server is not in mr's build), and prints the bench table. Everything lands in $OUT (at
+# most 8 files come back: run.log, device.txt, build.log, pytest.txt, timings.txt,
+# bench/summary.md, bench/results.jsonl).
 #
 # MR_GPU_REHEARSAL=1 (on a machine without a GPU): every step up to a CMake configure with CUDA,
 # then it stops, exit status 3. Nothing is built, tested or measured then.
@@ -159,7 +162,7 @@ if [[ $REHEARSAL == 1 ]]; then
     -DPython_EXECUTABLE="$PY" -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >"$OUT/build.log" 2>&1 \
     || { tail -n 40 "$OUT/build.log"; die "CMake configure failed (build.log)"; }
   targets=$(ninja -C build/gpu-rehearsal -t targets all)
-  for t in _native llama-bench llama-batched-bench ggml-cuda; do
+  for t in _native llama-bench llama-batched-bench llama-mtmd-cli ggml-cuda; do
     grep -q "^$t: " <<<"$targets" || die "the configured build has no target $t"
   done
   grep -E '^(GGML_CUDA|CMAKE_CUDA_ARCHITECTURES|CMAKE_CUDA_COMPILER|LLAMA_BUILD_TOOLS|GGML_NATIVE)(:[A-Z]+)?=' \
@@ -168,16 +171,17 @@ if [[ $REHEARSAL == 1 ]]; then
   phase end
   cat "$OUT/timings.txt"
   echo "[gpu] REHEARSAL ONLY: configured with CUDA (targets _native, llama-bench, llama-batched-bench," \
-    "ggml-cuda present) and made the model; nothing was built, tested or measured" >&2
+    "llama-mtmd-cli, ggml-cuda present) and made the model; nothing was built, tested or measured" >&2
   exit 3
 fi
 "$PY" -m pip install -v --no-index --no-deps --no-build-isolation --disable-pip-version-check \
   -Cbuild-dir=build/gpu "${DEFINES[@]/#-D/-Ccmake.define.}" -e . >"$OUT/build.log" 2>&1 \
   || { tail -n 60 "$OUT/build.log"; die "building mr with CUDA failed (build.log)"; }
-cmake --build build/gpu --target llama-bench llama-batched-bench >>"$OUT/build.log" 2>&1 \
-  || { tail -n 60 "$OUT/build.log"; die "building llama-bench / llama-batched-bench failed (build.log)"; }
+TOOLS=(llama-bench llama-batched-bench llama-mtmd-cli)
+cmake --build build/gpu --target "${TOOLS[@]}" >>"$OUT/build.log" 2>&1 \
+  || { tail -n 60 "$OUT/build.log"; die "building ${TOOLS[*]} failed (build.log)"; }
 mkdir -p bench/build/bin  # where bench/llama_tools.py looks for the yardsticks
-cp build/gpu/bin/llama-bench build/gpu/bin/llama-batched-bench bench/build/bin/
+for t in "${TOOLS[@]}"; do cp "build/gpu/bin/$t" bench/build/bin/; done
 grep -E '^(GGML_CUDA[A-Z_]*|CMAKE_CUDA_ARCHITECTURES|CMAKE_CUDA_COMPILER|CMAKE_CUDA_FLAGS|CMAKE_BUILD_TYPE|GGML_NATIVE|LLAMA_BUILD_TOOLS)(:[A-Z]+)?=' \
   build/gpu/CMakeCache.txt >>"$OUT/device.txt" || true
 INFO=$("$PY" -c 'from mr import _native; print(_native.system_info())')
@@ -190,18 +194,19 @@ phase tests
 MR_REQUIRE_GPU=1 MR_GPU_MODEL=$MODEL timeout 240 "$PY" -m pytest -p no:cacheprovider -m gpu -v -s -rA \
   tests/gpu 2>&1 | tee "$OUT/pytest.txt" || FAILED+=(tests)
 
-# ---- 7. the bench: decode and concurrency at 1..64, mr vs llama-bench / llama-batched-bench ----
+# ---- 7. the bench: decode and concurrency at 1..64 (vs llama-bench, llama-batched-bench), spec, vision ----
 phase bench
 LEFT=$((BUDGET_S - SECONDS))
 if ((LEFT < 60)); then
   echo "[gpu] NO BENCH: only ${LEFT} s of the ${BUDGET_S} s budget left" >&2
   FAILED+=(bench-skipped)
 else
-  PART_S=$((LEFT / 5 > 90 ? 90 : LEFT / 5))  # three parts, each may overrun by one repetition
+  PART_S=$((LEFT / 6 > 90 ? 90 : LEFT / 6))  # four parts, each may overrun by one repetition
   echo "[gpu] bench with --part-seconds $PART_S (${LEFT} s left)"
   # spec: mr serve with --spec auto vs off (llama-server is not built here; the random weights
-  # copy nothing, so this shows what trying to draft costs on the GPU, not what drafts gain)
-  timeout $((LEFT - 10)) "$PY" -m bench decode concurrency spec --no-http --no-build --model "$MODEL" \
+  # copy nothing, so this shows what trying to draft costs on the GPU, not what drafts gain);
+  # vision: mr's engine and mr serve (the parts start no llama-server here: --no-build)
+  timeout $((LEFT - 10)) "$PY" -m bench decode concurrency spec vision --no-build --model "$MODEL" \
     --levels 1,4,8,16,32,64 --slots 64 --ctx-size 16384 --gen-tokens 128 --reps 3 \
     --part-seconds "$PART_S" --out "$OUT/bench" || FAILED+=(bench)
 fi

@@ -1,6 +1,6 @@
 """A tiny random-weights vision model (and an audio projector) for mr's multimodal tests and bench.
 
-    python -m bench.tiny_vlm DIR [--smollm2 PATH] [--seed N] [--audio]
+    python -m bench.tiny_vlm DIR [--smollm2 PATH] [--seed N] [--audio] [--size tiny|bench]
 
 writes DIR/model.gguf, bench.tiny_model's 2-layer llama (SmolLM2's real tokenizer, n_embd 64), and
 DIR/mmproj.gguf, a LLaVA-1.5-style projector: clip.cpp's "mlp" type, the simplest one it loads. It
@@ -18,13 +18,21 @@ The weights are random (std 0.02, layer norms 1 and biases 0), small enough that
 stays finite: the model cannot say what is in a picture or a sound, only that it was given one.
 Everything is deterministic for a seed (same seed, same bytes). Only numpy and the gguf package are
 used; the CLI imports mr only to find SmolLM2 when --smollm2 is not given.
+
+`--size bench` (size="bench") is the vision bench's model (bench/vision.py): an image is a
+realistic BENCH.tokens (256) tokens and its encoder does real work. The projector is the same
+kind at BENCH's shape: a 224x224 image in 14x14 patches, seven blocks of width 512 (six run), into
+SmolLM2-135M's width; DIR/model.gguf is then a link to SmolLM2 itself, whose text side is real
+(the pair still cannot see: its projector is random).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +44,35 @@ MODEL, MMPROJ, MMPROJ_AUDIO = "model.gguf", "mmproj.gguf", "mmproj-audio.gguf"
 TEXT_EMBD = 64  # the text model's width: the projectors' output size must equal it
 WEIGHT_STD = 0.02
 
-# vision: CLIP ViT as LLaVA-1.5 has it, scaled down
-IMAGE_SIZE, PATCH_SIZE = 64, 16
-V_WIDTH, V_FF, V_HEADS, V_BLOCKS = 64, 256, 4, 2  # n_ff != width, or clip.cpp swaps ffn up/down
-IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2  # LLaVA drops the class token after the ViT
+
+
+@dataclass(frozen=True)
+class VisionShape:
+    """A CLIP ViT as LLaVA-1.5 has it: image and patch sizes, width, feed-forward width (never the
+    width, or clip.cpp swaps ffn up/down), heads and blocks (clip.cpp runs all but the last)."""
+
+    image_size: int
+    patch_size: int
+    width: int
+    n_ff: int
+    n_head: int
+    n_block: int
+
+    @property
+    def tokens(self) -> int:
+        """Image tokens: one per patch (LLaVA drops the class token after the ViT)."""
+        return (self.image_size // self.patch_size) ** 2
+
+
+TINY = VisionShape(image_size=64, patch_size=16, width=64, n_ff=256, n_head=4, n_block=2)
+# the vision bench's: ViT-S (width 384, 6 heads) in 14-pixel patches of 224 (256 tokens), 7 of its 12 blocks
+BENCH = VisionShape(image_size=224, patch_size=14, width=384, n_ff=1536, n_head=6, n_block=7)
+SIZES = {"tiny": TINY, "bench": BENCH}
+
+# the tiny shape's figures, which the tests use
+IMAGE_SIZE, PATCH_SIZE = TINY.image_size, TINY.patch_size
+V_WIDTH, V_FF, V_HEADS, V_BLOCKS = TINY.width, TINY.n_ff, TINY.n_head, TINY.n_block
+IMAGE_TOKENS = TINY.tokens
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -51,21 +84,38 @@ AUDIO_TOKENS = math.ceil(A_POSITIONS / STACK)  # per 30-second chunk
 NORM_EPS = 1e-5
 
 
-def write_tiny_vlm(dest: Path, smollm2: Path, seed: int = 0, audio: bool = False) -> tuple[Path, Path]:
+def write_tiny_vlm(dest: Path, smollm2: Path, seed: int = 0, audio: bool = False,
+                   size: str = "tiny") -> tuple[Path, Path]:
     """Writes dest/model.gguf and dest/mmproj.gguf (and dest/mmproj-audio.gguf with `audio`);
-    returns (model, mmproj). `smollm2` is the real SmolLM2 GGUF, whose tokenizer is copied."""
+    returns (model, mmproj). `smollm2` is the real SmolLM2 GGUF, whose tokenizer is copied; with
+    size="bench", dest/model.gguf links to it and the projector has BENCH's shape."""
+    shape = SIZES[size]
     dest.mkdir(parents=True, exist_ok=True)
-    model = write_tiny_llama(smollm2, dest / MODEL, n_embd=TEXT_EMBD, seed=seed)
-    mmproj = write_projector(dest / MMPROJ, TEXT_EMBD, seed=seed)
+    if shape == TINY:
+        model, n_embd = write_tiny_llama(smollm2, dest / MODEL, n_embd=TEXT_EMBD, seed=seed), TEXT_EMBD
+    else:
+        model, n_embd = dest / MODEL, embedding_length(smollm2)
+        model.unlink(missing_ok=True)
+        os.symlink(smollm2.resolve(), model)
+    mmproj = write_projector(dest / MMPROJ, n_embd, seed=seed, shape=shape)
     if audio:
-        write_projector(dest / MMPROJ_AUDIO, TEXT_EMBD, seed=seed, vision=False, audio=True)
+        write_projector(dest / MMPROJ_AUDIO, n_embd, seed=seed, vision=False, audio=True)
     return model, mmproj
 
 
+def embedding_length(model: Path) -> int:
+    """A text model's width (its `<arch>.embedding_length`): a projector's output size."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(model))
+    arch = reader.fields["general.architecture"].contents()
+    return int(reader.fields[f"{arch}.embedding_length"].contents())
+
+
 def write_projector(path: Path, n_embd: int, seed: int = 0, vision: bool = True,
-                    audio: bool = False) -> Path:
-    """An mmproj GGUF (general.architecture "clip") with a vision encoder, an audio encoder or
-    both, projecting into a text model of width `n_embd`."""
+                    audio: bool = False, shape: VisionShape = TINY) -> Path:
+    """An mmproj GGUF (general.architecture "clip") with a vision encoder of `shape`, an audio
+    encoder or both, projecting into a text model of width `n_embd`."""
     import gguf
 
     if not (vision or audio):
@@ -82,7 +132,7 @@ def write_projector(path: Path, n_embd: int, seed: int = 0, vision: bool = True,
         return f"clip.{modality}.projector_type" if len(modalities) == 2 else "clip.projector_type"
 
     if vision:
-        _vision(writer, _Tensors(writer, seed), n_embd, type_key("vision"))
+        _vision(writer, _Tensors(writer, seed), n_embd, type_key("vision"), shape)
     if audio:
         # another stream, so that adding audio leaves the vision weights of a seed unchanged
         _audio(writer, _Tensors(writer, seed + 1), n_embd, type_key("audio"))
@@ -141,21 +191,21 @@ def _blocks(t: _Tensors, prefix: str, n_block: int, width: int, n_ff: int, k_bia
         t.linear(f"{p}.ffn_down", width, n_ff)
 
 
-def _vision(writer: Any, t: _Tensors, n_embd: int, type_key: str) -> None:
+def _vision(writer: Any, t: _Tensors, n_embd: int, type_key: str, v: VisionShape) -> None:
     """LLaVA-1.5: CLIP ViT (clip.cpp runs all but the last block, as LLaVA takes the
     second-to-last layer's features), then mm.0 -> GELU -> mm.2."""
     writer.add_string(type_key, "mlp")
-    _encoder_keys(writer, "vision", V_WIDTH, V_FF, V_HEADS, V_BLOCKS, n_embd)
-    writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
-    writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
+    _encoder_keys(writer, "vision", v.width, v.n_ff, v.n_head, v.n_block, n_embd)
+    writer.add_uint32("clip.vision.image_size", v.image_size)
+    writer.add_uint32("clip.vision.patch_size", v.patch_size)
     writer.add_array("clip.vision.image_mean", list(CLIP_MEAN))
     writer.add_array("clip.vision.image_std", list(CLIP_STD))
-    t.random("v.class_embd", V_WIDTH, dtype=np.float32)
-    t.random("v.patch_embd.weight", V_WIDTH, 3, PATCH_SIZE, PATCH_SIZE)  # conv2d, no bias (CLIP)
-    t.random("v.position_embd.weight", IMAGE_TOKENS + 1, V_WIDTH, dtype=np.float32)  # + class token
-    t.norm("v.pre_ln", V_WIDTH)
-    _blocks(t, "v", V_BLOCKS, V_WIDTH, V_FF, k_bias=True)
-    t.linear("mm.0", n_embd, V_WIDTH)
+    t.random("v.class_embd", v.width, dtype=np.float32)
+    t.random("v.patch_embd.weight", v.width, 3, v.patch_size, v.patch_size)  # conv2d, no bias (CLIP)
+    t.random("v.position_embd.weight", v.tokens + 1, v.width, dtype=np.float32)  # + class token
+    t.norm("v.pre_ln", v.width)
+    _blocks(t, "v", v.n_block, v.width, v.n_ff, k_bias=True)
+    t.linear("mm.0", n_embd, v.width)
     t.linear("mm.2", n_embd, n_embd)
 
 
@@ -188,13 +238,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="SmolLM2 GGUF whose tokenizer is copied (default: mr's cached default model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--audio", action="store_true", help="also write mmproj-audio.gguf (Ultravox)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
+                        help="tiny: the tests' pair; bench: the vision bench's (SmolLM2 and a 256-token ViT)")
     args = parser.parse_args(argv)
     smollm2 = args.smollm2
     if smollm2 is None:
         from mr import default_model
 
         smollm2 = default_model.fetch()
-    model, mmproj = write_tiny_vlm(args.dir, smollm2, seed=args.seed, audio=args.audio)
+    model, mmproj = write_tiny_vlm(args.dir, smollm2, seed=args.seed, audio=args.audio, size=args.size)
     for path in (model, mmproj, *([args.dir / MMPROJ_AUDIO] if args.audio else [])):
         print(path)
     return 0
