@@ -12,11 +12,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import click
 
 from mr import config
+from mr.cli.media_files import media_of, media_refused, openai_messages
 from mr.errors import CutShortError, ModelNotFoundError, MrError
 from mr.jsontypes import JSON
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import httpx
 
     from mr.engine import LLM
+    from mr.media import MediaSource
     from mr.store.defaults import ModelDefaults
 
 
@@ -79,13 +81,28 @@ def verify_for(url: str) -> ssl.SSLContext | bool:
     return tls.ssl_context() if url.startswith("https://") else True
 
 
-def resolve_model(model: str) -> tuple[Path, str | None]:
-    """(GGUF path, chat template override) for a .gguf path or a store reference.
+class Resolved(NamedTuple):
+    """What loads a model: its GGUF, a chat template that replaces the GGUF's own, and its
+    multimodal projector (a store model's mmproj layer)."""
+
+    path: Path
+    template: str | None = None
+    mmproj: Path | None = None
+
+
+def is_gguf_path(model: str) -> bool:
+    """Whether `mr run MODEL` names a file rather than a store model."""
+    path = Path(model).expanduser()
+    return path.suffix == ".gguf" or path.exists()
+
+
+def resolve_model(model: str) -> Resolved:
+    """What loads a .gguf path or a store reference (a bare GGUF has no projector of its own:
+    `mr run --mmproj` names one).
 
     A store reference that is not present yet is pulled first, with progress on a terminal."""
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf" or path.exists():
-        return path, None
+    if is_gguf_path(model):
+        return Resolved(Path(model).expanduser())
     from mr.store import Store
     from mr.store.pull import pull
 
@@ -96,14 +113,14 @@ def resolve_model(model: str) -> tuple[Path, str | None]:
         click.echo(f"Unable to find model '{model}' locally. Pulling from the server.", err=True)
         local = pull(store, model, progress=sys.stderr.isatty()).model
     template = local.chat_template_path
-    return local.gguf_path, template.read_text(encoding="utf-8") if template else None
+    return Resolved(local.gguf_path, template.read_text(encoding="utf-8") if template else None,
+                    local.mmproj_path)
 
 
 def model_defaults(model: str) -> ModelDefaults | None:
     """The store model's own request defaults (an Ollama artifact's params and system prompt),
     None for a .gguf path or a model without any."""
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf" or path.exists():
+    if is_gguf_path(model):
         return None
     from mr.store import Store
 
@@ -114,12 +131,17 @@ def model_defaults(model: str) -> ModelDefaults | None:
 
 
 class LocalBackend:
-    """The engine in this process; reloads the model when the context size changes."""
+    """The engine in this process; reloads the model when the context size changes.
 
-    def __init__(self, model: str, rpc: tuple[str, ...] = (), deterministic: bool = False) -> None:
+    mmproj: a multimodal projector (GGUF) for a model that does not bring its own (`--mmproj`)."""
+
+    def __init__(self, model: str, rpc: tuple[str, ...] = (), deterministic: bool = False,
+                 mmproj: Path | None = None) -> None:
         self._model = model
         self._rpc = rpc
         self._deterministic = deterministic
+        self._mmproj = mmproj
+        self._resolved: Resolved | None = None
         self._llm: LLM | None = None
         self._ctx: int | None = None
         self._defaults: ModelDefaults | None = None
@@ -129,7 +151,12 @@ class LocalBackend:
 
         from mr.engine import SamplingOptions
 
+        media = media_of(messages)
+        if media:  # before the model loads: a text-only model is refused at once
+            self._check_projector(media)
         llm = self._load(options.ctx_size)
+        if media:
+            self._check_accepts(llm, media)
         defaults = SamplingOptions()
         params = {k: v for k, v in options.extra.items() if k in SamplingOptions.__struct_fields__}
         temperature = defaults.temperature if options.temperature is None else options.temperature
@@ -156,16 +183,37 @@ class LocalBackend:
         reply.pieces = pieces()
         return reply
 
+    def _resolve(self) -> Resolved:
+        if self._resolved is None:
+            resolved = resolve_model(self._model)
+            if self._mmproj is not None:  # --mmproj: this projector, whatever the model brings
+                resolved = resolved._replace(mmproj=self._mmproj)
+            self._resolved = resolved
+        return self._resolved
+
+    def _check_projector(self, media: list[MediaSource]) -> None:
+        if self._resolve().mmproj is None:
+            hint = " (name its projector with --mmproj FILE)" if is_gguf_path(self._model) else ""
+            raise media_refused(media, f"{self._model} has no multimodal projector: it takes text only{hint}")
+
+    def _check_accepts(self, llm: LLM, media: list[MediaSource]) -> None:
+        """A projector may take images and not audio (or the reverse): said with the model's name."""
+        refused = [s for s in media if s.kind not in llm.accepts]
+        if refused:
+            takes = " and ".join(sorted(llm.accepts)) or "no media"
+            raise media_refused(refused, f"{self._model}'s projector takes {takes}, not {refused[0].kind}")
+
     def _load(self, ctx_size: int | None) -> LLM:
         if self._llm is None or ctx_size != self._ctx:
             from mr.engine import LLM, EngineOptions
 
             if self._llm is not None:
                 self._llm.close()
-            path, template = resolve_model(self._model)
+            path, template, mmproj = self._resolve()
             self._defaults = model_defaults(self._model)
             options = EngineOptions(n_ctx=ctx_size, n_slots=1, rpc=self._rpc,
-                                    deterministic=self._deterministic)
+                                    deterministic=self._deterministic,
+                                    mmproj=str(mmproj) if mmproj is not None else None)
             self._llm = LLM(path, options, chat_template=template)
             self._ctx = ctx_size
         return self._llm
@@ -189,7 +237,7 @@ class RemoteBackend:
                                     verify=verify_for(base_url))
 
     def chat(self, messages: list[JSON], options: RunOptions) -> Reply:
-        body: JSON = {"model": self._model, "messages": messages, "stream": True,
+        body: JSON = {"model": self._model, "messages": openai_messages(messages), "stream": True,
                                 "stream_options": {"include_usage": True}, **options.extra}
         if options.temperature is not None:
             body["temperature"] = options.temperature

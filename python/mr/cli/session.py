@@ -11,6 +11,7 @@ import click
 from mr import config
 from mr.cli.attach import AttachError, expand
 from mr.cli.backends import Backend, Reply, RunOptions
+from mr.cli.media_files import read_media, take_attachments, user_message
 from mr.errors import MrError
 from mr.jsontypes import JSON
 
@@ -22,9 +23,10 @@ HELP = """Available commands:
   /bye                          exit (Ctrl+D works too)
   /?                            this help
 Use \"\"\" to begin and end a multi-line message. Ctrl+C stops an answer.
-Start a line with @FILE to send that file's text (then the rest of the line)."""
+Start a line with @FILE to send that file's text (then the rest of the line).
+An @FILE word naming an image (PNG, JPEG, WebP, GIF) or audio (WAV, MP3, FLAC) attaches it."""
 
-WELCOME = "Chatting with {model}. Type /? for help, /bye or Ctrl+D to leave; @FILE sends a file."
+WELCOME = "Chatting with {model}. Type /? for help, /bye or Ctrl+D to leave; @FILE sends a file or an image."
 
 INT_PARAMS = {"top_k", "seed", "num_predict", "penalty_last_n"}
 
@@ -59,8 +61,8 @@ class Session:
                     return
                 continue
             try:
-                message = expand(text)
-            except AttachError as exc:
+                message = self.message(text)
+            except (AttachError, MrError) as exc:
                 click.echo(f"Error: {exc}")
                 continue
             try:
@@ -71,8 +73,17 @@ class Session:
                 self.history.pop()
                 click.echo(f"Error: {exc}")
 
-    def ask(self, text: str) -> None:
-        self.history.append({"role": "user", "content": text})
+    def message(self, line: str) -> JSON:
+        """The user's turn for `line`: its @ images and audio attached (said, one line each),
+        then a leading @FILE's text (mr.cli.attach)."""
+        text, attachments = take_attachments(line)
+        media = [read_media(a.path, a.kind, f"@{a.name}") for a in attachments]
+        for a in attachments:
+            click.echo(f"(attached {a.name})")
+        return user_message(expand(text) if text.strip() else "", media)
+
+    def ask(self, message: JSON) -> None:
+        self.history.append(message)
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
         reply = self.backend.chat(messages, self.options)
         answer = stream_reply(reply, self.verbose)
