@@ -33,6 +33,15 @@ def tiny_gguf(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="session")
+def tiny_vlm(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny random-weights vision model and its projector (bench.tiny_vlm): (model, mmproj),
+    with dir/mmproj-audio.gguf beside them (an audio projector)."""
+    from bench.tiny_vlm import write_tiny_vlm
+
+    return write_tiny_vlm(tmp_path_factory.mktemp("vlm"), smollm2_path, audio=True)
+
+
+@pytest.fixture(scope="session")
 def store_root(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path, tiny_gguf: Path) -> Path:
     """A model store holding ai/smollm2 (the real model) and ai/tiny (random weights)."""
     return package_test_store(tmp_path_factory.mktemp("store"), smollm2_path, tiny_gguf)

@@ -29,6 +29,7 @@ void bind_text(py::module_& m);
 void bind_engine(py::module_& m);
 void bind_embedder(py::module_& m);
 void bind_chat(py::module_& m);
+void bind_projector(py::module_& m);
 void bind_testing(py::module_ testing);
 
 py::array_t<int32_t> to_array(const std::vector<llama_token>& tokens);

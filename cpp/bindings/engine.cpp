@@ -38,6 +38,7 @@ py::dict stats(const Engine& self) {
                     "tokens_generated"_a = s.tokens_generated, "requests_finished"_a = s.requests_finished,
                     "prefix_hits"_a = s.prefix_hits, "tokens_reused"_a = s.tokens_reused,
                     "spec_drafted"_a = s.spec_drafted, "spec_accepted"_a = s.spec_accepted,
+                    "media_encoded"_a = s.media_encoded,
                     "us_batch"_a = s.us_batch, "us_decode"_a = s.us_decode, "us_sample"_a = s.us_sample,
                     "us_publish"_a = s.us_publish, "us_other"_a = s.us_other);
 }
@@ -106,6 +107,7 @@ void bind_request(py::module_& m) {
         .def_readwrite("frame", &Request::frame)
         .def_readwrite("wire_fd", &Request::wire_fd)
         .def_readwrite("wire_log", &Request::wire_log)
+        .def_readwrite("media", &Request::media)  // Projector.build sets it with the prompt
         .def_property(
             "prediction", [](const Request& r) { return to_array(r.prediction); },
             [](Request& r, const TokenArray& a) { r.prediction = to_tokens(a); });
@@ -158,10 +160,12 @@ void bind_engine(py::module_& m) {
     bind_request(m);
     bind_event(m);
     py::class_<Engine, Owned<Engine>>(m, "Engine")
-        .def(py::init([](std::shared_ptr<Model> model, const EngineParams& params, std::shared_ptr<Model> draft) {
-                 return Owned<Engine>(new Engine(std::move(model), params, std::move(draft)));
+        .def(py::init([](std::shared_ptr<Model> model, const EngineParams& params, std::shared_ptr<Model> draft,
+                         std::shared_ptr<Projector> projector) {
+                 return Owned<Engine>(new Engine(std::move(model), params, std::move(draft), std::move(projector)));
              }),
-             "model"_a, "params"_a = EngineParams{}, "draft"_a = std::shared_ptr<Model>(), release_gil())
+             "model"_a, "params"_a = EngineParams{}, "draft"_a = std::shared_ptr<Model>(),
+             "projector"_a = std::shared_ptr<Projector>(), release_gil())
         .def(
             "submit",
             [](Engine& self, const Request& request) {

@@ -10,6 +10,7 @@ PYBIND11_MODULE(_native, m) {
     bind_runtime(m);
     bind_model(m);
     bind_text(m);
+    bind_projector(m);  // before the engine: Engine(projector=None) names its type
     bind_engine(m);
     bind_embedder(m);
     bind_chat(m);

@@ -86,7 +86,8 @@ private:
 
 }  // namespace
 
-Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params, std::shared_ptr<Model> draft)
+Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params, std::shared_ptr<Model> draft,
+               std::shared_ptr<Projector> projector)
     : model_(std::move(model)), params_(resolved(params)),
       ctx_(make_context(*model_, context_params(params_), &flash_attn_)),
       n_ctx_seq_(static_cast<int>(llama_n_ctx_seq(ctx_.get()))),
@@ -115,6 +116,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params, std::sh
         draft_ = std::make_unique<DraftModel>(std::move(draft), *model_, n_ctx_seq_, params_.n_slots,
                                               params_.n_threads, deterministic_);
     }
+    projector_ = std::move(projector);
     thread_ = std::thread([this] { run(); });
 }
 
@@ -132,7 +134,15 @@ void Engine::shutdown() {
 
 uint64_t Engine::submit(Request request) {
     if (request.prompt.empty()) throw InvalidArgument("the prompt is empty");
-    for (llama_token t : request.prompt) model_->check_token(t);
+    check_media(request);
+    auto span = request.media.begin();
+    for (size_t i = 0; i < request.prompt.size(); ++i) {
+        if (span != request.media.end() && i == span->start) {
+            i = span++->end() - 1;  // placeholders
+            continue;
+        }
+        model_->check_token(request.prompt[i]);
+    }
     for (llama_token t : request.stop_tokens) model_->check_token(t);
     if (request.n_logprobs < -1 || request.n_logprobs > 20) throw InvalidArgument("top_logprobs must be in [0, 20]");
     if (request.max_tokens == 0 || request.max_tokens < -1) {
@@ -157,6 +167,23 @@ uint64_t Engine::submit(Request request) {
     queue_.push_back(Pending{id, std::move(request), std::move(sampler), Clock::now(), std::move(wire)});
     work_cv_.notify_one();
     return id;
+}
+
+// Media spans lie in order inside the prompt, which ends with text (its last token's logits
+// start the answer), and need a projector.
+void Engine::check_media(const Request& request) const {
+    if (request.media.empty()) return;
+    if (!projector_) throw InvalidArgument("this model takes text only: it has no multimodal projector");
+    size_t end = 0;
+    for (const MediaSpan& s : request.media) {
+        if (!s.media || s.start < end || s.end() >= request.prompt.size()) {
+            throw InvalidArgument("media spans must lie in order inside the prompt, before its last token");
+        }
+        for (size_t i = s.start; i < s.end(); ++i) {
+            if (!is_placeholder(request.prompt[i])) throw InvalidArgument("a media span's tokens must be placeholders");
+        }
+        end = s.end();
+    }
 }
 
 void Engine::decide_wire(uint64_t id, bool open) {
@@ -213,6 +240,7 @@ EngineStats Engine::stats() const {
     s.tokens_reused = tokens_reused_.load();
     s.spec_drafted = spec_drafted_.load();
     s.spec_accepted = spec_accepted_.load();
+    s.media_encoded = media_encoded_.load();
     s.us_batch = us_batch_.load();
     s.us_decode = us_decode_.load();
     s.us_sample = us_sample_.load();
@@ -315,7 +343,7 @@ void Engine::start(Pending p) {
     Slot& slot = slots_[seq];
     slot_ids_[seq].store(p.id);
     const bool last_with_rest = p.request.prompt.size() < short_prompt_;
-    const int reused = reuse_prefix(seq, p.request.prompt, last_with_rest ? 2 : 1);
+    const int reused = reuse_prefix(seq, p.request, last_with_rest ? 2 : 1);
     slot.last_with_rest = last_with_rest;
     slot.state = SlotState::Prefill;
     slot.id = p.id;
@@ -324,6 +352,11 @@ void Engine::start(Pending p) {
     slot.sampler = std::move(p.sampler);
     slot.text = TextAssembler(slot.request.stop_strings);
     slot.n_prompt_done = reused;
+    slot.next_media = 0;  // spans in the reused prefix are whole (reuse_prefix) and done
+    while (slot.next_media < slot.request.media.size() && slot.request.media[slot.next_media].start < slot.n_prompt_done) {
+        ++slot.next_media;
+    }
+    slot.media_embd.clear();
     slot.n_past = reused;
     slot.n_cached = reused;
     slot.n_generated = 0;
@@ -404,15 +437,20 @@ int Engine::stream_cost(size_t seq) const {
 // from another sequence's (llama_memory_seq_cp, no copy of data); returns the tokens reused. At
 // least `n_left` prompt tokens are left to decode (all of a shorter prompt): the last one's
 // logits start the generation, computed as in a cold prompt (Engine::prompt_chunk).
-int Engine::reuse_prefix(size_t seq, const std::vector<llama_token>& prompt, size_t n_left) {
+int Engine::reuse_prefix(size_t seq, const Request& request, size_t n_left) {
     llama_memory_t mem = llama_get_memory(ctx_.get());
+    const auto& prompt = request.prompt;
     const size_t limit = prompt.size() > n_left ? prompt.size() - n_left : 0;
+    // Equal placeholders are the same picture; a prefix still holds each media chunk whole.
+    const auto reusable = [&](const std::vector<llama_token>& cache) {
+        return whole_media_prefix(request.media, std::min(common_prefix(cache, prompt), limit));
+    };
     Slot& dst = slots_[seq];
-    size_t own = std::min(common_prefix(dst.cache, prompt), limit);
+    size_t own = reusable(dst.cache);
     size_t src = seq, shared = 0;
     for (size_t other = 0; other < slots_.size(); ++other) {
         if (other == seq) continue;
-        const size_t len = std::min(common_prefix(slots_[other].cache, prompt), limit);
+        const size_t len = reusable(slots_[other].cache);
         if (len > shared) {
             shared = len;
             src = other;
@@ -570,6 +608,11 @@ int Engine::build_batch() {
 //   Repacked weights (AMX, interleaved layouts) run one kernel on groups of columns and another
 //   on the rest, so they keep the step of its own too.
 int Engine::prompt_chunk(const Slot& slot, int budget) const {
+    const auto& media = slot.request.media;
+    if (slot.next_media < media.size()) {  // the text up to the next media chunk (the prompt ends after it)
+        const int to_media = static_cast<int>(media[slot.next_media].start - slot.n_prompt_done);
+        return std::min({to_media, budget, params_.prefill_chunk});
+    }
     const int left = static_cast<int>(slot.request.prompt.size() - slot.n_prompt_done);
     int take = std::min({left, budget, params_.prefill_chunk});
     if (!slot.last_with_rest) return take == left && left > 1 ? left - 1 : take;
@@ -580,6 +623,7 @@ int Engine::prompt_chunk(const Slot& slot, int budget) const {
 }
 
 void Engine::step() {
+    media_step();
     if (!decode_batch()) return;
     Lap lap;
     steps_++;
@@ -602,6 +646,62 @@ void Engine::step() {
     lap.to(us_other_);
     sample_outputs();
     lap.to(us_sample_);
+}
+
+// The slot in prefill whose prompt has reached a media chunk, oldest admitted first, or null.
+Engine::Slot* Engine::media_due() {
+    Slot* due = nullptr;
+    for (Slot& s : slots_) {
+        if (s.state != SlotState::Prefill || s.next_media >= s.request.media.size()) continue;
+        if (s.request.media[s.next_media].start != s.n_prompt_done) continue;
+        if (due == nullptr || s.admitted < due->admitted) due = &s;
+    }
+    return due;
+}
+
+// One media chunk's work per step, beside the step's text batch: a step encodes the chunk, a
+// later one decodes its embeddings into the slot's cells. So a running stream waits for one of
+// them per step, as it waits for a prompt chunk, never for a whole picture's work at once.
+void Engine::media_step() {
+    Slot* slot = media_due();
+    if (slot == nullptr) return;
+    Lap lap;
+    const MediaSpan& span = slot->request.media[slot->next_media];
+    const auto seq = static_cast<llama_seq_id>(slot - slots_.data());
+    if (slot->media_embd.empty()) {
+        try {
+            projector_->encode(*span.media, slot->media_embd);
+        } catch (const std::exception& e) {
+            finish(*slot, Finish::Error, e.what(), false);
+            return;
+        }
+        media_encoded_++;
+        lap.to(us_decode_);
+        return;
+    }
+    llama_pos n_past = slot->n_past;
+    int ret = projector_->decode(ctx_.get(), *span.media, slot->media_embd, slot->n_past, seq, params_.n_batch, &n_past);
+    lap.to(us_decode_);
+    if (ret != 0) {
+        // A chunk decoded in several batches may have written some: none of it stays.
+        llama_memory_seq_rm(llama_get_memory(ctx_.get()), seq, slot->n_past, -1);
+        if (ret == 1 && drop_idle_cache()) return;  // room made: the next step tries again
+        if (ret == 1) {
+            finish(*slot, Finish::Length, "the KV cache is full", false);
+        } else {
+            finish(*slot, Finish::Error, "decoding the media chunk failed with code " + std::to_string(ret), false);
+        }
+        return;
+    }
+    const auto& prompt = slot->request.prompt;
+    slot->cache.insert(slot->cache.end(), prompt.begin() + static_cast<long>(span.start),
+                       prompt.begin() + static_cast<long>(span.end()));
+    tokens_prompt_ += span.media->n_tokens;
+    slot->n_prompt_done = span.end();
+    slot->n_past = n_past;
+    slot->next_media++;
+    slot->media_embd = std::vector<float>();
+    slot->last_used = steps_.load();
 }
 
 bool Engine::decode_batch() {
@@ -724,7 +824,9 @@ void Engine::plan_drafts(const std::vector<size_t>& generating) {
         const int k_max = slot.spec.on ? draft_room(slot, room0) : 0;
         if (k_max <= 0) continue;
         proposals[i] = propose(slot, k_max);
-        if (proposals[i].empty() && draft_ != nullptr && params_.spec != EngineParams::Spec::Off) {
+        // A draft model reads the slot's tokens: placeholders of pictures are none of its own.
+        if (proposals[i].empty() && draft_ != nullptr && params_.spec != EngineParams::Spec::Off &&
+            slot.request.media.empty()) {
             asks.push_back({static_cast<int>(generating[i]), &slot.spec.history.tokens(), k_max});
             ask_of.push_back(i);
         }
@@ -789,6 +891,7 @@ std::vector<llama_token> Engine::propose(Slot& slot, int k_max) {
     if (params_.spec == EngineParams::Spec::Off || draft_ != nullptr) return {};
     int matched = 0;
     std::vector<llama_token> draft = spec.history.continuation(k_max, &matched);
+    draft.erase(std::find_if(draft.begin(), draft.end(), is_placeholder), draft.end());  // no picture is a token
     // A long match is a text being copied: its draft may run long (ngram-mod's insight in
     // llama-server: 24 matching tokens, 48-64 drafted); a short one is a guess.
     spec.long_match = matched >= NgramIndex::kLongMatch;
@@ -920,6 +1023,8 @@ void Engine::release(Slot& slot, bool keep_cache) {
     slot.pending = -1;
     slot.n_in_batch = 0;
     slot.logits_idx = -1;
+    slot.request.media.clear();  // the chunks hold preprocessed pixels; the cache keeps placeholders
+    slot.media_embd = std::vector<float>();
     slot_ids_[static_cast<size_t>(&slot - slots_.data())].store(0);
     busy_--;
     finished_++;

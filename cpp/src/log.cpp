@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "llama.h"
+#include "mtmd-helper.h"
 
 namespace mr::log {
 namespace {
@@ -53,10 +54,14 @@ void set_sink(Sink sink, int min_level) {
         g_sink = std::make_shared<Sink>(std::move(sink));
         g_min_level = min_level;
     }
-    llama_log_set(callback, nullptr);
+    install();
 }
 
-void install() { llama_log_set(callback, nullptr); }
+// libmtmd (the multimodal projector) logs through a callback of its own.
+void install() {
+    llama_log_set(callback, nullptr);
+    mtmd_helper_log_set(callback, nullptr);
+}
 
 void set_level(int min_level) { g_min_level = min_level; }
 

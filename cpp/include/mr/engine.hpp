@@ -23,6 +23,7 @@
 #include "mr/draft_model.hpp"
 #include "mr/drafter.hpp"
 #include "mr/notifier.hpp"
+#include "mr/projector.hpp"
 #include "mr/sampler.hpp"
 #include "mr/text.hpp"
 #include "mr/wire.hpp"
@@ -87,6 +88,9 @@ struct Request {
     size_t wire_log = 0;  // payload bytes of the written frames kept for the request log
     // OpenAI Predicted Outputs: the answer the client expects, drafted from whatever spec is.
     std::vector<llama_token> prediction;
+    // Images and audio in the prompt (Projector::build), in prompt order: their places in
+    // `prompt` hold placeholders. Needs an engine with a projector.
+    std::vector<MediaSpan> media;
 };
 
 // Speculation's counts for one request (on its finish).
@@ -138,6 +142,7 @@ struct EngineStats {
     uint64_t tokens_reused = 0;       // prompt tokens not recomputed thanks to them
     uint64_t spec_drafted = 0;        // draft tokens verified (speculative decoding)
     uint64_t spec_accepted = 0;       // of them, kept
+    uint64_t media_encoded = 0;       // images and audio chunks encoded
     // Where the engine thread's time went, summed over all steps (microseconds): building the
     // batch, llama_decode, sampling plus turning tokens into events, handing events over, and
     // the bookkeeping between steps (admission, cancels, waking up).
@@ -148,7 +153,9 @@ class Engine {
 public:
     // `draft`: a smaller model with the same vocabulary that drafts where n-gram lookup finds
     // nothing (speculative decoding; none: n-gram drafts and predictions only).
-    Engine(std::shared_ptr<Model> model, const EngineParams& params, std::shared_ptr<Model> draft = nullptr);
+    // `projector`: the model's multimodal projector, for requests with images or audio.
+    Engine(std::shared_ptr<Model> model, const EngineParams& params, std::shared_ptr<Model> draft = nullptr,
+           std::shared_ptr<Projector> projector = nullptr);
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
@@ -224,6 +231,8 @@ private:
         int logits_idx = -1;             // batch output to sample from after this step
         int n_in_batch = 0;              // tokens this slot put into the current batch
         bool last_with_rest = false;     // the last prompt token is computed with the ones before it
+        size_t next_media = 0;           // request.media's first span not yet in the KV cache
+        std::vector<float> media_embd;   // that span's embeddings, once encoded (Engine::media_step)
         std::unique_ptr<WireWriter> wire;  // the client's socket, for a request that has one
         Speculation spec;
     };
@@ -235,6 +244,9 @@ private:
     void apply_wires();    // mutex_ held
     void drain_all();
     void step();
+    Slot* media_due();
+    void media_step();
+    void check_media(const Request& request) const;
     int build_batch();
     bool decode_batch();
     void sample_outputs();
@@ -257,7 +269,7 @@ private:
     bool shares_running_prefill(const std::vector<llama_token>& prompt) const;
     size_t pick_slot(const std::vector<llama_token>& prompt) const;
     int stream_cost(size_t seq) const;
-    int reuse_prefix(size_t seq, const std::vector<llama_token>& prompt, size_t n_left);
+    int reuse_prefix(size_t seq, const Request& request, size_t n_left);
     int prompt_chunk(const Slot& slot, int budget) const;
     bool drop_idle_cache();
     void trim_idle_caches();
@@ -276,6 +288,7 @@ private:
     Batch batch_;
     StepCost step_cost_;  // decode time by tokens in the step, for choosing draft lengths
     std::unique_ptr<DraftModel> draft_;  // the draft model, when there is one
+    std::shared_ptr<Projector> projector_;  // images and audio, when the model has one
     std::vector<Slot> slots_;
     std::unique_ptr<std::atomic<uint64_t>[]> slot_ids_;  // slots_[i].id while active, else 0: any thread reads
     std::vector<Event> out_;  // events of the current step (engine thread only)
@@ -295,7 +308,7 @@ private:
     std::atomic<int> busy_{0};
     std::atomic<uint64_t> steps_{0}, tokens_prompt_{0}, tokens_generated_{0}, finished_{0};
     std::atomic<uint64_t> prefix_hits_{0}, tokens_reused_{0};
-    std::atomic<uint64_t> spec_drafted_{0}, spec_accepted_{0};
+    std::atomic<uint64_t> spec_drafted_{0}, spec_accepted_{0}, media_encoded_{0};
     std::atomic<uint64_t> us_batch_{0}, us_decode_{0}, us_sample_{0}, us_publish_{0}, us_other_{0};
 
     Notifier notifier_;

@@ -11,7 +11,9 @@ from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
+from mr import _native
 from mr.engine.chatformat import ChatFormat
+from mr.engine.media import MediaTokens
 from mr.engine.stream import AsyncStream, Stream
 from mr.engine.types import ChatDelta, ChatMessage, SpecCounts, Timings, Usage
 
@@ -20,9 +22,15 @@ class ChatPrompt(NamedTuple):
     """A rendered, tokenized chat request (LLM.prepare_chat): the costly part, done once, off
     the event loop, and shared by every choice of the request."""
 
-    tokens: np.ndarray
+    tokens: np.ndarray  # with media: a placeholder at each media token's place
     stops: list[str]
     fmt: ChatFormat
+    media: list[_native.MediaSpan] = []  # noqa: RUF012 (never mutated: a NamedTuple's default)
+
+    @property
+    def prompt(self) -> np.ndarray | MediaTokens:
+        """What LLM.generate takes for this prompt."""
+        return MediaTokens(self.tokens, self.media) if self.media else self.tokens
 
 
 _S = TypeVar("_S", Stream, AsyncStream)

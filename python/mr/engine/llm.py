@@ -17,6 +17,7 @@ from mr import _native, config
 from mr.engine import limits, logbridge
 from mr.engine.chat import AsyncChatStream, ChatPrompt, ChatStream
 from mr.engine.chatformat import ChatFormat
+from mr.engine.media import MediaTokens, bitmaps, split, take_media, text_only
 from mr.engine.options import RANDOM_SEED, EngineOptions, SamplingOptions
 from mr.engine.prompt import SpecialGuard, check_roles
 from mr.engine.pump import EventPump
@@ -27,11 +28,13 @@ from mr.engine.types import ChatOptions
 from mr.engine.workers import placement_of
 from mr.errors import InvalidArgumentError
 from mr.jsontypes import JSON
+from mr.media.types import MediaLimits
 from mr.rpc import LayerPlacement
 
 _log = logging.getLogger("mr.engine")
 
-Prompt = str | Sequence[int] | np.ndarray
+TextPrompt = str | Sequence[int] | np.ndarray
+Prompt = TextPrompt | MediaTokens  # MediaTokens: a chat prompt with media (LLM.prepare_chat)
 Frame = tuple[bytes, bytes, bool]  # head, tail, chunked: see LLM.agenerate
 Wire = tuple[int, int]  # socket fd, log bytes: see LLM.agenerate
 
@@ -53,7 +56,12 @@ class LLM:
         o = self.options
         self.n_ctx = config.kv_cells(o.n_ctx or min(self.model.n_ctx_train or 4096, config.DEFAULT_CTX_CAP),
                                      o.n_slots if o.kv_per_slot else 1)
-        self._engine = _native.Engine(self.model, _engine_params(o, self.n_ctx), self._draft_model())
+        # The multimodal projector (images, audio), when the model has one: loaded with the model,
+        # so its weights and compute buffers count from the start.
+        self.projector = (_native.Projector(self.model, o.mmproj, o.n_threads, o.n_gpu_layers != 0)
+                          if o.mmproj else None)
+        self._engine = _native.Engine(self.model, _engine_params(o, self.n_ctx), self._draft_model(),
+                                      self.projector)
         if o.deterministic and not self._engine.deterministic:
             _log.warning("%s: the deterministic mode cannot hold here (a GPU or RPC workers compute with "
                          "kernels of their own): answers may vary with the batch", Path(path).name)
@@ -83,7 +91,7 @@ class LLM:
     def generate(self, prompt: Prompt, sampling: SamplingOptions | None = None, *,
                  max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
                  ignore_eos: bool = False, parse_special: bool = False,
-                 logprobs: int | None = None, prediction: Prompt | None = None) -> Stream:
+                 logprobs: int | None = None, prediction: TextPrompt | None = None) -> Stream:
         """Queue a completion of `prompt` (text or token ids); iterate the result for text.
 
         logprobs: None for none, 0 for the chosen tokens' log-probabilities, N (<= 20) to add
@@ -102,7 +110,7 @@ class LLM:
                   max_tokens: int = -1, stop: Sequence[str] = (), stop_tokens: Sequence[int] = (),
                   ignore_eos: bool = False, parse_special: bool = False,
                   logprobs: int | None = None, frame: Frame | None = None,
-                  wire: Wire | None = None, prediction: Prompt | None = None) -> AsyncStream:
+                  wire: Wire | None = None, prediction: TextPrompt | None = None) -> AsyncStream:
         """Like generate(), for asyncio: call it on the running loop, then `async for` the result.
 
         frame: (head, tail, chunked): the engine also renders each piece of text as `head` + the
@@ -144,7 +152,7 @@ class LLM:
         """Answer `messages` (OpenAI shape, or prepare_chat's result); iterate for ChatDelta objects."""
         prepared = self._prepared(messages, options)
         fmt = prepared.fmt.fresh()
-        stream = self.generate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
+        stream = self.generate(prepared.prompt, fmt.sampling(sampling), max_tokens=max_tokens,
                                stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos,
                                prediction=prediction)
         return ChatStream(stream, fmt)
@@ -158,19 +166,38 @@ class LLM:
         (computed in a worker thread): rendering and tokenizing must not run on the loop."""
         prepared = self._prepared(messages, options)
         fmt = prepared.fmt.fresh()
-        stream = self.agenerate(prepared.tokens, fmt.sampling(sampling), max_tokens=max_tokens,
+        stream = self.agenerate(prepared.prompt, fmt.sampling(sampling), max_tokens=max_tokens,
                                 stop=[*stop, *prepared.stops], logprobs=logprobs, ignore_eos=ignore_eos,
                                 frame=frame, wire=wire, prediction=prediction)
         return AsyncChatStream(stream, fmt)
 
-    def prepare_chat(self, messages: list[JSON], options: ChatOptions | None = None) -> ChatPrompt:
+    def prepare_chat(self, messages: list[JSON], options: ChatOptions | None = None,
+                     media: MediaLimits | None = None) -> ChatPrompt:
         """Render, build the grammar and tokenize (blocking, thread-safe, size-bounded).
-        Client text stays text: see mr.engine.prompt."""
+        Client text stays text: see mr.engine.prompt. Media parts (mr.media.source) are decoded
+        here, within `media`'s bounds (default MediaLimits()), and placed by the projector."""
+        messages, sources = take_media(messages)
+        if sources and self.projector is None:
+            raise text_only(sources[0])
+        items = bitmaps(sources, self.projector, media or MediaLimits()) if self.projector and sources else []
         guard = self._special_guard()
         prompt, extra_stops, fmt = self._render(messages, options, guard)
         # as the client wrote it: a placeholder stands for a whole control-token text
         limits.check_text(guard.reveal(prompt), "rendered prompt", "messages")
-        return ChatPrompt(guard.tokens(prompt), extra_stops, fmt)
+        if not items or self.projector is None:
+            return ChatPrompt(guard.tokens(prompt), extra_stops, fmt)
+        segments = [guard.tokens(piece, i == 0) for i, piece in enumerate(split(prompt, len(items)))]
+        built = _native.Request()
+        self.projector.build(built, segments, items)
+        return ChatPrompt(built.prompt, extra_stops, fmt, built.media)
+
+    @property
+    def accepts(self) -> frozenset[str]:
+        """The media this model takes in prompts: "image", "audio" (none without a projector)."""
+        p = self.projector
+        if p is None:
+            return frozenset()
+        return frozenset(kind for kind, on in (("image", p.vision), ("audio", p.audio)) if on)
 
     def _prepared(self, messages: list[JSON] | ChatPrompt,
                   options: ChatOptions | None) -> ChatPrompt:
@@ -315,14 +342,17 @@ class LLM:
 
     def _request(self, prompt: Prompt, sampling: SamplingOptions | None, max_tokens: int, stop: Sequence[str],
                  stop_tokens: Sequence[int], ignore_eos: bool, parse_special: bool, logprobs: int | None,
-                 prediction: Prompt | None) -> _native.Request:
+                 prediction: TextPrompt | None) -> _native.Request:
         """The engine's request; the engine checks what it holds (max_tokens, logprobs, ids)."""
         sampling = sampling or SamplingOptions()
         sampling.validate(self.model.n_vocab)
         request = _native.Request(sampling=_native_sampling(sampling), max_tokens=max_tokens,
                                   ignore_eos=ignore_eos, stop_tokens=list(stop_tokens),
                                   stop_strings=list(stop), n_logprobs=-1 if logprobs is None else logprobs)
-        request.prompt = self.prompt_tokens(prompt, parse_special)
+        if isinstance(prompt, MediaTokens):  # placeholders and spans: the engine checks them
+            request.prompt, request.media = prompt.tokens, prompt.media
+        else:
+            request.prompt = self.prompt_tokens(prompt, parse_special)
         predicted = self._prediction(prediction)
         if predicted is not None:
             request.prediction = predicted
@@ -335,7 +365,7 @@ class LLM:
             return None
         return _native.Model(o.draft_model, o.n_gpu_layers, o.use_mmap, o.repack_weights, [])
 
-    def _prediction(self, prediction: Prompt | None) -> np.ndarray | None:
+    def _prediction(self, prediction: TextPrompt | None) -> np.ndarray | None:
         """A predicted answer as token ids (text without a BOS: it continues the prompt)."""
         if prediction is None or (isinstance(prediction, str) and not prediction):
             return None
@@ -347,7 +377,7 @@ class LLM:
     def _piece_of(self, logprobs: int | None) -> Callable[[int], bytes] | None:
         return None if logprobs is None else self.model.token_to_piece
 
-    def prompt_tokens(self, prompt: Prompt, parse_special: bool = False) -> np.ndarray:
+    def prompt_tokens(self, prompt: TextPrompt, parse_special: bool = False) -> np.ndarray:
         """A text or token-id prompt as checked token ids (ids outside the vocabulary refused)."""
         if isinstance(prompt, str):
             return self.tokenize(prompt, add_special=True, parse_special=parse_special)

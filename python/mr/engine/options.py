@@ -93,6 +93,9 @@ class EngineOptions(msgspec.Struct, kw_only=True, frozen=True):
     # A smaller GGUF with the same vocabulary that drafts where n-gram lookup finds nothing
     # (greedy drafts, verified as any other: the answer stays the model's own).
     draft_model: str | None = None
+    # The model's multimodal projector (an mmproj GGUF): images and audio in prompts. A store
+    # model brings its own (its mmproj layer); this names one for a bare GGUF.
+    mmproj: str | None = None
 
     def validate(self) -> None:
         _check("n_ctx", self.n_ctx is None or 0 < self.n_ctx <= 1 << 20, "in [1, 1048576]")

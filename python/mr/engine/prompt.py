@@ -71,17 +71,18 @@ class SpecialGuard:
             return None
         return next((found for found in map(self.find, items) if found is not None), None)
 
-    def tokens(self, prompt: str) -> np.ndarray:
-        """The prompt's tokens: template markers as control tokens, placeholders as plain text."""
+    def tokens(self, prompt: str, add_special: bool = True) -> np.ndarray:
+        """The prompt's tokens: template markers as control tokens, placeholders as plain text.
+        add_special: a BOS where the model takes one (false for a piece after the start)."""
         if not self._codes.search(prompt):
-            return self._model.tokenize(prompt, True, True)
+            return self._model.tokenize(prompt, add_special, True)
         pieces: list[np.ndarray] = []
         start = 0
         for match in self._codes.finditer(prompt):
-            pieces.append(self._model.tokenize(prompt[start:match.start()], start == 0, True))
+            pieces.append(self._model.tokenize(prompt[start:match.start()], add_special and start == 0, True))
             pieces.append(self._model.tokenize(self._text[match.group(0)], False, False))
             start = match.end()
-        pieces.append(self._model.tokenize(prompt[start:], start == 0, True))
+        pieces.append(self._model.tokenize(prompt[start:], add_special and start == 0, True))
         return np.concatenate(pieces).astype(np.int32)
 
     def reveal(self, prompt: str) -> str:

@@ -13,12 +13,30 @@ URLs, base64, remote fetch), images, audio, load (the entry points).
 
 from __future__ import annotations
 
-from mr.media.audio import decode_audio
-from mr.media.images import decode_image
-from mr.media.load import load, load_all
+import importlib
+from typing import TYPE_CHECKING
+
 from mr.media.source import PART_TYPE, MediaKind, MediaSource, part, source_of
 from mr.media.types import Audio, Image, Media, MediaLimits
-from mr.media.urls import decode_base64, fetch, parse_data_url
+
+if TYPE_CHECKING:
+    from mr.media.audio import decode_audio
+    from mr.media.images import decode_image
+    from mr.media.load import load, load_all
+    from mr.media.urls import decode_base64, fetch, parse_data_url
+
+# The decoders (Pillow, soundfile, soxr, httpx: about 0.3 s to import) load with the first use,
+# not with `import mr.engine`, which needs only the types.
+_LAZY = {"decode_audio": "audio", "decode_image": "images", "load": "load", "load_all": "load",
+         "decode_base64": "urls", "fetch": "urls", "parse_data_url": "urls"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mr.media' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mr.media.{module}"), name)
+
 
 __all__ = [
     "PART_TYPE",

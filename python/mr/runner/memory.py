@@ -82,6 +82,22 @@ def estimate(gguf_paths: list[Path], n_ctx: int | None, n_ubatch: int = 512,
     return MemoryEstimate(weights=info.size, kv_cache=kv_cache, compute=compute, n_ctx=n_ctx)
 
 
+def projector_estimate(path: Path) -> MemoryEstimate:
+    """A multimodal projector's share: its weights, and its compute buffers for one picture (the
+    activations of a block over every patch, in f32, and one head's attention matrix per head).
+    An audio-only projector's keys are absent: the defaults (a 224-pixel ViT) bound it."""
+    from mr.store.gguf_meta import read_model
+
+    info = read_model([path])
+    kv = info.kv
+    side = _int(kv, "clip.vision.image_size", 224) // max(_int(kv, "clip.vision.patch_size", 14), 1)
+    width = _int(kv, "clip.vision.embedding_length", 1024)
+    heads = max(_int(kv, "clip.vision.attention.head_count", 16), 1)
+    n = side * side
+    compute = BASE_OVERHEAD + n * width * 4 * 16 + heads * n * n * 4
+    return MemoryEstimate(weights=info.size, kv_cache=0, compute=compute, n_ctx=0)
+
+
 def system_memory() -> int:
     """Physical memory, or the cgroup limit when that is lower (containers)."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

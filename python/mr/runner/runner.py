@@ -22,7 +22,7 @@ from mr.rpc import WorkerMemory
 from mr.runner import workers
 from mr.runner.errors import InsufficientMemoryError, LoadTimeoutError, ModelBusyError
 from mr.runner.loaded import Lease, LoadedModel, ModelState
-from mr.runner.memory import MemoryEstimate, default_budget, estimate, system_memory
+from mr.runner.memory import MemoryEstimate, default_budget, estimate, projector_estimate, system_memory
 from mr.runner.modes import model_mode
 from mr.runner.settings import ModelSettings, SettingsFile
 from mr.runner.source import ModelSource, ResolvedModel
@@ -208,6 +208,8 @@ class Runner:
         draft = await self._draft_path()
         if draft is not None:  # its weights, and a KV stream per slot as long as the model's
             est = est.plus(await asyncio.to_thread(estimate, [draft], est.n_ctx, engine.n_ubatch, n_slots))
+        if resolved.mmproj_path is not None:  # images and audio: the projector and its buffers
+            est = est.plus(await asyncio.to_thread(projector_estimate, resolved.mmproj_path))
         rpc = tuple(settings.rpc) if settings.rpc is not None else engine.rpc
         # An unreachable worker fails the load here, named, before anything is allocated.
         reported = await asyncio.to_thread(probe_workers, rpc) if rpc else []
@@ -258,8 +260,10 @@ class Runner:
         template = None
         if resolved.chat_template_path is not None:
             template = resolved.chat_template_path.read_text(encoding="utf-8")
+        mmproj = resolved.mmproj_path or self.config.engine.mmproj
         options = msgspec.structs.replace(self.config.engine, n_ctx=n_ctx, n_slots=n_slots, rpc=rpc,
-                                          draft_model=str(draft) if draft is not None else None)
+                                          draft_model=str(draft) if draft is not None else None,
+                                          mmproj=str(mmproj) if mmproj else None)
         return LLM(resolved.gguf_paths[0], options, chat_template=template)
 
     def _make_room(self, resolved: ResolvedModel, est: MemoryEstimate,

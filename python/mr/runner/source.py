@@ -25,6 +25,7 @@ class ResolvedModel:
     gguf_paths: list[Path]
     keys: tuple[str, ...] = ()  # settings keys, most specific first (canonical tag, then id)
     chat_template_path: Path | None = None
+    mmproj_path: Path | None = None  # the multimodal projector (images, audio), when it has one
     context_size: int | None = None  # from the package config
     created: int = 0
     size: int = 0
@@ -115,7 +116,8 @@ def from_local_model(model: LocalModel, requested: str) -> ResolvedModel:
     keys.append(model.id)
     return ResolvedModel(
         id=model.id, name=model.name, gguf_paths=list(model.gguf_paths), keys=tuple(keys),
-        chat_template_path=model.chat_template_path, context_size=model.context_size,
+        chat_template_path=model.chat_template_path, mmproj_path=model.mmproj_path,
+        context_size=model.context_size,
         created=model.created_ts, size=model.size, tags=list(model.tags), config=dict(model.config),
         files=tuple(model.files), defaults=model.defaults,
     )
