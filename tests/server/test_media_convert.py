@@ -319,13 +319,13 @@ def test_listings_say_what_the_projector_encodes(tiny_gguf: Path, tmp_path: Path
                                                 expected: list[str]) -> None:
     from bench.tiny_vlm import write_projector
 
-    from mr.server.modelmedia import capabilities, media_capabilities
     from mr.store import Store, package_gguf
+    from mr.store.summary import capabilities, chat_template, media_capabilities
 
     store = Store(tmp_path / "store")
     projector = write_projector(tmp_path / "mmproj.gguf", 64, vision=vision, audio=audio)
     model = package_gguf(store, tiny_gguf, "ai/vlm", mmproj=projector)
     plain = package_gguf(store, tiny_gguf, "ai/plain")
-    assert media_capabilities(store, model) == expected
-    assert capabilities(store, model) == ["completion", *expected]
-    assert media_capabilities(store, plain) == [] and capabilities(store, plain) == ["completion"]
+    assert media_capabilities(model) == expected
+    assert capabilities(model, chat_template(model)) == ["completion", *expected]
+    assert media_capabilities(plain) == [] and capabilities(plain, chat_template(plain)) == ["completion"]

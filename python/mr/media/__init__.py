@@ -8,7 +8,7 @@ reaches a C decoder of llama.cpp's (stb_image, miniaudio). Every refusal is an
 InvalidArgumentError (a 400) whose `param` and message name the request field.
 
 Modules, one job each: source (the undecoded item), types (decoded items, limits), urls (data
-URLs, base64, remote fetch), images, audio, load (the entry points).
+URLs, base64, remote fetch), images, audio, loading (the entry points: load, load_all).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from mr.media.types import Audio, Image, Media, MediaLimits
 if TYPE_CHECKING:
     from mr.media.audio import decode_audio
     from mr.media.images import decode_image
-    from mr.media.load import load, load_all
+    from mr.media.loading import load, load_all
     from mr.media.urls import decode_base64, fetch, parse_data_url
 
 # The decoders (Pillow, soundfile, soxr, httpx: about 0.3 s to import) load with the first use,
 # not with `import mr.engine`, which needs only the types.
-_LAZY = {"decode_audio": "audio", "decode_image": "images", "load": "load", "load_all": "load",
+_LAZY = {"decode_audio": "audio", "decode_image": "images", "load": "loading", "load_all": "loading",
          "decode_base64": "urls", "fetch": "urls", "parse_data_url": "urls"}
 
 
@@ -35,7 +35,9 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mr.media' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"mr.media.{module}"), name)
+    value = getattr(importlib.import_module(f"mr.media.{module}"), name)
+    globals()[name] = value  # looked up once
+    return value
 
 
 __all__ = [

@@ -55,9 +55,27 @@ def capabilities(model: LocalModel, template: str) -> list[str]:
             caps.append("tools")
         if any(mark in template for mark in _REASONING_MARKS):
             caps.append("reasoning")
-    if model.mmproj_path is not None:
-        caps.append("vision")
-    return caps
+    return caps + media_capabilities(model)
+
+
+_VISION, _AUDIO = "clip.has_vision_encoder", "clip.has_audio_encoder"
+
+
+def media_capabilities(model: LocalModel) -> list[str]:
+    """What the model's projector encodes: ["vision"], ["audio"], both or none, from its GGUF
+    header (read once per blob: gguf_meta keeps it). Blocking."""
+    from mr.store.gguf_meta import GGUFFormatError, read_header
+
+    layer = model.manifest.projector
+    if layer is None:
+        return []
+    try:
+        kv = read_header(model._store.blobs.path(layer.digest)).kv
+    except (GGUFFormatError, OSError):
+        return ["vision"]  # loading it will tell the truth
+    # projectors from before audio encoders carry neither key, and are vision encoders
+    vision = kv.get(_VISION) == "true" or (_VISION not in kv and _AUDIO not in kv)
+    return [name for name, on in (("vision", vision), ("audio", kv.get(_AUDIO) == "true")) if on]
 
 
 def licenses(model: LocalModel) -> list[str]:

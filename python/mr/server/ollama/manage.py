@@ -19,7 +19,6 @@ from mr.server.dmr import remove_model
 from mr.server.embedding import Item, check_count
 from mr.server.embedding import run as run_embeddings
 from mr.server.errors import invalid
-from mr.server.modelmedia import media_capabilities
 from mr.server.ollama import convert
 from mr.server.ollama.protocol import (
     Details,
@@ -33,6 +32,7 @@ from mr.server.progress import Event, error_message, thread_events
 
 if TYPE_CHECKING:
     from mr.store import Store
+    from mr.store.model import LocalModel
 
 OLLAMA_API_VERSION = "0.9.0"  # the Ollama API level mr speaks (clients check it)
 _encode = msgspec.json.Encoder().encode
@@ -116,11 +116,17 @@ async def show(request: Req, data: Annotated[ModelRequest, Body()]) -> Response[
     gguf = model.config.get("gguf") or {}
     info = {k: _number(v) for k, v in gguf.items() if not k.startswith("tokenizer.chat_template")}
     template = gguf.get("tokenizer.chat_template", "")
-    capabilities = ["completion", "embedding"] + (["tools"] if "tool" in template else [])
-    capabilities += await asyncio.to_thread(media_capabilities, store, model)  # vision, audio
+    capabilities = await asyncio.to_thread(_capabilities, model)
     return _json({"modelfile": "", "parameters": "", "template": template, "license": "",
                   "details": msgspec.to_builtins(_details(model.config)), "model_info": info,
                   "capabilities": capabilities, "modified_at": convert.rfc3339(model.created_ts)})
+
+
+def _capabilities(model: LocalModel) -> list[str]:
+    """As `mr show` says them: completion, embedding or reranking; tools, reasoning; vision, audio."""
+    from mr.store import summary
+
+    return summary.capabilities(model, summary.chat_template(model))
 
 
 @post("/pull", summary="Pull a model", tags=["Ollama"], status_code=200)

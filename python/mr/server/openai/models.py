@@ -11,11 +11,11 @@ from litestar.params import Parameter
 
 from mr.errors import ModelNotFoundError
 from mr.server.context import Req, server_context
-from mr.server.modelmedia import capabilities
 from mr.server.openai.protocol import ModelCard, ModelList
 
 if TYPE_CHECKING:
     from mr.store import Store
+    from mr.store.model import LocalModel
 
 
 def _cards(store: Store) -> list[ModelCard]:
@@ -23,7 +23,7 @@ def _cards(store: Store) -> list[ModelCard]:
 
     cards: list[ModelCard] = []
     for model in store.list():
-        caps = capabilities(store, model)
+        caps = _capabilities(model)
         for tag in model.tags or [model.id]:
             name = refs.familiar(tag) if tag != model.id else tag
             cards.append(ModelCard(id=name, created=model.created_ts, capabilities=caps))
@@ -46,5 +46,11 @@ async def get_model(request: Req, model_id: Annotated[str, Parameter()]) -> Mode
         raise ModelNotFoundError(f"no such model: {name}")
     store = ctx.store
     model = await asyncio.to_thread(store.resolve, name)
-    caps = await asyncio.to_thread(capabilities, store, model)
+    caps = await asyncio.to_thread(_capabilities, model)
     return ModelCard(id=name, created=model.created_ts, capabilities=caps)
+
+
+def _capabilities(model: LocalModel) -> list[str]:
+    from mr.store import summary
+
+    return summary.capabilities(model, summary.chat_template(model))
