@@ -2,8 +2,9 @@
 and cached (the same picture again, another question), at 1 and 4 concurrent clients; new images
 per second; and the stall a picture puts on a running text stream, against a text prompt of the
 same token count. mr serve against llama-server from the same tree with the same `--mmproj`,
-slots, context and threads, over HTTP (OpenAI chat, the picture as an `image_url` data URL), and
-mr's engine in process (no HTTP; its step clocks say what the time goes to), A B A B.
+slots, context and threads, over HTTP (OpenAI chat, the picture as an `image_url` data URL), mr
+serve also with a KV stream per slot (llama-server's layout, where idle conversations' caches
+stay), and mr's engine in process (no HTTP; its step clocks say what the time goes to), A B A B.
 
 The model is the bench's text model (--model, SmolLM2-135M-Instruct by default) with a random
 projector from bench.tiny_vlm: BENCH's shape (a 224x224 image in 14x14 patches: 256 image tokens;
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from bench import vision_load as load
 from bench.core import Measure, Ratio, percentile, rotation
 from bench.http_load import Target
-from bench.servers import LLAMA, MODEL_NAME, MR, Server, free_port, start_mr
+from bench.servers import LLAMA, MODEL_NAME, MR, MR_PER_SLOT, Server, free_port, start_mr
 from bench.tiny_vlm import BENCH, TINY, VisionShape, write_projector
 from bench.vision_load import Client, EngineClient, HttpClient, picture, text_message
 from bench.workload import question, words
@@ -89,7 +90,7 @@ def run(ctx: Context) -> None:
         if ctx.http:
             servers = _start_servers(setup, scratch)
             clients += [HttpClient(s.target) for s in servers]
-        setup.filler_tokens = _calibrate(llm, loop)
+        setup.filler_tokens = _calibrate(llm)
         for client in clients:  # the first picture allocates the encoder's buffers
             loop.run_until_complete(load.wave(client, [client.image_message(picture(0), ASK.format("w"))]))
         figures = _repetitions(setup, clients, llm, loop, scratch)
@@ -140,7 +141,7 @@ def _engine(setup: Setup) -> LLM:
     return LLM(ctx.model, options)
 
 
-def _calibrate(llm: LLM, loop: asyncio.AbstractEventLoop) -> int:
+def _calibrate(llm: LLM) -> int:
     """The text intruder's filler length: its prompt then has as many tokens as the image
     intruder's, template included (as mr renders both; llama-server's counts are recorded)."""
     from mr.engine.media import MediaTokens
@@ -169,7 +170,8 @@ def _llama_server(setup: Setup, exe: Path) -> Server:
 
 
 def _start_servers(setup: Setup, scratch: Path) -> list[Server]:
-    """llama-server (when built) and mr serve with the model packaged with its projector."""
+    """llama-server (when built) and mr serve with the model packaged with its projector, also
+    with a KV stream per slot."""
     from bench.llama_runs import available
 
     ctx, res = setup.ctx, setup.ctx.results
@@ -186,6 +188,9 @@ def _start_servers(setup: Setup, scratch: Path) -> list[Server]:
                MODEL_NAME]
     subprocess.run(package, env=env, check=True, capture_output=True, timeout=300)
     starters.append(lambda: start_mr(ctx, home))
+    # llama-server's KV layout (a stream per slot), where idle conversations' caches cost the
+    # running ones nothing and stay: mr's default shared cache drops them once others run
+    starters.append(lambda: start_mr(ctx, home, MR_PER_SLOT, {"MR_PER_SLOT_KV": "1"}))
     servers = []
     for start in starters:
         server = None
@@ -246,7 +251,7 @@ async def _round(setup: Setup, client: Client, figures: Figures, rep: int, pictu
         for t in cold.traces:
             figures.saw(name, "image prompt tokens", t.prompt_tokens)
         for t in cached.traces:
-            figures.saw(name, "cached tokens", t.cached_tokens)
+            figures.saw(name, f"cached tokens@{n}", t.cached_tokens)
         if n == max(LEVELS):
             figures.add(name, f"images/s@{n}", n / cold.wall)
             figures.add(name, f"media tok/s@{n}", n * setup.shape.tokens / cold.wall)
@@ -297,9 +302,11 @@ def _report(setup: Setup, figures: Figures, systems: list[str]) -> None:
                 unit = "inputs/s" if name.startswith("images/s") else "tok/s" if "tok/s" in name else "ms"
                 found[(system, name)] = res.add(Measure(PART, name, system, unit, values, {**params, **usage},
                                                         note=_NOTES.get(name.split("@")[0], "")))
-        cached = figures.usage.get(system, {}).get("cached tokens", [])
-        if cached and min(cached) < shape.tokens:
-            res.note(PART, f"{system} reported only {min(cached)} cached tokens for a picture sent again")
+        for n in LEVELS:
+            cached = figures.usage.get(system, {}).get(f"cached tokens@{n}", [])
+            if cached and min(cached) < shape.tokens:
+                res.note(PART, f"{system} reported {min(cached)} cached tokens for a picture sent again "
+                               f"at {n} clients (of {shape.tokens} image tokens): not taken from its cache")
     _ratios(setup, found, systems)
 
 
@@ -324,19 +331,20 @@ def _ratios(setup: Setup, found: dict[tuple[str, str], Measure], systems: list[s
         if a in found and b in found:
             res.add_ratio(Ratio(PART, name, found[a].value / found[b].value, target))
 
-    for n in LEVELS:
-        add(f"mr-serve / llama-server ttft cold@{n}", (MR, f"ttft cold@{n}"), (LLAMA, f"ttft cold@{n}"),
-            "<= 1.00")
-        add(f"mr-serve / llama-server ttft cached@{n}", (MR, f"ttft cached@{n}"), (LLAMA, f"ttft cached@{n}"))
-        for system in systems:
+    top = max(LEVELS)
+    for mr in (MR, MR_PER_SLOT):  # the targets are the default's
+        for n in LEVELS:
+            add(f"{mr} / llama-server ttft cold@{n}", (mr, f"ttft cold@{n}"), (LLAMA, f"ttft cold@{n}"),
+                "<= 1.00" if mr == MR else "")
+            add(f"{mr} / llama-server ttft cached@{n}", (mr, f"ttft cached@{n}"), (LLAMA, f"ttft cached@{n}"))
+        add(f"{mr} / llama-server images/s@{top}", (mr, f"images/s@{top}"), (LLAMA, f"images/s@{top}"))
+        add(f"{mr} / llama-server stall image", (mr, "stall image"), (LLAMA, "stall image"))
+    for system in systems:
+        for n in LEVELS:
             target = "<= 0.25" if system in (MR, ENGINE) else ""
             add(f"{system} ttft cached / cold@{n}", (system, f"ttft cached@{n}"), (system, f"ttft cold@{n}"),
                 target)
-    top = max(LEVELS)
-    add(f"mr-serve / llama-server images/s@{top}", (MR, f"images/s@{top}"), (LLAMA, f"images/s@{top}"))
-    for system in systems:
         add(f"{system} stall image / text", (system, "stall image"), (system, "stall text"))
-    add("mr-serve / llama-server stall image", (MR, "stall image"), (LLAMA, "stall image"))
     add("mr-engine step decode / llama-mtmd-cli encode + image decode, per image",
         (ENGINE, "step decode per image"), (MTMD_CLI, "encode + image decode per image"))
 
