@@ -92,3 +92,30 @@ def test_every_source_implements_what_the_runner_calls(tiny_gguf: Path, tmp_path
             await runner.close()
 
     asyncio.run(scenario())
+
+
+def test_a_store_model_with_a_projector_loads_it_and_counts_it(tiny_vlm: tuple[Path, Path],
+                                                               tmp_path: Path) -> None:
+    """The mmproj layer reaches the engine (images accepted), and the memory budget holds the
+    projector's weights and compute buffers besides the model's."""
+    from mr.runner.memory import estimate, projector_estimate
+    from mr.store import Store, package_gguf
+
+    model_path, mmproj = tiny_vlm
+    store = Store(tmp_path / "store")
+    package_gguf(store, model_path, "ai/vlm", mmproj=mmproj)
+    projector = projector_estimate(mmproj)
+    assert projector.weights > 0 and projector.compute > 0 and projector.kv_cache == 0
+
+    async def scenario() -> None:
+        runner = Runner(StoreSource(store), RunnerConfig(engine=ENGINE))
+        try:
+            lease = await runner.acquire("ai/vlm")
+            assert lease.llm.accepts == frozenset({"image"})
+            text_only = estimate([model_path], ENGINE.n_ctx)
+            assert lease.model.estimate.total == text_only.total + projector.total
+            lease.release()
+        finally:
+            await runner.close()
+
+    asyncio.run(scenario())
