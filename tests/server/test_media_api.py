@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import struct
 import threading
 import wave
-import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +27,7 @@ import openai
 import pytest
 from PIL import Image
 
+from support.media import bomb_png
 from support.serving import SMOL, serve
 
 pytestmark = pytest.mark.slow
@@ -66,16 +65,6 @@ def wav(seconds: float = 1.0, rate: int = 16000, hz: float = 440.0) -> bytes:
         w.setframerate(rate)
         w.writeframes(samples.tobytes())
     return out.getvalue()
-
-
-def bomb_png(width: int = 60000, height: int = 60000) -> bytes:
-    """A valid PNG header (and an empty IDAT) that claims width x height pixels."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
 
 
 def image_part(data: bytes) -> dict:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import msgspec
@@ -27,6 +25,7 @@ from mr.server.openai.protocol import ChatCompletionRequest
 from mr.server.responses import convert as responses
 from mr.server.responses.protocol import ResponseRequest
 from mr.server.settings import Settings
+from support.media import bomb_png
 
 
 def png(color: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> bytes:
@@ -41,16 +40,6 @@ def b64(data: bytes) -> str:
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{b64(data)}"
-
-
-def huge_png_header(width: int = 60000, height: int = 60000) -> bytes:
-    """A PNG whose header claims width x height (a decompression bomb's first bytes)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
 
 
 def wav(seconds: float = 0.1, rate: int = 16000) -> bytes:
@@ -256,7 +245,7 @@ def openai_source(url: str) -> MediaSource:
 
 @pytest.mark.parametrize(("source", "needle"), [
     (openai_source("data:image/png;base64,not*base64"), "base64"),
-    (openai_source(data_url(huge_png_header())), "pixels"),
+    (openai_source(data_url(bomb_png())), "pixels"),
     (openai_source(data_url(b"BM" + bytes(60), "image/bmp")), "BMP"),
     (openai_source("https://example.com/cat.png"), "--allow-remote-media"),
     (sources(ollama.messages([msgspec.convert({"role": "user", "images": ["%%%"]}, Message)]))[0], "base64"),

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
 import subprocess
 import sys
 import textwrap
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from PIL import ImageSequence
 
 from mr.errors import InvalidArgumentError
 from mr.media import Image, MediaLimits, MediaSource, decode_image, load, load_all
+from support.media import bomb_png
 
 FIELD = "messages[0].content[1]"
 LIMITS = MediaLimits()
@@ -42,18 +41,6 @@ def noise(width: int = 48, height: int = 32, seed: int = 0) -> PILImage.Image:
 
 def pixels(image: Image) -> np.ndarray:
     return np.frombuffer(image.rgb, dtype=np.uint8).reshape(image.height, image.width, 3)
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that is only a header claiming width x height (8-bit RGB) and an empty IDAT: a few
-    dozen bytes, which a decoder that trusted it would answer with width*height*3 of memory."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
 
 
 def refused(data: bytes, limits: MediaLimits = LIMITS) -> InvalidArgumentError:
@@ -189,7 +176,7 @@ def test_different_images_have_different_digests() -> None:
 def test_a_header_over_the_pixel_bound_is_refused_before_decoding() -> None:
     # 9000x8000 = 72M pixels: over mr's 64M bound, under Pillow's own (89M), so mr's check is
     # what refuses it. Decoding would have failed on the empty IDAT instead ("truncated").
-    error = refused(png_header(9000, 8000))
+    error = refused(bomb_png(9000, 8000))
     assert str(error) == f"{FIELD}: the image is 9000x8000 pixels, more than the 67108864 allowed"
 
 
@@ -202,7 +189,7 @@ def test_the_pixel_bound_is_the_requests_own() -> None:
 
 def test_a_png_claiming_60000_squared_is_refused_fast_in_little_memory() -> None:
     # In a fresh interpreter, so the peak memory measured is this call's alone.
-    data = png_header(60000, 60000)
+    data = bomb_png(60000, 60000)
     assert len(data) < 100
     script = textwrap.dedent(f"""
         import resource, time
@@ -303,6 +290,6 @@ def test_decoding_a_large_image_is_quick_enough() -> None:
 def test_pillows_own_bomb_bound_holds_when_the_requests_is_higher() -> None:
     # Between Pillow's bound (89M pixels) and twice it Pillow only warns: mr refuses there itself.
     assert PILImage.MAX_IMAGE_PIXELS is not None
-    error = refused(png_header(10000, 10000), MediaLimits(max_pixels=10**9))
+    error = refused(bomb_png(10000, 10000), MediaLimits(max_pixels=10**9))
     assert str(error) == (f"{FIELD}: the image is 10000x10000 pixels, more than the "
                           f"{PILImage.MAX_IMAGE_PIXELS} allowed")
