@@ -357,7 +357,7 @@ void Engine::start(Pending p) {
         ++slot.next_media;
     }
     slot.media_embd.clear();
-    slot.n_past = reused;
+    slot.n_past = position_of(slot.request.media, reused);
     slot.n_cached = reused;
     slot.n_generated = 0;
     slot.pending = -1;
@@ -456,6 +456,8 @@ int Engine::reuse_prefix(size_t seq, const Request& request, size_t n_left) {
             src = other;
         }
     }
+    // Cells are removed and copied by position (fewer than cells after a picture under M-RoPE).
+    const auto at = [&](size_t n) { return position_of(request.media, n); };
     // A sliding-window cache may have dropped the first cells: such a prefix is not whole.
     auto whole = [&](size_t s) { return llama_memory_seq_pos_min(mem, static_cast<llama_seq_id>(s)) <= 0; };
     if (shared > own && whole(src)) {
@@ -465,15 +467,15 @@ int Engine::reuse_prefix(size_t seq, const Request& request, size_t n_left) {
             // Across streams llama.cpp copies only whole streams (at the next decode, before it
             // writes): copy, then drop what follows the shared part.
             llama_memory_seq_cp(mem, from, to, -1, -1);
-            llama_memory_seq_rm(mem, to, static_cast<llama_pos>(shared), -1);
+            llama_memory_seq_rm(mem, to, at(shared), -1);
         } else {
-            llama_memory_seq_cp(mem, from, to, 0, static_cast<llama_pos>(shared));
+            llama_memory_seq_cp(mem, from, to, 0, at(shared));
         }
         dst.cache.assign(prompt.begin(), prompt.begin() + shared);
         return static_cast<int>(shared);
     }
     if (own > 0 && whole(seq) &&
-        llama_memory_seq_rm(mem, static_cast<llama_seq_id>(seq), static_cast<llama_pos>(own), -1)) {
+        llama_memory_seq_rm(mem, static_cast<llama_seq_id>(seq), at(own), -1)) {
         dst.cache.resize(own);
         return static_cast<int>(own);
     }
@@ -874,7 +876,7 @@ const Acceptance& Engine::acceptance_of(const Speculation& spec) {
 // the last kept token must still have a cell to be decoded into) and its max_tokens.
 int Engine::draft_room(const Slot& slot, int room) const {
     const int left = slot.request.max_tokens > 0 ? slot.request.max_tokens - slot.n_generated : kMaxDraft + 1;
-    return std::min({params_.spec_max, room, n_ctx_seq_ - slot.n_past - 2, left - 1});
+    return std::min({params_.spec_max, room, n_ctx_seq_ - static_cast<int>(slot.cache.size()) - 2, left - 1});
 }
 
 // The request's prediction first (the client asked for it), then the slot's own tokens, unless
@@ -917,7 +919,7 @@ void Engine::emit_token(Slot& slot, llama_token token, int logits_idx) {
         ev.stop_index = slot.text.matched();
     } else if (slot.request.max_tokens > 0 && slot.n_generated >= slot.request.max_tokens) {
         ev.finish = Finish::Length;
-    } else if (slot.n_past >= n_ctx_seq_) {  // no cell left to decode this token into
+    } else if (static_cast<int>(slot.cache.size()) >= n_ctx_seq_) {  // no cell left to decode this token into
         ev.finish = Finish::Length;
     }
     if (ev.finish == Finish::Length) text += slot.text.flush(/*cut=*/true);

@@ -64,6 +64,14 @@ size_t whole_media_prefix(const std::vector<MediaSpan>& spans, size_t n) {
     return n;
 }
 
+llama_pos position_of(const std::vector<MediaSpan>& spans, size_t n) {
+    auto pos = static_cast<llama_pos>(n);
+    for (const MediaSpan& s : spans) {
+        if (s.end() <= n) pos -= static_cast<llama_pos>(s.media->n_tokens) - s.media->n_pos;
+    }
+    return pos;
+}
+
 Projector::Projector(std::shared_ptr<Model> model, const std::string& path, int n_threads, bool use_gpu)
     : model_(std::move(model)), path_(path) {
     if (!std::filesystem::is_regular_file(path)) {
@@ -79,12 +87,6 @@ Projector::Projector(std::shared_ptr<Model> model, const std::string& path, int 
         std::string why = log::take_last_error();
         throw ModelLoadError("could not load the multimodal projector " + file_name(path) +
                              (why.empty() ? std::string() : ": " + why));
-    }
-    if (mtmd_decode_use_mrope(ctx_.get())) {
-        // The engine keeps one position per KV cell; M-RoPE models (the Qwen-VL family) give a
-        // picture fewer positions than cells, which its prefix cache cannot follow yet.
-        throw ModelLoadError("the projector " + file_name(path) +
-                             " uses M-RoPE positions (the Qwen-VL family), which mr does not run yet");
     }
 }
 

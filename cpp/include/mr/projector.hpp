@@ -54,7 +54,7 @@ private:
 struct MediaChunk {
     std::unique_ptr<mtmd_input_chunk, ChunkFree> chunk;
     size_t n_tokens = 0;  // KV cells it takes (and placeholders in the prompt)
-    llama_pos n_pos = 0;  // positions it advances
+    llama_pos n_pos = 0;  // positions it advances (fewer than n_tokens under M-RoPE)
     bool audio = false;
 };
 
@@ -71,6 +71,10 @@ inline bool is_placeholder(llama_token t) { return t < -2; }
 // The longest prefix of [0, n) that holds no part of a media chunk: a cached prefix must hold
 // a chunk whole (its attention may be bidirectional, and it is encoded as one).
 size_t whole_media_prefix(const std::vector<MediaSpan>& spans, size_t n);
+// The position of prompt token `n` (not inside a media chunk). A chunk takes n_tokens KV cells
+// but advances n_pos positions: as many, except under M-RoPE (the Qwen-VL family), where a
+// picture's positions are its grid's side, not its area.
+llama_pos position_of(const std::vector<MediaSpan>& spans, size_t n);
 
 class Projector {
 public:
