@@ -8,15 +8,19 @@ the answer the model really gives):
 - rag-quote: passages in the prompt, an answer asked to quote them;
 - json-extract: records in prose, extracted as a JSON array (keys repeat);
 - free-writing: a story (little to draft: the cost of trying).
+The four requests are pinned in bench/spec_workloads.json (the code and the passages as they were
+at ca5ce2d), so runs on different commits answer the same prompts.
 At each level N (1, 4, 8) N copies of the request go at once; the figure is decode tok/s: each
 stream's tokens after its first, over the time from its first token to its last, summed over
 the streams. mr's acceptance (kept / drafted, from /engines/ps) is recorded with each figure.
-Run it with `python -m bench spec`.
+A server that fails at a level (it exits, a stream breaks) is recorded as failed there, started
+again, and measured at the next level. Run it with `python -m bench spec`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -32,6 +36,8 @@ from bench.llama_runs import available, llama_bench
 from bench.servers import MODEL_NAME, Server, _spawn, free_port, package_mr, start_mr
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bench.context import Context
 
 PART = "spec"
@@ -40,25 +46,17 @@ LLAMA_TYPES = ("ngram-simple", "ngram-map-k", "ngram-mod")
 LEVELS = (1, 4, 8)
 MAX_TOKENS = 320
 SLOT_TOKENS = 1536
-ROOT = Path(__file__).resolve().parents[1]
+WORKLOADS = Path(__file__).with_name("spec_workloads.json")
+# llama-server's own default logical batch (-b). Its users keep it: with 512 (the suite's --batch)
+# 8 slots drafting ngram-mod's 64 tokens each need 520 and the server aborts (GGML_ASSERT in
+# handle_last_sampled_token). The physical batch (-ub) stays the suite's, as mr computes it.
+LLAMA_SERVER_BATCH = 2048
 
 
 def workloads() -> dict[str, str]:
-    code = "\n".join((ROOT / "python" / "mr" / "engine" / "limits.py").read_text().splitlines()[:35])
-    passages = "\n\n".join(p for p in (ROOT / "README.md").read_text().split("\n\n")[4:10])
-    people = ", ".join(f"{n} is {a} and lives in {c}" for n, a, c in (
-        ("Ada", 36, "London"), ("Linus", 54, "Portland"), ("Grace", 85, "Arlington"), ("Ken", 81, "Berkeley"),
-        ("Barbara", 84, "Boston"), ("Dennis", 70, "Murray Hill"), ("Margaret", 88, "Cambridge"),
-        ("Edsger", 72, "Austin")))
-    return {
-        "code-edit": "Rewrite this Python file with the function `check_text` renamed to `ensure_text`. "
-                     "Output the whole file and nothing else.\n\n" + code,
-        "rag-quote": "Using only these passages, answer: what does mr do with a request? Quote the "
-                     "passages word for word.\n\n" + passages,
-        "json-extract": "Extract every person as a JSON array of objects with the keys name, age and city: "
-                        + people + ".",
-        "free-writing": "Write a story about a lighthouse keeper who finds a message in a bottle.",
-    }
+    """The four requests, in order (code-edit, rag-quote, json-extract, free-writing)."""
+    loaded: dict[str, str] = json.loads(WORKLOADS.read_text())
+    return loaded
 
 
 def run(ctx: Context) -> None:
@@ -71,18 +69,18 @@ def run(ctx: Context) -> None:
     ctx = dataclasses.replace(ctx, slots=slots, ctx_size=max(ctx.ctx_size, slots * SLOT_TOKENS))
     home = Path(tempfile.mkdtemp(prefix="mr-bench-spec-"))
     package_mr(ctx, home)
-    servers = [start_mr(ctx, home, MR_AUTO, {"MR_SPEC": "auto"}),
-               start_mr(ctx, home, MR_OFF, {"MR_SPEC": "off"})]
+    starters: list[Callable[[], Server]] = [lambda: start_mr(ctx, home, MR_AUTO, {"MR_SPEC": "auto"}),
+                                            lambda: start_mr(ctx, home, MR_OFF, {"MR_SPEC": "off"})]
     exe = available("llama-server", ctx.build_tools)
     if exe is None:
         ctx.results.note(PART, "llama-server is not built: no llama.cpp speculation to compare with")
     else:
-        servers += [_llama_server(ctx, exe, kind) for kind in LLAMA_TYPES]
+        starters += [functools.partial(_llama_server, ctx, exe, kind) for kind in LLAMA_TYPES]
+    servers: list[Server] = []
     try:
-        for server in servers:
-            server.wait_ready()
-            server.warm_up("chat")
-        _measure(ctx, servers)
+        for start in starters:
+            servers.append(_started(start))
+        _measure(ctx, servers, starters)
     finally:
         for server in servers:
             server.stop()
@@ -93,27 +91,51 @@ def run(ctx: Context) -> None:
         ctx.results.add(Measure(PART, f"tg{ctx.budget.tg_tokens}", "llama-bench", "tok/s", [tg]))
 
 
+def _started(start: Callable[[], Server]) -> Server:
+    server = start()
+    server.wait_ready()
+    server.warm_up("chat")
+    return server
+
+
 def _llama_server(ctx: Context, exe: Path, kind: str) -> Server:
     port = free_port()
     name = f"llama-server {kind}"
     cmd = [str(exe), "-m", str(ctx.model), "--host", "127.0.0.1", "--port", str(port), "-np", str(ctx.slots),
-           "-c", str(ctx.ctx_size), "-b", str(ctx.n_batch), "-ub", str(ctx.n_batch), "-t", str(ctx.threads),
-           "-a", MODEL_NAME, "--no-webui", "-fa", ctx.flash_attn, "--spec-type", kind]
+           "-c", str(ctx.ctx_size), "-b", str(max(ctx.n_batch, LLAMA_SERVER_BATCH)), "-ub", str(ctx.n_batch),
+           "-t", str(ctx.threads), "-a", MODEL_NAME, "--no-webui", "-fa", ctx.flash_attn, "--spec-type", kind]
     proc, log, spawned = _spawn(name.replace(" ", "-"), cmd, ctx.out)
     return Server(Target(name, f"http://127.0.0.1:{port}/v1", MODEL_NAME), proc, log, spawned,
                   f"http://127.0.0.1:{port}/health")
 
 
-def _measure(ctx: Context, servers: list[Server]) -> None:
+def _measure(ctx: Context, servers: list[Server], starters: list[Callable[[], Server]]) -> None:
     deadline = ctx.deadline()
     only = [w for w in os.environ.get("BENCH_SPEC_WORKLOADS", "").split(",") if w]  # e.g. "free-writing"
     for workload, prompt in workloads().items():
         if only and workload not in only:
             continue
         for n in LEVELS:
-            runs = paired([lambda s=s, p=prompt, n=n: _wave(s, p, n) for s in servers], ctx.budget.reps,
+            _revive(ctx, servers, starters, f"{workload}@{n}")
+            runs = paired([functools.partial(_wave, s, prompt, n) for s in servers], ctx.budget.reps,
                           deadline, ctx.settle, rotate=True)
             _record(ctx, workload, n, servers, runs)
+
+
+def _revive(ctx: Context, servers: list[Server], starters: list[Callable[[], Server]], name: str) -> None:
+    """A server that exited (llama-server aborts where its batch cannot hold a step's drafts) is
+    started afresh, so one failure costs one level, not the rest of the run."""
+    for i, server in enumerate(servers):
+        if server.proc is None or server.proc.poll() is None:
+            continue
+        server.stop()
+        try:
+            servers[i] = _started(starters[i])
+        except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+            ctx.results.note(PART, f"{server.name} could not be started again before {name}: {exc}")
+            continue
+        ctx.results.note(PART, f"{server.name} had exited (code {server.proc.returncode}); started again "
+                               f"before {name}")
 
 
 def _record(ctx: Context, workload: str, n: int, servers: list[Server],
@@ -123,8 +145,11 @@ def _record(ctx: Context, workload: str, n: int, servers: list[Server],
     got: dict[str, Measure] = {}
     for server, results in zip(servers, runs, strict=True):
         rates = [rate for rate, _ in results if not math.isnan(rate)]
+        if len(rates) < len(results):  # recorded as failed; the others' figures stand
+            failed = len(results) - len(rates)
+            ctx.results.note(PART, f"{server.name} failed at {workload}@{n} in {failed} of {len(results)} "
+                                   "repetitions (its log says why)")
         if not rates:
-            ctx.results.note(PART, f"{server.name} failed at {workload}@{n} (its log says why)")
             continue
         accepted = [a for _, a in results if a is not None]
         extra = {"acceptance": round(sum(accepted) / len(accepted), 3)} if accepted else {}
