@@ -5,6 +5,7 @@ show up as a failed test naming the case, not as a dead test session."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -45,10 +46,13 @@ CASES: dict[str, bytes] = {
     "string_past_end": header(n_kv=1) + kv_str("general.name", "x", value_len=1 << 40),
     "absurd_array": header(n_kv=1) + gstr("a") + struct.pack("<IIQ", GGUF_ARRAY, GGUF_UINT32, U64),
     "bad_value_type": header(n_kv=1) + gstr("k") + struct.pack("<I", 77) + b"\0" * 8,
+    "truncated_at_value_type": header(n_kv=1) + gstr("k"),  # the file ends where a type was due
+    "alignment_not_u32": header(n_kv=2) + ARCH + kv_str("general.alignment", "32"),
     "overflowing_dims": header(n_tensors=1, n_kv=1) + ARCH + tensor_info("t", [1 << 40] * 4),
     "bad_tensor_type": header(n_tensors=1, n_kv=1) + ARCH + tensor_info("t", [4], ggml_type=999),
     "offset_past_end": header(n_tensors=1, n_kv=1) + ARCH + tensor_info("t", [4], offset=1 << 40),
     "too_many_dims": header(n_tensors=1, n_kv=1) + ARCH + gstr("t") + struct.pack("<I", 1000),
+    "zero_dim": header(n_tensors=1, n_kv=1) + ARCH + tensor_info("t", [4, 0, 4]),  # no division by it
     "no_tensors_no_vocab": header(n_kv=1) + ARCH,
 }
 
@@ -96,10 +100,16 @@ def _vocab_cases(real: bytes) -> dict[str, bytes]:
 
 
 def _load_all(paths: dict[str, str]) -> dict[str, str]:
-    # an address-space cap: an absurd size must be refused, not allocated
-    code = "import resource; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))\n" + CHILD
+    # A 6 GiB cap: an absurd size must be refused, not allocated. ASan's shadow memory cannot live
+    # under an address-space limit, so under scripts/sanitize.sh the cap is ASan's own, per
+    # allocation, and stricter: an allocation past it is reported (a `new` ends the process), where
+    # the limit let it fail with bad_alloc. The reader must refuse such a size before allocating.
+    code, env = "import resource; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))\n" + CHILD, None
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        cap = "allocator_may_return_null=1:max_allocation_size_mb=6144"
+        code, env = CHILD, {**os.environ, "ASAN_OPTIONS": f"{os.environ.get('ASAN_OPTIONS', '')}:{cap}"}
     result = subprocess.run([sys.executable, "-c", code, json.dumps(paths)], capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=120, env=env)
     last = result.stdout.splitlines()[-1:]
     assert result.returncode == 0, f"crashed after: {last}\n{result.stderr[-2000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -9,6 +9,7 @@ LLM refuses longer text before tokenizing any of it.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -21,6 +22,9 @@ from mr.errors import InvalidArgumentError
 SPECIAL = "<|im_start|>"
 UNIT = f"hello wörld 🦀 {SPECIAL} "
 QUICK_S = 2.5  # 0.6-1.0 s measured on a busy 2-core machine, 2.9 s before the fix
+# scripts/sanitize.sh instruments the tokenizer (llama-vocab.cpp), which then runs about ten times
+# slower (9 s here): the wall-clock bound is the plain build's; linearity is checked either way.
+TIMED = "libasan" not in os.environ.get("LD_PRELOAD", "")
 
 
 def worst_case(n_chars: int) -> str:
@@ -32,7 +36,7 @@ def test_special_token_text_at_the_limit_tokenizes_quickly_and_exactly(smollm2: 
     started = time.monotonic()
     tokens = smollm2.tokenize(text, add_special=False, parse_special=True)
     elapsed = time.monotonic() - started
-    assert elapsed < QUICK_S
+    assert elapsed < QUICK_S or not TIMED
     # The parts between special tokens are tokenized on their own: the same tokens, in order.
     (special,) = smollm2.tokenize(SPECIAL, add_special=False, parse_special=True)
     parts = [smollm2.tokenize(part, add_special=False, parse_special=False) for part in text.split(SPECIAL)]
