@@ -34,14 +34,21 @@ class Lease:
     def acquire(self) -> Lease:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
-        atomic_write(self._json, json.dumps({"pid": os.getpid(), "digests": self.digests}).encode())
+        self._write()
         return self
 
     def add(self, digest: str) -> None:
         """Protect one more digest (a packager that just hashed a file); call under the index
         lock, which GC holds while it reads the leases."""
         self.digests = sorted({*self.digests, digests.validate(digest)})
-        atomic_write(self._json, json.dumps({"pid": os.getpid(), "digests": self.digests}).encode())
+        self._write()
+
+    def _write(self) -> None:
+        """Whole for GC's readers (renamed into place), but not synced: a lease means nothing
+        after a crash (its holder is gone, so GC sweeps it), and each fsync is a journal
+        commit that the pull waits for."""
+        atomic_write(self._json, json.dumps({"pid": os.getpid(), "digests": self.digests}).encode(),
+                     durable=False)
 
     def release(self) -> None:
         with contextlib.suppress(OSError):

@@ -44,10 +44,13 @@ Check = Callable[[artifact.Descriptor, Path], None]
 # What a mirror's failure can be that the source may not share: ask the source then.
 _FALLBACK = (RegistryError, ModelNotFoundError)
 
-# The socket's bytes are taken as they arrive (read1: a cut connection loses none of them) and
-# handed to the disk thread in chunks of about this size, or after HAND_OVER_S on a slow link,
-# so that the progress bar and the partial on disk follow a trickle too.
+# The socket's bytes are taken as they arrive (read1, at most NET_CHUNK at a time: a cut
+# connection loses none of them). A piece of HAND_OVER bytes or more goes to the hashing and
+# disk threads as it is (no copy: on a fast link one read brings most of a megabyte); smaller
+# pieces are gathered to that size first, or for HAND_OVER_S on a slow link, so that the
+# progress bar and the partial on disk follow a trickle too.
 NET_CHUNK = 1 << 20
+HAND_OVER = 256 << 10
 HAND_OVER_S = 0.25
 
 
@@ -159,19 +162,23 @@ class BlobDownloader:
 
 
 def _chunks(resp: requests.Response, guard: TransferGuard | None) -> Iterator[bytes]:
-    """The body in chunks of about NET_CHUNK bytes, each read counted by the guard (its rate
-    check sees a trickle as it comes). What arrived before a network error is yielded before
-    the error is raised, as requests' error (as iter_content raises it): the resume keeps it."""
+    """The body in chunks of HAND_OVER bytes or more (or what came in HAND_OVER_S), each read
+    counted by the guard (its rate check sees a trickle as it comes). What arrived before a
+    network error is yielded before the error is raised, as requests' error (as iter_content
+    raises it): the resume keeps it."""
     pieces: list[bytes] = []
     held = 0
     handed = time.monotonic()
+    # Asked to decode, urllib3 copies every piece through a buffer of its own even when there
+    # is nothing to decode: an identity body (what the registry is asked for) is taken as read.
+    decode = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
     try:
-        while piece := resp.raw.read1(NET_CHUNK, decode_content=True):
+        while piece := resp.raw.read1(NET_CHUNK, decode_content=decode):
             if guard is not None:
                 guard.advance(len(piece))
             pieces.append(piece)
             held += len(piece)
-            if held >= NET_CHUNK or time.monotonic() - handed >= HAND_OVER_S:
+            if held >= HAND_OVER or time.monotonic() - handed >= HAND_OVER_S:
                 yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
                 pieces, held, handed = [], 0, time.monotonic()
     except (ProtocolError, ReadTimeoutError, DecodeError, SSLError) as exc:
