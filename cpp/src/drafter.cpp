@@ -51,27 +51,75 @@ int NgramIndex::find(const llama_token* tokens, int n) const {
     return std::equal(tokens, tokens + n, tokens_.begin() + (after - n)) ? after : -1;
 }
 
+int NgramIndex::match(const llama_token* seq, int s, int* matched) const {
+    for (int n = std::min(kMaxN, s); n >= kMinN; --n) {
+        const int after = find(seq + (s - n), n);
+        if (after < 0) continue;
+        int m = n;  // how far back the two places agree
+        while (m < kLongMatch && after - m - 1 >= 0 && m < s && tokens_[after - m - 1] == seq[s - m - 1]) ++m;
+        *matched = m;
+        return after;
+    }
+    *matched = 0;
+    return -1;
+}
+
 std::vector<llama_token> NgramIndex::continuation(int k, int* matched) const {
     const int s = static_cast<int>(tokens_.size());
-    for (int n = std::min(kMaxN, s); n >= kMinN; --n) {
-        const int after = find(&tokens_[s - n], n);
-        if (after < 0) continue;
-        if (matched != nullptr) {  // how far back the two places agree
-            int m = n;
-            while (m < kLongMatch && after - m - 1 >= 0 && tokens_[after - m - 1] == tokens_[s - m - 1]) ++m;
-            *matched = m;
-        }
-        // Past the sequence's end the draft continues from itself: the two places are `s - after`
-        // tokens apart, so the text repeats with that period (a list, a table, code of one shape).
-        std::vector<llama_token> out;
-        out.reserve(static_cast<size_t>(std::max(k, 0)));
-        for (int i = 0; i < k; ++i) {
-            const int j = after + i;
-            out.push_back(j < s ? tokens_[j] : out[static_cast<size_t>(j - s)]);
-        }
-        return out;
+    int m = 0;
+    const int after = match(tokens_.data(), s, &m);
+    if (matched != nullptr) *matched = m;
+    if (after < 0) return {};
+    // Past the sequence's end the draft continues from itself: the two places are `s - after`
+    // tokens apart, so the text repeats with that period (a list, a table, code of one shape).
+    std::vector<llama_token> out;
+    out.reserve(static_cast<size_t>(std::max(k, 0)));
+    for (int i = 0; i < k; ++i) {
+        const int j = after + i;
+        out.push_back(j < s ? tokens_[j] : out[static_cast<size_t>(j - s)]);
     }
-    return {};
+    return out;
+}
+
+std::vector<llama_token> NgramIndex::continuation_of(const std::vector<llama_token>& seq, int k, int* matched) const {
+    const int after = match(seq.data(), static_cast<int>(seq.size()), matched);
+    if (after < 0) return {};
+    const auto end = std::min(tokens_.size(), static_cast<size_t>(after) + static_cast<size_t>(std::max(k, 0)));
+    return std::vector<llama_token>(tokens_.begin() + after, tokens_.begin() + static_cast<long>(end));
+}
+
+void NgramMemory::add(NgramIndex&& sequence) {
+    const auto& tokens = sequence.tokens();
+    if (tokens.empty() || tokens.size() > max_tokens_) return;
+    for (const NgramIndex& kept : kept_) {  // n copies of one request leave one
+        if (kept.tokens() == tokens) return;
+    }
+    tokens_ += tokens.size();
+    kept_.push_back(std::move(sequence));
+    while (tokens_ > max_tokens_ || kept_.size() > max_sequences_) {
+        tokens_ -= kept_.front().tokens().size();
+        kept_.pop_front();
+    }
+}
+
+void NgramMemory::sources(std::vector<const NgramIndex*>& out) const {
+    for (auto it = kept_.rbegin(); it != kept_.rend(); ++it) out.push_back(&*it);
+}
+
+std::vector<llama_token> recall(const std::vector<const NgramIndex*>& sources, const std::vector<llama_token>& seq,
+                                int k, int* matched) {
+    const NgramIndex* best = nullptr;
+    int best_matched = 0;
+    for (const NgramIndex* source : sources) {
+        int m = 0;
+        if (!source->continuation_of(seq, 1, &m).empty() && m > best_matched) {
+            best = source;
+            best_matched = m;
+            if (m >= NgramIndex::kLongMatch) break;
+        }
+    }
+    *matched = best_matched;
+    return best == nullptr ? std::vector<llama_token>{} : best->continuation_of(seq, k, matched);
 }
 
 Prediction::Prediction(std::vector<llama_token> tokens) { index_.append(tokens); }
@@ -114,54 +162,102 @@ double Acceptance::expected_extra(int k) const {
     return sum;
 }
 
-StepCost::StepCost(int max_tokens) : us_(static_cast<size_t>(std::max(max_tokens, 1)) + 1, -1.0) {}
+StepCost::StepCost(int max_tokens)
+    : below_(static_cast<size_t>(kTile), -1.0),
+      one_(static_cast<size_t>(std::max(max_tokens, kTile)) + 1, -1.0),
+      several_(one_.size(), -1.0) {}
 
-void StepCost::record(int n_tokens, double us) {
-    if (n_tokens <= 0 || n_tokens >= static_cast<int>(us_.size()) || us <= 0.0) return;
-    double& slot = us_[n_tokens];
+std::vector<double>& StepCost::table(int n_tokens, int n_seqs) {
+    return n_tokens < kTile ? below_ : n_seqs <= 1 ? one_ : several_;
+}
+
+const std::vector<double>& StepCost::table(int n_tokens, int n_seqs) const {
+    return n_tokens < kTile ? below_ : n_seqs <= 1 ? one_ : several_;
+}
+
+void StepCost::record(int n_tokens, int n_seqs, double us) {
+    if (n_tokens <= 0 || n_tokens >= static_cast<int>(one_.size()) || us <= 0.0) return;
+    double& slot = table(n_tokens, n_seqs)[static_cast<size_t>(n_tokens)];
     slot = slot < 0.0 ? us : 0.8 * slot + 0.2 * us;  // moving average: the context grows, load varies
 }
 
-bool StepCost::known(int n_tokens) const {
-    return n_tokens > 0 && n_tokens < static_cast<int>(us_.size()) && us_[n_tokens] >= 0.0;
+bool StepCost::known(int n_tokens, int n_seqs) const {
+    return n_tokens > 0 && n_tokens < static_cast<int>(one_.size()) &&
+           table(n_tokens, n_seqs)[static_cast<size_t>(n_tokens)] >= 0.0;
 }
 
-double StepCost::estimate(int n_tokens) const {
-    const int n_max = static_cast<int>(us_.size()) - 1;
-    n_tokens = std::clamp(n_tokens, 1, n_max);
-    if (us_[n_tokens] >= 0.0) return us_[n_tokens];
-    int lo = n_tokens - 1, hi = n_tokens + 1;
-    while (lo >= 1 && us_[lo] < 0.0) --lo;
-    while (hi <= n_max && us_[hi] < 0.0) ++hi;
-    if (lo >= 1 && hi <= n_max) {
-        const double t = static_cast<double>(n_tokens - lo) / (hi - lo);
-        return us_[lo] + t * (us_[hi] - us_[lo]);
+namespace {
+
+// A step of n tokens from the sizes measured in t[first, last]: measured, interpolated between
+// the nearest two, or extrapolated from the nearest (with the slope of the two nearest); 0 when
+// none is measured there.
+double estimate_in(const std::vector<double>& t, int first, int last, int n) {
+    int lo = std::min(n, last), hi = std::max(n, first);
+    while (lo >= first && t[static_cast<size_t>(lo)] < 0.0) --lo;
+    while (hi <= last && t[static_cast<size_t>(hi)] < 0.0) ++hi;
+    if (lo == n) return t[static_cast<size_t>(n)];
+    const bool below = lo >= first, above = hi <= last;
+    if (below && above) {
+        const double f = static_cast<double>(n - lo) / (hi - lo);
+        return t[static_cast<size_t>(lo)] + f * (t[static_cast<size_t>(hi)] - t[static_cast<size_t>(lo)]);
     }
-    if (lo >= 1) {
+    if (below) {
         int lo2 = lo - 1;
-        while (lo2 >= 1 && us_[lo2] < 0.0) --lo2;
+        while (lo2 >= first && t[static_cast<size_t>(lo2)] < 0.0) --lo2;
         // With one size measured, assume a token more costs 3% of it: optimistic, so the engine
         // tries a longer step once and then knows.
-        const double slope = lo2 >= 1 ? std::max((us_[lo] - us_[lo2]) / (lo - lo2), 0.0) : 0.03 * us_[lo];
-        return us_[lo] + slope * (n_tokens - lo);
+        const double slope = lo2 >= first ? std::max((t[static_cast<size_t>(lo)] - t[static_cast<size_t>(lo2)]) / (lo - lo2), 0.0)
+                                          : 0.03 * t[static_cast<size_t>(lo)];
+        return t[static_cast<size_t>(lo)] + slope * (n - lo);
     }
-    return hi <= n_max ? us_[hi] : 0.0;
+    return above ? t[static_cast<size_t>(hi)] : 0.0;
 }
 
-int best_draft_length(const StepCost& cost, const Acceptance& acceptance, int n_tokens, double n_out,
-                      int k_max) {
-    if (k_max <= 0 || !cost.known(n_tokens)) return 0;  // the step's size without a draft comes first
-    const double base = n_out / cost.estimate(n_tokens);
-    int best_k = 0;
-    double best = base * 1.02;  // a draft must win by a margin: timing noise is not a gain
-    for (int k = 1; k <= k_max; ++k) {
-        const double value = (n_out + acceptance.expected_extra(k)) / cost.estimate(n_tokens + k);
-        if (value > best) {
-            best = value;
-            best_k = k;
+}  // namespace
+
+double StepCost::estimate(int n_tokens, int n_seqs) const {
+    const int n_max = static_cast<int>(one_.size()) - 1;
+    n_tokens = std::clamp(n_tokens, 1, n_max);
+    const bool tiled = n_tokens >= kTile;
+    const double own = tiled ? estimate_in(table(n_tokens, n_seqs), kTile, n_max, n_tokens)
+                             : estimate_in(below_, 1, kTile - 1, n_tokens);
+    if (own > 0.0) return own;
+    return tiled ? estimate_in(below_, 1, kTile - 1, n_tokens) : estimate_in(table(kTile, n_seqs), kTile, n_max, n_tokens);
+}
+
+std::vector<int> plan_draft_lengths(const StepCost& cost, const std::vector<const Acceptance*>& acceptance,
+                                    const std::vector<int>& k_max, int n_tokens, int room) {
+    const size_t n = acceptance.size();
+    const int n_seqs = static_cast<int>(n);
+    std::vector<int> k(n, 0), best(n, 0);
+    if (n == 0 || !cost.known(n_tokens, n_seqs)) return best;  // the step's size without drafts comes first
+    std::vector<double> rate(n), next(n);  // each slot's acceptance; the chance its next draft token is kept
+    int wanted = 0;
+    for (size_t i = 0; i < n; ++i) {
+        rate[i] = acceptance[i]->rate();
+        next[i] = rate[i];
+        wanted += k_max[i];
+    }
+    room = std::min(room, wanted);
+    // Adding draft tokens one at a time where the next one is likeliest kept gives, for each total,
+    // the most tokens expected (a slot's chances fall along its draft); the best total wins.
+    double out = static_cast<double>(n);
+    double best_value = out / cost.estimate(n_tokens, n_seqs) * 1.02;  // timing noise is not a gain
+    for (int total = 1; total <= room; ++total) {
+        size_t pick = n;
+        for (size_t i = 0; i < n; ++i) {
+            if (k[i] < k_max[i] && (pick == n || next[i] > next[pick])) pick = i;
+        }
+        out += next[pick];
+        next[pick] *= rate[pick];
+        ++k[pick];
+        const double value = out / cost.estimate(n_tokens + total, n_seqs);
+        if (value > best_value) {
+            best_value = value;
+            best = k;
         }
     }
-    return best_k;
+    return best;
 }
 
 }  // namespace mr

@@ -368,6 +368,7 @@ void Engine::start(Pending p) {
     slot.first_token = {};
     slot.wire = std::move(p.wire);
     Speculation& spec = slot.spec;
+    if (spec.on) memory_.add(std::move(spec.history));  // the slot's last request, for those that repeat it
     spec = Speculation{};
     spec.on = can_speculate_ && (params_.spec != EngineParams::Spec::Off || !slot.request.prediction.empty());
     if (spec.on) {
@@ -717,8 +718,10 @@ bool Engine::decode_batch() {
         const std::string lost = model_->check_workers(ctx_.get());
         lap.to(us_decode_);
         if (ret == 0 && lost.empty()) {
-            step_cost_.record(batch_.size(),
-                              std::chrono::duration<double, std::micro>(Clock::now() - decode_start).count());
+            const double us = std::chrono::duration<double, std::micro>(Clock::now() - decode_start).count();
+            const int n_seqs = static_cast<int>(std::count_if(slots_.begin(), slots_.end(),
+                                                              [](const Slot& s) { return s.n_in_batch > 0; }));
+            step_cost_.record(batch_.size(), n_seqs, us);
             return true;
         }
         if (ret == 1 && lost.empty()) {  // no room in the KV cache; nothing was written, so make room and retry
@@ -850,21 +853,28 @@ void Engine::plan_drafts(const std::vector<size_t>& generating) {
         }
     }
     // How much of each to take: as much as pays (EngineParams::spec), within the batch.
-    int n_tokens = static_cast<int>(generating.size());
-    double n_out = n_tokens;  // tokens the step is expected to produce
+    const int n_tokens = static_cast<int>(generating.size());
+    const int room = params_.n_batch - n_tokens;
+    std::vector<int> k(generating.size(), 0);
+    if (params_.spec == EngineParams::Spec::Ngram) {  // every draft found, while the batch has room
+        int left = room;
+        for (size_t i = 0; i < generating.size(); ++i) {
+            k[i] = std::min(static_cast<int>(proposals[i].size()), left);
+            left -= k[i];
+        }
+    } else {
+        std::vector<int> k_max(generating.size());
+        std::vector<const Acceptance*> acceptance(generating.size());
+        for (size_t i = 0; i < generating.size(); ++i) {
+            k_max[i] = std::min(static_cast<int>(proposals[i].size()), room);
+            acceptance[i] = &acceptance_of(slots_[generating[i]].spec);
+        }
+        k = plan_draft_lengths(step_cost_, acceptance, k_max, n_tokens, room);
+    }
     for (size_t i = 0; i < generating.size(); ++i) {
-        Slot& slot = slots_[generating[i]];
-        auto& draft = proposals[i];
-        const int k_max = std::min(static_cast<int>(draft.size()), params_.n_batch - n_tokens);
-        if (k_max <= 0) continue;
-        const int k = params_.spec == EngineParams::Spec::Ngram
-                          ? k_max
-                          : best_draft_length(step_cost_, acceptance_of(slot.spec), n_tokens, n_out, k_max);
-        if (k == 0) continue;
-        draft.resize(static_cast<size_t>(k));
-        slot.spec.draft = std::move(draft);
-        n_tokens += k;
-        n_out += acceptance_of(slot.spec).expected_extra(k);
+        if (k[i] == 0) continue;
+        proposals[i].resize(static_cast<size_t>(k[i]));
+        slots_[generating[i]].spec.draft = std::move(proposals[i]);
     }
 }
 
@@ -893,6 +903,19 @@ std::vector<llama_token> Engine::propose(Slot& slot, int k_max) {
     if (params_.spec == EngineParams::Spec::Off || draft_ != nullptr) return {};
     int matched = 0;
     std::vector<llama_token> draft = spec.history.continuation(k_max, &matched);
+    if (matched < NgramIndex::kLongMatch) {  // another request's text, where this one repeats it
+        std::vector<const NgramIndex*> sources;
+        for (const Slot& other : slots_) {  // running, or idle with its last request
+            if (&other != &slot && !other.spec.history.tokens().empty()) sources.push_back(&other.spec.history);
+        }
+        memory_.sources(sources);
+        int recalled = 0;
+        std::vector<llama_token> earlier = recall(sources, spec.history.tokens(), k_max, &recalled);
+        if (recalled >= NgramIndex::kLongMatch) {
+            draft = std::move(earlier);
+            matched = recalled;
+        }
+    }
     draft.erase(std::find_if(draft.begin(), draft.end(), is_placeholder), draft.end());  // no picture is a token
     // A long match is a text being copied: its draft may run long (ngram-mod's insight in
     // llama-server: 24 matching tokens, 48-64 drafted); a short one is a guess.

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <unordered_map>
 #include <vector>
 
@@ -39,13 +40,46 @@ public:
     // gets how many tokens before the draft agree with the sequence's last ones (up to kLongMatch):
     // a text being copied matches for dozens of tokens, a chance bigram for two.
     std::vector<llama_token> continuation(int k, int* matched = nullptr) const;
+    // The same lookup for another sequence's suffix `seq` in this one's tokens: what followed
+    // here, up to this sequence's end.
+    std::vector<llama_token> continuation_of(const std::vector<llama_token>& seq, int k, int* matched) const;
     static constexpr int kLongMatch = 16;
 
 private:
+    // Where the longest suffix of seq[0, s) (kMinN to kMaxN tokens) last occurred in this index,
+    // followed by a token (the position after it, or -1), and how many tokens agree there.
+    int match(const llama_token* seq, int s, int* matched) const;
     static uint64_t key(const llama_token* tokens, int n);
     std::vector<llama_token> tokens_;
     std::unordered_map<uint64_t, int32_t> after_[kMaxN - kMinN + 1];
 };
+
+// Earlier requests' tokens (prompt and answer), kept after their slots take new requests: a
+// request that repeats one (the same question again, a file edited again, a retried call) drafts
+// the earlier answer from its first tokens, as llama-server's ngram-mod does with its table shared
+// by all requests. The model verifies every draft, so another request's tokens change how fast an
+// answer comes, never what it is.
+class NgramMemory {
+public:
+    explicit NgramMemory(size_t max_tokens = size_t{1} << 16, size_t max_sequences = 32)
+        : max_tokens_(max_tokens), max_sequences_(max_sequences) {}
+    // Keeps `sequence` (moved in) unless the same tokens are kept already; the oldest go first.
+    void add(NgramIndex&& sequence);
+    // Appends the kept sequences, newest first, to `out` (for recall).
+    void sources(std::vector<const NgramIndex*>& out) const;
+    size_t size() const { return kept_.size(); }
+
+private:
+    size_t max_tokens_, max_sequences_;
+    size_t tokens_ = 0;
+    std::deque<NgramIndex> kept_;  // oldest first
+};
+
+// Up to k tokens that followed the best match of seq's suffix in `sources` (the most tokens
+// agreeing, up to NgramIndex::kLongMatch; the first of equals); `matched` as in
+// NgramIndex::continuation.
+std::vector<llama_token> recall(const std::vector<const NgramIndex*>& sources, const std::vector<llama_token>& seq,
+                                int k, int* matched);
 
 // One request's predicted output (OpenAI Predicted Outputs): drafts follow it while the answer
 // does, and pick it up again where the answer's last tokens occur in it.
@@ -82,22 +116,35 @@ private:
 
 // The engine's decode time by the number of tokens in the step, measured as it runs (steps of
 // other sizes interpolated), so each machine's own kernels decide when a longer step pays.
+//
+// At kTile tokens a CPU's kernels change (ggml's flash attention and matrix products take 64-row
+// tiles): a step of one sequence gets cheaper per token there, while in a step of several
+// sequences each tile's rows attend to every cell that any of them sees, so it may get dearer.
+// So sizes from kTile up are kept apart for one sequence and for several, and an estimate is
+// drawn from measured sizes on its own side of kTile; only where nothing is measured there yet
+// is it extrapolated from the other side (optimistic: the engine tries it once, then knows).
 class StepCost {
 public:
+    static constexpr int kTile = 64;
     explicit StepCost(int max_tokens);
-    void record(int n_tokens, double us);
-    bool known(int n_tokens) const;
-    // Microseconds of a step of n tokens: measured, interpolated, or (above the largest measured
-    // size) extrapolated from the measured slope; 0 when nothing has been measured.
-    double estimate(int n_tokens) const;
+    void record(int n_tokens, int n_seqs, double us);
+    bool known(int n_tokens, int n_seqs) const;
+    // Microseconds of a step of n tokens from n_seqs sequences: measured, interpolated, or
+    // extrapolated from the measured slope; 0 when nothing has been measured.
+    double estimate(int n_tokens, int n_seqs) const;
 
 private:
-    std::vector<double> us_;  // index: tokens in the step; < 0: not measured yet
+    std::vector<double>& table(int n_tokens, int n_seqs);
+    const std::vector<double>& table(int n_tokens, int n_seqs) const;
+    // Index: tokens in the step; < 0: not measured yet. below_ holds sizes under kTile.
+    std::vector<double> below_, one_, several_;
 };
 
-// The draft length that maximises tokens per microsecond for a slot whose step would hold
-// `n_tokens` tokens now producing `n_out` tokens (0: drafting does not pay).
-int best_draft_length(const StepCost& cost, const Acceptance& acceptance, int n_tokens, double n_out,
-                      int k_max);
+// Draft lengths for the slots of one step, each drafting with its `acceptance` up to `k_max[i]`
+// tokens, `room` in all. The step holds `n_tokens` tokens (one per slot) without drafts; draft
+// tokens go where they are likeliest kept, as many in all as maximise the expected tokens per
+// microsecond (all zero: drafting does not pay).
+std::vector<int> plan_draft_lengths(const StepCost& cost, const std::vector<const Acceptance*>& acceptance,
+                                    const std::vector<int>& k_max, int n_tokens, int room);
 
 }  // namespace mr

@@ -287,6 +287,7 @@ private:
     size_t short_prompt_ = 0;  // prompts shorter than this compute their last token with the rest
     Batch batch_;
     StepCost step_cost_;  // decode time by tokens in the step, for choosing draft lengths
+    NgramMemory memory_;  // earlier requests' tokens, drafted from where a request repeats one
     std::unique_ptr<DraftModel> draft_;  // the draft model, when there is one
     std::shared_ptr<Projector> projector_;  // images and audio, when the model has one
     std::vector<Slot> slots_;
