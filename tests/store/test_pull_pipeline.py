@@ -240,3 +240,46 @@ def test_a_large_read_is_handed_over_as_it_is(stub: StubRegistry, store: Store, 
     assert b"".join(chunks) == weights
     assert len(chunks) == len(reads) - 1  # the last read is the empty end of the body
     assert all(chunk is read for chunk, read in zip(chunks, reads, strict=False))
+
+
+def _served(stub: StubRegistry, make_gguf, tmp_path: Path):
+    source = Store(tmp_path / "source")
+    model = package_gguf(source, make_gguf(rows=4096), "m")
+    stub.add_from_store(source, "m", "test/m", "v1")
+    return model
+
+
+def test_the_small_blobs_come_while_the_weights_stream(stub: StubRegistry, store: Store,
+                                                        make_gguf, fast_client, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """The config (a round trip and two fsyncs) is fetched beside the weights, not after."""
+    model = _served(stub, make_gguf, tmp_path)
+    weights, config = model.manifest.weights[0].digest, model.manifest.config.digest
+    stub.faults.append(Fault(f"/blobs/{weights}", "slow", delay=0.01))  # about 0.7 s
+    committed: list[str] = []
+    real_commit = blobs.PartialBlob.commit
+
+    def commit(self, *args, **kwargs):
+        final = real_commit(self, *args, **kwargs)
+        committed.append(self.digest)
+        return final
+
+    monkeypatch.setattr(blobs.PartialBlob, "commit", commit)
+    pull(store, f"{stub.host}/test/m:v1", client=fast_client(stub.host))
+    assert committed == [config, weights]
+
+
+def test_a_small_blob_that_fails_fails_the_pull_after_the_weights(stub: StubRegistry,
+                                                                   store: Store, make_gguf,
+                                                                   fast_client,
+                                                                   tmp_path: Path) -> None:
+    model = _served(stub, make_gguf, tmp_path)
+    weights, config = model.manifest.weights[0].digest, model.manifest.config.digest
+    stub.faults.append(Fault(f"/blobs/{config}", "status", status=500, times=100))
+    with pytest.raises(pull_mod.RegistryError, match=r"500"):
+        pull(store, f"{stub.host}/test/m:v1", client=fast_client(stub.host))
+    assert store.blobs.has(weights) and not store.blobs.has(config) and store.list() == []
+    assert not [t for t in threading.enumerate() if t.name == "mr-pull-small-blobs"]
+    stub.faults.clear()
+    again = pull(store, f"{stub.host}/test/m:v1", client=fast_client(stub.host))
+    assert again.bytes_downloaded == model.manifest.config.size  # only the config, now

@@ -7,6 +7,7 @@ Events have Docker Model Runner's `POST /models/create` shape:
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
@@ -153,6 +154,38 @@ class Fanout(Progress):
     def close(self) -> None:
         for p in self._all:
             p.close()
+
+
+class Serialized(Progress):
+    """A reporter used from several threads (a pull's blobs side by side): one call at a time."""
+
+    def __init__(self, inner: Progress) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+
+    def start(self, layer: str, size: int, initial: int = 0) -> None:
+        with self._lock:
+            self._inner.start(layer, size, initial)
+
+    def advance(self, layer: str, n: int) -> None:
+        with self._lock:
+            self._inner.advance(layer, n)
+
+    def reset(self, layer: str, current: int = 0) -> None:
+        with self._lock:
+            self._inner.reset(layer, current)
+
+    def done(self, layer: str) -> None:
+        with self._lock:
+            self._inner.done(layer)
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            self._inner.message(text)
+
+    def close(self) -> None:
+        with self._lock:
+            self._inner.close()
 
 
 def make(progress: bool, on_event: EventSink | None, total: int = 0,
