@@ -109,16 +109,19 @@ std::vector<llama_token> Embedder::checked(std::vector<llama_token> tokens, size
 
 Embeddings Embedder::embed(const std::vector<std::string>& texts, bool normalize, bool truncate) {
     if (params_.rank) throw InvalidArgument("this model runs in reranking mode: it scores pairs, it does not embed");
+    const uint64_t epoch = cancels_.load();  // a cancel() from here on ends this call, tokenizing included
     std::vector<std::vector<llama_token>> inputs;
     inputs.reserve(texts.size());
     for (size_t i = 0; i < texts.size(); ++i) {
+        throw_if_cancelled_since(epoch);
         inputs.push_back(checked(model_->tokenize(texts[i], true, false), i, truncate));
     }
-    return run(std::move(inputs), normalize);
+    return run(std::move(inputs), normalize, epoch);
 }
 
 Embeddings Embedder::embed_tokens(std::vector<std::vector<int32_t>> inputs, bool normalize, bool truncate) {
     if (params_.rank) throw InvalidArgument("this model runs in reranking mode: it scores pairs, it does not embed");
+    const uint64_t epoch = cancels_.load();
     const int n_vocab = model_->n_vocab();
     for (size_t i = 0; i < inputs.size(); ++i) {
         for (const int32_t t : inputs[i]) {
@@ -129,17 +132,19 @@ Embeddings Embedder::embed_tokens(std::vector<std::vector<int32_t>> inputs, bool
         }
         inputs[i] = checked(std::move(inputs[i]), i, truncate);
     }
-    return run(std::move(inputs), normalize);
+    return run(std::move(inputs), normalize, epoch);
 }
 
 Embeddings Embedder::rerank(const std::string& query, const std::vector<std::string>& documents, bool truncate) {
     if (!params_.rank) throw InvalidArgument("this model does not run in reranking mode");
+    const uint64_t epoch = cancels_.load();
     std::vector<std::vector<llama_token>> inputs;
     inputs.reserve(documents.size());
     for (size_t i = 0; i < documents.size(); ++i) {
+        throw_if_cancelled_since(epoch);
         inputs.push_back(checked(rerank_pair(query, documents[i]), i, truncate));
     }
-    return run(std::move(inputs), false);
+    return run(std::move(inputs), false, epoch);
 }
 
 std::vector<llama_token> Embedder::rerank_pair(const std::string& query, const std::string& document) const {
@@ -179,19 +184,22 @@ bool Embedder::cancelled() const {
 
 bool Embedder::aborting(void* self) { return static_cast<const Embedder*>(self)->cancelled(); }
 
-void Embedder::throw_if_cancelled() const {
-    if (!cancelled()) return;
+void Embedder::throw_if_cancelled() const { throw_if_cancelled_since(epoch_.load(std::memory_order_relaxed)); }
+
+void Embedder::throw_if_cancelled_since(uint64_t epoch) const {
+    if (cancels_.load(std::memory_order_relaxed) == epoch) return;
     std::lock_guard<std::mutex> lock(why_mutex_);
     throw Cancelled("the embedding was cancelled: " + why_);
 }
 
-Embeddings Embedder::run(std::vector<std::vector<llama_token>> inputs, bool normalize) {
+// `epoch`: cancels_ when the call began (before tokenizing): a cancel() since then, while it
+// tokenized or waited for the context, ends it too.
+Embeddings Embedder::run(std::vector<std::vector<llama_token>> inputs, bool normalize, uint64_t epoch) {
     Embeddings out;
     out.n_rows = static_cast<int>(inputs.size());
     out.n_embd = n_out();
     out.data.assign(static_cast<size_t>(out.n_rows) * out.n_embd, 0.0f);
 
-    const uint64_t epoch = cancels_.load();  // before the wait: a cancel() meanwhile ends it too
     std::lock_guard<std::mutex> lock(mutex_);
     const ParkedAfter parked{ctx_};  // however the call ends, the pool's threads then sleep
     epoch_.store(epoch);

@@ -62,3 +62,34 @@ def test_cancel_ends_a_running_embedding_and_the_embedder_still_works(smollm2) -
     assert not worker.is_alive() and time.monotonic() - started < 5
     assert isinstance(outcome[0], CutShortError) and "a test said so" in str(outcome[0])
     np.testing.assert_allclose(smollm2.embed(["hello world"]), before, atol=1e-5)  # usable again
+
+
+def test_a_cancel_while_the_inputs_are_tokenized_ends_the_call(smollm2) -> None:
+    """A cancel() that lands before the compute starts (while embed() tokenizes its inputs) ends
+    the call too; it used to be lost, and the embedding ran to its end (minutes here)."""
+    import threading
+    import time
+
+    from mr.errors import CutShortError
+
+    # The most a request may hold (1 Mi characters), of the text slowest to tokenize (emoji: about
+    # 1 s per Mi on a 2-core EPYC), each cut to the context: a second of tokenizing, then minutes
+    # of compute.
+    emoji = "".join(chr(0x1F300 + i % 0x150) for i in range(5000))
+    texts = [emoji] * 200
+    outcome: list[BaseException | None] = []
+
+    def big() -> None:
+        try:
+            smollm2.embed(texts, truncate=True)
+            outcome.append(None)
+        except BaseException as exc:  # the test inspects it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=big)
+    worker.start()
+    time.sleep(0.3)  # inside the tokenizing
+    smollm2.cancel_embeddings("a test said so")
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert isinstance(outcome[0], CutShortError) and "a test said so" in str(outcome[0])

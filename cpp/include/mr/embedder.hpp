@@ -53,12 +53,13 @@ public:
     int n_out() const;  // floats per row
 
 private:
-    Embeddings run(std::vector<std::vector<llama_token>> inputs, bool normalize);
+    Embeddings run(std::vector<std::vector<llama_token>> inputs, bool normalize, uint64_t epoch);
     std::vector<llama_token> checked(std::vector<llama_token> tokens, size_t index, bool truncate) const;
     std::vector<llama_token> rerank_pair(const std::string& query, const std::string& document) const;
     void run_batch(Batch& batch, int n_seqs, float* out, bool normalize);
     bool cancelled() const;
     void throw_if_cancelled() const;
+    void throw_if_cancelled_since(uint64_t epoch) const;
     static bool aborting(void* self);  // llama.cpp's abort callback
 
     std::shared_ptr<Model> model_;
