@@ -327,6 +327,7 @@ void Engine::publish_frames(uint64_t id, std::vector<std::string> frames, bool f
 }
 
 void Engine::admit() {
+    bool started = false;
     for (auto it = queue_.begin(); it != queue_.end() && busy_.load() < params_.n_slots;) {
         if (shares_running_prefill(it->request.prompt)) {
             ++it;  // admitted once that prefill is done: the prefix is then computed only once
@@ -335,7 +336,11 @@ void Engine::admit() {
         Pending p = std::move(*it);
         it = queue_.erase(it);
         start(std::move(p));
+        started = true;
     }
+    // Once for the pass: requests that came together (a conversation's pictures sent again by
+    // several clients) each take their own cache before the others' go.
+    if (started) trim_idle_caches();
 }
 
 void Engine::start(Pending p) {
@@ -376,7 +381,6 @@ void Engine::start(Pending p) {
         if (!slot.request.prediction.empty()) spec.prediction = Prediction(slot.request.prediction);
     }
     busy_++;
-    trim_idle_caches();
     if (reused > 0) {
         prefix_hits_++;
         tokens_reused_ += reused;
@@ -522,7 +526,11 @@ void Engine::trim_idle_caches() {
     }
     std::sort(idle.begin(), idle.end(), [](const Slot* a, const Slot* b) { return a->last_used < b->last_used; });
     constexpr size_t kLongCache = 512;  // recomputing it would take longer than its cells cost
-    if (busy_.load() < 2 && !idle.empty() && idle.back()->cache.size() >= kLongCache) {
+    // So would a picture's or a clip's: its encoder pass alone outweighs hundreds of text tokens.
+    const auto is_long = [](const Slot* s) {
+        return s->cache.size() >= kLongCache || std::any_of(s->cache.begin(), s->cache.end(), is_placeholder);
+    };
+    if (busy_.load() < 2 && !idle.empty() && is_long(idle.back())) {
         cells -= idle.back()->cache.size();
         idle.pop_back();
     }

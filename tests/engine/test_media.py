@@ -105,6 +105,15 @@ def test_the_same_picture_again_comes_from_the_cache(vlm: LLM) -> None:
     assert vlm.stats()["media_encoded"] == before, "a cached picture is not encoded again"
 
 
+def test_a_picture_stays_cached_while_the_next_request_runs(vlm: LLM) -> None:
+    # With no idle budget (the default) a short idle cache goes when the next request starts; one
+    # that holds a picture is kept as a long one is: encoding it again costs more than its cells.
+    _, n_prompt, _ = first_logprobs(vlm, png_message(41, "Keep this one."))
+    vlm.chat([{"role": "user", "content": "Hi"}], GREEDY, max_tokens=2).collect()
+    _, _, cached = first_logprobs(vlm, png_message(41, "Keep this one."))
+    assert cached >= n_prompt - 2
+
+
 def test_another_picture_after_the_same_text_is_not_taken_from_the_cache(vlm: LLM) -> None:
     run(vlm, media_request(vlm, "Compare:", [bitmap(31)]))
     other = media_request(vlm, "Compare:", [bitmap(32)])

@@ -135,3 +135,23 @@ def test_a_short_idle_cache_goes_when_the_next_request_starts(tiny_gguf) -> None
         again = llm.generate("alpha" * 20, GREEDY, max_tokens=2)
         again.text()
         assert again.n_cached == 0
+
+
+def test_requests_that_come_together_each_keep_their_idle_cache(smollm2_path) -> None:
+    # Two conversations come back at once (while a long prompt is being computed, so both are
+    # admitted between the same two steps): each takes its own cache before the idle ones are
+    # trimmed, not only the first of them.
+    first = {w: f"{w}: " + " ".join(f"{w} {i}" for i in range(60)) for w in ("alpha", "beta")}
+    long = " ".join(f"Line {i} of a long document." for i in range(250))
+    with LLM(smollm2_path, EngineOptions(n_ctx=4096, n_slots=4, idle_cache=0.0)) as llm:
+        cold = [llm.generate(first[w], GREEDY, max_tokens=2) for w in ("alpha", "beta")]
+        busy = llm.generate(long, GREEDY, max_tokens=2)  # seconds of prefill from here
+        for stream in cold:
+            stream.text()
+        assert llm.stats()["busy_slots"] == 1, "the long prompt is still being computed"
+        again = [llm.generate(first[w], GREEDY, max_tokens=2) for w in ("alpha", "beta")]
+        for stream in again:
+            stream.text()
+        busy.text()
+    for stream in again:
+        assert _all_but_the_end(stream.n_cached, stream.n_prompt), (stream.n_cached, stream.n_prompt)
