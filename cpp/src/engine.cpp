@@ -515,13 +515,7 @@ bool Engine::drop_idle_cache() {
 // the next turn, after a chat UI's title request).
 void Engine::trim_idle_caches() {
     if (params_.per_slot_kv) return;  // each stream is attended over by its own sequence only
-    const auto n_ctx = static_cast<size_t>(llama_n_ctx(ctx_.get()));
-    const auto budget = static_cast<size_t>(params_.idle_cache * static_cast<float>(n_ctx));
-    // Caches holding a picture or a clip go last, and only past half the cells: encoding it
-    // again (an encoder pass, then its tokens) costs more than its cells cost the running steps
-    // while a conversation's next turn comes, and several clients send theirs at once.
-    const size_t media_budget = std::max(budget, n_ctx / 2);
-    const auto holds_media = [](const Slot* s) { return std::any_of(s->cache.begin(), s->cache.end(), is_placeholder); };
+    const auto budget = static_cast<size_t>(params_.idle_cache * static_cast<float>(llama_n_ctx(ctx_.get())));
     std::vector<Slot*> idle;
     size_t cells = 0;
     for (Slot& s : slots_) {
@@ -532,13 +526,16 @@ void Engine::trim_idle_caches() {
     }
     std::sort(idle.begin(), idle.end(), [](const Slot* a, const Slot* b) { return a->last_used < b->last_used; });
     constexpr size_t kLongCache = 512;  // recomputing it would take longer than its cells cost
-    if (busy_.load() < 2 && !idle.empty() && idle.back()->cache.size() >= kLongCache) {
+    // So would a picture's or a clip's: its encoder pass alone outweighs hundreds of text tokens.
+    const auto is_long = [](const Slot* s) {
+        return s->cache.size() >= kLongCache || std::any_of(s->cache.begin(), s->cache.end(), is_placeholder);
+    };
+    if (busy_.load() < 2 && !idle.empty() && is_long(idle.back())) {
         cells -= idle.back()->cache.size();
         idle.pop_back();
     }
-    std::stable_partition(idle.begin(), idle.end(), [&](const Slot* s) { return !holds_media(s); });
     for (Slot* lru : idle) {
-        if (cells <= (holds_media(lru) ? media_budget : budget)) return;
+        if (cells <= budget) return;
         cells -= lru->cache.size();
         clear_seq(static_cast<size_t>(lru - slots_.data()));
     }
