@@ -195,7 +195,7 @@ double estimate_in(const std::vector<double>& t, int first, int last, int n) {
     int lo = std::min(n, last), hi = std::max(n, first);
     while (lo >= first && t[static_cast<size_t>(lo)] < 0.0) --lo;
     while (hi <= last && t[static_cast<size_t>(hi)] < 0.0) ++hi;
-    if (lo == n) return t[static_cast<size_t>(n)];
+    if (lo == n && n >= first) return t[static_cast<size_t>(n)];  // (n below the range: never measured there)
     const bool below = lo >= first, above = hi <= last;
     if (below && above) {
         const double f = static_cast<double>(n - lo) / (hi - lo);
