@@ -65,6 +65,8 @@ def test_a_repeated_request_drafts_the_earlier_answer(smollm2_path) -> None:
     # (kept by the engine after its request) from its first tokens, and is still the same answer.
     story = [{"role": "user", "content": "Write a story about a lighthouse keeper."}]
     with LLM(smollm2_path, _options("ngram")) as on, LLM(smollm2_path, _options("off")) as off:
+        if not (on.deterministic and off.deterministic):
+            pytest.skip("the deterministic mode holds only where the CPU computes every step")
         answers = []
         for _ in range(3):  # one after another
             answers.append(on.chat(story, GREEDY, max_tokens=TOKENS))
@@ -72,10 +74,12 @@ def test_a_repeated_request_drafts_the_earlier_answer(smollm2_path) -> None:
         plain = off.chat(story, GREEDY, max_tokens=TOKENS)
         plain.collect()
     first, *again = answers
+    n = len(_tokens(plain))  # the model's own length: the wording differs between CPUs
+    assert n > 16
     for answer in answers:
         assert _tokens(answer) == _tokens(plain)
     for answer in again:  # nearly all of it drafted, against little the first time
-        assert answer.spec.accepted >= TOKENS - 8 > first.spec.accepted + TOKENS // 4, answer.spec
+        assert answer.spec.accepted >= n - 8 > first.spec.accepted + n // 4, answer.spec
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

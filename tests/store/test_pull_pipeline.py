@@ -32,6 +32,17 @@ def _blob(n_mib: int) -> tuple[bytes, str]:
     return data, "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _opened(store: Store, digest: str, data: bytes) -> blobs.PartialBlob:
+    partial = store.blobs.partial(digest, len(data))
+    partial.open()
+    return partial
+
+
+def _write_in_mib(partial: blobs.PartialBlob, data: bytes) -> None:
+    for i in range(0, len(data), MIB):
+        partial.write(data[i:i + MIB])
+
+
 def _wait_for(condition, timeout: float = WAIT) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -54,11 +65,9 @@ def test_writes_never_wait_for_an_early_sync(store: Store, monkeypatch) -> None:
 
     monkeypatch.setattr(blobs, "_datasync", slow_sync)
     data, digest = _blob(6)
-    partial = store.blobs.partial(digest, len(data))
-    partial.open()
+    partial = _opened(store, digest, data)
     try:
-        for i in range(0, len(data), MIB):
-            partial.write(data[i:i + MIB])
+        _write_in_mib(partial, data)
         assert _wait_for(lambda: bool(syncs)), "no early sync was asked for"
         on_disk = _wait_for(lambda: partial.path.stat().st_size == len(data))
         assert on_disk and not release.is_set(), "the writes waited for the early sync"
@@ -79,11 +88,9 @@ def test_hashing_goes_on_while_a_write_waits(store: Store, monkeypatch) -> None:
 
     monkeypatch.setattr(blobs, "_write", slow_write)
     data, digest = _blob(4)
-    partial = store.blobs.partial(digest, len(data))
-    partial.open()
+    partial = _opened(store, digest, data)
     try:
-        for i in range(0, len(data), MIB):
-            partial.write(data[i:i + MIB])
+        _write_in_mib(partial, data)
         assert partial._workers is not None
         hashed = threading.Thread(target=partial._workers.hash.drain, daemon=True)
         hashed.start()
@@ -141,11 +148,9 @@ def test_a_failed_sync_fails_the_commit(which: str, store: Store, monkeypatch) -
         data = data[:blobs.INLINE]
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
     before = set(threading.enumerate())
-    partial = store.blobs.partial(digest, len(data))
-    partial.open()
+    partial = _opened(store, digest, data)
     with pytest.raises(OSError, match="Input/output error"):
-        for i in range(0, len(data), MIB):
-            partial.write(data[i:i + MIB])
+        _write_in_mib(partial, data)
         partial.commit()
     assert not store.blobs.has(digest)
     assert not partial.path.exists()
