@@ -1,6 +1,8 @@
 #include "mr/context.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <vector>
 
 #include "common.h"
 #include "mr/errors.hpp"
@@ -55,6 +57,14 @@ ContextPtr make_context(const Model& model, const llama_context_params& params, 
     llama_attach_threadpool(ctx, owner.pool, owner.pool);
     if (flash_attn != nullptr) *flash_attn = resolved_flash_attn(params, probe);
     return ContextPtr(ctx, owner);
+}
+
+bool move_sequence_down(llama_context* ctx, llama_seq_id seq) {
+    const size_t size = llama_state_seq_get_size_ext(ctx, seq, LLAMA_STATE_SEQ_FLAGS_NONE);
+    std::vector<uint8_t> state(size);
+    if (llama_state_seq_get_data_ext(ctx, state.data(), size, seq, LLAMA_STATE_SEQ_FLAGS_NONE) != size) return false;
+    // The restore removes the sequence's cells first, so the lowest free ones include its own.
+    return llama_state_seq_set_data_ext(ctx, state.data(), size, seq, LLAMA_STATE_SEQ_FLAGS_NONE) == size;
 }
 
 void park_threads(const ContextPtr& ctx) {

@@ -155,3 +155,23 @@ def test_requests_that_come_together_each_keep_their_idle_cache(smollm2_path) ->
         busy.text()
     for stream in again:
         assert _all_but_the_end(stream.n_cached, stream.n_prompt), (stream.n_cached, stream.n_prompt)
+
+
+def test_an_idle_cache_kept_above_free_cells_moves_down(tiny_gguf) -> None:
+    # Each step attends over the cells up to the highest one in use, free ones included: the idle
+    # cache kept for the next turn, left above cells that others freed, would widen every step of
+    # the request after it (Engine::lower_high_cells). It is moved down, and stays reusable.
+    long = {w: " ".join(f"{w} {i}" for i in range(300)) for w in ("alpha", "beta")}
+    with LLM(tiny_gguf, EngineOptions(n_ctx=8192, n_slots=4, idle_cache=0.0)) as llm:
+        for word in ("alpha", "beta"):  # alpha is kept while beta runs: beta's cells follow it
+            llm.generate(long[word], GREEDY, max_tokens=4).text()
+        beta_end = llm.stats()["kv_span"]
+        short = llm.generate("short", GREEDY, max_tokens=4)  # drops alpha, keeps beta (the last)
+        short.text()
+        span = llm.stats()["kv_span"]
+        again = llm.generate(long["beta"], GREEDY, max_tokens=2)
+        again.text()
+    beta_cells = again.n_prompt + 4
+    assert beta_end >= 2 * again.n_prompt  # the setup: beta sat above alpha's cells
+    assert span <= beta_cells + short.n_prompt + short.n_generated + 1, (span, beta_cells)
+    assert again.n_cached == again.n_prompt - 1  # still beta's cells, all of them

@@ -36,6 +36,10 @@ struct ParkedAfter {
     ~ParkedAfter() { park_threads(ctx); }
 };
 
+// Copies sequence `seq`'s cells out and back (llama_state_seq_*): in a shared cache they land in
+// the lowest free cells. False when llama.cpp could not (the sequence is then empty).
+bool move_sequence_down(llama_context* ctx, llama_seq_id seq);
+
 // Threads for decoding when the caller says 0: llama.cpp's count of math cores.
 int default_threads();
 

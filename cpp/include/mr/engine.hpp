@@ -143,6 +143,9 @@ struct EngineStats {
     uint64_t spec_drafted = 0;        // draft tokens verified (speculative decoding)
     uint64_t spec_accepted = 0;       // of them, kept
     uint64_t media_encoded = 0;       // images and audio chunks encoded
+    // One past the highest KV cell in use after the last step: in a shared cache each step's
+    // attention spans that many cells (padded to 256), free ones included (Engine::lower_high_cells).
+    uint64_t kv_span = 0;
     // Where the engine thread's time went, summed over all steps (microseconds): building the
     // batch, llama_decode, sampling plus turning tokens into events, handing events over, and
     // the bookkeeping between steps (admission, cancels, waking up).
@@ -273,6 +276,8 @@ private:
     int prompt_chunk(const Slot& slot, int budget) const;
     bool drop_idle_cache();
     void trim_idle_caches();
+    void lower_high_cells();
+    void drop_cells(size_t seq);
     void clear_seq(size_t seq);
     void evict_newest(const std::string& why);
     void publish();
@@ -309,7 +314,7 @@ private:
     std::atomic<int> busy_{0};
     std::atomic<uint64_t> steps_{0}, tokens_prompt_{0}, tokens_generated_{0}, finished_{0};
     std::atomic<uint64_t> prefix_hits_{0}, tokens_reused_{0};
-    std::atomic<uint64_t> spec_drafted_{0}, spec_accepted_{0}, media_encoded_{0};
+    std::atomic<uint64_t> spec_drafted_{0}, spec_accepted_{0}, media_encoded_{0}, kv_span_{0};
     std::atomic<uint64_t> us_batch_{0}, us_decode_{0}, us_sample_{0}, us_publish_{0}, us_other_{0};
 
     Notifier notifier_;
