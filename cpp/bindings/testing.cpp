@@ -1,7 +1,13 @@
 // mr._native.testing: ggml's CPU kernels called directly, for the tests that pin their
-// numerics (tiles, flash attention, batch invariance). Not part of mr's API.
+// numerics (tiles, flash attention, batch invariance), and the draft planner's step cost. Not
+// part of mr's API.
+#include <pybind11/stl.h>
+
+#include <tuple>
+
 #include "bindings.hpp"
 
+#include "mr/drafter.hpp"
 #include "mr/errors.hpp"
 #include "mr/kernels.hpp"
 #include "mr/sampler.hpp"
@@ -61,6 +67,15 @@ int32_t first_argmax(const FloatArray& values) {
     return mr::first_argmax(values.data(), static_cast<int32_t>(values.size()));
 }
 
+// The draft planner's step cost after `steps` ((tokens, sequences, microseconds) each) were
+// recorded: its estimate for a step of n_tokens from n_seqs sequences.
+double step_cost_estimate(const std::vector<std::tuple<int, int, double>>& steps, int n_tokens, int n_seqs,
+                          int max_tokens) {
+    StepCost cost(max_tokens);
+    for (const auto& [tokens, seqs, us] : steps) cost.record(tokens, seqs, us);
+    return cost.estimate(n_tokens, n_seqs);
+}
+
 }  // namespace
 
 void bind_testing(py::module_ t) {
@@ -68,6 +83,7 @@ void bind_testing(py::module_ t) {
     t.def("cpu_mul_mat", &cpu_mul_mat, "type"_a, "weights"_a, "rows"_a, "x"_a, "threads"_a = 1, "reference"_a = false);
     t.def("cpu_quantize", &cpu_quantize, "type"_a, "x"_a);
     t.def("first_argmax", &first_argmax, "values"_a);
+    t.def("step_cost_estimate", &step_cost_estimate, "steps"_a, "n_tokens"_a, "n_seqs"_a, "max_tokens"_a = 512);
     t.def("cpu_flash_attn", &cpu_flash_attn, "q"_a, "k"_a, "v"_a, "mask"_a, "threads"_a = 1, "reference"_a = false);
 }
 

@@ -210,7 +210,11 @@ double estimate_in(const std::vector<double>& t, int first, int last, int n) {
                                           : 0.03 * t[static_cast<size_t>(lo)];
         return t[static_cast<size_t>(lo)] + slope * (n - lo);
     }
-    return above ? t[static_cast<size_t>(hi)] : 0.0;
+    // Only a larger step measured: its cost per token, an optimistic figure (a smaller step costs
+    // no less per token), so the engine tries this size once and then knows. The larger step's
+    // whole cost (a prompt's 243 tokens, say, for a 65-token draft) kept long drafts from ever
+    // being tried.
+    return above ? t[static_cast<size_t>(hi)] * n / hi : 0.0;
 }
 
 }  // namespace

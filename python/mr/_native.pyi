@@ -387,6 +387,11 @@ class testing:
     # the index of the first largest value (greedy decoding's pick over the logits)
     @staticmethod
     def first_argmax(values: npt.ArrayLike) -> int: ...
+    # the draft planner's estimate (us) of a step after `steps` (tokens, sequences, us) were recorded
+    @staticmethod
+    def step_cost_estimate(
+        steps: list[tuple[int, int, float]], n_tokens: int, n_seqs: int, max_tokens: int = 512
+    ) -> float: ...
     # ggml's CPU flash attention, K and V as f16: q (heads, n_q, d), k/v (kv_heads, n_kv, d), mask (n_q, n_kv)
     @staticmethod
     def cpu_flash_attn(

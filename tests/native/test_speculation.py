@@ -191,3 +191,16 @@ def test_a_poor_draft_model_changes_nothing_but_the_counts(smollm2_path, tiny_gg
         assert a.collect().content == b.collect().content
         assert list(a.stream.tokens) == list(b.stream.tokens) and len(a.stream.tokens) > 8
         assert a.spec.drafted > a.spec.accepted, a.spec
+
+
+def test_a_step_known_only_from_a_longer_one_costs_its_share() -> None:
+    # The planner knew 1-token steps and one prompt step of 243 tokens. It priced a 65-token draft
+    # step at the whole prompt step, so long drafts were never tried; now at the longer step's
+    # cost per token (optimistic: the engine tries that size once, then knows it).
+    from mr._native.testing import step_cost_estimate
+
+    steps = [(1, 1, 10_000.0), (243, 1, 700_000.0)]
+    assert step_cost_estimate(steps, 65, 1) == pytest.approx(700_000.0 * 65 / 243)
+    assert step_cost_estimate([*steps, (65, 1, 250_000.0)], 65, 1) == pytest.approx(250_000.0)
+    assert step_cost_estimate([*steps, (65, 1, 250_000.0)], 100, 1) == pytest.approx(
+        250_000.0 + (700_000.0 - 250_000.0) * 35 / 178)  # between two measured sizes
