@@ -164,7 +164,7 @@ def test_an_idle_cache_kept_above_free_cells_moves_down(tiny_gguf) -> None:
     long = {w: " ".join(f"{w} {i}" for i in range(300)) for w in ("alpha", "beta")}
     with LLM(tiny_gguf, EngineOptions(n_ctx=8192, n_slots=4, idle_cache=0.0)) as llm:
         for word in ("alpha", "beta"):  # alpha is kept while beta runs: beta's cells follow it
-            llm.generate(long[word], GREEDY, max_tokens=4).text()
+            llm.generate(long[word], GREEDY, max_tokens=4, ignore_eos=True).text()
         beta_end = llm.stats()["kv_span"]
         short = llm.generate("short", GREEDY, max_tokens=4)  # drops alpha, keeps beta (the last)
         short.text()
@@ -172,6 +172,6 @@ def test_an_idle_cache_kept_above_free_cells_moves_down(tiny_gguf) -> None:
         again = llm.generate(long["beta"], GREEDY, max_tokens=2)
         again.text()
     beta_cells = again.n_prompt + 4
-    assert beta_end >= 2 * again.n_prompt  # the setup: beta sat above alpha's cells
+    assert beta_end >= again.n_prompt + 1000  # the setup: beta sat above alpha's ~1,400 cells
     assert span <= beta_cells + short.n_prompt + short.n_generated + 1, (span, beta_cells)
     assert again.n_cached == again.n_prompt - 1  # still beta's cells, all of them
