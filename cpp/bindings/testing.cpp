@@ -4,6 +4,8 @@
 #include <pybind11/stl.h>
 
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "bindings.hpp"
 
@@ -76,6 +78,21 @@ double step_cost_estimate(const std::vector<std::tuple<int, int, double>>& steps
     return cost.estimate(n_tokens, n_seqs);
 }
 
+// The draft recalled for `seq` from other sequences' tokens (the running requests', then the
+// earlier ones kept in memory), and how many tokens agree before it.
+std::pair<std::vector<llama_token>, int> recall_draft(const std::vector<std::vector<llama_token>>& sources,
+                                                      const std::vector<llama_token>& seq, int k) {
+    std::vector<NgramIndex> indexes(sources.size());
+    std::vector<const NgramIndex*> pointers;
+    for (size_t i = 0; i < sources.size(); ++i) {
+        indexes[i].append(sources[i]);
+        pointers.push_back(&indexes[i]);
+    }
+    int matched = 0;
+    std::vector<llama_token> draft = recall(pointers, seq, k, &matched);
+    return {std::move(draft), matched};
+}
+
 }  // namespace
 
 void bind_testing(py::module_ t) {
@@ -83,6 +100,7 @@ void bind_testing(py::module_ t) {
     t.def("cpu_mul_mat", &cpu_mul_mat, "type"_a, "weights"_a, "rows"_a, "x"_a, "threads"_a = 1, "reference"_a = false);
     t.def("cpu_quantize", &cpu_quantize, "type"_a, "x"_a);
     t.def("first_argmax", &first_argmax, "values"_a);
+    t.def("recall_draft", &recall_draft, "sources"_a, "seq"_a, "k"_a);
     t.def("step_cost_estimate", &step_cost_estimate, "steps"_a, "n_tokens"_a, "n_seqs"_a, "max_tokens"_a = 512);
     t.def("cpu_flash_attn", &cpu_flash_attn, "q"_a, "k"_a, "v"_a, "mask"_a, "threads"_a = 1, "reference"_a = false);
 }

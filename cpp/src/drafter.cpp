@@ -81,8 +81,12 @@ std::vector<llama_token> NgramIndex::continuation(int k, int* matched) const {
     return out;
 }
 
+int NgramIndex::follow(const std::vector<llama_token>& seq, int* matched) const {
+    return match(seq.data(), static_cast<int>(seq.size()), matched);
+}
+
 std::vector<llama_token> NgramIndex::continuation_of(const std::vector<llama_token>& seq, int k, int* matched) const {
-    const int after = match(seq.data(), static_cast<int>(seq.size()), matched);
+    const int after = follow(seq, matched);
     if (after < 0) return {};
     const auto end = std::min(tokens_.size(), static_cast<size_t>(after) + static_cast<size_t>(std::max(k, 0)));
     return std::vector<llama_token>(tokens_.begin() + after, tokens_.begin() + static_cast<long>(end));
@@ -108,15 +112,23 @@ void NgramMemory::sources(std::vector<const NgramIndex*>& out) const {
 
 std::vector<llama_token> recall(const std::vector<const NgramIndex*>& sources, const std::vector<llama_token>& seq,
                                 int k, int* matched) {
+    // Where seq's text is copied, the source that can go on the furthest: a request running beside
+    // this one with the same text is no further ahead than this one, while the same request's
+    // earlier answer, kept in memory, holds all of it. Elsewhere the longest agreement wins.
     const NgramIndex* best = nullptr;
-    int best_matched = 0;
+    int best_matched = 0, best_room = 0;
     for (const NgramIndex* source : sources) {
         int m = 0;
-        if (!source->continuation_of(seq, 1, &m).empty() && m > best_matched) {
-            best = source;
-            best_matched = m;
-            if (m >= NgramIndex::kLongMatch) break;
-        }
+        const int after = source->follow(seq, &m);
+        if (after < 0) continue;
+        const int room = std::min(k, static_cast<int>(source->tokens().size()) - after);
+        const bool long_match = m >= NgramIndex::kLongMatch;
+        const bool better = long_match ? best_matched < NgramIndex::kLongMatch || room > best_room : m > best_matched;
+        if (!better) continue;
+        best = source;
+        best_matched = m;
+        best_room = room;
+        if (long_match && room >= k) break;
     }
     *matched = best_matched;
     return best == nullptr ? std::vector<llama_token>{} : best->continuation_of(seq, k, matched);
@@ -188,33 +200,34 @@ bool StepCost::known(int n_tokens, int n_seqs) const {
 
 namespace {
 
-// A step of n tokens from the sizes measured in t[first, last]: measured, interpolated between
-// the nearest two, or extrapolated from the nearest (with the slope of the two nearest); 0 when
-// none is measured there.
-double estimate_in(const std::vector<double>& t, int first, int last, int n) {
+// A step of n tokens from the sizes measured in at(first..last) (< 0: not measured): measured,
+// interpolated between the nearest two, or extrapolated from the nearest (with the slope of the
+// two nearest); 0 when none is measured there.
+template <typename At>
+double estimate_in(const At& at, int first, int last, int n) {
     int lo = std::min(n, last), hi = std::max(n, first);
-    while (lo >= first && t[static_cast<size_t>(lo)] < 0.0) --lo;
-    while (hi <= last && t[static_cast<size_t>(hi)] < 0.0) ++hi;
-    if (lo == n && n >= first) return t[static_cast<size_t>(n)];  // (n below the range: never measured there)
+    while (lo >= first && at(lo) < 0.0) --lo;
+    while (hi <= last && at(hi) < 0.0) ++hi;
+    if (lo == n && n >= first) return at(n);  // (n below the range: never measured there)
     const bool below = lo >= first, above = hi <= last;
-    if (below && above) {
-        const double f = static_cast<double>(n - lo) / (hi - lo);
-        return t[static_cast<size_t>(lo)] + f * (t[static_cast<size_t>(hi)] - t[static_cast<size_t>(lo)]);
-    }
+    if (below && above) return at(lo) + static_cast<double>(n - lo) / (hi - lo) * (at(hi) - at(lo));
     if (below) {
         int lo2 = lo - 1;
-        while (lo2 >= first && t[static_cast<size_t>(lo2)] < 0.0) --lo2;
+        while (lo2 >= first && at(lo2) < 0.0) --lo2;
         // With one size measured, assume a token more costs 3% of it: optimistic, so the engine
         // tries a longer step once and then knows.
-        const double slope = lo2 >= first ? std::max((t[static_cast<size_t>(lo)] - t[static_cast<size_t>(lo2)]) / (lo - lo2), 0.0)
-                                          : 0.03 * t[static_cast<size_t>(lo)];
-        return t[static_cast<size_t>(lo)] + slope * (n - lo);
+        const double slope = lo2 >= first ? std::max((at(lo) - at(lo2)) / (lo - lo2), 0.0) : 0.03 * at(lo);
+        return at(lo) + slope * (n - lo);
     }
     // Only a larger step measured: its cost per token, an optimistic figure (a smaller step costs
     // no less per token), so the engine tries this size once and then knows. The larger step's
     // whole cost (a prompt's 243 tokens, say, for a 65-token draft) kept long drafts from ever
     // being tried.
-    return above ? t[static_cast<size_t>(hi)] * n / hi : 0.0;
+    return above ? at(hi) * n / hi : 0.0;
+}
+
+bool any_measured(const std::vector<double>& t) {
+    return std::any_of(t.begin(), t.end(), [](double us) { return us >= 0.0; });
 }
 
 }  // namespace
@@ -222,11 +235,18 @@ double estimate_in(const std::vector<double>& t, int first, int last, int n) {
 double StepCost::estimate(int n_tokens, int n_seqs) const {
     const int n_max = static_cast<int>(one_.size()) - 1;
     n_tokens = std::clamp(n_tokens, 1, n_max);
-    const bool tiled = n_tokens >= kTile;
-    const double own = tiled ? estimate_in(table(n_tokens, n_seqs), kTile, n_max, n_tokens)
-                             : estimate_in(below_, 1, kTile - 1, n_tokens);
-    if (own > 0.0) return own;
-    return tiled ? estimate_in(below_, 1, kTile - 1, n_tokens) : estimate_in(table(kTile, n_seqs), kTile, n_max, n_tokens);
+    // The tiled sizes of this many sequences; where none is measured yet, the other kind's stand
+    // in (optimistic on purpose: the engine tries such a step once, then knows).
+    const std::vector<double>& own = n_seqs <= 1 ? one_ : several_;
+    const std::vector<double>& tiled = any_measured(own) ? own : (n_seqs <= 1 ? several_ : one_);
+    const auto above = [&](int i) { return tiled[static_cast<size_t>(i)]; };
+    // One curve across the tile: a size under it lies between measured sizes on either side (a
+    // 39-token draft between 6 and 64 tokens), rather than on the slope of its two nearest
+    // small steps, which on a CPU whose small steps cost a token each priced it far too high.
+    const auto curve = [&](int i) { return i < kTile ? below_[static_cast<size_t>(i)] : above(i); };
+    if (n_tokens < kTile) return estimate_in(curve, 1, n_max, n_tokens);
+    const double us = estimate_in(above, kTile, n_max, n_tokens);
+    return us > 0.0 ? us : estimate_in(curve, 1, n_max, n_tokens);
 }
 
 std::vector<int> plan_draft_lengths(const StepCost& cost, const std::vector<const Acceptance*>& acceptance,

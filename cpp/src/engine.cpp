@@ -240,6 +240,7 @@ EngineStats Engine::stats() const {
     s.tokens_reused = tokens_reused_.load();
     s.spec_drafted = spec_drafted_.load();
     s.spec_accepted = spec_accepted_.load();
+    s.spec_copy_rate = spec_copy_rate_.load();
     s.media_encoded = media_encoded_.load();
     s.kv_span = kv_span_.load();
     s.us_batch = us_batch_.load();
@@ -379,6 +380,7 @@ void Engine::start(Pending p) {
     Speculation& spec = slot.spec;
     if (spec.on) memory_.add(std::move(spec.history));  // the slot's last request, for those that repeat it
     spec = Speculation{};
+    spec.long_acceptance = Acceptance(long_acceptance_.rate());
     spec.on = can_speculate_ && (params_.spec != EngineParams::Spec::Off || !slot.request.prediction.empty());
     if (spec.on) {
         spec.history.append(slot.request.prompt);
@@ -863,6 +865,10 @@ void Engine::settle_draft(Slot& slot, size_t accepted) {
     const int drafted = static_cast<int>(spec.draft.size());
     const int kept = static_cast<int>(accepted);
     (spec.long_match ? spec.long_acceptance : spec.acceptance).record(drafted, kept);
+    if (spec.long_match && !spec.from_prediction) {
+        long_acceptance_.record(drafted, kept);
+        spec_copy_rate_ = long_acceptance_.rate();
+    }
     spec.counts.drafted += drafted;
     spec.counts.accepted += kept;
     if (spec.from_prediction) {

@@ -204,3 +204,46 @@ def test_a_step_known_only_from_a_longer_one_costs_its_share() -> None:
     assert step_cost_estimate([*steps, (65, 1, 250_000.0)], 65, 1) == pytest.approx(250_000.0)
     assert step_cost_estimate([*steps, (65, 1, 250_000.0)], 100, 1) == pytest.approx(
         250_000.0 + (700_000.0 - 250_000.0) * 35 / 178)  # between two measured sizes
+
+
+def test_a_draft_between_small_steps_and_a_tiled_one_is_priced_between_them() -> None:
+    # Small steps cost about a token each on a 2-core CPU (13, 50 and 62 ms for 1, 5 and 6 tokens),
+    # while a 64-token step takes the kernels' tiles (300 ms). A 39-token draft was extrapolated
+    # from the two nearest small steps (458 ms: never worth it); it lies between 6 and 64.
+    from mr._native.testing import step_cost_estimate
+
+    steps = [(1, 1, 13_000.0), (5, 1, 50_000.0), (6, 1, 62_000.0), (64, 1, 300_000.0)]
+    assert step_cost_estimate(steps, 39, 1) == pytest.approx(62_000.0 + (300_000.0 - 62_000.0) * 33 / 58)
+    # Four sequences' drafts make a tiled step that no several-sequence step has measured yet:
+    # one sequence's tiled steps (a prompt's) stand in, not the small steps' slope.
+    steps = [(4, 4, 25_000.0), (242, 1, 766_000.0)]
+    assert step_cost_estimate(steps, 68, 4) == pytest.approx(766_000.0 * 68 / 242)
+
+
+def test_a_copied_text_is_recalled_from_the_source_that_goes_furthest() -> None:
+    # Copies of one request run side by side: the copy beside this one is a token ahead, while the
+    # same request's earlier answer, kept in memory, holds all of it. Both agree with this one's
+    # last tokens; the copy was taken (the first long match), so the draft was one token.
+    from mr._native.testing import recall_draft
+
+    prompt, answer = list(range(500, 540)), list(range(1000, 1100))
+    seq = prompt + answer[:20]
+    running, kept = prompt + answer[:21], prompt + answer
+    draft, matched = recall_draft([running, kept], seq, 32)
+    assert matched >= 16
+    assert draft == answer[20:52]
+    # Without a long match anywhere, the most tokens agreeing still win.
+    draft, matched = recall_draft([[1, 8, 9, 2], [7, 8, 9, 3]], [5, 7, 8, 9], 4)
+    assert (draft, matched) == ([3], 3)
+
+
+def test_the_acceptance_copying_earns_is_where_the_next_request_starts(smollm2_path) -> None:
+    # spec_copy_rate: the share of drafts kept after long matches, over recent requests. A new
+    # request's own count starts from it: copies of a request answered before (the bench's @8
+    # wave) drafted nothing from a fixed 0.9, the planner pricing 8 x 64 more tokens in a step
+    # above what 0.9 promised, though every copy of the kept answer would have been kept.
+    with LLM(smollm2_path, _options("ngram")) as on:
+        assert on.stats()["spec_copy_rate"] == pytest.approx(0.9)  # nothing copied yet: the prior
+        for _ in range(3):  # repeats draft the kept answer, and keep all of it
+            _answer(on)
+        assert on.stats()["spec_copy_rate"] > 0.95

@@ -43,6 +43,8 @@ public:
     // The same lookup for another sequence's suffix `seq` in this one's tokens: what followed
     // here, up to this sequence's end.
     std::vector<llama_token> continuation_of(const std::vector<llama_token>& seq, int k, int* matched) const;
+    // Where that lookup lands: the position after the match here, or -1; `matched` as above.
+    int follow(const std::vector<llama_token>& seq, int* matched) const;
     static constexpr int kLongMatch = 16;
 
 private:
@@ -75,9 +77,9 @@ private:
     std::deque<NgramIndex> kept_;  // oldest first
 };
 
-// Up to k tokens that followed the best match of seq's suffix in `sources` (the most tokens
-// agreeing, up to NgramIndex::kLongMatch; the first of equals); `matched` as in
-// NgramIndex::continuation.
+// Up to k tokens that followed the best match of seq's suffix in `sources`: among long matches
+// (NgramIndex::kLongMatch tokens agreeing) the one with the most tokens after it, else the most
+// tokens agreeing; the first of equals. `matched` as in NgramIndex::continuation.
 std::vector<llama_token> recall(const std::vector<const NgramIndex*>& sources, const std::vector<llama_token>& seq,
                                 int k, int* matched);
 
@@ -102,7 +104,8 @@ private:
 // Per-slot acceptance: a discounted count of drafted tokens accepted and rejected.
 class Acceptance {
 public:
-    explicit Acceptance(double prior = 0.6) : prior_(prior) {}
+    Acceptance() = default;
+    explicit Acceptance(double prior) : prior_(prior) {}
     void record(int drafted, int accepted);
     // The chance that the next drafted token is accepted, given the ones before it were.
     double rate() const { return (accepted_ + 2.0 * prior_) / (tried_ + 2.0); }
@@ -110,7 +113,7 @@ public:
     double expected_extra(int k) const;
 
 private:
-    double prior_;
+    double prior_ = 0.6;
     double accepted_ = 0.0, tried_ = 0.0;
 };
 
@@ -120,9 +123,11 @@ private:
 // At kTile tokens a CPU's kernels change (ggml's flash attention and matrix products take 64-row
 // tiles): a step of one sequence gets cheaper per token there, while in a step of several
 // sequences each tile's rows attend to every cell that any of them sees, so it may get dearer.
-// So sizes from kTile up are kept apart for one sequence and for several, and an estimate is
-// drawn from measured sizes on its own side of kTile; only where nothing is measured there yet
-// is it extrapolated from the other side (optimistic: the engine tries it once, then knows).
+// So sizes from kTile up are kept apart for one sequence and for several (where one kind has no
+// measurement yet, the other's stand in). A size from kTile up is estimated from that side
+// alone; a size under it from the whole curve, so a draft between the measured small steps and
+// the first tiled one is priced between them. Unmeasured sizes are priced optimistically: the
+// engine tries one once, then knows it.
 class StepCost {
 public:
     static constexpr int kTile = 64;

@@ -142,6 +142,9 @@ struct EngineStats {
     uint64_t tokens_reused = 0;       // prompt tokens not recomputed thanks to them
     uint64_t spec_drafted = 0;        // draft tokens verified (speculative decoding)
     uint64_t spec_accepted = 0;       // of them, kept
+    // The share of drafts kept after long matches (a copied text), over recent requests: where
+    // a new request's own count starts.
+    double spec_copy_rate = 0.0;
     uint64_t media_encoded = 0;       // images and audio chunks encoded
     // One past the highest KV cell in use after the last step: in a shared cache each step's
     // attention spans that many cells (padded to 256), free ones included (Engine::lower_high_cells).
@@ -203,7 +206,7 @@ private:
         NgramIndex history;                // prompt and answer, for n-gram lookup
         Prediction prediction;
         Acceptance acceptance;              // of drafts after a short match (or from a draft model)
-        Acceptance long_acceptance{0.9};    // of drafts after a long one (a text being copied)
+        Acceptance long_acceptance;         // of drafts after a long one (a text being copied)
         bool long_match = false;            // this step's draft follows a long match
         std::vector<llama_token> draft;    // this step's draft, decoded after the slot's pending token
         std::vector<int> draft_idx;        // their batch outputs
@@ -293,6 +296,12 @@ private:
     Batch batch_;
     StepCost step_cost_;  // decode time by tokens in the step, for choosing draft lengths
     NgramMemory memory_;  // earlier requests' tokens, drafted from where a request repeats one
+    // Drafts after a long match, over all requests: a new request's prior for its own. A text
+    // copied by one request (a file, a quoted source, an answer asked for again) is copied the
+    // same way by the next; starting every request from a fixed guess kept 8 copies of a request
+    // whose answer was in memory from drafting it at all.
+    Acceptance long_acceptance_{kLongPrior};
+    static constexpr double kLongPrior = 0.9;
     std::unique_ptr<DraftModel> draft_;  // the draft model, when there is one
     std::shared_ptr<Projector> projector_;  // images and audio, when the model has one
     std::vector<Slot> slots_;
@@ -315,6 +324,7 @@ private:
     std::atomic<uint64_t> steps_{0}, tokens_prompt_{0}, tokens_generated_{0}, finished_{0};
     std::atomic<uint64_t> prefix_hits_{0}, tokens_reused_{0};
     std::atomic<uint64_t> spec_drafted_{0}, spec_accepted_{0}, media_encoded_{0}, kv_span_{0};
+    std::atomic<double> spec_copy_rate_{kLongPrior};
     std::atomic<uint64_t> us_batch_{0}, us_decode_{0}, us_sample_{0}, us_publish_{0}, us_other_{0};
 
     Notifier notifier_;

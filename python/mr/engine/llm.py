@@ -288,7 +288,7 @@ class LLM:
 
     # ---- lifecycle ----
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | float]:
         return self._engine.stats()
 
     def slot_requests(self) -> list[int]:

@@ -99,7 +99,7 @@ class LoadedModel:
     def name(self) -> str:
         return self.resolved.name
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | float]:
         try:
             return self.llm.stats()
         except Exception:  # closed under us: report nothing rather than fail a status call
