@@ -191,6 +191,7 @@ void StepCost::record(int n_tokens, int n_seqs, double us) {
     if (n_tokens <= 0 || n_tokens >= static_cast<int>(one_.size()) || us <= 0.0) return;
     double& slot = table(n_tokens, n_seqs)[static_cast<size_t>(n_tokens)];
     slot = slot < 0.0 ? us : 0.8 * slot + 0.2 * us;  // moving average: the context grows, load varies
+    if (n_tokens >= kTile) (n_seqs <= 1 ? one_seen_ : several_seen_) = true;
 }
 
 bool StepCost::known(int n_tokens, int n_seqs) const {
@@ -226,10 +227,6 @@ double estimate_in(const At& at, int first, int last, int n) {
     return above ? at(hi) * n / hi : 0.0;
 }
 
-bool any_measured(const std::vector<double>& t) {
-    return std::any_of(t.begin(), t.end(), [](double us) { return us >= 0.0; });
-}
-
 }  // namespace
 
 double StepCost::estimate(int n_tokens, int n_seqs) const {
@@ -237,8 +234,8 @@ double StepCost::estimate(int n_tokens, int n_seqs) const {
     n_tokens = std::clamp(n_tokens, 1, n_max);
     // The tiled sizes of this many sequences; where none is measured yet, the other kind's stand
     // in (optimistic on purpose: the engine tries such a step once, then knows).
-    const std::vector<double>& own = n_seqs <= 1 ? one_ : several_;
-    const std::vector<double>& tiled = any_measured(own) ? own : (n_seqs <= 1 ? several_ : one_);
+    const bool several = n_seqs > 1 ? several_seen_ : several_seen_ && !one_seen_;
+    const std::vector<double>& tiled = several ? several_ : one_;
     const auto above = [&](int i) { return tiled[static_cast<size_t>(i)]; };
     // One curve across the tile: a size under it lies between measured sizes on either side (a
     // 39-token draft between 6 and 64 tokens), rather than on the slope of its two nearest

@@ -241,6 +241,7 @@ EngineStats Engine::stats() const {
     s.spec_drafted = spec_drafted_.load();
     s.spec_accepted = spec_accepted_.load();
     s.spec_copy_rate = spec_copy_rate_.load();
+    s.spec_checked = spec_checked_.load();
     s.media_encoded = media_encoded_.load();
     s.kv_span = kv_span_.load();
     s.us_batch = us_batch_.load();
@@ -616,6 +617,7 @@ int Engine::build_batch() {
         slot.n_in_batch = 0;
         slot.spec.draft.clear();
         slot.spec.draft_idx.clear();
+        slot.spec.untried = -1;
         if (slot.state == SlotState::Generating) {
             generating.push_back(seq);
         } else if (slot.state == SlotState::Prefill) {
@@ -823,7 +825,12 @@ void Engine::sample_outputs() {
             idx = slot.spec.draft_idx[accepted - 1];
             sampled.emplace_back(slot.sampler->sample(ctx_.get(), idx), idx);
         }
-        if (!draft.empty()) settle_draft(slot, accepted);
+        if (!draft.empty()) {
+            settle_draft(slot, accepted);
+        } else if (slot.spec.untried >= 0) {
+            record_acceptance(slot.spec, 1, sampled.front().first == slot.spec.untried ? 1 : 0);
+            spec_checked_++;
+        }
         for (const auto& [token, out] : sampled) {
             if (!emit_sampled(slot, token, out)) break;
         }
@@ -864,11 +871,7 @@ void Engine::settle_draft(Slot& slot, size_t accepted) {
     }
     const int drafted = static_cast<int>(spec.draft.size());
     const int kept = static_cast<int>(accepted);
-    (spec.long_match ? spec.long_acceptance : spec.acceptance).record(drafted, kept);
-    if (spec.long_match && !spec.from_prediction) {
-        long_acceptance_.record(drafted, kept);
-        spec_copy_rate_ = long_acceptance_.rate();
-    }
+    record_acceptance(spec, drafted, kept);
     spec.counts.drafted += drafted;
     spec.counts.accepted += kept;
     if (spec.from_prediction) {
@@ -936,9 +939,20 @@ void Engine::plan_drafts(const std::vector<size_t>& generating) {
         k = plan_draft_lengths(step_cost_, acceptance, k_max, n_tokens, room);
     }
     for (size_t i = 0; i < generating.size(); ++i) {
-        if (k[i] == 0) continue;
+        if (k[i] == 0) {
+            if (!proposals[i].empty()) slots_[generating[i]].spec.untried = proposals[i].front();
+            continue;
+        }
         proposals[i].resize(static_cast<size_t>(k[i]));
         slots_[generating[i]].spec.draft = std::move(proposals[i]);
+    }
+}
+
+void Engine::record_acceptance(Speculation& spec, int drafted, int kept) {
+    (spec.long_match ? spec.long_acceptance : spec.acceptance).record(drafted, kept);
+    if (spec.long_match && !spec.from_prediction) {
+        long_acceptance_.record(drafted, kept);
+        spec_copy_rate_ = long_acceptance_.rate();
     }
 }
 

@@ -247,3 +247,20 @@ def test_the_acceptance_copying_earns_is_where_the_next_request_starts(smollm2_p
         for _ in range(3):  # repeats draft the kept answer, and keep all of it
             _answer(on)
         assert on.stats()["spec_copy_rate"] > 0.95
+
+
+def test_a_draft_not_taken_still_teaches_acceptance(smollm2_path) -> None:
+    # A draft found but not taken (it did not pay, or the batch had no room) still has its first
+    # token checked against the token the step samples: a slot whose acceptance fell at one bad
+    # draft (8 copies of a request that left the kept answer after 6 tokens) learns it back while
+    # not drafting, rather than never drafting again. Here the batch holds 4 tokens: two requests'
+    # next tokens and one draft of 2, so the second request's draft is never taken.
+    story = [{"role": "user", "content": "Write a story about a lighthouse keeper."}]
+    with LLM(smollm2_path, EngineOptions(n_ctx=2048, n_slots=1)) as plain:
+        expected = plain.chat(story, GREEDY, max_tokens=24).collect().content
+    with LLM(smollm2_path, EngineOptions(n_ctx=2048, n_slots=2, n_batch=4, spec="ngram")) as llm:
+        assert llm.stats()["spec_checked"] == 0
+        both = [llm.chat(story, GREEDY, max_tokens=24, prediction=expected) for _ in range(2)]
+        for answer in both:
+            answer.collect()
+        assert llm.stats()["spec_checked"] >= 1

@@ -143,6 +143,7 @@ private:
     const std::vector<double>& table(int n_tokens, int n_seqs) const;
     // Index: tokens in the step; < 0: not measured yet. below_ holds sizes under kTile.
     std::vector<double> below_, one_, several_;
+    bool one_seen_ = false, several_seen_ = false;  // a tiled size measured there
 };
 
 // Draft lengths for the slots of one step, each drafting with its `acceptance` up to `k_max[i]`

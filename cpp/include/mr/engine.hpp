@@ -145,6 +145,9 @@ struct EngineStats {
     // The share of drafts kept after long matches (a copied text), over recent requests: where
     // a new request's own count starts.
     double spec_copy_rate = 0.0;
+    // Drafts found but not taken (they did not pay) whose first token was checked against the
+    // token the step sampled: acceptance learned without drafting.
+    uint64_t spec_checked = 0;
     uint64_t media_encoded = 0;       // images and audio chunks encoded
     // One past the highest KV cell in use after the last step: in a shared cache each step's
     // attention spans that many cells (padded to 256), free ones included (Engine::lower_high_cells).
@@ -210,6 +213,10 @@ private:
         bool long_match = false;            // this step's draft follows a long match
         std::vector<llama_token> draft;    // this step's draft, decoded after the slot's pending token
         std::vector<int> draft_idx;        // their batch outputs
+        // The first token of a draft found but not taken this step (-1: none), checked against
+        // the token the step samples: acceptance is still learned while drafting does not pay, so
+        // a slot whose rate fell at one bad draft finds its way back to drafting.
+        llama_token untried = -1;
         bool from_prediction = false;
         SpecCounts counts;
     };
@@ -261,6 +268,8 @@ private:
     static const Acceptance& acceptance_of(const Speculation& spec);
     std::vector<llama_token> propose(Slot& slot, int k_max);
     void settle_draft(Slot& slot, size_t accepted);
+    // Counts `kept` of `drafted` tokens against the slot's acceptance (and the engine's, after a long match).
+    void record_acceptance(Speculation& spec, int drafted, int kept);
     bool emit_sampled(Slot& slot, llama_token token, int logits_idx);
     bool ends(const Slot& slot, llama_token token) const;  // an end-of-generation or stop token
     void finish(Slot& slot, Finish reason, std::string error = {}, bool keep_cache = true);
@@ -325,6 +334,7 @@ private:
     std::atomic<uint64_t> prefix_hits_{0}, tokens_reused_{0};
     std::atomic<uint64_t> spec_drafted_{0}, spec_accepted_{0}, media_encoded_{0}, kv_span_{0};
     std::atomic<double> spec_copy_rate_{kLongPrior};
+    std::atomic<uint64_t> spec_checked_{0};
     std::atomic<uint64_t> us_batch_{0}, us_decode_{0}, us_sample_{0}, us_publish_{0}, us_other_{0};
 
     Notifier notifier_;
