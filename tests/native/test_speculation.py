@@ -243,6 +243,8 @@ def test_the_acceptance_copying_earns_is_where_the_next_request_starts(smollm2_p
     # wave) drafted nothing from a fixed 0.9, the planner pricing 8 x 64 more tokens in a step
     # above what 0.9 promised, though every copy of the kept answer would have been kept.
     with LLM(smollm2_path, _options("ngram")) as on:
+        if not on.deterministic:
+            pytest.skip("the deterministic mode holds only where the CPU computes every step")
         assert on.stats()["spec_copy_rate"] == pytest.approx(0.9)  # nothing copied yet: the prior
         for _ in range(3):  # repeats draft the kept answer, and keep all of it
             _answer(on)
