@@ -257,10 +257,15 @@ def test_a_draft_not_taken_still_teaches_acceptance(smollm2_path) -> None:
     # draft (8 copies of a request that left the kept answer after 6 tokens) learns it back while
     # not drafting, rather than never drafting again. Here the batch holds 4 tokens: two requests'
     # next tokens and one draft of 2, so the second request's draft is never taken.
+    # The deterministic mode keeps the answer the prediction's whatever the batch's shape, so both
+    # requests always have a draft to offer.
     story = [{"role": "user", "content": "Write a story about a lighthouse keeper."}]
-    with LLM(smollm2_path, EngineOptions(n_ctx=2048, n_slots=1)) as plain:
+    with LLM(smollm2_path, EngineOptions(n_ctx=2048, n_slots=1, deterministic=True)) as plain:
         expected = plain.chat(story, GREEDY, max_tokens=24).collect().content
-    with LLM(smollm2_path, EngineOptions(n_ctx=2048, n_slots=2, n_batch=4, spec="ngram")) as llm:
+    options = EngineOptions(n_ctx=2048, n_slots=2, n_batch=4, deterministic=True, spec="ngram")
+    with LLM(smollm2_path, options) as llm:
+        if not llm.deterministic:
+            pytest.skip("the deterministic mode holds only where the CPU computes every step")
         assert llm.stats()["spec_checked"] == 0
         both = [llm.chat(story, GREEDY, max_tokens=24, prediction=expected) for _ in range(2)]
         for answer in both:
