@@ -191,6 +191,6 @@ def test_rendering_a_large_conversation_does_not_stall_the_loop(server: ServerTh
     on_loop = time.clock_gettime(loop_clock) - loop_before
     spent = time.process_time() - all_before
     assert statuses == [400] * 4  # longer than the context, found out after tokenizing
-    assert spent > 1.0, "the requests were too cheap to show anything"
+    assert spent > 0.5, "the requests were too cheap to show anything"
     # The loop still reads and parses the four 0.5 MB bodies; the rendering is the rest.
     assert on_loop < spent / 5, (on_loop, spent)
