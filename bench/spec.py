@@ -43,9 +43,10 @@ if TYPE_CHECKING:
 
 PART = "spec"
 MR_AUTO, MR_OFF = "mr-serve spec auto", "mr-serve spec off"
-# llama-server's layout (-np 8: one KV stream per slot), beside mr's default shared cache: in a
-# shared cache, cells of streams decoding in step interleave, so each 64-row tile of a long draft
-# attends over every stream's cells; per slot, over its own.
+# llama-server's layout (-np 8: one KV stream per slot), beside mr's default shared cache (where
+# each sequence's cells fill 64-cell pages of their own, vendor/patches/0013): per slot, a 64-row
+# tile of a long draft attends over its own stream's cells only, but steps whose slots carry
+# drafts of unequal lengths are split (llama.cpp's equal split across streams).
 MR_AUTO_PER_SLOT = "mr-serve spec auto (per-slot kv)"
 LLAMA_TYPES = ("ngram-simple", "ngram-map-k", "ngram-mod")
 LEVELS = (1, 4, 8)

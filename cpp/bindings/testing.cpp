@@ -1,8 +1,10 @@
 // mr._native.testing: ggml's CPU kernels called directly, for the tests that pin their
-// numerics (tiles, flash attention, batch invariance), and the draft planner's step cost. Not
-// part of mr's API.
+// numerics (tiles, flash attention, batch invariance), the draft planner's step cost, and where
+// a shared KV cache puts each sequence's cells. Not part of mr's API.
 #include <pybind11/stl.h>
 
+#include <map>
+#include <memory>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -12,6 +14,8 @@
 #include "mr/drafter.hpp"
 #include "mr/errors.hpp"
 #include "mr/kernels.hpp"
+#include "mr/kv_layout.hpp"
+#include "mr/model.hpp"
 #include "mr/sampler.hpp"
 
 namespace mr::bind {
@@ -93,6 +97,13 @@ std::pair<std::vector<llama_token>, int> recall_draft(const std::vector<std::vec
     return {std::move(draft), matched};
 }
 
+std::map<int, std::vector<int>> kv_cell_layout(const std::shared_ptr<Model>& model, int n_ctx,
+                                               const std::vector<std::vector<std::pair<int, int>>>& steps,
+                                               bool paged) {
+    py::gil_scoped_release released;
+    return mr::kv_cell_layout(*model, n_ctx, steps, paged);
+}
+
 }  // namespace
 
 void bind_testing(py::module_ t) {
@@ -102,6 +113,7 @@ void bind_testing(py::module_ t) {
     t.def("first_argmax", &first_argmax, "values"_a);
     t.def("recall_draft", &recall_draft, "sources"_a, "seq"_a, "k"_a);
     t.def("step_cost_estimate", &step_cost_estimate, "steps"_a, "n_tokens"_a, "n_seqs"_a, "max_tokens"_a = 512);
+    t.def("kv_cell_layout", &kv_cell_layout, "model"_a, "n_ctx"_a, "steps"_a, "paged"_a = true);
     t.def("cpu_flash_attn", &cpu_flash_attn, "q"_a, "k"_a, "v"_a, "mask"_a, "threads"_a = 1, "reference"_a = false);
 }
 

@@ -116,6 +116,9 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams& params, std::sh
         draft_ = std::make_unique<DraftModel>(std::move(draft), *model_, n_ctx_seq_, params_.n_slots,
                                               params_.n_threads, deterministic_);
     }
+    // In the shared cache each sequence's cells go into 64-cell pages of its own (vendor/patches/0013):
+    // several slots' drafts in one step then skip every other sequence's pages, tile by tile.
+    if (!params_.per_slot_kv) llama_memory_set_paged(llama_get_memory(ctx_.get()), true);
     projector_ = std::move(projector);
     thread_ = std::thread([this] { run(); });
 }

@@ -395,6 +395,12 @@ class testing:
     # the draft recalled for `seq` from other sequences' tokens, and how many tokens agree before it
     @staticmethod
     def recall_draft(sources: list[list[int]], seq: list[int], k: int) -> tuple[list[int], int]: ...
+    # the cell of each position of each sequence after `steps` of (sequence, tokens) groups decode in one
+    # shared cache, paged as the engine's or not
+    @staticmethod
+    def kv_cell_layout(
+        model: Model, n_ctx: int, steps: list[list[tuple[int, int]]], paged: bool = True
+    ) -> dict[int, list[int]]: ...
     # ggml's CPU flash attention, K and V as f16: q (heads, n_q, d), k/v (kv_heads, n_kv, d), mask (n_q, n_kv)
     @staticmethod
     def cpu_flash_attn(

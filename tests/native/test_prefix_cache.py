@@ -173,5 +173,7 @@ def test_an_idle_cache_kept_above_free_cells_moves_down(tiny_gguf) -> None:
         again.text()
     beta_cells = again.n_prompt + 4
     assert beta_end >= again.n_prompt + 1000  # the setup: beta sat above alpha's ~1,400 cells
-    assert span <= beta_cells + short.n_prompt + short.n_generated + 1, (span, beta_cells)
+    # Each sequence's cells start on a 64-cell page of its own (vendor/patches/0013): at most a page
+    # is left between the short request's cells and beta's.
+    assert span <= beta_cells + short.n_prompt + short.n_generated + 64, (span, beta_cells)
     assert again.n_cached == again.n_prompt - 1  # still beta's cells, all of them
