@@ -149,7 +149,7 @@ def test_the_experiment_switches_reach_the_server_through_serve_with(env: dict[s
         body = {"model": TINY, "max_tokens": 4, "stream": True,
                 "messages": [{"role": "user", "content": "hi"}]}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
-            assert r.status_code == 200 and parse_sse(r.read())[1]
+            assert r.status_code == 200 and parse_sse(r.read(), random_weights=True)[1]
         metrics = httpx.get(url + "/metrics", timeout=10).text
         assert 'mr_streamed_responses_total{path="asgi"} 1' in metrics
         assert 'mr_streamed_responses_total{path="direct"}' not in metrics.replace(
