@@ -1,7 +1,6 @@
 #include "mr/kv_layout.hpp"
 
 #include <algorithm>
-#include <string>
 
 #include "mr/context.hpp"
 #include "mr/errors.hpp"
