@@ -106,8 +106,7 @@ def wave(server: Server, clients: int, seed: int, tokens: int) -> Load:
 
 def run(ctx: Context) -> None:
     res = ctx.results
-    quick = ctx.budget.gen_tokens < 64
-    levels, tokens = (QUICK_LEVELS, QUICK_TOKENS) if quick else (LEVELS, TOKENS)
+    levels, tokens = (QUICK_LEVELS, QUICK_TOKENS) if ctx.budget.quick else (LEVELS, TOKENS)
     top = max(levels)
     with tempfile.TemporaryDirectory(prefix="mr-bench-ceiling-") as tmp:
         model = write_tiny_llama(ctx.model, Path(tmp) / "tiny.gguf", n_layer=1, n_embd=32)

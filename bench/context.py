@@ -30,12 +30,14 @@ class Budget:
     embed_tokens: int  # tokens per text
     memcpy_mib: int  # buffer for the host bandwidth measure
     part_seconds: float  # a part starts no new repetition after this
+    quick: bool = False  # CI's smoke run: the parts with fixed shapes (ceiling, spec, vision) shrink them
 
 
 FULL = Budget(reps=3, decode_reps=5, tg_tokens=128, pp_tokens=512, levels=(1, 4, 8, 16), gen_tokens=128,
               prefix_tokens=1000, embed_inputs=64, embed_tokens=32, memcpy_mib=512, part_seconds=120)
 QUICK = Budget(reps=1, decode_reps=1, tg_tokens=16, pp_tokens=64, levels=(1, 2), gen_tokens=8,
-               prefix_tokens=200, embed_inputs=8, embed_tokens=16, memcpy_mib=64, part_seconds=10)
+               prefix_tokens=200, embed_inputs=8, embed_tokens=16, memcpy_mib=64, part_seconds=10,
+               quick=True)
 
 
 @dataclass

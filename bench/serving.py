@@ -72,7 +72,7 @@ def _marginal(ctx: Context, server: Server, params: dict[str, object]) -> None:
     per-request work (HTTP parsing, chat template, tokenizing) cancels out. Also split into user
     time (Python and the C it calls) and system time (mostly the kernel's loopback socket sends),
     pooled over the repetitions because /proc counts those in 10 ms ticks."""
-    long_tokens = 32 if ctx.budget.gen_tokens < 64 else 256
+    long_tokens = 32 if ctx.budget.quick else 256
 
     def cost(max_tokens: int, seed: int) -> tuple[float, float, float, int]:
         before = server.cpu_seconds(main_thread_only=True), server.cpu_split()

@@ -11,9 +11,10 @@ the answer the model really gives):
 - free-writing: a story (little to draft: the cost of trying).
 The four requests are pinned in bench/spec_workloads.json (the code and the passages as they were
 at ca5ce2d), so runs on different commits answer the same prompts.
-At each level N (1, 4, 8) N copies of the request go at once; the figure is decode tok/s: each
-stream's tokens after its first, over the time from its first token to its last, summed over
-the streams. mr's acceptance (kept / drafted, from /engines/ps) is recorded with each figure.
+At each level N (1, 4, 8; 1 and 2 in a --quick run) N copies of the request go at once; the
+figure is decode tok/s: each stream's tokens after its first, over the time from its first token
+to its last, summed over the streams. mr's acceptance (kept / drafted, from /engines/ps) is
+recorded with each figure.
 A server that fails at a level (it exits, a stream breaks) is recorded as failed there, started
 again, and measured at the next level. Run it with `python -m bench spec`.
 """
@@ -49,8 +50,8 @@ MR_AUTO, MR_OFF = "mr-serve spec auto", "mr-serve spec off"
 # drafts of unequal lengths are split (llama.cpp's equal split across streams).
 MR_AUTO_PER_SLOT = "mr-serve spec auto (per-slot kv)"
 LLAMA_TYPES = ("ngram-simple", "ngram-map-k", "ngram-mod")
-LEVELS = (1, 4, 8)
-MAX_TOKENS = 320
+LEVELS, QUICK_LEVELS = (1, 4, 8), (1, 2)
+MAX_TOKENS, QUICK_TOKENS = 320, 24  # per stream
 SLOT_TOKENS = 1536
 WORKLOADS = Path(__file__).with_name("spec_workloads.json")
 # llama-server's own default logical batch (-b). Its users keep it: with 512 (the suite's --batch)
@@ -71,7 +72,7 @@ def run(ctx: Context) -> None:
 
     # Each of 8 slots holds a prompt of up to about 900 tokens and its answer (llama-server gives
     # each slot ctx-size / parallel).
-    slots = max(ctx.slots, *LEVELS)
+    slots = max(ctx.slots, *_shape(ctx)[0])
     ctx = dataclasses.replace(ctx, slots=slots, ctx_size=max(ctx.ctx_size, slots * SLOT_TOKENS))
     home = Path(tempfile.mkdtemp(prefix="mr-bench-spec-"))
     package_mr(ctx, home)
@@ -99,6 +100,11 @@ def run(ctx: Context) -> None:
         ctx.results.add(Measure(PART, f"tg{ctx.budget.tg_tokens}", "llama-bench", "tok/s", [tg]))
 
 
+def _shape(ctx: Context) -> tuple[tuple[int, ...], int]:
+    """(levels, max_tokens per stream): a --quick run checks the part's workings, not its speed."""
+    return (QUICK_LEVELS, QUICK_TOKENS) if ctx.budget.quick else (LEVELS, MAX_TOKENS)
+
+
 def _started(start: Callable[[], Server]) -> Server:
     server = start()
     server.wait_ready()
@@ -120,13 +126,14 @@ def _llama_server(ctx: Context, exe: Path, kind: str) -> Server:
 def _measure(ctx: Context, servers: list[Server], starters: list[Callable[[], Server]]) -> None:
     deadline = ctx.deadline()
     only = [w for w in os.environ.get("BENCH_SPEC_WORKLOADS", "").split(",") if w]  # e.g. "free-writing"
+    levels, max_tokens = _shape(ctx)
     for workload, prompt in workloads().items():
         if only and workload not in only:
             continue
-        for n in LEVELS:
+        for n in levels:
             _revive(ctx, servers, starters, f"{workload}@{n}")
-            runs = paired([functools.partial(_wave, s, prompt, n) for s in servers], ctx.budget.reps,
-                          deadline, ctx.settle, rotate=True)
+            runs = paired([functools.partial(_wave, s, prompt, n, max_tokens) for s in servers],
+                          ctx.budget.reps, deadline, ctx.settle, rotate=True)
             _record(ctx, workload, n, servers, runs)
 
 
@@ -149,7 +156,7 @@ def _revive(ctx: Context, servers: list[Server], starters: list[Callable[[], Ser
 def _record(ctx: Context, workload: str, n: int, servers: list[Server],
             runs: list[list[tuple[float, float | None]]]) -> None:
     params = {"workload": workload, "streams": n, "slots": ctx.slots, "ctx_size": ctx.ctx_size,
-              "max_tokens": MAX_TOKENS, "threads": ctx.threads}
+              "max_tokens": _shape(ctx)[1], "threads": ctx.threads}
     got: dict[str, Measure] = {}
     for server, results in zip(servers, runs, strict=True):
         rates = [rate for rate, _ in results if not math.isnan(rate)]
@@ -178,7 +185,7 @@ def _record(ctx: Context, workload: str, n: int, servers: list[Server],
                 ctx.results.add_ratio(ratio(PART, title, got[mine], best, ">= 1.0"))
 
 
-def _wave(server: Server, prompt: str, n: int) -> tuple[float, float | None]:
+def _wave(server: Server, prompt: str, n: int, max_tokens: int) -> tuple[float, float | None]:
     """(decode tok/s summed over the n streams, mr's share of drafted tokens kept or None); a
     server that fails (llama-server's ngram-mod aborts when 8 drafts overflow its batch) gives
     nan, and the run goes on with the others."""
@@ -186,7 +193,7 @@ def _wave(server: Server, prompt: str, n: int) -> tuple[float, float | None]:
         return math.nan, None
     before = _drafts(server)
     try:
-        rates = asyncio.run(_streams(server.target, prompt, n))
+        rates = asyncio.run(_streams(server.target, prompt, n, max_tokens))
     except (httpx.HTTPError, RuntimeError):
         return math.nan, None
     after = _drafts(server)
@@ -196,15 +203,15 @@ def _wave(server: Server, prompt: str, n: int) -> tuple[float, float | None]:
     return sum(rates), kept
 
 
-async def _streams(target: Target, prompt: str, n: int) -> list[float]:
+async def _streams(target: Target, prompt: str, n: int, max_tokens: int) -> list[float]:
     limits = httpx.Limits(max_connections=n + 2)
     async with httpx.AsyncClient(timeout=TIMEOUT, limits=limits) as client:
-        return list(await asyncio.gather(*(_one(client, target, prompt) for _ in range(n))))
+        return list(await asyncio.gather(*(_one(client, target, prompt, max_tokens) for _ in range(n))))
 
 
-async def _one(client: httpx.AsyncClient, target: Target, prompt: str) -> float:
+async def _one(client: httpx.AsyncClient, target: Target, prompt: str, max_tokens: int) -> float:
     body: dict[str, Any] = {"model": target.model, "messages": [{"role": "user", "content": prompt}],
-                            "temperature": 0, "max_tokens": MAX_TOKENS, "stream": True,
+                            "temperature": 0, "max_tokens": max_tokens, "stream": True,
                             "stream_options": {"include_usage": True}}
     first = last = 0.0
     tokens = 0

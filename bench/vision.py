@@ -110,7 +110,7 @@ def run(ctx: Context) -> None:
 def _setup(ctx: Context, scratch: Path) -> Setup:
     from mr.store.gguf_meta import read_header
 
-    quick = ctx.budget.gen_tokens < 64  # as the ceiling part tells a --quick run
+    quick = ctx.budget.quick
     shape = TINY if quick else BENCH
     kv = read_header(ctx.model).kv
     n_embd = int(kv[f"{kv['general.architecture']}.embedding_length"])

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from support.bench_cli import run_bench
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "bench" / "build" / "bin"
 UNITS = {"tok/s", "ms", "us/token", "inputs/s", "GB/s", "MB/s", "MB", "MiB", "s"}
@@ -35,10 +37,10 @@ def quick(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """One quick run of the whole suite; missing llama.cpp tools are not built (minutes) unless
     BENCH_BUILD_TOOLS=1, and their comparisons are then skipped by the suite."""
     out = tmp_path_factory.mktemp("bench-results")
-    cmd = [sys.executable, "-m", "bench", "--quick", "--model", str(smollm2_path), "--out", str(out)]
+    args = ["--quick", "--model", str(smollm2_path), "--out", str(out)]
     if os.environ.get("BENCH_BUILD_TOOLS") != "1":
-        cmd.append("--no-build")
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        args.append("--no-build")
+    proc = run_bench(args, timeout=900)
     jsonl = out / "results.jsonl"
     records = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
     return {"proc": proc, "out": out, "records": records}
@@ -59,7 +61,7 @@ def test_quick_suite_runs_every_part(quick: dict[str, Any]) -> None:
     assert not failed
     assert {r["part"] for r in quick["records"] if r["kind"] == "measure"} >= {
         "decode", "roofline", "concurrency", "determinism", "http", "ceiling", "prefix", "embeddings", "load",
-        "scale"}
+        "scale", "spec"}
 
 
 def test_every_figure_is_finite_positive_and_in_known_units(quick: dict[str, Any]) -> None:
@@ -95,7 +97,9 @@ def test_mr_figures_are_there(quick: dict[str, Any]) -> None:
                 ("pull", "pull", "mr-store"), ("pull", "pull", "mr-store-ollama"),
                 ("scale", f"tg16 local ({ONE})", "mr-engine"),
                 ("scale", f"tg16 split 1+2 ({ONE})", "mr-engine"),
-                ("scale", f"rpc cost per step ({ONE})", "mr-engine")]:
+                ("scale", f"rpc cost per step ({ONE})", "mr-engine"),
+                ("spec", "code-edit@2", "mr-serve spec auto"),
+                ("spec", "free-writing@1", "mr-serve spec off")]:
         assert key in found, key
     split = found[("scale", f"tg16 split 1+2 ({ONE})", "mr-engine")]["params"]["placement"]
     assert len(split) == 3 and all("RPC" in p for p in split[1:])  # this process and two workers

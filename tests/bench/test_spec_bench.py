@@ -50,14 +50,14 @@ def test_a_server_that_exits_is_recorded_as_failed_and_started_again(tiny_gguf: 
         assert servers[0].proc is not None
         servers[0].proc.kill()  # as llama-server aborts mid-run
         servers[0].proc.wait()
-        failed = spec._wave(servers[0], "Say hello.", 1)
+        failed = spec._wave(servers[0], "Say hello.", 1, 8)
         assert math.isnan(failed[0])
         spec._record(ctx, "free-writing", 1, servers, [[failed]])
         assert any("failed at free-writing@1" in note for note in ctx.results.notes)
         spec._revive(ctx, servers, starters, "free-writing@4")
         assert servers[0].proc is not None and servers[0].proc.poll() is None
         assert any("started again before free-writing@4" in note for note in ctx.results.notes)
-        rate, _ = spec._wave(servers[0], "Say hello.", 2)
+        rate, _ = spec._wave(servers[0], "Say hello.", 2, 8)
         assert rate > 0
     finally:
         for server in servers:

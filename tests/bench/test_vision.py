@@ -8,8 +8,6 @@ import asyncio
 import io
 import json
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from PIL import Image
 
 from bench import vision_load as load
 from mr.engine import LLM, EngineOptions
+from support.bench_cli import run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "bench" / "build" / "bin"
@@ -125,9 +124,8 @@ def test_llama_mtmd_cli_times_are_read_from_its_log(smollm2_path: Path, tmp_path
 def test_quick_vision_part(smollm2_path: Path, tmp_path: Path) -> None:
     """`python -m bench vision --quick`: mr's engine, mr serve and (where built) llama-server each
     give every figure, the ratios carry the issue's targets, and mr reuses a picture sent again."""
-    cmd = [sys.executable, "-m", "bench", "vision", "--quick", "--no-build", "--model", str(smollm2_path),
-           "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    args = ["vision", "--quick", "--no-build", "--model", str(smollm2_path), "--out", str(tmp_path)]
+    proc = run_bench(args, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert not [r for r in records if r["kind"] == "note" and "FAILED" in r["text"]]
