@@ -2,7 +2,8 @@
 
 The bench starts servers of its own (mr serve, llama-server). subprocess.run's timeout kills only
 the bench, which leaves those servers running, orphaned, taking the cores from every later test.
-So the bench runs in a session of its own, and a timeout kills that whole process group."""
+So the bench runs in a session of its own, and whatever of that process group is left when it
+ends (a timeout, a crash) is killed."""
 
 from __future__ import annotations
 
