@@ -73,12 +73,12 @@ int32_t first_argmax(const FloatArray& values) {
     return mr::first_argmax(values.data(), static_cast<int32_t>(values.size()));
 }
 
-// The draft planner's step cost after `steps` ((tokens, sequences, microseconds) each) were
-// recorded: its estimate for a step of n_tokens from n_seqs sequences.
-double step_cost_estimate(const std::vector<std::tuple<int, int, double>>& steps, int n_tokens, int n_seqs,
+// The draft planner's step cost after `steps` ((tokens, sequences, prompt tokens, microseconds)
+// each) were recorded: its estimate for a step of n_tokens from n_seqs sequences.
+double step_cost_estimate(const std::vector<std::tuple<int, int, int, double>>& steps, int n_tokens, int n_seqs,
                           int max_tokens) {
     StepCost cost(max_tokens);
-    for (const auto& [tokens, seqs, us] : steps) cost.record(tokens, seqs, us);
+    for (const auto& [tokens, seqs, prompt, us] : steps) cost.record(tokens, seqs, prompt, us);
     return cost.estimate(n_tokens, n_seqs);
 }
 

@@ -187,8 +187,8 @@ const std::vector<double>& StepCost::table(int n_tokens, int n_seqs) const {
     return n_tokens < kTile ? below_ : n_seqs <= 1 ? one_ : several_;
 }
 
-void StepCost::record(int n_tokens, int n_seqs, double us) {
-    if (n_tokens <= 0 || n_tokens >= static_cast<int>(one_.size()) || us <= 0.0) return;
+void StepCost::record(int n_tokens, int n_seqs, int n_prompt, double us) {
+    if (n_prompt > 0 || n_tokens <= 0 || n_tokens >= static_cast<int>(one_.size()) || us <= 0.0) return;
     double& slot = table(n_tokens, n_seqs)[static_cast<size_t>(n_tokens)];
     slot = slot < 0.0 ? us : 0.8 * slot + 0.2 * us;  // moving average: the context grows, load varies
     if (n_tokens >= kTile) (n_seqs <= 1 ? one_seen_ : several_seen_) = true;
@@ -222,8 +222,7 @@ double estimate_in(const At& at, int first, int last, int n) {
     }
     // Only a larger step measured: its cost per token, an optimistic figure (a smaller step costs
     // no less per token), so the engine tries this size once and then knows. The larger step's
-    // whole cost (a prompt's 243 tokens, say, for a 65-token draft) kept long drafts from ever
-    // being tried.
+    // whole cost (243 tokens, say, for a 65-token draft) kept long drafts from ever being tried.
     return above ? at(hi) * n / hi : 0.0;
 }
 

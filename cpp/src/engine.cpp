@@ -784,9 +784,12 @@ bool Engine::decode_batch() {
         lap.to(us_decode_);
         if (ret == 0 && lost.empty()) {
             const double us = std::chrono::duration<double, std::micro>(Clock::now() - decode_start).count();
-            const int n_seqs = static_cast<int>(std::count_if(slots_.begin(), slots_.end(),
-                                                              [](const Slot& s) { return s.n_in_batch > 0; }));
-            step_cost_.record(batch_.size(), n_seqs, us);
+            int n_seqs = 0, n_prompt = 0;
+            for (const Slot& s : slots_) {
+                n_seqs += s.n_in_batch > 0 ? 1 : 0;
+                n_prompt += s.state == SlotState::Prefill ? s.n_in_batch : 0;
+            }
+            step_cost_.record(batch_.size(), n_seqs, n_prompt, us);
             return true;
         }
         if (ret == 1 && lost.empty()) {  // no room in the KV cache; nothing was written, so make room and retry

@@ -387,10 +387,11 @@ class testing:
     # the index of the first largest value (greedy decoding's pick over the logits)
     @staticmethod
     def first_argmax(values: npt.ArrayLike) -> int: ...
-    # the draft planner's estimate (us) of a step after `steps` (tokens, sequences, us) were recorded
+    # the draft planner's estimate (us) of a step after `steps` (tokens, sequences, prompt tokens, us)
+    # were recorded
     @staticmethod
     def step_cost_estimate(
-        steps: list[tuple[int, int, float]], n_tokens: int, n_seqs: int, max_tokens: int = 512
+        steps: list[tuple[int, int, int, float]], n_tokens: int, n_seqs: int, max_tokens: int = 512
     ) -> float: ...
     # the draft recalled for `seq` from other sequences' tokens, and how many tokens agree before it
     @staticmethod
