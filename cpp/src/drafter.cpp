@@ -177,7 +177,8 @@ double Acceptance::expected_extra(int k) const {
 StepCost::StepCost(int max_tokens)
     : below_(static_cast<size_t>(kTile), -1.0),
       one_(static_cast<size_t>(std::max(max_tokens, kTile)) + 1, -1.0),
-      several_(one_.size(), -1.0) {}
+      several_(one_.size(), -1.0),
+      several_prompts_(one_.size(), -1.0) {}
 
 std::vector<double>& StepCost::table(int n_tokens, int n_seqs) {
     return n_tokens < kTile ? below_ : n_seqs <= 1 ? one_ : several_;
@@ -188,8 +189,10 @@ const std::vector<double>& StepCost::table(int n_tokens, int n_seqs) const {
 }
 
 void StepCost::record(int n_tokens, int n_seqs, int n_prompt, double us) {
-    if (n_prompt > 0 || n_tokens <= 0 || n_tokens >= static_cast<int>(one_.size()) || us <= 0.0) return;
-    double& slot = table(n_tokens, n_seqs)[static_cast<size_t>(n_tokens)];
+    if (n_tokens <= 0 || n_tokens >= static_cast<int>(one_.size()) || us <= 0.0) return;
+    const bool beside = n_prompt > 0 && n_seqs > 1;  // prompt tokens beside other sequences
+    if (beside && n_tokens < kTile) return;
+    double& slot = (beside ? several_prompts_ : table(n_tokens, n_seqs))[static_cast<size_t>(n_tokens)];
     slot = slot < 0.0 ? us : 0.8 * slot + 0.2 * us;  // moving average: the context grows, load varies
     if (n_tokens >= kTile) (n_seqs <= 1 ? one_seen_ : several_seen_) = true;
 }
@@ -232,10 +235,14 @@ double StepCost::estimate(int n_tokens, int n_seqs) const {
     const int n_max = static_cast<int>(one_.size()) - 1;
     n_tokens = std::clamp(n_tokens, 1, n_max);
     // The tiled sizes of this many sequences; where none is measured yet, the other kind's stand
-    // in (optimistic on purpose: the engine tries such a step once, then knows).
+    // in (optimistic on purpose: the engine tries such a step once, then knows). Several
+    // sequences' prompt steps stand in at sizes no drafting step has measured.
     const bool several = n_seqs > 1 ? several_seen_ : several_seen_ && !one_seen_;
-    const std::vector<double>& tiled = several ? several_ : one_;
-    const auto above = [&](int i) { return tiled[static_cast<size_t>(i)]; };
+    const auto above = [&](int i) {
+        const auto at = static_cast<size_t>(i);
+        if (!several) return one_[at];
+        return several_[at] >= 0.0 ? several_[at] : several_prompts_[at];
+    };
     // One curve across the tile: a size under it lies between measured sizes on either side (a
     // 39-token draft between 6 and 64 tokens), rather than on the slope of its two nearest
     // small steps, which on a CPU whose small steps cost a token each priced it far too high.

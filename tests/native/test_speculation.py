@@ -194,12 +194,12 @@ def test_a_poor_draft_model_changes_nothing_but_the_counts(smollm2_path, tiny_gg
 
 
 def test_a_step_known_only_from_a_longer_one_costs_its_share() -> None:
-    # The planner knew 1-token steps and one longer step of 243 tokens. It priced a 65-token draft
-    # step at the whole longer step, so long drafts were never tried; now at the longer step's
+    # The planner knew 1-token steps and one prompt step of 243 tokens. It priced a 65-token draft
+    # step at the whole prompt step, so long drafts were never tried; now at the prompt step's
     # cost per token (optimistic: the engine tries that size once, then knows it).
     from mr._native.testing import step_cost_estimate
 
-    steps = [(1, 1, 0, 10_000.0), (243, 1, 0, 700_000.0)]
+    steps = [(1, 1, 0, 10_000.0), (243, 1, 243, 700_000.0)]
     assert step_cost_estimate(steps, 65, 1) == pytest.approx(700_000.0 * 65 / 243)
     assert step_cost_estimate([*steps, (65, 1, 0, 250_000.0)], 65, 1) == pytest.approx(250_000.0)
     assert step_cost_estimate([*steps, (65, 1, 0, 250_000.0)], 100, 1) == pytest.approx(
@@ -215,12 +215,12 @@ def test_a_draft_between_small_steps_and_a_tiled_one_is_priced_between_them() ->
     steps = [(1, 1, 0, 13_000.0), (5, 1, 0, 50_000.0), (6, 1, 0, 62_000.0), (64, 1, 0, 300_000.0)]
     assert step_cost_estimate(steps, 39, 1) == pytest.approx(62_000.0 + (300_000.0 - 62_000.0) * 33 / 58)
     # Four sequences' drafts make a tiled step that no several-sequence step has measured yet:
-    # one sequence's tiled steps (a long draft's) stand in, not the small steps' slope.
-    steps = [(4, 4, 0, 25_000.0), (242, 1, 0, 766_000.0)]
+    # one sequence's tiled steps (a prompt's) stand in, not the small steps' slope.
+    steps = [(4, 4, 0, 25_000.0), (242, 1, 242, 766_000.0)]
     assert step_cost_estimate(steps, 68, 4) == pytest.approx(766_000.0 * 68 / 242)
 
 
-def test_a_step_with_prompt_tokens_does_not_price_drafts() -> None:
+def test_a_step_with_prompt_tokens_beside_other_sequences_does_not_price_drafts() -> None:
     # Measured here: 8 unrelated chats, 8 rows at 52 ms a step. A new request's 47-token prompt
     # beside 7 generating slots made a 54-token step of 8 sequences at 264 ms (prompt tokens
     # compute no logits and attend to few cells); a 46-token draft of 8 sequences, the same size,
@@ -232,6 +232,14 @@ def test_a_step_with_prompt_tokens_does_not_price_drafts() -> None:
     assert step_cost_estimate([decode, (54, 8, 47, 264_000.0), (54, 8, 0, 384_000.0)], 54, 8) == (
         pytest.approx(384_000.0))
     assert step_cost_estimate([(54, 8, 47, 264_000.0)], 54, 8) == 0.0  # nothing a draft can go by
+    # From the tile up such a step is the kernels' first measure, until a draft of its size
+    # replaces it (not averaged with it).
+    prompts = (100, 4, 96, 300_000.0)
+    assert step_cost_estimate([(4, 4, 0, 25_000.0), prompts], 100, 4) == pytest.approx(300_000.0)
+    assert step_cost_estimate([(4, 4, 0, 25_000.0), prompts, (100, 4, 0, 450_000.0)], 100, 4) == (
+        pytest.approx(450_000.0))
+    # One sequence's prompt alone counts: its tokens attend to the cells its drafts will.
+    assert step_cost_estimate([(1, 1, 0, 10_000.0), (30, 1, 30, 90_000.0)], 30, 1) == pytest.approx(90_000.0)
 
 
 def test_a_copied_text_is_recalled_from_the_source_that_goes_furthest() -> None:

@@ -129,11 +129,14 @@ private:
 // the first tiled one is priced between them. Unmeasured sizes are priced optimistically: the
 // engine tries one once, then knows it.
 //
-// Only steps of generating sequences count (their next tokens and drafts): the steps a draft
-// makes. A prompt token computes no logits and attends only to the cells before it in a new
-// sequence, so steps with prompt tokens cost less per token; kept, they priced a 47-token draft
-// beside 7 other sequences at two thirds of its cost (a 7-slot step with a 47-token prompt is
-// the same size), and at 8 unrelated chats `auto` ran at 0.83 of `off`.
+// A step of prompt tokens beside other sequences is not a step a draft makes: a prompt token
+// computes no logits and attends only to the cells before it in a new sequence, while the others'
+// tokens attend to their whole context, so the step costs less per token than a drafting step of
+// its size. Counted as drafts' cost, a 7-slot step with a 47-token prompt priced a 47-token draft
+// beside 7 other sequences at two thirds of its cost, and at 8 unrelated chats `auto` ran at
+// 0.83 of `off`. So such steps count only from kTile up, and only at sizes no draft has
+// measured: the tiled kernels' first measure, before a long draft tries them. One sequence's
+// prompt alone counts as before: its tokens attend to the same cells as its drafts will.
 class StepCost {
 public:
     static constexpr int kTile = 64;
@@ -148,8 +151,9 @@ public:
 private:
     std::vector<double>& table(int n_tokens, int n_seqs);
     const std::vector<double>& table(int n_tokens, int n_seqs) const;
-    // Index: tokens in the step; < 0: not measured yet. below_ holds sizes under kTile.
-    std::vector<double> below_, one_, several_;
+    // Index: tokens in the step; < 0: not measured yet. below_ holds sizes under kTile;
+    // several_prompts_ the tiled steps of prompts beside other sequences.
+    std::vector<double> below_, one_, several_, several_prompts_;
     bool one_seen_ = false, several_seen_ = false;  // a tiled size measured there
 };
 
