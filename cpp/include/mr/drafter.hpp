@@ -132,11 +132,12 @@ private:
 // A step of prompt tokens beside other sequences is not a step a draft makes: a prompt token
 // computes no logits and attends only to the cells before it in a new sequence, while the others'
 // tokens attend to their whole context, so the step costs less per token than a drafting step of
-// its size. Counted as drafts' cost, a 7-slot step with a 47-token prompt priced a 47-token draft
-// beside 7 other sequences at two thirds of its cost, and at 8 unrelated chats `auto` ran at
-// 0.83 of `off`. So such steps count only from kTile up, and only at sizes no draft has
-// measured: the tiled kernels' first measure, before a long draft tries them. One sequence's
-// prompt alone counts as before: its tokens attend to the same cells as its drafts will.
+// its size. Counted as drafts' cost, a 7-slot step with a 47-token prompt (54 tokens, 8
+// sequences) priced drafting steps of that size at two thirds of their cost (measured on 8
+// unrelated chats: 264 ms estimated, 384 ms taken), so long drafts that lost looked worth taking.
+// So such steps count only from kTile up, and only at sizes no draft has measured: the tiled
+// kernels' first measure, before a long draft tries them. One sequence's prompt alone counts as
+// before: its tokens attend to the same cells as its drafts will.
 class StepCost {
 public:
     static constexpr int kTile = 64;
