@@ -38,7 +38,8 @@ py::dict stats(const Engine& self) {
                     "tokens_generated"_a = s.tokens_generated, "requests_finished"_a = s.requests_finished,
                     "prefix_hits"_a = s.prefix_hits, "tokens_reused"_a = s.tokens_reused,
                     "spec_drafted"_a = s.spec_drafted, "spec_accepted"_a = s.spec_accepted,
-                    "spec_copy_rate"_a = s.spec_copy_rate, "spec_checked"_a = s.spec_checked,
+                    "spec_copy_rate"_a = s.spec_copy_rate, "spec_recall_rate"_a = s.spec_recall_rate,
+                    "spec_checked"_a = s.spec_checked,
                     "media_encoded"_a = s.media_encoded, "kv_span"_a = s.kv_span,
                     "us_batch"_a = s.us_batch, "us_decode"_a = s.us_decode, "us_sample"_a = s.us_sample,
                     "us_publish"_a = s.us_publish, "us_other"_a = s.us_other);

@@ -82,6 +82,20 @@ double step_cost_estimate(const std::vector<std::tuple<int, int, int, double>>& 
     return cost.estimate(n_tokens, n_seqs);
 }
 
+// The draft lengths the planner picks after `steps` (as above) for slots drafting with these
+// acceptance rates, up to k_max tokens each, in a step of n_tokens tokens with `room` to spare.
+std::vector<int> draft_plan(const std::vector<std::tuple<int, int, int, double>>& steps, const std::vector<double>& rates,
+                            const std::vector<int>& k_max, int n_tokens, int room) {
+    if (rates.size() != k_max.size()) throw InvalidArgument("rates and k_max differ in length");
+    StepCost cost(std::max(512, n_tokens + room));
+    for (const auto& [tokens, seqs, prompt, us] : steps) cost.record(tokens, seqs, prompt, us);
+    std::vector<Acceptance> acceptance;
+    for (double rate : rates) acceptance.emplace_back(rate);
+    std::vector<const Acceptance*> pointers;
+    for (const Acceptance& a : acceptance) pointers.push_back(&a);
+    return plan_draft_lengths(cost, pointers, k_max, n_tokens, room);
+}
+
 // The draft recalled for `seq` from other sequences' tokens (the running requests', then the
 // earlier ones kept in memory), and how many tokens agree before it.
 std::pair<std::vector<llama_token>, int> recall_draft(const std::vector<std::vector<llama_token>>& sources,
@@ -112,6 +126,7 @@ void bind_testing(py::module_ t) {
     t.def("cpu_quantize", &cpu_quantize, "type"_a, "x"_a);
     t.def("first_argmax", &first_argmax, "values"_a);
     t.def("recall_draft", &recall_draft, "sources"_a, "seq"_a, "k"_a);
+    t.def("draft_plan", &draft_plan, "steps"_a, "rates"_a, "k_max"_a, "n_tokens"_a, "room"_a);
     t.def("step_cost_estimate", &step_cost_estimate, "steps"_a, "n_tokens"_a, "n_seqs"_a, "max_tokens"_a = 512);
     t.def("kv_cell_layout", &kv_cell_layout, "model"_a, "n_ctx"_a, "steps"_a, "paged"_a = true);
     t.def("cpu_flash_attn", &cpu_flash_attn, "q"_a, "k"_a, "v"_a, "mask"_a, "threads"_a = 1, "reference"_a = false);

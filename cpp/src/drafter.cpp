@@ -195,6 +195,12 @@ void StepCost::record(int n_tokens, int n_seqs, int n_prompt, double us) {
     double& slot = (beside ? several_prompts_ : table(n_tokens, n_seqs))[static_cast<size_t>(n_tokens)];
     slot = slot < 0.0 ? us : 0.8 * slot + 0.2 * us;  // moving average: the context grows, load varies
     if (n_tokens >= kTile) (n_seqs <= 1 ? one_seen_ : several_seen_) = true;
+    if (n_seqs > 1 && n_prompt == 0) several_longest_ = std::max(several_longest_, n_tokens);
+}
+
+int StepCost::limit(int n_seqs) const {
+    const int n_max = static_cast<int>(one_.size()) - 1;
+    return n_seqs <= 1 ? n_max : std::min(n_max, 2 * std::max(several_longest_, n_seqs));
 }
 
 bool StepCost::known(int n_tokens, int n_seqs) const {
@@ -265,7 +271,7 @@ std::vector<int> plan_draft_lengths(const StepCost& cost, const std::vector<cons
         next[i] = rate[i];
         wanted += k_max[i];
     }
-    room = std::min(room, wanted);
+    room = std::min({room, wanted, cost.limit(n_seqs) - n_tokens});
     // Adding draft tokens one at a time where the next one is likeliest kept gives, for each total,
     // the most tokens expected (a slot's chances fall along its draft); the best total wins.
     double out = static_cast<double>(n);

@@ -244,6 +244,7 @@ EngineStats Engine::stats() const {
     s.spec_drafted = spec_drafted_.load();
     s.spec_accepted = spec_accepted_.load();
     s.spec_copy_rate = spec_copy_rate_.load();
+    s.spec_recall_rate = spec_recall_rate_.load();
     s.spec_checked = spec_checked_.load();
     s.media_encoded = media_encoded_.load();
     s.kv_span = kv_span_.load();
@@ -385,6 +386,7 @@ void Engine::start(Pending p) {
     if (spec.on) memory_.add(std::move(spec.history));  // the slot's last request, for those that repeat it
     spec = Speculation{};
     spec.long_acceptance = Acceptance(long_acceptance_.rate());
+    spec.recall_acceptance = Acceptance(recall_acceptance_.rate());
     spec.on = can_speculate_ && (params_.spec != EngineParams::Spec::Off || !slot.request.prediction.empty());
     if (spec.on) {
         spec.history.append(slot.request.prompt);
@@ -955,15 +957,16 @@ void Engine::plan_drafts(const std::vector<size_t>& generating) {
 }
 
 void Engine::record_acceptance(Speculation& spec, int drafted, int kept) {
-    (spec.long_match ? spec.long_acceptance : spec.acceptance).record(drafted, kept);
-    if (spec.long_match && !spec.from_prediction) {
-        long_acceptance_.record(drafted, kept);
-        spec_copy_rate_ = long_acceptance_.rate();
-    }
+    acceptance_of(spec).record(drafted, kept);
+    if (!spec.long_match || spec.from_prediction) return;
+    Acceptance& engine = spec.recalled ? recall_acceptance_ : long_acceptance_;
+    engine.record(drafted, kept);
+    (spec.recalled ? spec_recall_rate_ : spec_copy_rate_) = engine.rate();
 }
 
-const Acceptance& Engine::acceptance_of(const Speculation& spec) {
-    return spec.long_match && !spec.from_prediction ? spec.long_acceptance : spec.acceptance;
+Acceptance& Engine::acceptance_of(Speculation& spec) {
+    if (!spec.long_match || spec.from_prediction) return spec.acceptance;
+    return spec.recalled ? spec.recall_acceptance : spec.long_acceptance;
 }
 
 // The longest draft `slot` may take: spec_max, the batch's room, its context (two cells spare:
@@ -978,6 +981,7 @@ int Engine::draft_room(const Slot& slot, int room) const {
 std::vector<llama_token> Engine::propose(Slot& slot, int k_max) {
     Speculation& spec = slot.spec;
     spec.long_match = false;
+    spec.recalled = false;
     if (!spec.prediction.empty()) {
         std::vector<llama_token> draft = spec.prediction.draft(spec.history.tokens(), k_max);
         spec.from_prediction = !draft.empty();
@@ -998,6 +1002,7 @@ std::vector<llama_token> Engine::propose(Slot& slot, int k_max) {
         if (recalled >= NgramIndex::kLongMatch) {
             draft = std::move(earlier);
             matched = recalled;
+            spec.recalled = true;
         }
     }
     draft.erase(std::find_if(draft.begin(), draft.end(), is_placeholder), draft.end());  // no picture is a token

@@ -393,6 +393,15 @@ class testing:
     def step_cost_estimate(
         steps: list[tuple[int, int, int, float]], n_tokens: int, n_seqs: int, max_tokens: int = 512
     ) -> float: ...
+    # the draft lengths the planner picks after `steps`, for slots drafting at these acceptance rates
+    @staticmethod
+    def draft_plan(
+        steps: list[tuple[int, int, int, float]],
+        rates: list[float],
+        k_max: list[int],
+        n_tokens: int,
+        room: int,
+    ) -> list[int]: ...
     # the draft recalled for `seq` from other sequences' tokens, and how many tokens agree before it
     @staticmethod
     def recall_draft(sources: list[list[int]], seq: list[int], k: int) -> tuple[list[int], int]: ...

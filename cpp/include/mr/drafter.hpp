@@ -138,6 +138,13 @@ private:
 // So such steps count only from kTile up, and only at sizes no draft has measured: the tiled
 // kernels' first measure, before a long draft tries them. One sequence's prompt alone counts as
 // before: its tokens attend to the same cells as its drafts will.
+//
+// Trying an unmeasured size once is cheap for one sequence (a step of 64 tokens costs a few of
+// one) but not for several, whose steps grow about a row's cost per token on a small CPU: 8
+// unrelated chats, four of them recalling 64 tokens of other stories after 16-token matches,
+// made a 264-token step that kept 22 (traced on a loaded 2-core host). So a step of several sequences goes at most to twice the longest
+// such step measured (drafts, not prompts): a wrong price costs at most one step of twice a known
+// size, and the next one is priced from measurements on both sides of it.
 class StepCost {
 public:
     static constexpr int kTile = 64;
@@ -145,6 +152,8 @@ public:
     // A step of n_tokens from n_seqs sequences, n_prompt of the tokens from prompts, took us.
     void record(int n_tokens, int n_seqs, int n_prompt, double us);
     bool known(int n_tokens, int n_seqs) const;
+    // The longest step of n_seqs sequences that may be taken now (see above).
+    int limit(int n_seqs) const;
     // Microseconds of a step of n tokens from n_seqs sequences: measured, interpolated, or
     // extrapolated from the measured slope; 0 when nothing has been measured.
     double estimate(int n_tokens, int n_seqs) const;
@@ -156,6 +165,7 @@ private:
     // several_prompts_ the tiled steps of prompts beside other sequences.
     std::vector<double> below_, one_, several_, several_prompts_;
     bool one_seen_ = false, several_seen_ = false;  // a tiled size measured there
+    int several_longest_ = 0;                       // the longest step of several sequences' drafts
 };
 
 // Draft lengths for the slots of one step, each drafting with its `acceptance` up to `k_max[i]`
