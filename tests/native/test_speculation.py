@@ -245,7 +245,7 @@ def test_a_step_with_prompt_tokens_beside_other_sequences_does_not_price_drafts(
 def test_several_sequences_step_at_most_twice_the_longest_step_they_measured() -> None:
     # 8 unrelated chats at 52 ms a step (8 rows), each slot with a 64-token draft recalled after a
     # long match and the engine-wide copy rate (0.96). Priced optimistically, the unmeasured sizes
-    # above 8 looked nearly free, and a step of hundreds of rows was tried at once.
+    # above 8 looked nearly free: without the bound, 80 draft rows were taken at once here.
     from mr._native.testing import draft_plan
 
     decode = (8, 8, 0, 52_000.0)

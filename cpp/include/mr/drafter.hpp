@@ -142,9 +142,9 @@ private:
 // Trying an unmeasured size once is cheap for one sequence (a step of 64 tokens costs a few of
 // one) but not for several, whose steps grow about a row's cost per token on a small CPU: 8
 // unrelated chats, four of them recalling 64 tokens of other stories after 16-token matches,
-// made a 264-token step that kept 22 (traced on a loaded 2-core host). So a step of several sequences goes at most to twice the longest
-// such step measured (drafts, not prompts): a wrong price costs at most one step of twice a known
-// size, and the next one is priced from measurements on both sides of it.
+// made a 264-token step that kept 22 (traced on a loaded 2-core host). So a step of several
+// sequences goes at most to twice the longest such step measured (drafts, not prompts): a wrong
+// price costs at most one step of twice a known size, and the next is priced from measurements.
 class StepCost {
 public:
     static constexpr int kTile = 64;
