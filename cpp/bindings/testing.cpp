@@ -83,28 +83,17 @@ double step_cost_estimate(const std::vector<std::tuple<int, int, int, double>>& 
 }
 
 // The draft lengths the planner picks after `steps` (as above) for slots drafting with these
-// acceptance rates, up to k_max tokens each, in a step of n_tokens tokens with `room` to spare;
-// `kept`: the tokens each slot's count has seen kept (one draft, wholly kept), none if empty.
+// acceptance rates, up to k_max tokens each, in a step of n_tokens tokens with `room` to spare.
 std::vector<int> draft_plan(const std::vector<std::tuple<int, int, int, double>>& steps, const std::vector<double>& rates,
-                            const std::vector<int>& k_max, int n_tokens, int room, const std::vector<int>& kept) {
+                            const std::vector<int>& k_max, int n_tokens, int room) {
     if (rates.size() != k_max.size()) throw InvalidArgument("rates and k_max differ in length");
-    if (!kept.empty() && kept.size() != rates.size()) throw InvalidArgument("rates and kept differ in length");
     StepCost cost(std::max(512, n_tokens + room));
     for (const auto& [tokens, seqs, prompt, us] : steps) cost.record(tokens, seqs, prompt, us);
     std::vector<Acceptance> acceptance;
     for (double rate : rates) acceptance.emplace_back(rate);
-    for (size_t i = 0; i < kept.size(); ++i) acceptance[i].record(kept[i], kept[i]);  // a draft wholly kept
     std::vector<const Acceptance*> pointers;
     for (const Acceptance& a : acceptance) pointers.push_back(&a);
     return plan_draft_lengths(cost, pointers, k_max, n_tokens, room);
-}
-
-// A slot's acceptance rate (Acceptance::rate) from `prior` after these drafts, (drafted, kept)
-// each, in order.
-double acceptance_rate(double prior, const std::vector<std::pair<int, int>>& drafts) {
-    Acceptance acceptance(prior);
-    for (const auto& [drafted, kept] : drafts) acceptance.record(drafted, kept);
-    return acceptance.rate();
 }
 
 // The draft recalled for `seq` from other sequences' tokens (the running requests', then the
@@ -137,9 +126,7 @@ void bind_testing(py::module_ t) {
     t.def("cpu_quantize", &cpu_quantize, "type"_a, "x"_a);
     t.def("first_argmax", &first_argmax, "values"_a);
     t.def("recall_draft", &recall_draft, "sources"_a, "seq"_a, "k"_a);
-    t.def("draft_plan", &draft_plan, "steps"_a, "rates"_a, "k_max"_a, "n_tokens"_a, "room"_a,
-          "kept"_a = std::vector<int>{});
-    t.def("acceptance_rate", &acceptance_rate, "prior"_a, "drafts"_a);
+    t.def("draft_plan", &draft_plan, "steps"_a, "rates"_a, "k_max"_a, "n_tokens"_a, "room"_a);
     t.def("step_cost_estimate", &step_cost_estimate, "steps"_a, "n_tokens"_a, "n_seqs"_a, "max_tokens"_a = 512);
     t.def("kv_cell_layout", &kv_cell_layout, "model"_a, "n_ctx"_a, "steps"_a, "paged"_a = true);
     t.def("cpu_flash_attn", &cpu_flash_attn, "q"_a, "k"_a, "v"_a, "mask"_a, "threads"_a = 1, "reference"_a = false);

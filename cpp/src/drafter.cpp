@@ -158,20 +158,10 @@ std::vector<llama_token> Prediction::draft(const std::vector<llama_token>& answe
 }
 
 void Acceptance::record(int drafted, int accepted) {
-    // Discounted by the tokens tried, so a slot whose text stops repeating itself stops drafting
-    // within a few steps. Discounted by the step instead, a slot drafting (or checking) one token
-    // a step counted its last three: its rate stopped at 0.96 with every token kept, and two lucky
-    // tokens lifted a chat's 0.5 to 0.72, the moments the planner drafted on (8 unrelated chats
-    // kept 56 of 103 such tokens, and lost time).
-    constexpr double kKeepPerToken = 0.95;
-    const int tried = accepted + (accepted < drafted ? 1 : 0);
-    const double keep = std::pow(kKeepPerToken, tried);
-    accepted_ = accepted_ * keep + accepted;
-    tried_ = tried_ * keep + tried;
-}
-
-int Acceptance::trusted_length() const {
-    return std::max(kProbe, static_cast<int>(2.0 * accepted_));
+    // Discounted, so a slot whose text stops repeating itself stops drafting within a few steps.
+    constexpr double kKeep = 0.7;
+    accepted_ = accepted_ * kKeep + accepted;
+    tried_ = tried_ * kKeep + accepted + (accepted < drafted ? 1 : 0);
 }
 
 double Acceptance::expected_extra(int k) const {
@@ -275,15 +265,14 @@ std::vector<int> plan_draft_lengths(const StepCost& cost, const std::vector<cons
                                     const std::vector<int>& k_max, int n_tokens, int room) {
     const size_t n = acceptance.size();
     const int n_seqs = static_cast<int>(n);
-    std::vector<int> k(n, 0), best(n, 0), cap(k_max);
+    std::vector<int> k(n, 0), best(n, 0);
     if (n == 0 || !cost.known(n_tokens, n_seqs)) return best;  // the step's size without drafts comes first
     std::vector<double> rate(n), next(n);  // each slot's acceptance; the chance its next draft token is kept
     int wanted = 0;
     for (size_t i = 0; i < n; ++i) {
         rate[i] = acceptance[i]->rate();
         next[i] = rate[i];
-        if (n > 1) cap[i] = std::min(cap[i], acceptance[i]->trusted_length());
-        wanted += cap[i];
+        wanted += k_max[i];
     }
     room = std::min({room, wanted, cost.limit(n_seqs) - n_tokens});
     // Adding draft tokens one at a time where the next one is likeliest kept gives, for each total,
@@ -293,7 +282,7 @@ std::vector<int> plan_draft_lengths(const StepCost& cost, const std::vector<cons
     for (int total = 1; total <= room; ++total) {
         size_t pick = n;
         for (size_t i = 0; i < n; ++i) {
-            if (k[i] < cap[i] && (pick == n || next[i] > next[pick])) pick = i;
+            if (k[i] < k_max[i] && (pick == n || next[i] > next[pick])) pick = i;
         }
         out += next[pick];
         next[pick] *= rate[pick];

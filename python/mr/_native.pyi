@@ -387,9 +387,6 @@ class testing:
     # the index of the first largest value (greedy decoding's pick over the logits)
     @staticmethod
     def first_argmax(values: npt.ArrayLike) -> int: ...
-    # a slot's acceptance rate from `prior` after these drafts, (drafted, kept) each
-    @staticmethod
-    def acceptance_rate(prior: float, drafts: list[tuple[int, int]]) -> float: ...
     # the draft planner's estimate (us) of a step after `steps` (tokens, sequences, prompt tokens, us)
     # were recorded
     @staticmethod
@@ -397,7 +394,6 @@ class testing:
         steps: list[tuple[int, int, int, float]], n_tokens: int, n_seqs: int, max_tokens: int = 512
     ) -> float: ...
     # the draft lengths the planner picks after `steps`, for slots drafting at these acceptance rates
-    # (`kept`: the tokens each slot's count has seen kept)
     @staticmethod
     def draft_plan(
         steps: list[tuple[int, int, int, float]],
@@ -405,7 +401,6 @@ class testing:
         k_max: list[int],
         n_tokens: int,
         room: int,
-        kept: list[int] = ...,
     ) -> list[int]: ...
     # the draft recalled for `seq` from other sequences' tokens, and how many tokens agree before it
     @staticmethod

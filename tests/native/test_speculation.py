@@ -266,39 +266,10 @@ def test_a_step_past_the_longest_measured_is_priced_below_its_cost_per_token() -
 
     steps = [(4, 4, 0, 27_000.0), (8, 4, 0, 41_000.0), (24, 4, 0, 125_000.0), (64, 4, 0, 300_000.0)]
     assert step_cost_estimate(steps, 128, 4) < 2 * 300_000.0
-    kept = [60] * 4  # each slot's count has seen 60 tokens kept
-    assert 60 < sum(draft_plan(steps, [0.995] * 4, [64] * 4, 4, 508, kept)) <= 2 * 64 - 4
+    assert 60 < sum(draft_plan(steps, [0.995] * 4, [64] * 4, 4, 508)) <= 2 * 64 - 4
     # A small step's price is as before: 3% of it a token (a long draft of one sequence costs a
     # few tokens' time).
     assert step_cost_estimate([(1, 1, 0, 13_000.0)], 11, 1) == pytest.approx(13_000.0 * 1.3)
-
-
-def test_beside_other_sequences_a_draft_risks_twice_what_its_slot_has_seen_kept() -> None:
-    # A new request's first long match starts from the engine's copy rate (0.99 here). Beside 7
-    # unrelated chats, one slot drafted 49 tokens of its own text on it and kept none: a 58-row
-    # step, six times an 8-row one. Now a fresh count risks 8 tokens, then twice what it kept.
-    from mr._native.testing import draft_plan
-
-    steps = [(8, 8, 0, 47_000.0), (64, 8, 0, 200_000.0)]
-    rates, k_max = [0.99] + [0.0] * 7, [64] + [0] * 7
-    assert draft_plan(steps, rates, k_max, 8, 504) == [8] + [0] * 7
-    assert draft_plan(steps, rates, k_max, 8, 504, [12] + [0] * 7)[0] == 24
-    # One sequence is not held back: its long draft costs a few tokens' time.
-    assert draft_plan([(1, 1, 0, 13_000.0)], [0.99], [64], 1, 511)[0] > 8
-
-
-def test_a_slot_drafting_one_token_a_step_counts_more_than_its_last_three() -> None:
-    # Discounted by the step, a slot drafting (or checking) one token a step, all kept, stopped at
-    # 0.96 from a prior of 0.9; and a chat's 0.5 rose to 0.72 after two lucky tokens, the moments
-    # the planner drafted on.
-    from mr._native.testing import acceptance_rate
-
-    assert acceptance_rate(0.9, [(1, 1)] * 60) > 0.98
-    assert acceptance_rate(0.6, [(1, 0), (1, 1)] * 20 + [(1, 1)] * 2) < 0.6
-    # A long draft that fails still brings the rate down within a step or two.
-    copied = [(15, 15)] * 10
-    assert acceptance_rate(0.9, copied) > 0.99
-    assert acceptance_rate(0.9, [*copied, (15, 0), (15, 0)]) < 0.93
 
 
 def test_a_copied_text_is_recalled_from_the_source_that_goes_furthest() -> None:

@@ -111,14 +111,6 @@ public:
     double rate() const { return (accepted_ + 2.0 * prior_) / (tried_ + 2.0); }
     // Tokens a draft of k adds to the step's one sampled token, on average.
     double expected_extra(int k) const;
-    // The longest draft to risk in a step of several sequences: twice the tokens this count has
-    // seen kept, at least kProbe. Its rate may be the engine's (a new request's first long match
-    // starts from other requests' copies), and there a wrong draft costs a row a token: 8
-    // unrelated chats, one slot drafting 49 tokens of its own text at the engine's 0.99, kept none
-    // (a 58-row step, six times an 8-row one). Doubling from kProbe, a copy grows to its longest
-    // draft in three steps.
-    int trusted_length() const;
-    static constexpr int kProbe = 8;
 
 private:
     double prior_ = 0.6;
@@ -177,10 +169,9 @@ private:
 };
 
 // Draft lengths for the slots of one step, each drafting with its `acceptance` up to `k_max[i]`
-// tokens (and, with several slots, up to its Acceptance::trusted_length), `room` in all. The
-// step holds `n_tokens` tokens (one per slot) without drafts; draft tokens go where they are
-// likeliest kept, as many in all as maximise the expected tokens per microsecond (all zero:
-// drafting does not pay).
+// tokens, `room` in all. The step holds `n_tokens` tokens (one per slot) without drafts; draft
+// tokens go where they are likeliest kept, as many in all as maximise the expected tokens per
+// microsecond (all zero: drafting does not pay).
 std::vector<int> plan_draft_lengths(const StepCost& cost, const std::vector<const Acceptance*>& acceptance,
                                     const std::vector<int>& k_max, int n_tokens, int room);
 
