@@ -175,25 +175,30 @@ double Acceptance::expected_extra(int k) const {
 }
 
 StepCost::StepCost(int max_tokens)
-    : below_(static_cast<size_t>(kTile), -1.0),
-      one_(static_cast<size_t>(std::max(max_tokens, kTile)) + 1, -1.0),
+    : one_(static_cast<size_t>(std::max(max_tokens, kTile)) + 1, -1.0),
       several_(one_.size(), -1.0),
       several_prompts_(one_.size(), -1.0) {}
 
-std::vector<double>& StepCost::table(int n_tokens, int n_seqs) {
-    return n_tokens < kTile ? below_ : n_seqs <= 1 ? one_ : several_;
+const double* StepCost::at(int n_tokens, int n_seqs) const {
+    if (n_tokens >= kTile) return &(n_seqs <= 1 ? one_ : several_)[static_cast<size_t>(n_tokens)];
+    const auto s = static_cast<size_t>(std::max(n_seqs, 1));
+    return s < below_.size() && !below_[s].empty() ? below_[s].data() + n_tokens : nullptr;
 }
 
-const std::vector<double>& StepCost::table(int n_tokens, int n_seqs) const {
-    return n_tokens < kTile ? below_ : n_seqs <= 1 ? one_ : several_;
+double& StepCost::slot(int n_tokens, int n_seqs) {
+    if (n_tokens >= kTile) return (n_seqs <= 1 ? one_ : several_)[static_cast<size_t>(n_tokens)];
+    const auto s = static_cast<size_t>(std::max(n_seqs, 1));
+    if (below_.size() <= s) below_.resize(s + 1);
+    if (below_[s].empty()) below_[s].assign(static_cast<size_t>(kTile), -1.0);
+    return below_[s][static_cast<size_t>(n_tokens)];
 }
 
 void StepCost::record(int n_tokens, int n_seqs, int n_prompt, double us) {
     if (n_tokens <= 0 || n_tokens >= static_cast<int>(one_.size()) || us <= 0.0) return;
     const bool beside = n_prompt > 0 && n_seqs > 1;  // prompt tokens beside other sequences
     if (beside && n_tokens < kTile) return;
-    double& slot = (beside ? several_prompts_ : table(n_tokens, n_seqs))[static_cast<size_t>(n_tokens)];
-    slot = slot < 0.0 ? us : 0.8 * slot + 0.2 * us;  // moving average: the context grows, load varies
+    double& us_at = beside ? several_prompts_[static_cast<size_t>(n_tokens)] : slot(n_tokens, n_seqs);
+    us_at = us_at < 0.0 ? us : 0.8 * us_at + 0.2 * us;  // moving average: the context grows, load varies
     if (n_tokens >= kTile) (n_seqs <= 1 ? one_seen_ : several_seen_) = true;
     if (n_seqs > 1 && n_prompt == 0) several_longest_ = std::max(several_longest_, n_tokens);
 }
@@ -204,8 +209,9 @@ int StepCost::limit(int n_seqs) const {
 }
 
 bool StepCost::known(int n_tokens, int n_seqs) const {
-    return n_tokens > 0 && n_tokens < static_cast<int>(one_.size()) &&
-           table(n_tokens, n_seqs)[static_cast<size_t>(n_tokens)] >= 0.0;
+    if (n_tokens <= 0 || n_tokens >= static_cast<int>(one_.size())) return false;
+    const double* us = at(n_tokens, n_seqs);
+    return us != nullptr && *us >= 0.0;
 }
 
 namespace {
@@ -255,7 +261,8 @@ double StepCost::estimate(int n_tokens, int n_seqs) const {
     // One curve across the tile: a size under it lies between measured sizes on either side (a
     // 39-token draft between 6 and 64 tokens), rather than on the slope of its two nearest
     // small steps, which on a CPU whose small steps cost a token each priced it far too high.
-    const auto curve = [&](int i) { return i < kTile ? below_[static_cast<size_t>(i)] : above(i); };
+    const double* small = at(0, n_seqs);  // this many sequences' sizes under the tile, if any
+    const auto curve = [&](int i) { return i >= kTile ? above(i) : small != nullptr ? small[i] : -1.0; };
     if (n_tokens < kTile) return estimate_in(curve, 1, n_max, n_tokens);
     const double us = estimate_in(above, kTile, n_max, n_tokens);
     return us > 0.0 ? us : estimate_in(curve, 1, n_max, n_tokens);

@@ -272,6 +272,23 @@ def test_a_step_past_the_longest_measured_is_priced_below_its_cost_per_token() -
     assert step_cost_estimate([(1, 1, 0, 13_000.0)], 11, 1) == pytest.approx(13_000.0 * 1.3)
 
 
+def test_small_steps_are_priced_by_their_number_of_sequences() -> None:
+    # 8 unrelated chats on a 2-core Zen 3: plain steps of 8 sequences took 50 ms and their 12-row
+    # drafting steps 93 ms, while one sequence's 12-row drafts took 40 ms. Priced by size alone,
+    # the two averaged into one figure, drafts beside 8 sequences looked nearly free, and lost.
+    from mr._native.testing import draft_plan, step_cost_estimate
+
+    steps = [(1, 1, 0, 13_000.0), (12, 1, 0, 40_000.0), (8, 8, 0, 50_000.0), (12, 8, 0, 93_000.0)]
+    assert step_cost_estimate(steps, 12, 8) == pytest.approx(93_000.0)
+    assert step_cost_estimate(steps, 12, 1) == pytest.approx(40_000.0)
+    assert step_cost_estimate(steps, 10, 8) == pytest.approx((50_000.0 + 93_000.0) / 2)
+    assert sum(draft_plan(steps, [0.8] * 8, [4] * 8, 8, 504)) == 0
+    assert sum(draft_plan(steps, [0.8], [11], 1, 511)) > 0
+    # A count of sequences drafts only once its own plain step is measured.
+    assert sum(draft_plan(steps, [0.99] * 4, [4] * 4, 4, 508)) == 0
+    assert sum(draft_plan([*steps, (4, 4, 0, 27_000.0)], [0.99] * 4, [4] * 4, 4, 508)) > 0
+
+
 def test_a_copied_text_is_recalled_from_the_source_that_goes_furthest() -> None:
     # Copies of one request run side by side: the copy beside this one is a token ahead, while the
     # same request's earlier answer, kept in memory, holds all of it. Both agree with this one's
