@@ -111,15 +111,6 @@ std::pair<std::vector<llama_token>, int> recall_draft(const std::vector<std::vec
     return {std::move(draft), matched};
 }
 
-// A sequence's own draft (NgramIndex::continuation) after `tokens`, and how many tokens agree before it.
-std::pair<std::vector<llama_token>, int> ngram_draft(const std::vector<llama_token>& tokens, int k) {
-    NgramIndex index;
-    index.append(tokens);
-    int matched = 0;
-    std::vector<llama_token> draft = index.continuation(k, &matched);
-    return {std::move(draft), matched};
-}
-
 std::map<int, std::vector<int>> kv_cell_layout(const std::shared_ptr<Model>& model, int n_ctx,
                                                const std::vector<std::vector<std::pair<int, int>>>& steps,
                                                bool paged) {
@@ -135,7 +126,6 @@ void bind_testing(py::module_ t) {
     t.def("cpu_quantize", &cpu_quantize, "type"_a, "x"_a);
     t.def("first_argmax", &first_argmax, "values"_a);
     t.def("recall_draft", &recall_draft, "sources"_a, "seq"_a, "k"_a);
-    t.def("ngram_draft", &ngram_draft, "tokens"_a, "k"_a);
     t.def("draft_plan", &draft_plan, "steps"_a, "rates"_a, "k_max"_a, "n_tokens"_a, "room"_a);
     t.def("step_cost_estimate", &step_cost_estimate, "steps"_a, "n_tokens"_a, "n_seqs"_a, "max_tokens"_a = 512);
     t.def("kv_cell_layout", &kv_cell_layout, "model"_a, "n_ctx"_a, "steps"_a, "paged"_a = true);

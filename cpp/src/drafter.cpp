@@ -25,22 +25,14 @@ uint64_t NgramIndex::key(const llama_token* tokens, int n) {
 void NgramIndex::clear() {
     tokens_.clear();
     for (auto& map : after_) map.clear();
-    for (auto& previous : previous_) previous.clear();
 }
 
 void NgramIndex::append(llama_token token) {
     tokens_.push_back(token);
     const int s = static_cast<int>(tokens_.size());
     // The n-grams that end just before `token` now have a follower: it.
-    for (int n = kMinN; n <= kMaxN; ++n) {
-        std::vector<int32_t>& previous = previous_[n - kMinN];
-        previous.push_back(-1);
-        if (n >= s) continue;
-        const auto [it, fresh] = after_[n - kMinN].try_emplace(key(&tokens_[s - 1 - n], n), s - 1);
-        if (!fresh) {
-            previous.back() = it->second;
-            it->second = s - 1;
-        }
+    for (int n = kMinN; n <= kMaxN && n < s; ++n) {
+        after_[n - kMinN][key(&tokens_[s - 1 - n], n)] = s - 1;
     }
 }
 
@@ -59,37 +51,25 @@ int NgramIndex::find(const llama_token* tokens, int n) const {
     return std::equal(tokens, tokens + n, tokens_.begin() + (after - n)) ? after : -1;
 }
 
-int NgramIndex::match(const llama_token* seq, int s, int* matched, int* n_used) const {
+int NgramIndex::match(const llama_token* seq, int s, int* matched) const {
     for (int n = std::min(kMaxN, s); n >= kMinN; --n) {
         const int after = find(seq + (s - n), n);
         if (after < 0) continue;
         int m = n;  // how far back the two places agree
         while (m < kLongMatch && after - m - 1 >= 0 && m < s && tokens_[after - m - 1] == seq[s - m - 1]) ++m;
         *matched = m;
-        if (n_used != nullptr) *n_used = n;
         return after;
     }
     *matched = 0;
     return -1;
 }
 
-int NgramIndex::agreement(int after, int n, int k) const {
-    const int before = previous_[n - kMinN][static_cast<size_t>(after)];
-    const auto at = [&](int i) { return tokens_.begin() + i; };
-    if (before < 0 || !std::equal(at(before - n), at(before), at(after - n))) return k;  // (a hash collision)
-    const int s = static_cast<int>(tokens_.size());
-    int j = 0;
-    while (j < k && after + j < s && tokens_[before + j] == tokens_[after + j]) ++j;
-    return after + j == s ? k : j;
-}
-
 std::vector<llama_token> NgramIndex::continuation(int k, int* matched) const {
     const int s = static_cast<int>(tokens_.size());
-    int m = 0, n = 0;
-    const int after = match(tokens_.data(), s, &m, &n);
+    int m = 0;
+    const int after = match(tokens_.data(), s, &m);
     if (matched != nullptr) *matched = m;
     if (after < 0) return {};
-    if (m < kLongMatch) k = agreement(after, n, k);
     // Past the sequence's end the draft continues from itself: the two places are `s - after`
     // tokens apart, so the text repeats with that period (a list, a table, code of one shape).
     std::vector<llama_token> out;

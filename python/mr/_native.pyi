@@ -405,9 +405,6 @@ class testing:
     # the draft recalled for `seq` from other sequences' tokens, and how many tokens agree before it
     @staticmethod
     def recall_draft(sources: list[list[int]], seq: list[int], k: int) -> tuple[list[int], int]: ...
-    # a sequence's own draft after `tokens` (n-gram lookup), and how many tokens agree before it
-    @staticmethod
-    def ngram_draft(tokens: list[int], k: int) -> tuple[list[int], int]: ...
     # the cell of each position of each sequence after `steps` of (sequence, tokens) groups decode in one
     # shared cache, paged as the engine's or not
     @staticmethod

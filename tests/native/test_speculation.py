@@ -289,27 +289,6 @@ def test_small_steps_are_priced_by_their_number_of_sequences() -> None:
     assert sum(draft_plan([*steps, (4, 4, 0, 27_000.0)], [0.99] * 4, [4] * 4, 4, 508)) > 0
 
 
-def test_a_short_match_drafts_only_what_its_last_two_occurrences_agree_on() -> None:
-    # A list of records: each repeats the keys (1, 2, 3) with another value after them. The
-    # latest record's value was drafted after every key and was never the next one.
-    from mr._native.testing import ngram_draft
-
-    records = [1, 2, 3, 10, 4, 1, 2, 3, 11, 4, 1, 2, 3, 12, 4, 1, 2, 3]
-    assert ngram_draft(records, 8)[0] == []
-    # Where they agree for a while, the draft goes that far.
-    records = [1, 2, 3, 10, 20, 4, 1, 2, 3, 10, 21, 4, 1, 2, 3, 10, 22, 4, 1, 2, 3]
-    assert ngram_draft(records, 8)[0] == [10]
-    # Where they agree up to the end, it repeats the period; with one earlier occurrence, it
-    # drafts what followed it (nothing to go by but that).
-    same = [1, 2, 3, 10, 4] * 3 + [1, 2, 3]
-    assert ngram_draft(same, 8)[0] == [10, 4, 1, 2, 3, 10, 4, 1]
-    assert ngram_draft([7, 1, 2, 3, 10, 4, 8, 1, 2, 3], 4)[0] == [10, 4, 8, 1]
-    # A long match is a text being copied: drafted in full.
-    text = list(range(100, 140))
-    copied, matched = ngram_draft([*text, 5, *range(100, 117)], 6)
-    assert matched >= 16 and copied == [117, 118, 119, 120, 121, 122]
-
-
 def test_a_copied_text_is_recalled_from_the_source_that_goes_furthest() -> None:
     # Copies of one request run side by side: the copy beside this one is a token ahead, while the
     # same request's earlier answer, kept in memory, holds all of it. Both agree with this one's

@@ -39,11 +39,6 @@ public:
     // indexed sequence (n-gram prompt lookup); empty when no suffix occurred before. `matched`
     // gets how many tokens before the draft agree with the sequence's last ones (up to kLongMatch):
     // a text being copied matches for dozens of tokens, a chance bigram for two.
-    //
-    // After a short match, the draft is only what that n-gram's latest two occurrences agree was
-    // next: in a list of records the keys repeat with other values after them (`"name": "` then
-    // Ada, then Linus), and the latest value is a wrong guess however often the key recurs.
-    // llama-server's ngram-map-k drafts the same way, from what followed a key more than once.
     std::vector<llama_token> continuation(int k, int* matched = nullptr) const;
     // The same lookup for another sequence's suffix `seq` in this one's tokens: what followed
     // here, up to this sequence's end.
@@ -55,15 +50,10 @@ public:
 private:
     // Where the longest suffix of seq[0, s) (kMinN to kMaxN tokens) last occurred in this index,
     // followed by a token (the position after it, or -1), and how many tokens agree there.
-    int match(const llama_token* seq, int s, int* matched, int* n_used = nullptr) const;
-    // How many of the k tokens after `after` (where an n-gram ends) agree with those after its
-    // previous occurrence; k where it has none, or where they agree up to the sequence's end.
-    int agreement(int after, int n, int k) const;
+    int match(const llama_token* seq, int s, int* matched) const;
     static uint64_t key(const llama_token* tokens, int n);
     std::vector<llama_token> tokens_;
     std::unordered_map<uint64_t, int32_t> after_[kMaxN - kMinN + 1];
-    // By position p: where the n-gram ending before p had occurred last before (its follower), or -1.
-    std::vector<int32_t> previous_[kMaxN - kMinN + 1];
 };
 
 // Earlier requests' tokens (prompt and answer), kept after their slots take new requests: a
