@@ -25,22 +25,14 @@ uint64_t NgramIndex::key(const llama_token* tokens, int n) {
 void NgramIndex::clear() {
     tokens_.clear();
     for (auto& map : after_) map.clear();
-    for (auto& previous : previous_) previous.clear();
 }
 
 void NgramIndex::append(llama_token token) {
     tokens_.push_back(token);
     const int s = static_cast<int>(tokens_.size());
     // The n-grams that end just before `token` now have a follower: it.
-    for (int n = kMinN; n <= kMaxN; ++n) {
-        std::vector<int32_t>& previous = previous_[n - kMinN];
-        previous.push_back(-1);
-        if (n >= s) continue;
-        const auto [it, fresh] = after_[n - kMinN].try_emplace(key(&tokens_[s - 1 - n], n), s - 1);
-        if (!fresh) {
-            previous.back() = it->second;
-            it->second = s - 1;
-        }
+    for (int n = kMinN; n <= kMaxN && n < s; ++n) {
+        after_[n - kMinN][key(&tokens_[s - 1 - n], n)] = s - 1;
     }
 }
 
@@ -61,28 +53,12 @@ int NgramIndex::find(const llama_token* tokens, int n) const {
 
 int NgramIndex::match(const llama_token* seq, int s, int* matched) const {
     for (int n = std::min(kMaxN, s); n >= kMinN; --n) {
-        int best = find(seq + (s - n), n), best_m = 0;
-        if (best < 0) continue;
-        const auto agree = [&](int after) {  // how far back the two places agree
-            int m = n;
-            while (m < kLongMatch && after - m - 1 >= 0 && m < s && tokens_[after - m - 1] == seq[s - m - 1]) ++m;
-            return m;
-        };
-        best_m = agree(best);
-        const std::vector<int32_t>& previous = previous_[n - kMinN];
-        int after = best;
-        for (int i = 1; i < kChain && best_m < kLongMatch; ++i) {
-            after = previous[static_cast<size_t>(after)];
-            if (after < 0) break;
-            if (!std::equal(seq + (s - n), seq + s, tokens_.begin() + (after - n))) continue;  // a hash collision
-            const int m = agree(after);
-            if (m > best_m) {
-                best = after;
-                best_m = m;
-            }
-        }
-        *matched = best_m;
-        return best;
+        const int after = find(seq + (s - n), n);
+        if (after < 0) continue;
+        int m = n;  // how far back the two places agree
+        while (m < kLongMatch && after - m - 1 >= 0 && m < s && tokens_[after - m - 1] == seq[s - m - 1]) ++m;
+        *matched = m;
+        return after;
     }
     *matched = 0;
     return -1;

@@ -289,18 +289,6 @@ def test_small_steps_are_priced_by_their_number_of_sequences() -> None:
     assert sum(draft_plan([*steps, (4, 4, 0, 27_000.0)], [0.99] * 4, [4] * 4, 4, 508)) > 0
 
 
-def test_a_repeat_of_a_list_is_recalled_at_its_own_place() -> None:
-    # An earlier answer of records (keys 1, 2, 3, 4 around a value), asked again: the latest
-    # occurrence of the last 4 tokens is the last record's, which agrees for 4 tokens; the repeat
-    # agrees for its whole length two records further back, and drafts what followed there.
-    from mr._native.testing import recall_draft
-
-    opening = list(range(100, 120))
-    answer = opening + [t for v in range(10, 15) for t in (1, 2, 3, v, 4)]
-    draft, matched = recall_draft([answer], [*opening, 1, 2, 3, 10, 4, 1, 2, 3, 11, 4, 1, 2, 3], 6)
-    assert matched >= 16 and draft == [12, 4, 1, 2, 3, 13]
-
-
 def test_a_copied_text_is_recalled_from_the_source_that_goes_furthest() -> None:
     # Copies of one request run side by side: the copy beside this one is a token ahead, while the
     # same request's earlier answer, kept in memory, holds all of it. Both agree with this one's

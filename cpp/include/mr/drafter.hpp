@@ -50,16 +50,10 @@ public:
 private:
     // Where the longest suffix of seq[0, s) (kMinN to kMaxN tokens) last occurred in this index,
     // followed by a token (the position after it, or -1), and how many tokens agree there.
-    // Among the latest kChain occurrences of that suffix, the one that agrees longest: in a text
-    // of repeated shape (a JSON list, a table) the latest occurrence of a 4-gram is the last
-    // record's, while a repeat of the whole text agrees for dozens of tokens at its own place.
     int match(const llama_token* seq, int s, int* matched) const;
-    static constexpr int kChain = 16;
     static uint64_t key(const llama_token* tokens, int n);
     std::vector<llama_token> tokens_;
     std::unordered_map<uint64_t, int32_t> after_[kMaxN - kMinN + 1];
-    // By position p: where the n-gram ending before p occurred before that (its follower), or -1.
-    std::vector<int32_t> previous_[kMaxN - kMinN + 1];
 };
 
 // Earlier requests' tokens (prompt and answer), kept after their slots take new requests: a
